@@ -1,1 +1,29 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
+//! End-to-end test harness: boots real guests in real QEMU (TCG) with the
+//! real `vhost-user-pasid` backend.
+//!
+//! - [`setup`]: guest kernels, cache paths and [`ensure_setup`], which runs
+//!   the idempotent scripts in `qemu-tests/setup/` once per process.
+//! - [`guest`]: [`Guest::boot`] from a [`GuestConfig`], shell commands over
+//!   the serial console ([`Guest::run`]), console waits, health checks,
+//!   reboot and poweroff.
+//! - [`process`]: [`ChildGuard`] and bounded waits for daemons' sockets.
+//! - `qemu`: QEMU's arguments and its chroot/mount-namespace wrapper.
+//! - `console` and `health`: the console protocol and the log checks.
+//!
+//! See `qemu-tests/README.md` for what is cached where and how to read logs.
+
+mod console;
+pub mod error;
+pub mod guest;
+mod health;
+pub mod process;
+mod qemu;
+pub mod setup;
+
+pub use error::{Error, Result};
+pub use guest::{shell_quote, CmdOutput, Guest, GuestConfig, VhostUserDevice};
+pub use health::{ALLOWED_TAINT, BAD_PATTERNS};
+pub use process::{spawn_tied, wait_for_path, wait_for_unix_listener, ChildGuard};
+pub use setup::{ensure_setup, Kernel};

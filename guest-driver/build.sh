@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# build.sh NAME - build virtio_pasid.ko and ioasid_exerciser.ko for the guest
+# kernel NAME (6.1 or 5.10) fetched by qemu-tests/setup/kernels.sh.
+#
+# The sources are copied to .cache/build/NAME/ in the DKMS layout (header in
+# include/), so builds for different kernels never collide. The build uses
+# -Werror and sparse (C=1) and fails on any compiler or sparse diagnostic.
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NAME=${1:-}
+case $NAME in
+6.1 | 5.10) ;;
+*) echo "usage: $0 {6.1|5.10}" >&2; exit 2 ;;
+esac
+
+KDIR=$REPO/.cache/kernels/$NAME/headers
+OUT=$REPO/.cache/build/$NAME
+if [ ! -f "$KDIR/Makefile" ]; then
+	echo "[build] $KDIR missing: run qemu-tests/setup/kernels.sh first" >&2
+	exit 1
+fi
+
+echo "[build] $NAME: copying sources to .cache/build/$NAME"
+rm -rf "$OUT"
+mkdir -p "$OUT/include"
+cp "$REPO"/guest-driver/{Kbuild,Makefile,dkms.conf,virtio_pasid.c,ioasid_exerciser.c} "$OUT/"
+cp "$REPO/protocol/include/virtio_pasid.h" "$OUT/include/"
+
+echo "[build] $NAME: make -C $KDIR M=$OUT C=1 modules"
+# Kbuild prints progress on stdout; compiler and sparse diagnostics go to
+# stderr, which must stay empty.
+if ! make -C "$KDIR" M="$OUT" C=1 modules >"$OUT/build.log" 2>"$OUT/diagnostics.log"; then
+	cat "$OUT/build.log" "$OUT/diagnostics.log" >&2
+	echo "[build] $NAME: FAILED" >&2
+	exit 1
+fi
+# Kbuild's note that BTF needs a vmlinux the headers do not ship is no
+# diagnostic of ours.
+grep -v '^Skipping BTF generation for .* due to unavailability of vmlinux$' \
+	"$OUT/diagnostics.log" >"$OUT/diagnostics.ours.log" || true
+if [ -s "$OUT/diagnostics.ours.log" ]; then
+	cat "$OUT/diagnostics.ours.log" >&2
+	echo "[build] $NAME: FAILED: compiler or sparse diagnostics above" >&2
+	exit 1
+fi
+if ! grep -q "CHECK.*virtio_pasid.c" "$OUT/build.log"; then
+	echo "[build] $NAME: FAILED: sparse did not run (is sparse installed?)" >&2
+	exit 1
+fi
+
+for ko in virtio_pasid.ko ioasid_exerciser.ko; do
+	[ -f "$OUT/$ko" ] || { echo "[build] $NAME: $ko missing" >&2; exit 1; }
+done
+echo "[build] $NAME: ok: .cache/build/$NAME/virtio_pasid.ko .cache/build/$NAME/ioasid_exerciser.ko"

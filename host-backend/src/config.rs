@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Command line of `vhost-user-pasid` and its validation into a [`Config`].
+//!
+//! Every check lives in `TryFrom<Args>`, and every error names the bad
+//! value, so a typo gets one clear line rather than a failure later.
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use clap::Parser;
+use pasid_protocol::MAX_PASID_BITS;
+
+use crate::socket::{check_path, group_id, SocketAccess, SocketError};
+
+/// Default per-VM quota.
+pub const DEFAULT_QUOTA: u32 = 4096;
+/// Default control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vhost-user-pasid/control.sock";
+
+/// vhost-user backend serving one global PASID space to many VMs.
+///
+/// Each VM slot is one vhost-user socket with a stable name; all slots share
+/// one PASID space. Set RUST_LOG=debug for a line per request.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(name = "vhost-user-pasid", version, about, long_about = None)]
+pub struct Args {
+    /// vhost-user socket path. With --socket-count N, the sockets are
+    /// PATH0..PATH(N-1) and the VMs are named vm0..vm(N-1); alone, PATH is
+    /// the socket of VM vm0.
+    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
+    pub socket_path: Option<PathBuf>,
+
+    /// Number of VM slots created from --socket-path.
+    #[arg(long, value_name = "N", requires = "socket_path")]
+    pub socket_count: Option<u32>,
+
+    /// A named VM slot: NAME=PATH[,quota=N][,range=LO-HI]. Repeatable.
+    #[arg(long = "vm", value_name = "SPEC")]
+    pub vms: Vec<String>,
+
+    /// Serve the vhost-user listening socket inherited as file descriptor N
+    /// (VM vm0), as libvirt passes it.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
+
+    /// Print the backend's capabilities as JSON and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+
+    /// Width of the host PASID space in bits (1-20).
+    #[arg(long, value_name = "BITS", default_value_t = MAX_PASID_BITS)]
+    pub pasid_bits: u32,
+
+    /// Reserve PASIDs LO-HI (or one PASID N) for host use. Repeatable.
+    /// PASID 0 is always reserved.
+    #[arg(long = "reserve", value_name = "LO-HI")]
+    pub reserve: Vec<String>,
+
+    /// Default number of PASIDs each VM may hold at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_QUOTA)]
+    pub quota: u32,
+
+    /// Default range of PASIDs a VM may be given (LO-HI); the whole space by
+    /// default.
+    #[arg(long, value_name = "LO-HI")]
+    pub range: Option<String>,
+
+    /// Control socket for pasidctl (created with mode 0600).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+
+    /// Mode of the vhost-user sockets, in octal (e.g. 660 so that the
+    /// group given by --socket-group can connect).
+    #[arg(long, value_name = "OCTAL")]
+    pub socket_mode: Option<String>,
+
+    /// Group owning the vhost-user sockets (name or number), e.g. the group
+    /// QEMU runs as.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+}
+
+/// Errors in the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No socket was given.
+    #[error("no VM socket given: use --socket-path PATH, --vm NAME=PATH or --fd N")]
+    NoSlots,
+    /// --socket-count 0.
+    #[error("--socket-count must be at least 1, got {0}")]
+    ZeroSocketCount(u32),
+    /// A --vm spec is malformed.
+    #[error("invalid --vm {spec:?}: {reason}")]
+    InvalidVmSpec {
+        /// The spec.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two slots share a name.
+    #[error("VM name {0:?} is used twice")]
+    DuplicateVm(String),
+    /// Two slots share a socket.
+    #[error("socket {0:?} is used by two VMs")]
+    DuplicateSocket(PathBuf),
+    /// A range is malformed.
+    #[error("invalid range {0:?}: expected LO-HI or N (decimal or 0x hex) with LO <= HI")]
+    InvalidRange(String),
+    /// --pasid-bits out of range.
+    #[error("--pasid-bits must be between 1 and {MAX_PASID_BITS}, got {0}")]
+    InvalidPasidBits(u32),
+    /// --socket-mode not octal.
+    #[error("invalid --socket-mode {0:?}: expected octal such as 600 or 660")]
+    InvalidMode(String),
+    /// --fd is negative or a standard stream.
+    #[error("invalid --fd {0}: expected an inherited descriptor number >= 3")]
+    InvalidFd(i32),
+    /// A socket path or group is unusable.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+}
+
+/// Where a slot's frontend connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotSource {
+    /// A socket path we bind.
+    Path(PathBuf),
+    /// An inherited listening socket.
+    Fd(i32),
+}
+
+impl SlotSource {
+    /// For log lines and listings.
+    pub fn label(&self) -> String {
+        match self {
+            SlotSource::Path(p) => p.display().to_string(),
+            SlotSource::Fd(fd) => format!("fd:{fd}"),
+        }
+    }
+}
+
+/// One VM slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotConfig {
+    /// VM name.
+    pub name: String,
+    /// Its socket.
+    pub source: SlotSource,
+    /// Its quota.
+    pub quota: u32,
+    /// PASIDs it may be given.
+    pub range: RangeInclusive<u32>,
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// VM slots.
+    pub slots: Vec<SlotConfig>,
+    /// Width of the space.
+    pub pasid_bits: u32,
+    /// Host-reserved ranges.
+    pub reserved: Vec<RangeInclusive<u32>>,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Access settings of the vhost-user sockets.
+    pub access: SocketAccess,
+}
+
+fn parse_number(s: &str) -> Option<u32> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// Parses `LO-HI` or `N`.
+pub fn parse_range(s: &str) -> Result<RangeInclusive<u32>, ConfigError> {
+    let bad = || ConfigError::InvalidRange(s.to_string());
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) => (parse_number(lo).ok_or_else(bad)?, parse_number(hi).ok_or_else(bad)?),
+        None => {
+            let n = parse_number(s).ok_or_else(bad)?;
+            (n, n)
+        }
+    };
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_vm_spec(
+    spec: &str,
+    quota: u32,
+    range: &RangeInclusive<u32>,
+) -> Result<SlotConfig, ConfigError> {
+    let bad = |reason: &str| ConfigError::InvalidVmSpec {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut parts = spec.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (name, path) = head
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=PATH"))?;
+    if !valid_name(name) {
+        return Err(bad(
+            "NAME must be 1-64 characters of letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if path.is_empty() {
+        return Err(bad("PATH is empty"));
+    }
+    let mut slot = SlotConfig {
+        name: name.to_string(),
+        source: SlotSource::Path(PathBuf::from(path)),
+        quota,
+        range: range.clone(),
+    };
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("quota", v)) => {
+                slot.quota = parse_number(v).ok_or_else(|| bad("quota must be a number"))?
+            }
+            Some(("range", v)) => slot.range = parse_range(v)?,
+            _ => return Err(bad(&format!("unknown option {opt:?} (known: quota, range)"))),
+        }
+    }
+    Ok(slot)
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, ConfigError> {
+        if !(1..=MAX_PASID_BITS).contains(&args.pasid_bits) {
+            return Err(ConfigError::InvalidPasidBits(args.pasid_bits));
+        }
+        let range = match &args.range {
+            Some(r) => parse_range(r)?,
+            None => 1..=u32::MAX,
+        };
+        let reserved = args
+            .reserve
+            .iter()
+            .map(|r| parse_range(r))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut slots = Vec::new();
+        if let Some(path) = &args.socket_path {
+            match args.socket_count {
+                Some(0) => return Err(ConfigError::ZeroSocketCount(0)),
+                Some(n) => {
+                    for i in 0..n {
+                        let mut p = path.clone().into_os_string();
+                        p.push(i.to_string());
+                        slots.push(SlotConfig {
+                            name: format!("vm{i}"),
+                            source: SlotSource::Path(PathBuf::from(p)),
+                            quota: args.quota,
+                            range: range.clone(),
+                        });
+                    }
+                }
+                None => slots.push(SlotConfig {
+                    name: "vm0".into(),
+                    source: SlotSource::Path(path.clone()),
+                    quota: args.quota,
+                    range: range.clone(),
+                }),
+            }
+        }
+        if let Some(fd) = args.fd {
+            if fd < 3 {
+                return Err(ConfigError::InvalidFd(fd));
+            }
+            slots.push(SlotConfig {
+                name: "vm0".into(),
+                source: SlotSource::Fd(fd),
+                quota: args.quota,
+                range: range.clone(),
+            });
+        }
+        for spec in &args.vms {
+            slots.push(parse_vm_spec(spec, args.quota, &range)?);
+        }
+        if slots.is_empty() {
+            return Err(ConfigError::NoSlots);
+        }
+        for (i, a) in slots.iter().enumerate() {
+            for b in slots.iter().skip(i + 1) {
+                if a.name == b.name {
+                    return Err(ConfigError::DuplicateVm(a.name.clone()));
+                }
+                if let (SlotSource::Path(pa), SlotSource::Path(pb)) = (&a.source, &b.source) {
+                    if pa == pb {
+                        return Err(ConfigError::DuplicateSocket(pa.clone()));
+                    }
+                }
+            }
+            if let SlotSource::Path(p) = &a.source {
+                check_path(p)?;
+            }
+        }
+        check_path(&args.control_socket)?;
+
+        let mode = match &args.socket_mode {
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| ConfigError::InvalidMode(m.clone()))?,
+            ),
+            None => None,
+        };
+        let gid = args.socket_group.as_deref().map(group_id).transpose()?;
+
+        Ok(Config {
+            slots,
+            pasid_bits: args.pasid_bits,
+            reserved,
+            control_socket: args.control_socket,
+            access: SocketAccess { mode, gid },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assert_matches::assert_matches;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut full = vec!["vhost-user-pasid"];
+        full.extend_from_slice(args);
+        Config::try_from(Args::parse_from(full))
+    }
+
+    #[test]
+    fn socket_count_makes_numbered_slots() {
+        let cfg = parse(&["--socket-path", "/tmp/p.sock", "--socket-count", "3"]).unwrap();
+        let names: Vec<_> = cfg.slots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["vm0", "vm1", "vm2"]);
+        assert_eq!(
+            cfg.slots[2].source,
+            SlotSource::Path(PathBuf::from("/tmp/p.sock2"))
+        );
+        assert_eq!(cfg.slots[0].quota, DEFAULT_QUOTA);
+        assert_eq!(cfg.pasid_bits, 20);
+    }
+
+    #[test]
+    fn named_vms_take_options() {
+        let cfg = parse(&[
+            "--vm",
+            "web=/tmp/web.sock,quota=7,range=0x100-0x1ff",
+            "--vm",
+            "db=/tmp/db.sock",
+            "--quota",
+            "9",
+            "--reserve",
+            "1-15",
+            "--reserve",
+            "0xfffff",
+        ])
+        .unwrap();
+        assert_eq!(cfg.slots[0].quota, 7);
+        assert_eq!(cfg.slots[0].range, 0x100..=0x1ff);
+        assert_eq!(cfg.slots[1].quota, 9);
+        assert_eq!(cfg.reserved, vec![1..=15, 0xfffff..=0xfffff]);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert_matches!(parse(&[]), Err(ConfigError::NoSlots));
+        assert_matches!(
+            parse(&["--socket-path", "/tmp/x", "--socket-count", "0"]),
+            Err(ConfigError::ZeroSocketCount(0))
+        );
+        assert_matches!(
+            parse(&["--socket-path", "/tmp/x", "--pasid-bits", "21"]),
+            Err(ConfigError::InvalidPasidBits(21))
+        );
+        assert_matches!(
+            parse(&["--socket-path", "/tmp/x", "--reserve", "9-3"]),
+            Err(ConfigError::InvalidRange(r)) if r == "9-3"
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a", "--vm", "a=/tmp/b"]),
+            Err(ConfigError::DuplicateVm(n)) if n == "a"
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a", "--vm", "b=/tmp/a"]),
+            Err(ConfigError::DuplicateSocket(_))
+        );
+        assert_matches!(
+            parse(&["--vm", "bad name=/tmp/a"]),
+            Err(ConfigError::InvalidVmSpec { spec, .. }) if spec == "bad name=/tmp/a"
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a,colour=red"]),
+            Err(ConfigError::InvalidVmSpec { .. })
+        );
+        assert_matches!(parse(&["--fd", "1"]), Err(ConfigError::InvalidFd(1)));
+        assert_matches!(
+            parse(&["--socket-path", "/tmp/x", "--socket-mode", "9z"]),
+            Err(ConfigError::InvalidMode(m)) if m == "9z"
+        );
+        let long = format!("/tmp/{}", "s".repeat(120));
+        assert_matches!(
+            parse(&["--socket-path", &long]),
+            Err(ConfigError::Socket(SocketError::PathTooLong { .. }))
+        );
+    }
+
+    #[test]
+    fn fd_and_socket_path_conflict() {
+        let r = Args::try_parse_from(["x", "--fd", "3", "--socket-path", "/tmp/a"]);
+        assert!(r.is_err());
+    }
+}

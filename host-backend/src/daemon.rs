@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Start-up and shutdown: builds the space, binds every socket, starts a
+//! thread per VM slot and one for the control socket, then waits for
+//! SIGTERM/SIGINT or a slot failure.
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use log::{error, info};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::{Config, SlotSource};
+use crate::control::serve_control;
+use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig, SpaceError};
+use crate::registry::{Registry, RegistryError};
+use crate::slot::{serve_slot, SlotError, VmSlot};
+use crate::socket::{bind, SocketAccess, SocketError};
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The PASID space configuration is invalid.
+    #[error("invalid PASID space: {0}")]
+    Space(#[from] SpaceError),
+    /// A VM slot could not be registered.
+    #[error("cannot register VM: {0}")]
+    Registry(#[from] RegistryError),
+    /// A socket could not be bound.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The inherited descriptor is not a listening Unix socket.
+    #[error("--fd {fd}: {reason}")]
+    BadFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The control socket's directory could not be created.
+    #[error("cannot create {path:?}: {source}")]
+    ControlDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// A thread could not be started.
+    #[error("cannot start thread: {0}")]
+    Thread(std::io::Error),
+    /// A VM slot stopped serving.
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+}
+
+/// What ends the daemon's wait.
+enum Event {
+    Signal(i32),
+    SlotFailed(SlotError),
+}
+
+/// Takes ownership of an inherited listening socket.
+fn inherited_listener(fd: RawFd) -> Result<UnixListener, DaemonError> {
+    let bad = |reason: &str| DaemonError::BadFd {
+        fd,
+        reason: reason.to_string(),
+    };
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `listening` and `len` are valid for writes of the sizes given;
+    // getsockopt fails cleanly (EBADF/ENOTSOCK) for a bad descriptor.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(bad(&format!(
+            "not a socket ({})",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if listening == 0 {
+        return Err(bad(
+            "is a connected socket; vhost-user-pasid needs a listening Unix socket \
+             (bind and listen, then pass it, as libvirt does for virtiofsd)",
+        ));
+    }
+    // SAFETY: the descriptor was inherited for this purpose, is an open
+    // listening socket (checked above), and nothing else in the process owns it.
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    // SAFETY: fcntl on an open descriptor with valid flag arguments.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(listener)
+}
+
+fn space_id() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            error!("cannot remove {}: {e}", path.display());
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (Ok) or a failure (Err).
+pub fn start_backend(config: Config) -> Result<(), DaemonError> {
+    let space = PasidSpace::new(SpaceConfig {
+        pasid_bits: config.pasid_bits,
+        reserved: config.reserved.clone(),
+    })?;
+    let mut registry = Registry::new(space, space_id());
+
+    let mut slots = Vec::new();
+    let mut bound_paths = Vec::new();
+    for slot in &config.slots {
+        let vm = registry.add_vm(
+            &slot.name,
+            &slot.source.label(),
+            OwnerLimits {
+                quota: slot.quota,
+                range: slot.range.clone(),
+            },
+        )?;
+        let listener = match &slot.source {
+            SlotSource::Path(p) => {
+                let l = bind(p, &config.access)?;
+                bound_paths.push(p.clone());
+                l
+            }
+            SlotSource::Fd(fd) => inherited_listener(*fd)?,
+        };
+        slots.push(VmSlot {
+            name: slot.name.clone(),
+            vm,
+            socket: slot.source.label(),
+            listener,
+        });
+    }
+
+    if let Some(dir) = config.control_socket.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|source| DaemonError::ControlDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let control = bind(
+        &config.control_socket,
+        &SocketAccess {
+            mode: Some(0o600),
+            gid: None,
+        },
+    )?;
+    bound_paths.push(config.control_socket.clone());
+
+    let stats = registry.stats();
+    info!(
+        "event=start pasid_bits={} capacity={} reserved={} vms={} control={}",
+        stats.space.pasid_bits,
+        stats.space.capacity,
+        stats.space.reserved,
+        stats.vms,
+        config.control_socket.display()
+    );
+    let registry = Arc::new(Mutex::new(registry));
+
+    let (tx, rx) = mpsc::channel();
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+    let sig_tx = tx.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = sig_tx.send(Event::Signal(sig));
+            }
+        })
+        .map_err(DaemonError::Thread)?;
+
+    for slot in slots {
+        info!("vm={} event=listen socket={}", slot.name, slot.socket);
+        let registry = registry.clone();
+        let tx = tx.clone();
+        thread::Builder::new()
+            .name(format!("slot-{}", slot.name))
+            .spawn(move || {
+                if let Err(e) = serve_slot(slot, registry) {
+                    let _ = tx.send(Event::SlotFailed(e));
+                }
+            })
+            .map_err(DaemonError::Thread)?;
+    }
+    let control_registry = registry.clone();
+    thread::Builder::new()
+        .name("control".into())
+        .spawn(move || serve_control(control, control_registry))
+        .map_err(DaemonError::Thread)?;
+
+    let result = match rx.recv() {
+        Ok(Event::Signal(sig)) => {
+            info!("event=stop signal={sig}");
+            Ok(())
+        }
+        Ok(Event::SlotFailed(e)) => Err(e.into()),
+        Err(_) => Ok(()),
+    };
+    for path in &bound_paths {
+        remove_socket(path);
+    }
+    result
+}

@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The host's single authority: the PASID space plus what it knows of each
+//! VM slot and host holder.
+//!
+//! One `Registry` lives behind one mutex shared by every VM session and the
+//! control socket. A request batch takes the lock once per queue drain.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use log::info;
+use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
+use serde::Serialize;
+
+use crate::pasid_space::{
+    AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError,
+    SpaceError, SpaceStats,
+};
+
+/// Errors of registry operations requested by the operator.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    /// No VM slot of that name.
+    #[error("no VM named {0:?}")]
+    UnknownVm(String),
+    /// The name belongs to a VM, not a host holder (or the reverse).
+    #[error("{0:?} is a VM slot, not a host holder")]
+    NotAHolder(String),
+    /// A PASID-space operation failed.
+    #[error("{0}")]
+    Ref(#[from] RefError),
+    /// Owner management failed.
+    #[error("{0}")]
+    Space(#[from] SpaceError),
+}
+
+/// Per-VM request counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VmCounters {
+    /// Requests answered, by opcode name.
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Responses sent, by status name.
+    pub statuses: BTreeMap<&'static str, u64>,
+    /// Chains that were malformed (answered INVALID or returned unused).
+    pub malformed: u64,
+    /// PASIDs released by RESET, disconnect or operator release.
+    pub reclaimed: u64,
+    /// Times the slot was connected.
+    pub connects: u64,
+}
+
+/// What the registry knows of one VM slot.
+#[derive(Debug)]
+struct VmRecord {
+    owner: OwnerId,
+    socket: String,
+    connected: bool,
+    counters: VmCounters,
+}
+
+/// Why a VM's references were dropped, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReclaimReason {
+    /// The driver sent RESET.
+    DriverReset,
+    /// The vhost-user connection closed.
+    Disconnect,
+    /// `pasidctl release`.
+    Operator,
+}
+
+impl ReclaimReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReclaimReason::DriverReset => "driver reset",
+            ReclaimReason::Disconnect => "disconnect",
+            ReclaimReason::Operator => "operator release",
+        }
+    }
+}
+
+/// One VM as the control socket shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmView {
+    /// Slot name.
+    pub name: String,
+    /// Socket path (or `fd:N`).
+    pub socket: String,
+    /// Whether a frontend is connected.
+    pub connected: bool,
+    /// PASIDs the VM holds references on.
+    pub held: u32,
+    /// Its quota.
+    pub quota: u32,
+    /// Lowest PASID it may be given.
+    pub range_start: Pasid,
+    /// Highest PASID it may be given.
+    pub range_end: Pasid,
+    /// Counters.
+    pub counters: VmCounters,
+}
+
+/// Whole-host figures as the control socket shows them.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostStats {
+    /// Identifier of this PASID space.
+    pub space_id: u64,
+    /// Space figures.
+    pub space: SpaceStats,
+    /// Number of VM slots.
+    pub vms: usize,
+    /// Slots with a frontend connected.
+    pub connected_vms: usize,
+    /// Requests answered, all VMs.
+    pub requests: u64,
+    /// Malformed chains, all VMs.
+    pub malformed: u64,
+    /// PASIDs reclaimed, all VMs.
+    pub reclaimed: u64,
+}
+
+/// The PASID space and everything attached to it.
+#[derive(Debug)]
+pub struct Registry {
+    space: PasidSpace,
+    space_id: u64,
+    vms: BTreeMap<String, VmRecord>,
+}
+
+/// Handle for a VM slot, cheap to copy into sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmId(OwnerId);
+
+impl Registry {
+    /// Wraps a PASID space; `space_id` identifies it to guests.
+    pub fn new(space: PasidSpace, space_id: u64) -> Self {
+        Registry {
+            space,
+            space_id,
+            vms: BTreeMap::new(),
+        }
+    }
+
+    /// Read access to the space, for listings and tests.
+    pub fn space(&self) -> &PasidSpace {
+        &self.space
+    }
+
+    /// Adds a VM slot.
+    pub fn add_vm(
+        &mut self,
+        name: &str,
+        socket: &str,
+        limits: OwnerLimits,
+    ) -> Result<VmId, RegistryError> {
+        let owner = self.space.add_owner(name, OwnerKind::Vm, limits)?;
+        self.vms.insert(
+            name.to_string(),
+            VmRecord {
+                owner,
+                socket: socket.to_string(),
+                connected: false,
+                counters: VmCounters::default(),
+            },
+        );
+        Ok(VmId(owner))
+    }
+
+    fn record_mut(&mut self, vm: VmId) -> Option<&mut VmRecord> {
+        let name = self.space.owner_name(vm.0)?;
+        self.vms.get_mut(name)
+    }
+
+    /// Name of a VM slot.
+    pub fn vm_name(&self, vm: VmId) -> &str {
+        self.space.owner_name(vm.0).unwrap_or("?")
+    }
+
+    /// The device configuration space this VM's driver reads.
+    pub fn device_config(&self, vm: VmId) -> Config {
+        let limits = self.space.limits(vm.0);
+        Config {
+            version: VERSION,
+            pasid_bits: self.space.pasid_bits(),
+            pasid_min: limits.as_ref().map_or(1, |l| *l.range.start()),
+            pasid_max: limits.as_ref().map_or(0, |l| *l.range.end()),
+            quota: limits.map_or(0, |l| l.quota),
+            reserved: 0,
+            space_id: self.space_id,
+        }
+    }
+
+    /// Marks a slot connected or disconnected.
+    pub fn set_connected(&mut self, vm: VmId, connected: bool) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.connected = connected;
+            if connected {
+                rec.counters.connects += 1;
+            }
+        }
+    }
+
+    /// Whether a slot has a frontend connected.
+    pub fn is_connected(&self, vm: VmId) -> bool {
+        self.space
+            .owner_name(vm.0)
+            .and_then(|n| self.vms.get(n))
+            .is_some_and(|r| r.connected)
+    }
+
+    /// Counts a malformed chain against a VM.
+    pub fn count_malformed(&mut self, vm: VmId) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.counters.malformed += 1;
+        }
+    }
+
+    /// Carries out one well-formed guest request.
+    pub fn handle(&mut self, vm: VmId, request: Request) -> Response {
+        let tag = request.tag();
+        let response = match request {
+            Request::Alloc { min, max, .. } => match self.space.alloc(vm.0, min, max) {
+                Ok(pasid) => Response::ok(tag, pasid),
+                Err(e) => Response::new(alloc_status(e), tag),
+            },
+            Request::Free { pasid, .. } => match self.space.put(vm.0, pasid) {
+                Ok(_) => Response::new(Status::Ok, tag),
+                Err(e) => Response::new(ref_status(e), tag),
+            },
+            Request::Reset { .. } => {
+                let released = self.reclaim_vm(vm, ReclaimReason::DriverReset);
+                Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1))
+            }
+        };
+        if let Some(rec) = self.record_mut(vm) {
+            *rec
+                .counters
+                .requests
+                .entry(request.opcode().name())
+                .or_default() += 1;
+            let status = Status::from_wire(response.status).unwrap_or(Status::Internal);
+            *rec.counters.statuses.entry(status.name()).or_default() += 1;
+        }
+        response
+    }
+
+    /// Undoes a request whose response never reached the guest.
+    pub fn undo(&mut self, vm: VmId, request: Request, response: Response) {
+        if let (Request::Alloc { .. }, Some(Status::Ok)) =
+            (request, Status::from_wire(response.status))
+        {
+            // The guest never saw this PASID: drop the reference it got.
+            let _ = self.space.put(vm.0, response.pasid);
+        }
+    }
+
+    /// Drops every reference a VM holds and logs how many PASIDs that was.
+    /// Returns the number of references released.
+    pub fn reclaim_vm(&mut self, vm: VmId, reason: ReclaimReason) -> u64 {
+        let summary = self.space.reclaim(vm.0);
+        let name = self.vm_name(vm).to_string();
+        if let Some(rec) = self.record_mut(vm) {
+            rec.counters.reclaimed += summary.references;
+        }
+        if summary.references > 0 || reason != ReclaimReason::DriverReset {
+            info!(
+                "vm={name} event=reclaim reason=\"{}\" references={} pasids_freed={}",
+                reason.as_str(),
+                summary.references,
+                summary.pasids_freed
+            );
+        }
+        summary.references
+    }
+
+    /// Looks a VM slot up by name.
+    pub fn vm(&self, name: &str) -> Result<VmId, RegistryError> {
+        self.vms
+            .get(name)
+            .map(|r| VmId(r.owner))
+            .ok_or_else(|| RegistryError::UnknownVm(name.to_string()))
+    }
+
+    /// Changes a VM's quota.
+    pub fn set_quota(&mut self, name: &str, quota: u32) -> Result<(), RegistryError> {
+        let vm = self.vm(name)?;
+        let limits = self
+            .space
+            .limits(vm.0)
+            .ok_or_else(|| RegistryError::UnknownVm(name.to_string()))?;
+        self.space
+            .set_limits(vm.0, OwnerLimits { quota, ..limits })?;
+        info!("vm={name} event=quota quota={quota}");
+        Ok(())
+    }
+
+    /// Returns the host holder of that name, creating it on first use.
+    fn holder(&mut self, name: &str) -> Result<OwnerId, RegistryError> {
+        if self.vms.contains_key(name) {
+            return Err(RegistryError::NotAHolder(name.to_string()));
+        }
+        if let Some(id) = self.space.owner(name) {
+            return Ok(id);
+        }
+        let full: RangeInclusive<Pasid> = 1..=self.space.max_pasid();
+        Ok(self.space.add_owner(
+            name,
+            OwnerKind::Host,
+            OwnerLimits {
+                quota: u32::MAX,
+                range: full,
+            },
+        )?)
+    }
+
+    /// A host holder takes a reference on an allocated PASID.
+    pub fn host_get(&mut self, holder: &str, pasid: Pasid) -> Result<u32, RegistryError> {
+        let id = self.holder(holder)?;
+        let refs = self.space.get(id, pasid)?;
+        info!("holder={holder} event=get pasid={pasid} refs={refs}");
+        Ok(refs)
+    }
+
+    /// A host holder drops a reference; says whether the PASID was freed.
+    pub fn host_put(&mut self, holder: &str, pasid: Pasid) -> Result<bool, RegistryError> {
+        let id = self.holder(holder)?;
+        let outcome = self.space.put(id, pasid)?;
+        info!(
+            "holder={holder} event=put pasid={pasid} freed={}",
+            outcome.freed
+        );
+        Ok(outcome.freed)
+    }
+
+    /// Operator release of everything a VM holds.
+    pub fn release_vm(&mut self, name: &str) -> Result<u64, RegistryError> {
+        let vm = self.vm(name)?;
+        Ok(self.reclaim_vm(vm, ReclaimReason::Operator))
+    }
+
+    /// Every allocated PASID with its holders.
+    pub fn pasids(&self) -> Vec<PasidInfo> {
+        self.space.list()
+    }
+
+    /// Every VM slot.
+    pub fn vms(&self) -> Vec<VmView> {
+        self.vms
+            .iter()
+            .map(|(name, rec)| {
+                let usage = self.space.usage(rec.owner);
+                VmView {
+                    name: name.clone(),
+                    socket: rec.socket.clone(),
+                    connected: rec.connected,
+                    held: usage.as_ref().map_or(0, |u| u.held),
+                    quota: usage.as_ref().map_or(0, |u| u.quota),
+                    range_start: usage.as_ref().map_or(0, |u| u.range_start),
+                    range_end: usage.as_ref().map_or(0, |u| u.range_end),
+                    counters: rec.counters.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whole-host figures.
+    pub fn stats(&self) -> HostStats {
+        let mut requests = 0;
+        let mut malformed = 0;
+        let mut reclaimed = 0;
+        for rec in self.vms.values() {
+            requests += rec.counters.requests.values().sum::<u64>();
+            malformed += rec.counters.malformed;
+            reclaimed += rec.counters.reclaimed;
+        }
+        HostStats {
+            space_id: self.space_id,
+            space: self.space.stats(),
+            vms: self.vms.len(),
+            connected_vms: self.vms.values().filter(|r| r.connected).count(),
+            requests,
+            malformed,
+            reclaimed,
+        }
+    }
+}
+
+fn alloc_status(e: AllocError) -> Status {
+    match e {
+        AllocError::InvalidRange { .. } => Status::Invalid,
+        AllocError::NoSpace => Status::NoSpace,
+        AllocError::QuotaExceeded { .. } => Status::QuotaExceeded,
+        AllocError::UnknownOwner => Status::Internal,
+    }
+}
+
+fn ref_status(e: RefError) -> Status {
+    match e {
+        RefError::NotFound(_) => Status::NotFound,
+        RefError::NotOwner(_) => Status::NotOwner,
+        RefError::Invalid(_) => Status::Invalid,
+        RefError::QuotaExceeded { .. } => Status::QuotaExceeded,
+        RefError::Overflow(_) | RefError::UnknownOwner => Status::Internal,
+    }
+}

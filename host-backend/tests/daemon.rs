@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The real daemon over its real sockets: vhost-user handshake, memfd guest
+//! memory, real vrings and eventfds, and pasidctl against it.
+
+mod frontend;
+
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use frontend::{held_by, Daemon, RawDesc, TestVm, VmOptions, SCRATCH_GPA};
+use pasid_protocol::{Request, Status, PASID_NONE, RESPONSE_SIZE, VERSION};
+use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::VhostUserFrontend;
+use vhost::VhostBackend;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+
+const LONG: Duration = Duration::from_secs(10);
+
+fn status(r: pasid_protocol::Response) -> Status {
+    Status::from_wire(r.status).unwrap()
+}
+
+#[test]
+fn config_space_describes_the_vm() {
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock,quota=7,range=100-200",
+        "--pasid-bits",
+        "16",
+    ]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let cfg = vm.config();
+    assert_eq!(cfg.version, VERSION);
+    assert_eq!(cfg.pasid_bits, 16);
+    assert_eq!((cfg.pasid_min, cfg.pasid_max), (100, 200));
+    assert_eq!(cfg.quota, 7);
+    let stats = d.ctl_json(&["stats"]);
+    assert_eq!(stats["space_id"].as_u64(), Some(cfg.space_id));
+}
+
+#[test]
+fn two_vms_allocating_concurrently_get_disjoint_pasids() {
+    let d = Daemon::start(&["--socket-path", "{dir}/vm.sock", "--socket-count", "2"]);
+    let paths = [d.path("vm.sock0"), d.path("vm.sock1")];
+    let per_vm = 300;
+    let got: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                s.spawn(move || {
+                    let mut vm = TestVm::connect(p);
+                    let mut mine = Vec::new();
+                    // Batches of 10 and singles interleave with the other VM.
+                    while mine.len() < per_vm {
+                        let reqs: Vec<_> = (0..10)
+                            .map(|i| Request::Alloc {
+                                tag: (mine.len() + i) as u64,
+                                min: 1,
+                                max: 0xfffff,
+                            })
+                            .collect();
+                        for r in vm.batch(&reqs) {
+                            assert_eq!(status(r), Status::Ok);
+                            mine.push(r.pasid);
+                        }
+                    }
+                    (vm, mine)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // Check the host's view while both VMs are still connected.
+        for (i, (_, mine)) in results.iter().enumerate() {
+            let mut sorted = mine.clone();
+            sorted.sort_unstable();
+            assert_eq!(held_by(&d, &format!("vm{i}")), sorted);
+        }
+        results.into_iter().map(|(_, mine)| mine).collect()
+    });
+    let a: BTreeSet<_> = got[0].iter().collect();
+    let b: BTreeSet<_> = got[1].iter().collect();
+    assert_eq!(a.len(), per_vm, "VM 0 got a PASID twice");
+    assert_eq!(b.len(), per_vm, "VM 1 got a PASID twice");
+    assert!(a.is_disjoint(&b), "a PASID was given to both VMs");
+    assert!(!a.contains(&0) && !b.contains(&0), "PASID 0 handed out");
+}
+
+#[test]
+fn free_checks_ownership_and_existence() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock", "--vm", "b={dir}/b.sock"]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    let p = a.alloc_ok(1, 100);
+    assert_eq!(p, 1, "lowest free PASID");
+    assert_eq!(b.free(p), Status::NotOwner);
+    assert_eq!(held_by(&d, "a"), vec![p], "NOT_OWNER must not free it");
+    assert_eq!(b.free(50), Status::NotFound);
+    assert_eq!(b.free(0), Status::Invalid);
+    assert_eq!(b.free(1 << 20), Status::Invalid);
+    assert_eq!(a.free(p), Status::Ok);
+    assert_eq!(a.free(p), Status::NotFound);
+    assert!(held_by(&d, "a").is_empty());
+}
+
+#[test]
+fn ranges_reserved_ids_and_bad_ranges() {
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock,range=10-20",
+        "--reserve",
+        "12-13",
+    ]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    // Lowest free in [1, 100] ∩ [10, 20] minus reserved 12-13.
+    let got: Vec<u32> = (0..9).map(|_| a.alloc_ok(1, 100)).collect();
+    assert_eq!(got, vec![10, 11, 14, 15, 16, 17, 18, 19, 20]);
+    assert_eq!(status(a.alloc(1, 100)), Status::NoSpace);
+    let tag = a.tag();
+    let r = a.request(Request::Alloc {
+        tag,
+        min: 30,
+        max: 20,
+    });
+    assert_eq!((status(r), r.pasid), (Status::Invalid, PASID_NONE));
+    assert_eq!(status(a.alloc(1 << 20, u32::MAX)), Status::Invalid);
+}
+
+#[test]
+fn quota_is_a_clean_status() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock,quota=3", "--vm", "b={dir}/b.sock"]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    for _ in 0..3 {
+        a.alloc_ok(1, 1000);
+    }
+    assert_eq!(status(a.alloc(1, 1000)), Status::QuotaExceeded);
+    b.alloc_ok(1, 1000); // the other VM is unaffected
+    assert_eq!(a.free(1), Status::Ok);
+    a.alloc_ok(1, 1000);
+    // The operator raises the quota at run time.
+    let (ok, out, _) = d.ctl(&["quota", "--vm", "a", "4"]);
+    assert!(ok, "{out}");
+    a.alloc_ok(1, 1000);
+    assert_eq!(status(a.alloc(1, 1000)), Status::QuotaExceeded);
+    let vms = d.ctl_json(&["vms"]);
+    let va = vms.as_array().unwrap().iter().find(|v| v["name"] == "a").unwrap();
+    assert_eq!((va["held"].as_u64(), va["quota"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(va["counters"]["statuses"]["QUOTA_EXCEEDED"].as_u64(), Some(2));
+}
+
+#[test]
+fn reset_and_disconnect_reclaim_and_the_slot_reconnects() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let path = d.path("a.sock");
+    let mut vm = TestVm::connect(&path);
+    for _ in 0..5 {
+        vm.alloc_ok(1, 100);
+    }
+    let r = vm.reset();
+    assert_eq!((status(r), r.pasid), (Status::Ok, 5), "RESET reports references released");
+    assert!(held_by(&d, "a").is_empty());
+    for _ in 0..4 {
+        vm.alloc_ok(1, 100);
+    }
+    drop(vm); // QEMU exits or crashes
+    d.wait_log("vm=a event=reclaim reason=\"disconnect\" references=4 pasids_freed=4");
+    assert!(held_by(&d, "a").is_empty());
+    // The VM restarts and connects to the same slot.
+    let mut vm = TestVm::connect(&path);
+    assert_eq!(vm.alloc_ok(1, 100), 1, "reclaimed PASIDs are reusable");
+    let vms = d.ctl_json(&["vms"]);
+    assert_eq!(vms[0]["connected"], true);
+    assert_eq!(vms[0]["counters"]["connects"].as_u64(), Some(2));
+}
+
+#[test]
+fn host_references_pin_a_guest_pasid() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let p = vm.alloc_ok(1, 100);
+    let got = d.ctl_json(&["get", &p.to_string(), "--holder", "iommu"]);
+    assert_eq!(got["refs"].as_u64(), Some(2));
+    assert_eq!(vm.free(p), Status::Ok);
+    // Still pinned: not reusable, listed with the host holder only.
+    assert_eq!(vm.alloc_ok(1, 100), p + 1);
+    let list = d.ctl_json(&["pasids"]);
+    let entry = list.as_array().unwrap().iter().find(|e| e["pasid"] == p).unwrap();
+    assert_eq!(entry["holders"][0]["owner"], "iommu");
+    assert_eq!(entry["holders"][0]["kind"], "host");
+    let put = d.ctl_json(&["put", &p.to_string(), "--holder", "iommu"]);
+    assert_eq!(put["freed"], true);
+    assert_eq!(vm.alloc_ok(1, 100), p, "freed at the last put");
+    // Human output and errors.
+    let (ok, out, _) = d.ctl(&["pasids"]);
+    assert!(ok && out.contains("a (vm) x1"), "{out}");
+    let (ok, _, err) = d.ctl(&["put", "77"]);
+    assert!(!ok);
+    assert_eq!(err.trim(), "pasidctl: PASID 77 is not allocated");
+    let (ok, _, err) = d.ctl(&["get", &p.to_string(), "--holder", "a"]);
+    assert!(!ok && err.contains("is a VM slot"), "{err}");
+    let (ok, _, err) = d.ctl(&["release", "--vm", "nope"]);
+    assert!(!ok && err.trim() == "pasidctl: no VM named \"nope\"", "{err}");
+}
+
+#[test]
+fn operator_release_drops_a_vm() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    vm.alloc_ok(1, 100);
+    vm.alloc_ok(1, 100);
+    let r = d.ctl_json(&["release", "--vm", "a"]);
+    assert_eq!(r["released"].as_u64(), Some(2));
+    assert_eq!(vm.free(1), Status::NotFound);
+}
+
+/// Malformed chains of every shape get INVALID or come back unused, and
+/// another VM allocating meanwhile sees nothing of it.
+#[test]
+fn malformed_chains_do_not_harm_the_other_vm() {
+    let d = Daemon::start(&["--vm", "bad={dir}/bad.sock", "--vm", "good={dir}/good.sock"]);
+    let mut bad = TestVm::connect(&d.path("bad.sock"));
+    let mut good = TestVm::connect(&d.path("good.sock"));
+    let req = Request::Alloc {
+        tag: 9,
+        min: 1,
+        max: 10,
+    }
+    .encode();
+    let rd = |addr: u64, len: u32, next: Option<u16>| RawDesc {
+        addr,
+        len,
+        flags: if next.is_some() { VRING_DESC_F_NEXT as u16 } else { 0 },
+        next: next.unwrap_or(0),
+    };
+    let wr = |addr: u64, len: u32| RawDesc {
+        addr,
+        len,
+        flags: VRING_DESC_F_WRITE as u16,
+        next: 0,
+    };
+    let r_at = SCRATCH_GPA;
+    let w_at = SCRATCH_GPA + 0x100;
+    bad.write_at(r_at, &req);
+    // (name, chain, expected used length)
+    let cases: Vec<(&str, Vec<RawDesc>, u32)> = vec![
+        ("no response buffer", vec![rd(r_at, 24, None)], 0),
+        ("response too short", vec![rd(r_at, 24, Some(1)), wr(w_at, 8)], 0),
+        ("request too short", vec![rd(r_at, 8, Some(1)), wr(w_at, 16)], 16),
+        ("request too long", vec![rd(r_at, 4096, Some(1)), wr(w_at, 16)], 16),
+        ("only writable", vec![wr(w_at, 16)], 16),
+        (
+            "readable after writable",
+            vec![
+                RawDesc { flags: (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16, next: 1, ..wr(w_at, 16) },
+                rd(r_at, 24, None),
+            ],
+            0,
+        ),
+        ("request outside memory", vec![rd(1 << 40, 24, Some(1)), wr(w_at, 16)], 0),
+        ("response outside memory", vec![rd(r_at, 24, Some(1)), wr(u64::MAX - 8, 16)], 0),
+        ("zero-length everything", vec![rd(r_at, 0, Some(1)), wr(w_at, 0)], 0),
+    ];
+    for (name, chain, expect_len) in &cases {
+        for (i, desc) in chain.iter().enumerate() {
+            let mut desc = *desc;
+            if desc.flags & VRING_DESC_F_NEXT as u16 != 0 {
+                desc.next = i as u16 + 1;
+            }
+            bad.write_desc(i as u16, desc);
+        }
+        bad.write_at(w_at, &[0xee; 16]);
+        bad.push_avail(0);
+        bad.publish();
+        bad.kick();
+        let used = bad.wait_used(1, LONG);
+        assert_eq!(used, vec![(0, *expect_len)], "case {name:?}");
+        if *expect_len == RESPONSE_SIZE as u32 {
+            let resp = bad.read_response_at(w_at);
+            assert_eq!(Status::from_wire(resp.status), Some(Status::Invalid), "case {name:?}");
+        }
+        // The other VM keeps being served normally.
+        good.alloc_ok(1, 0xfffff);
+    }
+    // Unknown opcode and non-zero flags: INVALID with the tag echoed.
+    let mut raw = pasid_protocol::RawRequest::decode(&req);
+    raw.opcode = 0x99;
+    raw.tag = 0x1234;
+    let r = bad_request(&mut bad, &raw.encode());
+    assert_eq!((status(r), r.tag), (Status::Invalid, 0x1234));
+    raw.opcode = 1;
+    raw.flags = 1;
+    assert_eq!(status(bad_request(&mut bad, &raw.encode())), Status::Invalid);
+    // The bad VM itself still works after all that.
+    bad.alloc_ok(1, 0xfffff);
+    let vms = d.ctl_json(&["vms"]);
+    let vb = vms.as_array().unwrap().iter().find(|v| v["name"] == "bad").unwrap();
+    assert_eq!(vb["counters"]["malformed"].as_u64(), Some(cases.len() as u64 + 2));
+    let log = d.log();
+    assert!(log.contains("vm=bad event=guest-error"), "{log}");
+    assert!(!log.contains("vm=good event=guest-error"), "{log}");
+}
+
+fn bad_request(vm: &mut TestVm, bytes: &[u8; 24]) -> pasid_protocol::Response {
+    vm.write_at(TestVm::req_gpa(0), bytes);
+    vm.write_desc(
+        0,
+        RawDesc {
+            addr: TestVm::req_gpa(0),
+            len: 24,
+            flags: VRING_DESC_F_NEXT as u16,
+            next: 1,
+        },
+    );
+    vm.write_desc(
+        1,
+        RawDesc {
+            addr: TestVm::resp_gpa(0),
+            len: 16,
+            flags: VRING_DESC_F_WRITE as u16,
+            next: 0,
+        },
+    );
+    vm.push_avail(0);
+    vm.publish();
+    vm.kick();
+    assert_eq!(vm.wait_used(1, LONG), vec![(0, 16)]);
+    vm.read_response(0)
+}
+
+#[test]
+fn a_kick_with_nothing_queued_is_harmless() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    for _ in 0..100 {
+        vm.kick();
+    }
+    assert!(vm.nothing_used_within(Duration::from_millis(100)));
+    vm.alloc_ok(1, 10);
+}
+
+#[test]
+fn without_event_idx_every_request_is_signalled() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let opts = VmOptions {
+        event_idx: false,
+        ..VmOptions::default()
+    };
+    let mut vm = TestVm::connect_with(&d.path("a.sock"), opts);
+    for i in 1..=20 {
+        assert_eq!(vm.alloc_ok(1, 100), i);
+    }
+}
+
+#[test]
+fn a_second_frontend_on_a_busy_slot_is_turned_away() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut first = TestVm::connect(&d.path("a.sock"));
+    first.alloc_ok(1, 10);
+    let second = frontend::connect_frontend(&d.path("a.sock"));
+    d.wait_log("vm=a event=rejected-frontend");
+    // The rejected frontend sees its connection closed.
+    assert!(second.get_features().is_err());
+    first.alloc_ok(1, 10);
+    assert_eq!(held_by(&d, "a"), vec![1, 2]);
+}
+
+/// QEMU's frontend reads the config space with its own `config_size`; a
+/// read inside the 32 bytes is served (the too-large case is a unit test of
+/// the device, because the vhost crate's frontend cannot take the empty
+/// error reply that QEMU takes).
+#[test]
+fn partial_config_reads_are_served() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let buf = [0u8; 4];
+    let (_, data) = vm
+        .frontend
+        .get_config(4, 4, VhostUserConfigFlags::empty(), &buf)
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(data.try_into().unwrap()), 20);
+    assert_eq!(vm.config().pasid_bits, 20);
+}
+
+/// A frontend that never shares guest memory (QEMU without share=on) cannot
+/// set up its ring, and the log names the fix once.
+#[test]
+fn unshared_memory_is_named() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let opts = VmOptions {
+        share_memory: false,
+        ..VmOptions::default()
+    };
+    // The frontend does not wait for replies, so set-up may or may not see
+    // the daemon hang up; the log is what the operator reads.
+    let _ = std::panic::catch_unwind(|| TestVm::connect_with(&d.path("a.sock"), opts));
+    let log = d.wait_log("memory-backend-memfd,id=mem,size=...,share=on");
+    assert_eq!(log.matches("share=on").count(), 1, "{log}");
+}
+
+#[test]
+fn sigterm_exits_promptly_with_vms_connected() {
+    let d = Daemon::start(&["--socket-path", "{dir}/s", "--socket-count", "2"]);
+    let mut vm = TestVm::connect(&d.path("s0"));
+    vm.alloc_ok(1, 10);
+    let sockets = [d.path("s0"), d.path("s1"), d.control.clone()];
+    let start = Instant::now();
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    for s in sockets {
+        assert!(!s.exists(), "{} left behind", s.display());
+    }
+}
+
+#[test]
+fn start_up_errors_exit_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let regular = dir.path().join("file");
+    std::fs::write(&regular, "x").unwrap();
+    let long = format!("{}/{}", dir.path().display(), "s".repeat(110));
+    let ctl = dir.path().join("ctl").display().to_string();
+    for (args, needle) in [
+        (vec![], "no VM socket given"),
+        (vec!["--socket-path", regular.to_str().unwrap(), "--control-socket", &ctl], "is not a socket"),
+        (vec!["--socket-path", &long], "Unix sockets allow at most 107"),
+        (vec!["--vm", "a=/tmp/x", "--reserve", "5-1"], "invalid range \"5-1\""),
+        (vec!["--fd", "77", "--control-socket", &ctl], "--fd 77: not a socket"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    let caps = run(&["--print-capabilities"]);
+    assert!(caps.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&caps.stdout).unwrap();
+    assert_eq!(v["type"], "pasid");
+}
+
+#[test]
+fn an_inherited_listening_fd_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inherited.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    // Clear CLOEXEC so the child inherits it under the same number.
+    // SAFETY: fcntl on our own open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let ctl = dir.path().join("ctl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+        .args(["--fd", &fd.to_string(), "--control-socket"])
+        .arg(&ctl)
+        .spawn()
+        .unwrap();
+    let mut vm = TestVm::connect(&path);
+    assert_eq!(vm.alloc_ok(1, 10), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

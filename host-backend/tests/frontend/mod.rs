@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! A test VM: plays QEMU (the vhost-user frontend) and the guest driver
+//! (the virtqueue) against a real `vhost-user-pasid` over its real Unix
+//! socket, with memfd-backed guest memory and eventfd kicks and calls.
+//!
+//! Shared by the integration tests and the socket benchmark through
+//! `#[path]`; not every user needs every helper.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use pasid_protocol::{
+    Config, Request, Response, Status, CONFIG_SIZE, REQUEST_SIZE, RESPONSE_SIZE,
+};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Size of the test VM's memory.
+pub const MEM_SIZE: u64 = 1 << 20;
+/// Guest-physical layout of the request queue.
+pub const DESC_GPA: u64 = 0x0;
+pub const AVAIL_GPA: u64 = 0x4000;
+pub const USED_GPA: u64 = 0x8000;
+/// Request/response buffers, one 64-byte slot per in-flight request.
+pub const BUF_GPA: u64 = 0x10000;
+pub const SLOT: u64 = 64;
+/// Free memory for hostile tests.
+pub const SCRATCH_GPA: u64 = 0x80000;
+
+/// How the test VM sets itself up.
+#[derive(Clone, Debug)]
+pub struct VmOptions {
+    pub queue_size: u16,
+    pub event_idx: bool,
+    /// Give the backend the memory table (QEMU with share=on does).
+    pub share_memory: bool,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            queue_size: 256,
+            event_idx: true,
+            share_memory: true,
+        }
+    }
+}
+
+/// One descriptor as a hostile test writes it.
+#[derive(Clone, Copy, Debug)]
+pub struct RawDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
+
+/// A VM connected to the daemon.
+pub struct TestVm {
+    pub frontend: Frontend,
+    pub mem: GuestMemoryMmap,
+    kick: EventFd,
+    call: EventFd,
+    qsize: u16,
+    next_avail: u16,
+    last_used: u16,
+    event_idx: bool,
+    next_tag: u64,
+}
+
+fn memfd(size: u64) -> File {
+    let name = c"vpasid-test";
+    // SAFETY: `name` is a valid NUL-terminated string; the returned fd is
+    // checked before it is wrapped.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).unwrap();
+    file
+}
+
+/// Connects to `path`, waiting up to 10 s for the daemon to listen.
+pub fn connect_frontend(path: &Path) -> Frontend {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Frontend::connect(path, 1) {
+            Ok(f) => return f,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot connect to {}: {e}", path.display()),
+        }
+    }
+}
+
+impl TestVm {
+    pub fn connect(path: &Path) -> TestVm {
+        Self::connect_with(path, VmOptions::default())
+    }
+
+    pub fn connect_with(path: &Path, opts: VmOptions) -> TestVm {
+        let mut frontend = connect_frontend(path);
+        frontend.set_owner().unwrap();
+        let offered = frontend.get_features().unwrap();
+        assert_ne!(offered & (1 << VIRTIO_F_VERSION_1), 0, "VERSION_1 not offered");
+        assert_ne!(offered & (1 << VIRTIO_RING_F_EVENT_IDX), 0, "EVENT_IDX not offered");
+        let mut features = (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if opts.event_idx {
+            features |= 1 << VIRTIO_RING_F_EVENT_IDX;
+        }
+        frontend.set_features(features).unwrap();
+        let proto = frontend.get_protocol_features().unwrap();
+        assert!(proto.contains(VhostUserProtocolFeatures::CONFIG));
+        frontend
+            .set_protocol_features(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ)
+            .unwrap();
+
+        let file = memfd(MEM_SIZE);
+        let fd = file.as_raw_fd();
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
+            GuestAddress(0),
+            MEM_SIZE as usize,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .unwrap();
+        let uaddr = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+        if opts.share_memory {
+            let region = VhostUserMemoryRegionInfo {
+                guest_phys_addr: 0,
+                memory_size: MEM_SIZE,
+                userspace_addr: uaddr,
+                mmap_offset: 0,
+                mmap_handle: fd,
+            };
+            frontend.set_mem_table(&[region]).unwrap();
+        }
+        let qsize = opts.queue_size;
+        frontend.set_vring_num(0, qsize).unwrap();
+        frontend
+            .set_vring_addr(
+                0,
+                &VringConfigData {
+                    queue_max_size: qsize,
+                    queue_size: qsize,
+                    flags: 0,
+                    desc_table_addr: uaddr + DESC_GPA,
+                    used_ring_addr: uaddr + USED_GPA,
+                    avail_ring_addr: uaddr + AVAIL_GPA,
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        frontend.set_vring_base(0, 0).unwrap();
+        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        frontend.set_vring_call(0, &call).unwrap();
+        frontend.set_vring_kick(0, &kick).unwrap();
+        frontend.set_vring_enable(0, true).unwrap();
+        TestVm {
+            frontend,
+            mem,
+            kick,
+            call,
+            qsize,
+            next_avail: 0,
+            last_used: 0,
+            event_idx: opts.event_idx,
+            next_tag: 1,
+        }
+    }
+
+    /// Reads the device config space through GET_CONFIG.
+    pub fn config(&mut self) -> Config {
+        let buf = [0u8; CONFIG_SIZE];
+        let (_, data) = self
+            .frontend
+            .get_config(0, CONFIG_SIZE as u32, VhostUserConfigFlags::empty(), &buf)
+            .unwrap();
+        Config::decode(&data.as_slice().try_into().unwrap())
+    }
+
+    pub fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    pub fn write_desc(&self, index: u16, d: RawDesc) {
+        let at = GuestAddress(DESC_GPA + u64::from(index) * 16);
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&d.len.to_le_bytes());
+        b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+        b[14..16].copy_from_slice(&d.next.to_le_bytes());
+        self.mem.write_slice(&b, at).unwrap();
+    }
+
+    /// Makes `head` available (without kicking).
+    pub fn push_avail(&mut self, head: u16) {
+        let slot = u64::from(self.next_avail % self.qsize);
+        self.mem
+            .write_obj(head.to_le(), GuestAddress(AVAIL_GPA + 4 + slot * 2))
+            .unwrap();
+        self.next_avail = self.next_avail.wrapping_add(1);
+    }
+
+    /// Publishes the avail index (e.g. a hostile one).
+    pub fn publish_avail_idx(&self, idx: u16) {
+        fence(Ordering::SeqCst);
+        self.mem
+            .write_obj(idx.to_le(), GuestAddress(AVAIL_GPA + 2))
+            .unwrap();
+        fence(Ordering::SeqCst);
+    }
+
+    pub fn publish(&mut self) {
+        if self.event_idx {
+            // used_event: ask to be called as soon as anything is used.
+            let used_event = AVAIL_GPA + 4 + u64::from(self.qsize) * 2;
+            self.mem
+                .write_obj(self.last_used.to_le(), GuestAddress(used_event))
+                .unwrap();
+        }
+        self.publish_avail_idx(self.next_avail);
+    }
+
+    pub fn kick(&self) {
+        self.kick.write(1).unwrap();
+    }
+
+    pub fn used_idx(&self) -> u16 {
+        fence(Ordering::SeqCst);
+        u16::from_le(self.mem.read_obj(GuestAddress(USED_GPA + 2)).unwrap())
+    }
+
+    /// Waits until `count` more chains are used; returns (head, len) of each.
+    pub fn wait_used(&mut self, count: u16, timeout: Duration) -> Vec<(u32, u32)> {
+        let deadline = Instant::now() + timeout;
+        while self.used_idx().wrapping_sub(self.last_used) < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "device used {} of {count} chains within {timeout:?}",
+                self.used_idx().wrapping_sub(self.last_used)
+            );
+            let mut pfd = libc::pollfd {
+                fd: self.call.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(100) as i32;
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            let _ = self.call.read();
+        }
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let slot = u64::from(self.last_used % self.qsize);
+            let at = USED_GPA + 4 + slot * 8;
+            let id = u32::from_le(self.mem.read_obj(GuestAddress(at)).unwrap());
+            let len = u32::from_le(self.mem.read_obj(GuestAddress(at + 4)).unwrap());
+            out.push((id, len));
+            self.last_used = self.last_used.wrapping_add(1);
+        }
+        out
+    }
+
+    /// Whether the device used anything within `timeout`.
+    pub fn nothing_used_within(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.used_idx() != self.last_used {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    pub fn req_gpa(i: u16) -> u64 {
+        BUF_GPA + u64::from(i) * SLOT
+    }
+
+    pub fn resp_gpa(i: u16) -> u64 {
+        Self::req_gpa(i) + 32
+    }
+
+    /// Posts `requests` as well-formed chains without kicking; returns heads.
+    pub fn post(&mut self, requests: &[Request]) -> Vec<u16> {
+        assert!(requests.len() * 2 <= usize::from(self.qsize));
+        let mut heads = Vec::new();
+        for (i, req) in requests.iter().enumerate() {
+            let i = i as u16;
+            let (rd, wd) = (2 * i, 2 * i + 1);
+            self.mem
+                .write_slice(&req.encode(), GuestAddress(Self::req_gpa(i)))
+                .unwrap();
+            self.mem
+                .write_slice(&[0xee; RESPONSE_SIZE], GuestAddress(Self::resp_gpa(i)))
+                .unwrap();
+            self.write_desc(
+                rd,
+                RawDesc {
+                    addr: Self::req_gpa(i),
+                    len: REQUEST_SIZE as u32,
+                    flags: VRING_DESC_F_NEXT as u16,
+                    next: wd,
+                },
+            );
+            self.write_desc(
+                wd,
+                RawDesc {
+                    addr: Self::resp_gpa(i),
+                    len: RESPONSE_SIZE as u32,
+                    flags: VRING_DESC_F_WRITE as u16,
+                    next: 0,
+                },
+            );
+            self.push_avail(rd);
+            heads.push(rd);
+        }
+        self.publish();
+        heads
+    }
+
+    pub fn write_at(&self, gpa: u64, bytes: &[u8]) {
+        self.mem.write_slice(bytes, GuestAddress(gpa)).unwrap();
+    }
+
+    pub fn read_response_at(&self, gpa: u64) -> Response {
+        let mut b = [0u8; RESPONSE_SIZE];
+        self.mem.read_slice(&mut b, GuestAddress(gpa)).unwrap();
+        Response::decode(&b)
+    }
+
+    pub fn read_response(&self, i: u16) -> Response {
+        let mut b = [0u8; RESPONSE_SIZE];
+        self.mem
+            .read_slice(&mut b, GuestAddress(Self::resp_gpa(i)))
+            .unwrap();
+        Response::decode(&b)
+    }
+
+    /// Sends `requests` with one kick and returns their responses in order.
+    pub fn batch(&mut self, requests: &[Request]) -> Vec<Response> {
+        self.post(requests);
+        self.kick();
+        let used = self.wait_used(requests.len() as u16, Duration::from_secs(10));
+        for (id, len) in &used {
+            assert_eq!(*len, RESPONSE_SIZE as u32, "used length of chain {id}");
+        }
+        (0..requests.len() as u16)
+            .map(|i| self.read_response(i))
+            .collect()
+    }
+
+    pub fn request(&mut self, req: Request) -> Response {
+        let resp = self.batch(&[req])[0];
+        assert_eq!(resp.tag, req.tag(), "tag not echoed");
+        resp
+    }
+
+    pub fn alloc(&mut self, min: u32, max: u32) -> Response {
+        let tag = self.tag();
+        self.request(Request::Alloc { tag, min, max })
+    }
+
+    /// Allocates and insists on success.
+    pub fn alloc_ok(&mut self, min: u32, max: u32) -> u32 {
+        let r = self.alloc(min, max);
+        assert_eq!(Status::from_wire(r.status), Some(Status::Ok), "{r:?}");
+        r.pasid
+    }
+
+    pub fn free(&mut self, pasid: u32) -> Status {
+        let tag = self.tag();
+        Status::from_wire(self.request(Request::Free { tag, pasid }).status).unwrap()
+    }
+
+    pub fn reset(&mut self) -> Response {
+        let tag = self.tag();
+        self.request(Request::Reset { tag })
+    }
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub control: PathBuf,
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    // Integration tests and benches of this package get their binaries here.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    dir.join(name)
+}
+
+impl Daemon {
+    /// Starts the daemon with `args` plus a control socket in a temp dir;
+    /// `{dir}` in an argument is replaced by that dir.
+    pub fn start(args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let control = dir.path().join("control.sock");
+        let d = dir.path().display().to_string();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &d)).collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+            .args(&args)
+            .arg("--control-socket")
+            .arg(&control)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            child: Some(child),
+            dir,
+            control,
+        };
+        daemon.wait_for_socket(&daemon.control);
+        daemon
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn wait_for_socket(&self, path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "{} never appeared", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs pasidctl against this daemon; returns (exit ok, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_pasidctl"))
+            .arg("--socket")
+            .arg(&self.control)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `pasidctl --json ARGS`, parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let (ok, out, err) = self.ctl(&full);
+        assert!(ok, "pasidctl {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends SIGTERM, waits (bounded) and returns the exit status and log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().unwrap();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = wait_bounded(child, Duration::from_secs(5));
+        (status, self.log())
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never showed {needle:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the daemon to exit by itself (bounded).
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().unwrap();
+        let status = wait_bounded(child, Duration::from_secs(10));
+        (status, self.log())
+    }
+}
+
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("daemon did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    status
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// PASIDs the daemon lists for `vm`, sorted.
+pub fn held_by(daemon: &Daemon, vm: &str) -> Vec<u32> {
+    let list = daemon.ctl_json(&["pasids"]);
+    let mut out: Vec<u32> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["owner"] == vm)
+        })
+        .map(|p| p["pasid"].as_u64().unwrap() as u32)
+        .collect();
+    out.sort_unstable();
+    out
+}
