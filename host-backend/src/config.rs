@@ -179,7 +179,10 @@ fn parse_number(s: &str) -> Option<u32> {
 pub fn parse_range(s: &str) -> Result<RangeInclusive<u32>, ConfigError> {
     let bad = || ConfigError::InvalidRange(s.to_string());
     let (lo, hi) = match s.split_once('-') {
-        Some((lo, hi)) => (parse_number(lo).ok_or_else(bad)?, parse_number(hi).ok_or_else(bad)?),
+        Some((lo, hi)) => (
+            parse_number(lo).ok_or_else(bad)?,
+            parse_number(hi).ok_or_else(bad)?,
+        ),
         None => {
             let n = parse_number(s).ok_or_else(bad)?;
             (n, n)
@@ -233,7 +236,11 @@ fn parse_vm_spec(
                 slot.quota = parse_number(v).ok_or_else(|| bad("quota must be a number"))?
             }
             Some(("range", v)) => slot.range = parse_range(v)?,
-            _ => return Err(bad(&format!("unknown option {opt:?} (known: quota, range)"))),
+            _ => {
+                return Err(bad(&format!(
+                    "unknown option {opt:?} (known: quota, range)"
+                )))
+            }
         }
     }
     Ok(slot)

@@ -32,9 +32,9 @@ fn to_value<T: Serialize>(v: T) -> ControlReply {
 pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlReply {
     let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
     match request {
-        ControlRequest::Pasids => to_value(reg.pasids()),
-        ControlRequest::Vms => to_value(reg.vms()),
-        ControlRequest::Stats => to_value(reg.stats()),
+        ControlRequest::Pasids {} => to_value(reg.pasids()),
+        ControlRequest::Vms {} => to_value(reg.vms()),
+        ControlRequest::Stats {} => to_value(reg.stats()),
         ControlRequest::Get { holder, pasid } => match reg.host_get(&holder, pasid) {
             Ok(refs) => to_value(GetResult { pasid, refs }),
             Err(e) => ControlReply::failure(e),
@@ -77,9 +77,7 @@ fn serve_client(stream: UnixStream, registry: &Mutex<Registry>) -> std::io::Resu
             return Ok(());
         }
         let reply = if line.len() > MAX_REQUEST_LINE {
-            ControlReply::failure(format!(
-                "request longer than {MAX_REQUEST_LINE} bytes"
-            ))
+            ControlReply::failure(format!("request longer than {MAX_REQUEST_LINE} bytes"))
         } else {
             answer_line(registry, line.trim())
         };

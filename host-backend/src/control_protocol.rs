@@ -13,12 +13,13 @@ pub const MAX_REQUEST_LINE: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ControlRequest {
+    // Unit variants would accept unknown fields; empty structs reject them.
     /// Every allocated PASID with its holders.
-    Pasids,
+    Pasids {},
     /// Every VM slot with usage and quota.
-    Vms,
+    Vms {},
     /// Whole-host figures.
-    Stats,
+    Stats {},
     /// A host holder takes a reference on a PASID.
     Get {
         /// Holder name.
@@ -122,7 +123,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<ControlRequest>(&text).unwrap(), req);
         assert_eq!(
             serde_json::from_str::<ControlRequest>(r#"{"cmd":"pasids"}"#).unwrap(),
-            ControlRequest::Pasids
+            ControlRequest::Pasids {}
         );
     }
 
@@ -136,7 +137,10 @@ mod tests {
             r#"{"cmd":"get","holder":"x","pasid":-1}"#,
             r#"{"cmd":"vms","extra":1}"#,
         ] {
-            assert!(serde_json::from_str::<ControlRequest>(bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<ControlRequest>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -73,6 +73,8 @@ fn inherited_listener(fd: RawFd) -> Result<UnixListener, DaemonError> {
         reason: reason.to_string(),
     };
     let mut listening: libc::c_int = 0;
+    // size_of::<c_int>() is 4: no truncation.
+    #[allow(clippy::cast_possible_truncation)]
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `listening` and `len` are valid for writes of the sizes given;
     // getsockopt fails cleanly (EBADF/ENOTSOCK) for a bad descriptor.

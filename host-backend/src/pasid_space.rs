@@ -24,24 +24,27 @@
 //! # Data structures and costs
 //!
 //! * A hierarchical 64-ary bitmap (`free_map`) of free IDs: lowest-free search,
-//!   set and clear in O(log64 n), 4 word reads per level at most. For 2^20 IDs
-//!   it is 16384 + 256 + 4 + 1 words (about 130 KiB), the whole fixed part.
+//!   set and clear in O(log64 n): at most two word reads per level, 4 levels
+//!   for 2^20 IDs, 16384 + 256 + 4 + 1 words (about 130 KiB): the fixed part.
 //! * A hash map PASID -> 12-byte entry (16 bytes per bucket with the key). The
 //!   common case, one owner holding the PASID, is stored inline; PASIDs with
 //!   several holders keep their holder list in a side map.
-//! * Per owner, a hash set of the PASIDs it holds, so `reclaim` is O(held).
+//! * Per owner, an unordered list of the PASIDs it holds. Each entry records
+//!   its index in that list, so dropping a PASID is a `swap_remove` plus one
+//!   lookup to re-point the moved PASID, and `reclaim` is O(held).
 //!
-//! With the tables' load between 7/16 and 7/8 that is 25 to 51 bytes per
-//! outstanding PASID (44 with all 2^20 - 1 allocated) on top of the fixed
+//! With the table's load between 7/16 and 7/8 that is 23 to 47 bytes per
+//! outstanding PASID (38 with all 2^20 - 1 allocated) on top of the fixed
 //! part; see [`PasidSpace::memory_bytes`]. Each extra holder of a shared
-//! PASID costs another ~16 bytes. The tables use a seeded fast hasher
-//! (`id_hash`).
+//! PASID costs another ~12 bytes. The tables use a seeded fast hasher
+//! (`id_hash`). alloc, get and put are O(1) expected apart from the O(log64 n)
+//! bitmap search; a shared PASID's holder list is scanned linearly.
 
 mod free_map;
 mod id_hash;
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::mem::size_of;
@@ -70,6 +73,17 @@ impl OwnerId {
     /// Position in `PasidSpace::owners`.
     fn index(self) -> usize {
         self.0 as usize
+    }
+
+    /// Compact form stored in entries; `None` for IDs no space issues.
+    fn slot(self) -> Option<OwnerSlot> {
+        OwnerSlot::try_from(self.0).ok()
+    }
+}
+
+impl From<OwnerSlot> for OwnerId {
+    fn from(slot: OwnerSlot) -> Self {
+        OwnerId(u32::from(slot))
     }
 }
 
@@ -306,6 +320,16 @@ pub struct SpaceStats {
     pub owners: u64,
 }
 
+/// Index of a PASID in its holder's `Owner::held` list.
+type HeldPos = u32;
+
+/// Owner index as stored in entries. [`MAX_OWNERS`] keeps it within 16 bits,
+/// which is what lets [`Entry`] fit in 12 bytes.
+type OwnerSlot = u16;
+
+// Every issued owner index must fit an `OwnerSlot`.
+const _: () = assert!(MAX_OWNERS - 1 <= OwnerSlot::MAX as u32);
+
 /// Reference state of one allocated PASID; 12 bytes, so a map bucket with its
 /// key is 16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,9 +337,11 @@ enum Entry {
     /// Exactly one owner holds references (the common case).
     Single {
         /// The holder.
-        owner: OwnerId,
+        owner: OwnerSlot,
         /// Its references, at least 1.
         refs: u32,
+        /// Where this PASID sits in the holder's `held` list.
+        pos: HeldPos,
     },
     /// Two or more owners hold references; they are listed in
     /// `PasidSpace::shared`.
@@ -325,9 +351,18 @@ enum Entry {
     },
 }
 
-/// Holders of a shared PASID: two or more `(owner, refs)` pairs, refs >= 1,
-/// owners distinct.
-type HolderList = Vec<(OwnerId, u32)>;
+/// One holder of a shared PASID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Holding {
+    owner: OwnerSlot,
+    /// At least 1.
+    refs: u32,
+    /// Where the PASID sits in this holder's `held` list.
+    pos: HeldPos,
+}
+
+/// Holders of a shared PASID: two or more, owners distinct.
+type HolderList = Vec<Holding>;
 
 /// A registered owner.
 #[derive(Clone, Debug)]
@@ -336,8 +371,9 @@ struct Owner {
     kind: OwnerKind,
     /// Limits with the range clamped to `1..=max_pasid`.
     limits: OwnerLimits,
-    /// PASIDs this owner holds at least one reference on.
-    held: HashSet<Pasid, IdBuildHasher>,
+    /// PASIDs this owner holds at least one reference on, unordered. Each
+    /// PASID's entry records its index here, so removal is a `swap_remove`.
+    held: Vec<Pasid>,
 }
 
 /// Tables are shrunk when they are this sparse (len * SPARSE < capacity) ...
@@ -416,10 +452,38 @@ fn shrink_sparse_map<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>
     }
 }
 
-/// [`shrink_sparse_map`] for sets.
-fn shrink_sparse_set<K: Eq + Hash, S: BuildHasher>(set: &mut HashSet<K, S>) {
-    if set.capacity() > SHRINK_MIN_CAPACITY && set.len().saturating_mul(SPARSE) < set.capacity() {
-        set.shrink_to(set.len().saturating_mul(2));
+/// Removes `held[pos]` with `swap_remove` and re-points the PASID that moved
+/// into `pos`, if any, at its new index. O(1) plus one table lookup.
+fn detach(
+    held: &mut Vec<Pasid>,
+    me: OwnerSlot,
+    pos: HeldPos,
+    entries: &mut HashMap<Pasid, Entry, IdBuildHasher>,
+    shared: &mut HashMap<Pasid, HolderList, IdBuildHasher>,
+) {
+    let index = pos as usize;
+    // Always true while the pos invariant holds; checked so a broken
+    // invariant cannot panic.
+    if index < held.len() {
+        held.swap_remove(index);
+    }
+    if let Some(moved) = held.get(index) {
+        match entries.get_mut(moved) {
+            Some(Entry::Single { pos: moved_pos, .. }) => *moved_pos = pos,
+            Some(Entry::Shared { .. }) => {
+                if let Some(holding) = shared
+                    .get_mut(moved)
+                    .and_then(|list| list.iter_mut().find(|h| h.owner == me))
+                {
+                    holding.pos = pos;
+                }
+            }
+            None => {}
+        }
+    }
+    // Vectors double when they grow; halve them when 3/4 empty.
+    if held.capacity() > 64 && held.len().saturating_mul(4) < held.capacity() {
+        held.shrink_to(held.len().saturating_mul(2));
     }
 }
 
@@ -542,7 +606,7 @@ impl PasidSpace {
             name: name.to_owned(),
             kind,
             limits,
-            held: HashSet::default(),
+            held: Vec::new(),
         });
         self.by_name.insert(name.to_owned(), id);
         Ok(id)
@@ -592,23 +656,31 @@ impl PasidSpace {
     /// well-formed, this owner simply has nothing to get there, the same
     /// answer as for a full range.
     pub fn alloc(&mut self, owner: OwnerId, min: Pasid, max: Pasid) -> Result<Pasid, AllocError> {
-        let rec = self
-            .owners
-            .get_mut(owner.index())
-            .ok_or(AllocError::UnknownOwner)?;
+        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+            return Err(AllocError::UnknownOwner);
+        };
         if min > max || min > self.max {
             return Err(AllocError::InvalidRange { min, max });
         }
         let quota = rec.limits.quota;
-        if held_count(rec) >= quota {
+        // held < quota <= u32::MAX, so `pos` is exact.
+        let pos = held_count(rec);
+        if pos >= quota {
             return Err(AllocError::QuotaExceeded { quota });
         }
         let lo = min.max(*rec.limits.range.start());
         let hi = max.min(self.max).min(*rec.limits.range.end());
         let pasid = self.free.first_free_in(lo, hi).ok_or(AllocError::NoSpace)?;
         self.free.set_used(pasid);
-        self.entries.insert(pasid, Entry::Single { owner, refs: 1 });
-        rec.held.insert(pasid);
+        self.entries.insert(
+            pasid,
+            Entry::Single {
+                owner: me,
+                refs: 1,
+                pos,
+            },
+        );
+        rec.held.push(pasid);
         self.total_refs += 1;
         Ok(pasid)
     }
@@ -622,53 +694,84 @@ impl PasidSpace {
     /// `Invalid` / `NotFound`, `QuotaExceeded` (first reference only),
     /// `Overflow` (the total would pass `u32::MAX`).
     pub fn get(&mut self, owner: OwnerId, pasid: Pasid) -> Result<u32, RefError> {
-        let rec = self
-            .owners
-            .get_mut(owner.index())
-            .ok_or(RefError::UnknownOwner)?;
+        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+            return Err(RefError::UnknownOwner);
+        };
         let Some(entry) = self.entries.get_mut(&pasid) else {
             return Err(missing(&self.reserved, self.max, pasid));
         };
-        let quota_check = |rec: &Owner| {
+        // Position for a first reference; held < quota <= u32::MAX when used.
+        let new_pos = || {
             let quota = rec.limits.quota;
-            if held_count(rec) >= quota {
+            let pos = held_count(rec);
+            if pos >= quota {
                 Err(RefError::QuotaExceeded { quota })
             } else {
-                Ok(())
+                Ok(pos)
             }
         };
         let new_total = match *entry {
-            Entry::Single { owner: o, refs } if o == owner => {
+            Entry::Single {
+                owner: holder,
+                refs,
+                pos,
+            } if holder == me => {
                 let total = refs.checked_add(1).ok_or(RefError::Overflow(pasid))?;
-                *entry = Entry::Single { owner, refs: total };
+                *entry = Entry::Single {
+                    owner: me,
+                    refs: total,
+                    pos,
+                };
                 total
             }
-            Entry::Single { owner: o, refs } => {
-                quota_check(rec)?;
+            Entry::Single {
+                owner: holder,
+                refs,
+                pos,
+            } => {
+                let my_pos = new_pos()?;
                 let total = refs.checked_add(1).ok_or(RefError::Overflow(pasid))?;
-                self.shared.insert(pasid, vec![(o, refs), (owner, 1)]);
-                rec.held.insert(pasid);
+                let list = vec![
+                    Holding {
+                        owner: holder,
+                        refs,
+                        pos,
+                    },
+                    Holding {
+                        owner: me,
+                        refs: 1,
+                        pos: my_pos,
+                    },
+                ];
+                self.shared.insert(pasid, list);
                 *entry = Entry::Shared { total };
+                rec.held.push(pasid);
                 total
             }
             Entry::Shared { total } => {
                 // Present whenever the entry is Shared.
-                let holders = self
+                let list = self
                     .shared
                     .get_mut(&pasid)
                     .ok_or(RefError::NotFound(pasid))?;
-                let mine = holders.iter_mut().find(|(o, _)| *o == owner);
-                if mine.is_none() {
-                    quota_check(rec)?;
-                }
+                let mine = list.iter_mut().find(|h| h.owner == me);
+                let my_pos = match mine {
+                    Some(_) => None,
+                    None => Some(new_pos()?),
+                };
                 let total = total.checked_add(1).ok_or(RefError::Overflow(pasid))?;
-                match mine {
+                match (mine, my_pos) {
                     // refs <= total - 1 < u32::MAX, so this cannot saturate.
-                    Some((_, refs)) => *refs = refs.saturating_add(1),
-                    None => {
-                        holders.push((owner, 1));
-                        rec.held.insert(pasid);
+                    (Some(holding), _) => holding.refs = holding.refs.saturating_add(1),
+                    (None, Some(pos)) => {
+                        list.push(Holding {
+                            owner: me,
+                            refs: 1,
+                            pos,
+                        });
+                        rec.held.push(pasid);
                     }
+                    (None, None) => {}
                 }
                 *entry = Entry::Shared { total };
                 total
@@ -685,64 +788,67 @@ impl PasidSpace {
     /// reserved), `NotFound` (not allocated), `NotOwner` (allocated but
     /// `owner` holds no reference).
     pub fn put(&mut self, owner: OwnerId, pasid: Pasid) -> Result<PutOutcome, RefError> {
-        let rec = self
-            .owners
-            .get_mut(owner.index())
-            .ok_or(RefError::UnknownOwner)?;
+        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+            return Err(RefError::UnknownOwner);
+        };
         let MapEntry::Occupied(mut slot) = self.entries.entry(pasid) else {
             return Err(missing(&self.reserved, self.max, pasid));
         };
-        let outcome = match *slot.get() {
-            Entry::Single { owner: o, .. } if o != owner => return Err(RefError::NotOwner(pasid)),
-            Entry::Single { refs, .. } if refs > 1 => {
+        let current = *slot.get();
+        // The position to drop from `rec.held` once the entry is updated, if
+        // this was the owner's last reference.
+        let (outcome, detached) = match current {
+            Entry::Single { owner: holder, .. } if holder != me => {
+                return Err(RefError::NotOwner(pasid))
+            }
+            Entry::Single { refs, pos, .. } if refs > 1 => {
                 let remaining = refs - 1;
                 slot.insert(Entry::Single {
-                    owner,
+                    owner: me,
                     refs: remaining,
+                    pos,
                 });
-                PutOutcome {
+                let outcome = PutOutcome {
                     freed: false,
                     remaining_refs: remaining,
-                }
+                };
+                (outcome, None)
             }
-            Entry::Single { .. } => {
+            Entry::Single { pos, .. } => {
                 slot.remove();
-                rec.held.remove(&pasid);
                 self.free.set_free(pasid);
-                shrink_sparse_map(&mut self.entries);
-                shrink_sparse_set(&mut rec.held);
-                PutOutcome {
+                let outcome = PutOutcome {
                     freed: true,
                     remaining_refs: 0,
-                }
+                };
+                (outcome, Some(pos))
             }
             Entry::Shared { total } => {
-                let holders = self
+                let list = self
                     .shared
                     .get_mut(&pasid)
                     .ok_or(RefError::NotFound(pasid))?;
-                let pos = holders
+                let index = list
                     .iter()
-                    .position(|(o, _)| *o == owner)
+                    .position(|h| h.owner == me)
                     .ok_or(RefError::NotOwner(pasid))?;
-                let mut dropped_last = false;
-                if let Some((_, refs)) = holders.get_mut(pos) {
-                    *refs = refs.saturating_sub(1);
-                    dropped_last = *refs == 0;
-                }
-                if dropped_last {
-                    holders.swap_remove(pos);
-                    rec.held.remove(&pasid);
-                    shrink_sparse_set(&mut rec.held);
+                let mut detached = None;
+                if let Some(holding) = list.get_mut(index) {
+                    holding.refs = holding.refs.saturating_sub(1);
+                    if holding.refs == 0 {
+                        detached = Some(holding.pos);
+                        list.swap_remove(index);
+                    }
                 }
                 // A shared PASID has >= 2 holders with >= 1 reference each, so
                 // one put never frees it.
                 let remaining = total.saturating_sub(1);
-                match holders.as_slice() {
-                    [(last, refs)] => {
+                match *list.as_slice() {
+                    [last] => {
                         slot.insert(Entry::Single {
-                            owner: *last,
-                            refs: *refs,
+                            owner: last.owner,
+                            refs: last.refs,
+                            pos: last.pos,
                         });
                         self.shared.remove(&pasid);
                     }
@@ -750,12 +856,19 @@ impl PasidSpace {
                         slot.insert(Entry::Shared { total: remaining });
                     }
                 }
-                PutOutcome {
+                let outcome = PutOutcome {
                     freed: false,
                     remaining_refs: remaining,
-                }
+                };
+                (outcome, detached)
             }
         };
+        if let Some(pos) = detached {
+            detach(&mut rec.held, me, pos, &mut self.entries, &mut self.shared);
+        }
+        if outcome.freed {
+            shrink_sparse_map(&mut self.entries);
+        }
         self.total_refs = self.total_refs.saturating_sub(1);
         Ok(outcome)
     }
@@ -765,10 +878,11 @@ impl PasidSpace {
     /// gets an empty summary.
     pub fn reclaim(&mut self, owner: OwnerId) -> ReclaimSummary {
         let mut summary = ReclaimSummary::default();
-        let Some(rec) = self.owners.get_mut(owner.index()) else {
+        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
             return summary;
         };
-        // Taking the set also releases its memory.
+        // Taking the list also releases its memory; no positions need fixing
+        // since the whole list goes.
         let held = std::mem::take(&mut rec.held);
         for pasid in held {
             let MapEntry::Occupied(mut slot) = self.entries.entry(pasid) else {
@@ -782,25 +896,26 @@ impl PasidSpace {
                     summary.pasids_freed += 1;
                 }
                 Entry::Shared { total } => {
-                    let Some(holders) = self.shared.get_mut(&pasid) else {
+                    let Some(list) = self.shared.get_mut(&pasid) else {
                         continue;
                     };
-                    let Some(pos) = holders.iter().position(|(o, _)| *o == owner) else {
+                    let Some(index) = list.iter().position(|h| h.owner == me) else {
                         continue;
                     };
-                    let (_, refs) = holders.swap_remove(pos);
-                    summary.references += u64::from(refs);
-                    match holders.as_slice() {
-                        [(last, last_refs)] => {
+                    let mine = list.swap_remove(index);
+                    summary.references += u64::from(mine.refs);
+                    match *list.as_slice() {
+                        [last] => {
                             slot.insert(Entry::Single {
-                                owner: *last,
-                                refs: *last_refs,
+                                owner: last.owner,
+                                refs: last.refs,
+                                pos: last.pos,
                             });
                             self.shared.remove(&pasid);
                         }
                         _ => {
                             slot.insert(Entry::Shared {
-                                total: total.saturating_sub(refs),
+                                total: total.saturating_sub(mine.refs),
                             });
                         }
                     }
@@ -841,13 +956,13 @@ impl PasidSpace {
     /// State of an allocated PASID; `None` if it is not allocated.
     pub fn info(&self, pasid: Pasid) -> Option<PasidInfo> {
         let (total_refs, mut holders) = match *self.entries.get(&pasid)? {
-            Entry::Single { owner, refs } => (refs, vec![self.holder(owner, refs)]),
+            Entry::Single { owner, refs, .. } => (refs, vec![self.holder(owner.into(), refs)]),
             Entry::Shared { total } => (
                 total,
                 self.shared
                     .get(&pasid)?
                     .iter()
-                    .map(|(owner, refs)| self.holder(*owner, *refs))
+                    .map(|h| self.holder(h.owner.into(), h.refs))
                     .collect(),
             ),
         };
@@ -871,7 +986,7 @@ impl PasidSpace {
         let mut pasids: Vec<Pasid> = self
             .owners
             .get(owner.index())
-            .map(|o| o.held.iter().copied().collect())
+            .map(|o| o.held.clone())
             .unwrap_or_default();
         pasids.sort_unstable();
         pasids
@@ -925,25 +1040,25 @@ impl PasidSpace {
     /// containers (std hash tables: buckets, control bytes and one group).
     ///
     /// A fresh 20-bit space is about 130 KiB (the bitmap). Each outstanding
-    /// single-holder PASID adds 17 bytes per entry-table bucket plus 5 per
-    /// bucket of its owner's held set; with the tables' 7/8 maximum and 7/16
-    /// minimum load that is 25 to 51 bytes per PASID (44 when all 2^20 - 1
-    /// are allocated). Tables shrink when they fall below 1/8 load, so the
-    /// figure follows the number of outstanding PASIDs down again. A table
-    /// left full of tombstones by heavy churn can be under-counted until its
-    /// next rehash.
+    /// single-holder PASID adds 17 bytes per entry-table bucket (16-byte slot
+    /// plus a control byte) and 4 to 8 bytes in its owner's held list; with
+    /// the table's load between 7/16 and 7/8 that is 23 to 47 bytes per PASID
+    /// (38 when all 2^20 - 1 are allocated). Tables shrink when they fall
+    /// below 1/8 load and lists below 1/4, so the figure follows the number
+    /// of outstanding PASIDs down again. A table left full of tombstones by
+    /// heavy churn can be under-counted until its next rehash.
     pub fn memory_bytes(&self) -> usize {
         let entry_slot = size_of::<(Pasid, Entry)>();
         let shared_slot = size_of::<(Pasid, HolderList)>();
         let holder_bytes: usize = self
             .shared
             .values()
-            .map(|h| h.capacity() * size_of::<(OwnerId, u32)>())
+            .map(|h| h.capacity() * size_of::<Holding>())
             .sum();
         let owner_bytes: usize = self
             .owners
             .iter()
-            .map(|o| o.name.capacity() + table_bytes(o.held.capacity(), size_of::<Pasid>()))
+            .map(|o| o.name.capacity() + o.held.capacity() * size_of::<Pasid>())
             .sum();
         // BTreeMap nodes hold up to 11 keys; assume they are about 2/3 full
         // and add one name copy per entry.
@@ -996,7 +1111,7 @@ mod tests {
     }
 
     /// Checks the internal invariants tying the bitmap, the entry map, the
-    /// shared holder lists, the owners' held sets and the counters together.
+    /// shared holder lists, the owners' held lists and the counters together.
     fn check_internal(s: &PasidSpace) {
         // Bitmap view == map view, over the whole space and a bit past it.
         for p in 0..=s.max.saturating_add(2) {
@@ -1010,26 +1125,39 @@ mod tests {
         let mut holdings: BTreeMap<OwnerId, BTreeSet<Pasid>> = BTreeMap::new();
         let mut total = 0u64;
         let mut shared_seen = 0;
+        // The held-list position recorded for (owner, PASID) must point back.
+        let check_pos = |owner: OwnerSlot, pos: HeldPos, p: Pasid| {
+            let held = &s.owners[usize::from(owner)].held;
+            assert_eq!(held.get(pos as usize), Some(&p), "pos of {p} for {owner}");
+        };
         for (p, entry) in &s.entries {
             assert!(*p != 0 && *p <= s.max && !s.is_reserved(*p), "bad key {p}");
             match entry {
-                Entry::Single { owner, refs } => {
+                Entry::Single { owner, refs, pos } => {
                     assert!(*refs >= 1);
                     assert!(!s.shared.contains_key(p));
-                    holdings.entry(*owner).or_default().insert(*p);
+                    check_pos(*owner, *pos, *p);
+                    holdings
+                        .entry(OwnerId::from(*owner))
+                        .or_default()
+                        .insert(*p);
                     total += u64::from(*refs);
                 }
                 Entry::Shared { total: t } => {
                     shared_seen += 1;
                     let holders = &s.shared[p];
                     assert!(holders.len() >= 2, "shared {p} with one holder");
-                    let owners: BTreeSet<OwnerId> = holders.iter().map(|h| h.0).collect();
+                    let owners: BTreeSet<OwnerSlot> = holders.iter().map(|h| h.owner).collect();
                     assert_eq!(owners.len(), holders.len(), "duplicate holder on {p}");
-                    let sum: u64 = holders.iter().map(|h| u64::from(h.1)).sum();
-                    assert!(holders.iter().all(|h| h.1 >= 1));
+                    let sum: u64 = holders.iter().map(|h| u64::from(h.refs)).sum();
+                    assert!(holders.iter().all(|h| h.refs >= 1));
                     assert_eq!(sum, u64::from(*t));
-                    for (o, _) in holders {
-                        holdings.entry(*o).or_default().insert(*p);
+                    for h in holders {
+                        check_pos(h.owner, h.pos, *p);
+                        holdings
+                            .entry(OwnerId::from(h.owner))
+                            .or_default()
+                            .insert(*p);
                     }
                     total += sum;
                 }
@@ -1040,6 +1168,7 @@ mod tests {
         for (i, owner) in s.owners.iter().enumerate() {
             let id = OwnerId(u32::try_from(i).unwrap());
             let held: BTreeSet<Pasid> = owner.held.iter().copied().collect();
+            assert_eq!(held.len(), owner.held.len(), "duplicates in {}", owner.name);
             assert_eq!(
                 held,
                 holdings.remove(&id).unwrap_or_default(),
@@ -1390,13 +1519,9 @@ mod tests {
     fn get_overflow_single_and_shared() {
         let (mut s, vm, host) = vm_and_host(6);
         let p = s.alloc(vm, 1, 63).unwrap();
-        s.entries.insert(
-            p,
-            Entry::Single {
-                owner: vm,
-                refs: u32::MAX,
-            },
-        );
+        if let Some(Entry::Single { refs, .. }) = s.entries.get_mut(&p) {
+            *refs = u32::MAX;
+        }
         assert_eq!(s.get(vm, p), Err(RefError::Overflow(p)));
         assert_eq!(s.get(host, p), Err(RefError::Overflow(p)));
         assert!(s.held_by(host).is_empty());
@@ -1404,7 +1529,11 @@ mod tests {
         let q = s.alloc(vm, 1, 63).unwrap();
         s.get(host, q).unwrap();
         s.entries.insert(q, Entry::Shared { total: u32::MAX });
-        s.shared.insert(q, vec![(vm, u32::MAX - 1), (host, 1)]);
+        for h in s.shared.get_mut(&q).unwrap() {
+            if OwnerId::from(h.owner) == vm {
+                h.refs = u32::MAX - 1;
+            }
+        }
         assert_eq!(s.get(vm, q), Err(RefError::Overflow(q)));
         assert_eq!(s.get(host, q), Err(RefError::Overflow(q)));
         let third = s.add_owner("vm1", OwnerKind::Vm, unlimited()).unwrap();
@@ -1659,9 +1788,23 @@ mod tests {
         let vm = s.add_owner("vm0", OwnerKind::Vm, unlimited()).unwrap();
         let host = s.add_owner("host", OwnerKind::Host, unlimited()).unwrap();
         let max = s.max_pasid();
+        let mut table_capacity = 0;
         for expected in 1..=max {
             let owner = if expected % 2 == 0 { vm } else { host };
             assert_eq!(s.alloc(owner, 1, max), Ok(expected));
+            // Right after the entry table grows is the worst point.
+            if s.entries.capacity() != table_capacity {
+                table_capacity = s.entries.capacity();
+                let n = expected as usize;
+                let bytes = s.memory_bytes();
+                assert!(
+                    bytes <= PER_PASID_LIMIT * n + FIXED_LIMIT,
+                    "{bytes} for {n}"
+                );
+                if n > 4096 {
+                    assert!((bytes - s.free.heap_bytes()) / n <= 48, "{bytes} for {n}");
+                }
+            }
         }
         assert_eq!(s.alloc(vm, 1, max), Err(AllocError::NoSpace));
         let n = usize::try_from(s.stats().allocated).unwrap();

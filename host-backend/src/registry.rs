@@ -233,8 +233,7 @@ impl Registry {
             }
         };
         if let Some(rec) = self.record_mut(vm) {
-            *rec
-                .counters
+            *rec.counters
                 .requests
                 .entry(request.opcode().name())
                 .or_default() += 1;

@@ -2,15 +2,21 @@
 //! Reads one request out of a descriptor chain and writes its response.
 //!
 //! Guest memory is hostile: every descriptor's direction, length and address
-//! is checked before a byte is read, and a chain of the wrong shape is
-//! answered with `INVALID` when it has room for a response, or returned
-//! unused (length 0) when it has not. Nothing here can panic on guest input.
+//! is checked before a byte is read. A chain whose descriptors are out of
+//! order or outside guest memory, or that has no room for a response, is
+//! returned unused (length 0). A chain of the right shape whose request is
+//! the wrong size or does not decode is answered `INVALID`. Nothing here can
+//! panic on guest input.
 
 use std::ops::Deref;
 
 use pasid_protocol::{RawRequest, Request, Response, Status, REQUEST_SIZE, RESPONSE_SIZE};
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+
+/// Used length of an answered chain (16 fits in u32).
+#[allow(clippy::cast_possible_truncation)]
+const RESPONSE_LEN: u32 = RESPONSE_SIZE as u32;
 
 /// Why a chain could not be turned into a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +70,9 @@ pub enum ChainOutcome {
     Rejected(ChainError),
     /// The chain was malformed and had no room for a response: returned unused.
     Dropped(ChainError),
-    /// The request was carried out but its response could not be written;
-    /// the caller must undo it (the guest never learns of it).
+    /// The request was carried out but its response could not be written
+    /// (unreachable once the ranges were checked). The caller gives back a
+    /// PASID an ALLOC obtained, since the guest never learns of it.
     Unanswered {
         /// The request.
         request: Request,
@@ -80,7 +87,7 @@ impl ChainOutcome {
     /// Bytes written into the chain, for the used ring.
     pub fn used_len(&self) -> u32 {
         match self {
-            ChainOutcome::Answered { .. } | ChainOutcome::Rejected(_) => RESPONSE_SIZE as u32,
+            ChainOutcome::Answered { .. } | ChainOutcome::Rejected(_) => RESPONSE_LEN,
             ChainOutcome::Dropped(_) | ChainOutcome::Unanswered { .. } => 0,
         }
     }
@@ -234,7 +241,10 @@ where
             let response = answer(request);
             (ChainOutcome::Answered { request, response }, response)
         }
-        Err(e) => (ChainOutcome::Rejected(e), Response::new(Status::Invalid, tag)),
+        Err(e) => (
+            ChainOutcome::Rejected(e),
+            Response::new(Status::Invalid, tag),
+        ),
     };
     match write_response(mem, &split.writable, &response) {
         Ok(()) => outcome,
@@ -246,5 +256,215 @@ where
             },
             _ => ChainOutcome::Dropped(error),
         },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use pasid_protocol::RawRequest;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestMemoryMmap;
+
+    const REQ_AT: u64 = 0x10_0000;
+    const RESP_AT: u64 = 0x20_0000;
+    const MEM_END: u64 = 0x100_0000;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_END as usize)]).unwrap()
+    }
+
+    fn readable(addr: u64, len: u32) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, 0, 0))
+    }
+
+    fn writable(addr: u64, len: u32) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(
+            addr,
+            len,
+            VRING_DESC_F_WRITE as u16,
+            0,
+        ))
+    }
+
+    /// Builds `descs` as one chain in mock guest memory (with the request
+    /// bytes at REQ_AT) and runs it through `process_chain`, answering every
+    /// well-formed request with OK/42. Returns the outcome and the response
+    /// bytes found at RESP_AT.
+    fn run(request: &[u8], descs: &[RawDescriptor]) -> (ChainOutcome, Response, bool) {
+        let mem = memory();
+        mem.write_slice(request, GuestAddress(REQ_AT)).unwrap();
+        mem.write_slice(&[0xee; RESPONSE_SIZE], GuestAddress(RESP_AT))
+            .unwrap();
+        let queue = MockSplitQueue::new(&mem, 16);
+        let chain = queue.build_desc_chain(descs).unwrap();
+        let mut called = false;
+        let outcome = process_chain(chain, |req| {
+            called = true;
+            Response::ok(req.tag(), 42)
+        });
+        let mut out = [0u8; RESPONSE_SIZE];
+        mem.read_slice(&mut out, GuestAddress(RESP_AT)).unwrap();
+        (outcome, Response::decode(&out), called)
+    }
+
+    fn alloc_bytes() -> [u8; REQUEST_SIZE] {
+        Request::Alloc {
+            tag: 0xabc,
+            min: 1,
+            max: 100,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn well_formed_chain_is_answered() {
+        let (outcome, resp, called) = run(
+            &alloc_bytes(),
+            &[readable(REQ_AT, 24), writable(RESP_AT, 16)],
+        );
+        assert!(called);
+        assert_eq!(outcome.used_len(), 16);
+        assert_eq!(resp, Response::ok(0xabc, 42));
+        assert!(matches!(
+            outcome,
+            ChainOutcome::Answered {
+                request: Request::Alloc {
+                    min: 1,
+                    max: 100,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    /// The virtio spec forbids devices to assume message framing: a request
+    /// split over descriptors must work, and so must a split response.
+    #[test]
+    fn split_buffers_are_gathered_and_scattered() {
+        let (outcome, resp, called) = run(
+            &alloc_bytes(),
+            &[
+                readable(REQ_AT, 10),
+                readable(REQ_AT + 10, 14),
+                writable(RESP_AT, 5),
+                writable(RESP_AT + 5, 100),
+            ],
+        );
+        assert!(called);
+        assert_eq!(outcome.used_len(), 16);
+        assert_eq!(resp, Response::ok(0xabc, 42));
+    }
+
+    /// A short request is answered INVALID without reaching the registry.
+    #[test]
+    fn short_request_is_invalid() {
+        let (outcome, resp, called) = run(
+            &alloc_bytes(),
+            &[readable(REQ_AT, 20), writable(RESP_AT, 16)],
+        );
+        assert!(!called);
+        assert_eq!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::RequestSize {
+                found: 20,
+                expected: 24
+            })
+        );
+        assert_eq!(Status::from_wire(resp.status), Some(Status::Invalid));
+        assert_eq!(resp.pasid, pasid_protocol::PASID_NONE);
+    }
+
+    /// An oversized request is INVALID too, not truncated.
+    #[test]
+    fn long_request_is_invalid() {
+        let (outcome, _, called) = run(
+            &alloc_bytes(),
+            &[readable(REQ_AT, 25), writable(RESP_AT, 16)],
+        );
+        assert!(!called);
+        assert!(matches!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::RequestSize { found: 25, .. })
+        ));
+    }
+
+    /// An unknown opcode is INVALID and the tag is still echoed.
+    #[test]
+    fn unknown_opcode_echoes_tag() {
+        let mut raw = RawRequest::decode(&alloc_bytes());
+        raw.opcode = 77;
+        let (outcome, resp, called) = run(
+            &raw.encode(),
+            &[readable(REQ_AT, 24), writable(RESP_AT, 16)],
+        );
+        assert!(!called);
+        assert!(matches!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::Decode(_))
+        ));
+        assert_eq!(
+            (Status::from_wire(resp.status), resp.tag),
+            (Some(Status::Invalid), 0xabc)
+        );
+    }
+
+    /// No room for a response: returned unused, nothing written.
+    #[test]
+    fn missing_or_short_response_buffer_drops_the_chain() {
+        for descs in [
+            vec![readable(REQ_AT, 24)],
+            vec![readable(REQ_AT, 24), writable(RESP_AT, 15)],
+        ] {
+            let (outcome, resp, called) = run(&alloc_bytes(), &descs);
+            assert!(!called);
+            assert_eq!(outcome.used_len(), 0);
+            assert!(matches!(
+                outcome,
+                ChainOutcome::Dropped(ChainError::ResponseSize { .. })
+            ));
+            assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE], "nothing written");
+        }
+    }
+
+    /// Device-readable data after device-writable data breaks the virtio
+    /// rules; the chain is dropped rather than guessed at.
+    #[test]
+    fn readable_after_writable_is_dropped() {
+        let (outcome, _, called) = run(
+            &alloc_bytes(),
+            &[writable(RESP_AT, 16), readable(REQ_AT, 24)],
+        );
+        assert!(!called);
+        assert_eq!(
+            outcome,
+            ChainOutcome::Dropped(ChainError::ReadableAfterWritable { index: 1 })
+        );
+    }
+
+    /// Addresses outside guest memory (or wrapping the address space) are
+    /// refused before any access.
+    #[test]
+    fn buffers_outside_memory_are_dropped() {
+        for descs in [
+            vec![readable(MEM_END - 8, 24), writable(RESP_AT, 16)],
+            vec![readable(REQ_AT, 24), writable(MEM_END, 16)],
+            vec![readable(u64::MAX - 4, 24), writable(RESP_AT, 16)],
+        ] {
+            let (outcome, resp, called) = run(&alloc_bytes(), &descs);
+            assert!(!called);
+            assert!(
+                matches!(
+                    outcome,
+                    ChainOutcome::Dropped(ChainError::OutsideMemory { .. })
+                ),
+                "{outcome:?}"
+            );
+            assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE]);
+        }
     }
 }

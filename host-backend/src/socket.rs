@@ -16,7 +16,9 @@ pub const MAX_SOCKET_PATH: usize = 107;
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     /// Path longer than `sun_path`.
-    #[error("socket path {path:?} is {len} bytes; Unix sockets allow at most {max}: use a shorter path")]
+    #[error(
+        "socket path {path:?} is {len} bytes; Unix sockets allow at most {max}: use a shorter path"
+    )]
     PathTooLong {
         /// The path.
         path: PathBuf,
@@ -175,7 +177,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let first = bind(&path, &SocketAccess::default()).unwrap();
-        assert_matches!(bind(&path, &SocketAccess::default()), Err(SocketError::InUse(_)));
+        assert_matches!(
+            bind(&path, &SocketAccess::default()),
+            Err(SocketError::InUse(_))
+        );
         drop(first); // leaves the file behind, as a crash would
         assert!(path.exists());
         let access = SocketAccess {
@@ -193,7 +198,10 @@ mod tests {
         let long = dir.path().join("x".repeat(120));
         assert_matches!(
             bind(&long, &SocketAccess::default()),
-            Err(SocketError::PathTooLong { max: MAX_SOCKET_PATH, .. })
+            Err(SocketError::PathTooLong {
+                max: MAX_SOCKET_PATH,
+                ..
+            })
         );
         let file = dir.path().join("file");
         std::fs::write(&file, b"data").unwrap();
@@ -208,6 +216,9 @@ mod tests {
     fn groups_resolve() {
         assert_eq!(group_id("0").unwrap(), 0);
         assert_eq!(group_id("root").unwrap(), 0);
-        assert_matches!(group_id("no-such-group-vpasid"), Err(SocketError::UnknownGroup(_)));
+        assert_matches!(
+            group_id("no-such-group-vpasid"),
+            Err(SocketError::UnknownGroup(_))
+        );
     }
 }

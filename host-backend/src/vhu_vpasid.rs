@@ -21,7 +21,9 @@ use vm_memory::{
     GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard, GuestMemoryMmap,
 };
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::rate_limit::WarnLimiter;
 use crate::registry::{Registry, VmId};
@@ -128,7 +130,9 @@ impl PasidDevice {
                 } => {
                     registry.count_malformed(self.vm);
                     registry.undo(self.vm, *request, *response);
-                    self.warn_guest(format_args!("response not writable, request undone: {error}"));
+                    self.warn_guest(format_args!(
+                        "response not writable, request undone: {error}"
+                    ));
                 }
             }
             if let Err(e) = vring.add_used(head, outcome.used_len()) {
@@ -239,8 +243,12 @@ impl VhostUserBackend for PasidDevice {
             .unwrap_or_else(|p| p.into_inner())
             .device_config(self.vm)
             .encode();
+        // `end` <= CONFIG_SIZE was checked above, so both fit in usize.
+        let (Ok(start), Ok(end)) = (usize::try_from(offset), usize::try_from(end)) else {
+            return Vec::new();
+        };
         config
-            .get(offset as usize..end as usize)
+            .get(start..end)
             .map(<[u8]>::to_vec)
             .unwrap_or_default()
     }
@@ -284,5 +292,200 @@ impl VhostUserBackend for PasidDevice {
             Err(e) => self.warn_guest(format_args!("{e}")),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
+    use pasid_protocol::{Request, Response, Status, REQUEST_SIZE, RESPONSE_SIZE};
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const QSIZE: u16 = 16;
+
+    struct Fixture {
+        mem: GuestMemoryAtomic<GuestMemoryMmap>,
+        device: PasidDevice,
+        vring: VringRwLock,
+        registry: Arc<Mutex<Registry>>,
+    }
+
+    /// A device for VM "vm0" over 16 MiB of mock guest memory, with a
+    /// request queue set up as a driver would.
+    fn fixture() -> Fixture {
+        let gm = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        let mem = GuestMemoryAtomic::new(gm);
+        let space = PasidSpace::new(SpaceConfig {
+            pasid_bits: 20,
+            reserved: vec![],
+        })
+        .unwrap();
+        let mut reg = Registry::new(space, 7);
+        let vm = reg
+            .add_vm(
+                "vm0",
+                "test",
+                OwnerLimits {
+                    quota: 10,
+                    range: 1..=0xfffff,
+                },
+            )
+            .unwrap();
+        let registry = Arc::new(Mutex::new(reg));
+        let device = PasidDevice::new(vm, "vm0", registry.clone());
+        device.update_memory(mem.clone()).unwrap();
+        let vring = VringRwLock::new(mem.clone(), QSIZE).unwrap();
+        Fixture {
+            mem,
+            device,
+            vring,
+            registry,
+        }
+    }
+
+    fn desc(addr: u64, len: u32, write: bool) -> RawDescriptor {
+        let flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+    }
+
+    /// Ring addresses of a queued mock queue.
+    struct Rings {
+        avail: u64,
+        used: u64,
+    }
+
+    /// Queues `chains` in a mock split queue and points the vring at it.
+    fn queue_chains(f: &Fixture, chains: &[Vec<RawDescriptor>]) -> Rings {
+        let mem = f.mem.memory();
+        let q = MockSplitQueue::new(&*mem, QSIZE);
+        let mut offset = 0;
+        for chain in chains {
+            let mut linked = chain.clone();
+            let n = linked.len();
+            for (i, d) in linked.iter_mut().enumerate() {
+                let sd = SplitDescriptor::from(*d);
+                let (flags, next) = if i + 1 < n {
+                    (sd.flags() | 1, offset + i as u16 + 1)
+                } else {
+                    (sd.flags(), 0)
+                };
+                *d = RawDescriptor::from(SplitDescriptor::new(sd.addr().0, sd.len(), flags, next));
+            }
+            q.add_desc_chains(&linked, offset).unwrap();
+            offset += n as u16;
+        }
+        f.vring
+            .set_queue_info(q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0)
+            .unwrap();
+        f.vring.set_queue_size(QSIZE);
+        f.vring.set_queue_ready(true);
+        Rings {
+            avail: q.avail_addr().0,
+            used: q.used_addr().0,
+        }
+    }
+
+    fn used_entry(f: &Fixture, rings: &Rings, slot: u64) -> (u32, u32) {
+        let mem = f.mem.memory();
+        let at = rings.used + 4 + slot * 8;
+        let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
+        let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
+        (id, len)
+    }
+
+    #[test]
+    fn drains_good_and_bad_chains_in_one_pass() {
+        let f = fixture();
+        let mem = f.mem.memory();
+        let alloc = Request::Alloc {
+            tag: 5,
+            min: 1,
+            max: 100,
+        };
+        mem.write_slice(&alloc.encode(), GuestAddress(0x10_0000))
+            .unwrap();
+        let rings = queue_chains(
+            &f,
+            &[
+                vec![
+                    desc(0x10_0000, REQUEST_SIZE as u32, false),
+                    desc(0x20_0000, 16, true),
+                ],
+                vec![desc(0x10_0000, REQUEST_SIZE as u32, false)],
+                vec![desc(0x10_0000, 4, false), desc(0x30_0000, 16, true)],
+            ],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 3);
+        assert_eq!(used_entry(&f, &rings, 0), (0, RESPONSE_SIZE as u32));
+        assert_eq!(used_entry(&f, &rings, 1), (2, 0));
+        assert_eq!(used_entry(&f, &rings, 2), (3, RESPONSE_SIZE as u32));
+        let mut b = [0u8; RESPONSE_SIZE];
+        mem.read_slice(&mut b, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(Response::decode(&b), Response::ok(5, 1));
+        mem.read_slice(&mut b, GuestAddress(0x30_0000)).unwrap();
+        assert_eq!(
+            Status::from_wire(Response::decode(&b).status),
+            Some(Status::Invalid)
+        );
+        let reg = f.registry.lock().unwrap();
+        assert_eq!(reg.space().stats().allocated, 1);
+        assert_eq!(reg.vms()[0].counters.malformed, 2);
+        // An empty queue (e.g. when the vring is enabled) is fine.
+        drop(reg);
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 0);
+    }
+
+    /// An avail index that runs more than a queue ahead is a broken driver;
+    /// handle_event must still return Ok so the worker thread survives.
+    #[test]
+    fn bogus_avail_index_keeps_the_worker_alive() {
+        let f = fixture();
+        let rings = queue_chains(
+            &f,
+            &[vec![desc(0x10_0000, 24, false), desc(0x20_0000, 16, true)]],
+        );
+        let mem = f.mem.memory();
+        mem.write_obj(QSIZE * 3, GuestAddress(rings.avail + 2))
+            .unwrap();
+        assert!(f.device.process_queue(&f.vring).is_err());
+        let vrings = [f.vring.clone()];
+        assert!(f
+            .device
+            .handle_event(REQUEST_QUEUE_EVENT, EventSet::IN, &vrings, 0)
+            .is_ok());
+        assert!(f.device.handle_event(9, EventSet::IN, &vrings, 0).is_ok());
+    }
+
+    #[test]
+    fn config_reads_are_bounded_by_the_config_size() {
+        let f = fixture();
+        let full = f.device.get_config(0, CONFIG_SIZE as u32);
+        let cfg = pasid_protocol::Config::decode(&full.clone().try_into().unwrap());
+        assert_eq!(
+            (cfg.pasid_min, cfg.pasid_max, cfg.quota, cfg.space_id),
+            (1, 0xfffff, 10, 7)
+        );
+        assert_eq!(f.device.get_config(8, 8), full[8..16].to_vec());
+        // QEMU's config_size larger than ours: an empty reply fails realize.
+        assert!(f.device.get_config(0, 64).is_empty());
+        assert!(f.device.get_config(u32::MAX, 2).is_empty());
+    }
+
+    #[test]
+    fn offers_what_the_protocol_requires() {
+        let f = fixture();
+        let features = f.device.features();
+        assert_ne!(features & (1 << VIRTIO_F_VERSION_1), 0);
+        assert_ne!(features & (1 << VIRTIO_RING_F_EVENT_IDX), 0);
+        assert!(f
+            .device
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG));
+        assert_eq!(f.device.num_queues(), 1);
     }
 }

@@ -1,6 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The real daemon over its real sockets: vhost-user handshake, memfd guest
 //! memory, real vrings and eventfds, and pasidctl against it.
+// A test crate: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 mod frontend;
 
@@ -107,12 +114,7 @@ fn free_checks_ownership_and_existence() {
 
 #[test]
 fn ranges_reserved_ids_and_bad_ranges() {
-    let d = Daemon::start(&[
-        "--vm",
-        "a={dir}/a.sock,range=10-20",
-        "--reserve",
-        "12-13",
-    ]);
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock,range=10-20", "--reserve", "12-13"]);
     let mut a = TestVm::connect(&d.path("a.sock"));
     // Lowest free in [1, 100] ∩ [10, 20] minus reserved 12-13.
     let got: Vec<u32> = (0..9).map(|_| a.alloc_ok(1, 100)).collect();
@@ -146,9 +148,20 @@ fn quota_is_a_clean_status() {
     a.alloc_ok(1, 1000);
     assert_eq!(status(a.alloc(1, 1000)), Status::QuotaExceeded);
     let vms = d.ctl_json(&["vms"]);
-    let va = vms.as_array().unwrap().iter().find(|v| v["name"] == "a").unwrap();
-    assert_eq!((va["held"].as_u64(), va["quota"].as_u64()), (Some(4), Some(4)));
-    assert_eq!(va["counters"]["statuses"]["QUOTA_EXCEEDED"].as_u64(), Some(2));
+    let va = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "a")
+        .unwrap();
+    assert_eq!(
+        (va["held"].as_u64(), va["quota"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(
+        va["counters"]["statuses"]["QUOTA_EXCEEDED"].as_u64(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -160,7 +173,11 @@ fn reset_and_disconnect_reclaim_and_the_slot_reconnects() {
         vm.alloc_ok(1, 100);
     }
     let r = vm.reset();
-    assert_eq!((status(r), r.pasid), (Status::Ok, 5), "RESET reports references released");
+    assert_eq!(
+        (status(r), r.pasid),
+        (Status::Ok, 5),
+        "RESET reports references released"
+    );
     assert!(held_by(&d, "a").is_empty());
     for _ in 0..4 {
         vm.alloc_ok(1, 100);
@@ -187,7 +204,12 @@ fn host_references_pin_a_guest_pasid() {
     // Still pinned: not reusable, listed with the host holder only.
     assert_eq!(vm.alloc_ok(1, 100), p + 1);
     let list = d.ctl_json(&["pasids"]);
-    let entry = list.as_array().unwrap().iter().find(|e| e["pasid"] == p).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pasid"] == p)
+        .unwrap();
     assert_eq!(entry["holders"][0]["owner"], "iommu");
     assert_eq!(entry["holders"][0]["kind"], "host");
     let put = d.ctl_json(&["put", &p.to_string(), "--holder", "iommu"]);
@@ -202,7 +224,10 @@ fn host_references_pin_a_guest_pasid() {
     let (ok, _, err) = d.ctl(&["get", &p.to_string(), "--holder", "a"]);
     assert!(!ok && err.contains("is a VM slot"), "{err}");
     let (ok, _, err) = d.ctl(&["release", "--vm", "nope"]);
-    assert!(!ok && err.trim() == "pasidctl: no VM named \"nope\"", "{err}");
+    assert!(
+        !ok && err.trim() == "pasidctl: no VM named \"nope\"",
+        "{err}"
+    );
 }
 
 #[test]
@@ -232,7 +257,11 @@ fn malformed_chains_do_not_harm_the_other_vm() {
     let rd = |addr: u64, len: u32, next: Option<u16>| RawDesc {
         addr,
         len,
-        flags: if next.is_some() { VRING_DESC_F_NEXT as u16 } else { 0 },
+        flags: if next.is_some() {
+            VRING_DESC_F_NEXT as u16
+        } else {
+            0
+        },
         next: next.unwrap_or(0),
     };
     let wr = |addr: u64, len: u32| RawDesc {
@@ -247,21 +276,49 @@ fn malformed_chains_do_not_harm_the_other_vm() {
     // (name, chain, expected used length)
     let cases: Vec<(&str, Vec<RawDesc>, u32)> = vec![
         ("no response buffer", vec![rd(r_at, 24, None)], 0),
-        ("response too short", vec![rd(r_at, 24, Some(1)), wr(w_at, 8)], 0),
-        ("request too short", vec![rd(r_at, 8, Some(1)), wr(w_at, 16)], 16),
-        ("request too long", vec![rd(r_at, 4096, Some(1)), wr(w_at, 16)], 16),
+        (
+            "response too short",
+            vec![rd(r_at, 24, Some(1)), wr(w_at, 8)],
+            0,
+        ),
+        (
+            "request too short",
+            vec![rd(r_at, 8, Some(1)), wr(w_at, 16)],
+            16,
+        ),
+        (
+            "request too long",
+            vec![rd(r_at, 4096, Some(1)), wr(w_at, 16)],
+            16,
+        ),
         ("only writable", vec![wr(w_at, 16)], 16),
         (
             "readable after writable",
             vec![
-                RawDesc { flags: (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16, next: 1, ..wr(w_at, 16) },
+                RawDesc {
+                    flags: (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+                    next: 1,
+                    ..wr(w_at, 16)
+                },
                 rd(r_at, 24, None),
             ],
             0,
         ),
-        ("request outside memory", vec![rd(1 << 40, 24, Some(1)), wr(w_at, 16)], 0),
-        ("response outside memory", vec![rd(r_at, 24, Some(1)), wr(u64::MAX - 8, 16)], 0),
-        ("zero-length everything", vec![rd(r_at, 0, Some(1)), wr(w_at, 0)], 0),
+        (
+            "request outside memory",
+            vec![rd(1 << 40, 24, Some(1)), wr(w_at, 16)],
+            0,
+        ),
+        (
+            "response outside memory",
+            vec![rd(r_at, 24, Some(1)), wr(u64::MAX - 8, 16)],
+            0,
+        ),
+        (
+            "zero-length everything",
+            vec![rd(r_at, 0, Some(1)), wr(w_at, 0)],
+            0,
+        ),
     ];
     for (name, chain, expect_len) in &cases {
         for (i, desc) in chain.iter().enumerate() {
@@ -279,7 +336,11 @@ fn malformed_chains_do_not_harm_the_other_vm() {
         assert_eq!(used, vec![(0, *expect_len)], "case {name:?}");
         if *expect_len == RESPONSE_SIZE as u32 {
             let resp = bad.read_response_at(w_at);
-            assert_eq!(Status::from_wire(resp.status), Some(Status::Invalid), "case {name:?}");
+            assert_eq!(
+                Status::from_wire(resp.status),
+                Some(Status::Invalid),
+                "case {name:?}"
+            );
         }
         // The other VM keeps being served normally.
         good.alloc_ok(1, 0xfffff);
@@ -292,12 +353,23 @@ fn malformed_chains_do_not_harm_the_other_vm() {
     assert_eq!((status(r), r.tag), (Status::Invalid, 0x1234));
     raw.opcode = 1;
     raw.flags = 1;
-    assert_eq!(status(bad_request(&mut bad, &raw.encode())), Status::Invalid);
+    assert_eq!(
+        status(bad_request(&mut bad, &raw.encode())),
+        Status::Invalid
+    );
     // The bad VM itself still works after all that.
     bad.alloc_ok(1, 0xfffff);
     let vms = d.ctl_json(&["vms"]);
-    let vb = vms.as_array().unwrap().iter().find(|v| v["name"] == "bad").unwrap();
-    assert_eq!(vb["counters"]["malformed"].as_u64(), Some(cases.len() as u64 + 2));
+    let vb = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "bad")
+        .unwrap();
+    assert_eq!(
+        vb["counters"]["malformed"].as_u64(),
+        Some(cases.len() as u64 + 2)
+    );
     let log = d.log();
     assert!(log.contains("vm=bad event=guest-error"), "{log}");
     assert!(!log.contains("vm=good event=guest-error"), "{log}");
@@ -430,10 +502,27 @@ fn start_up_errors_exit_non_zero_with_one_line() {
     let ctl = dir.path().join("ctl").display().to_string();
     for (args, needle) in [
         (vec![], "no VM socket given"),
-        (vec!["--socket-path", regular.to_str().unwrap(), "--control-socket", &ctl], "is not a socket"),
-        (vec!["--socket-path", &long], "Unix sockets allow at most 107"),
-        (vec!["--vm", "a=/tmp/x", "--reserve", "5-1"], "invalid range \"5-1\""),
-        (vec!["--fd", "77", "--control-socket", &ctl], "--fd 77: not a socket"),
+        (
+            vec![
+                "--socket-path",
+                regular.to_str().unwrap(),
+                "--control-socket",
+                &ctl,
+            ],
+            "is not a socket",
+        ),
+        (
+            vec!["--socket-path", &long],
+            "Unix sockets allow at most 107",
+        ),
+        (
+            vec!["--vm", "a=/tmp/x", "--reserve", "5-1"],
+            "invalid range \"5-1\"",
+        ),
+        (
+            vec!["--fd", "77", "--control-socket", &ctl],
+            "--fd 77: not a socket",
+        ),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -59,8 +59,10 @@ struct virtio_pasid_req {
 struct virtio_pasid_resp {
 	__le16 status;
 	__le16 reserved;
-	__le32 pasid;		/* ALLOC: the PASID; RESET: references released */
-	__le64 tag;		/* copy of the request's tag */
+	__le32 pasid;		/* ALLOC: the PASID; RESET: references released;
+				 * otherwise VIRTIO_PASID_NONE */
+	__le64 tag;		/* copy of the request's tag (0 if the request
+				 * was not 24 bytes long) */
 };
 
 /* Device configuration space, read-only for the driver. */

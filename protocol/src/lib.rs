@@ -79,7 +79,9 @@ pub enum Status {
     NoSpace = 1,
     /// The VM already holds its quota of PASIDs.
     QuotaExceeded = 2,
-    /// Malformed request: bad opcode, bad range, non-zero reserved fields.
+    /// Malformed request: wrong size, unknown opcode, non-zero `flags`, an
+    /// ALLOC range with `min > max` or `min` beyond the space, or a FREE of
+    /// PASID 0, a reserved PASID or one beyond the space.
     Invalid = 3,
     /// The PASID exists but this VM holds no reference on it.
     NotOwner = 4,
@@ -174,7 +176,7 @@ pub struct Response {
     pub reserved: u16,
     /// ALLOC: the PASID; RESET: references released; otherwise [`PASID_NONE`].
     pub pasid: u32,
-    /// The request's tag.
+    /// The request's tag (0 when the request was not 24 bytes long).
     pub tag: u64,
 }
 

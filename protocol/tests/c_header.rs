@@ -2,6 +2,13 @@
 //! Compiles `include/virtio_pasid.h` with the system C compiler and checks
 //! that every size, offset and constant equals the Rust definition, and that
 //! the header defines nothing the Rust side does not know.
+// A test crate: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
@@ -23,16 +30,46 @@ fn expected() -> BTreeMap<String, u64> {
     put("sizeof(struct virtio_pasid_req)", REQUEST_SIZE);
     put("sizeof(struct virtio_pasid_resp)", RESPONSE_SIZE);
     put("sizeof(struct virtio_pasid_config)", CONFIG_SIZE);
-    put("offsetof(struct virtio_pasid_req, opcode)", offset_of!(RawRequest, opcode));
-    put("offsetof(struct virtio_pasid_req, flags)", offset_of!(RawRequest, flags));
-    put("offsetof(struct virtio_pasid_req, pasid)", offset_of!(RawRequest, pasid));
-    put("offsetof(struct virtio_pasid_req, tag)", offset_of!(RawRequest, tag));
-    put("offsetof(struct virtio_pasid_req, min)", offset_of!(RawRequest, min));
-    put("offsetof(struct virtio_pasid_req, max)", offset_of!(RawRequest, max));
-    put("offsetof(struct virtio_pasid_resp, status)", offset_of!(Response, status));
-    put("offsetof(struct virtio_pasid_resp, reserved)", offset_of!(Response, reserved));
-    put("offsetof(struct virtio_pasid_resp, pasid)", offset_of!(Response, pasid));
-    put("offsetof(struct virtio_pasid_resp, tag)", offset_of!(Response, tag));
+    put(
+        "offsetof(struct virtio_pasid_req, opcode)",
+        offset_of!(RawRequest, opcode),
+    );
+    put(
+        "offsetof(struct virtio_pasid_req, flags)",
+        offset_of!(RawRequest, flags),
+    );
+    put(
+        "offsetof(struct virtio_pasid_req, pasid)",
+        offset_of!(RawRequest, pasid),
+    );
+    put(
+        "offsetof(struct virtio_pasid_req, tag)",
+        offset_of!(RawRequest, tag),
+    );
+    put(
+        "offsetof(struct virtio_pasid_req, min)",
+        offset_of!(RawRequest, min),
+    );
+    put(
+        "offsetof(struct virtio_pasid_req, max)",
+        offset_of!(RawRequest, max),
+    );
+    put(
+        "offsetof(struct virtio_pasid_resp, status)",
+        offset_of!(Response, status),
+    );
+    put(
+        "offsetof(struct virtio_pasid_resp, reserved)",
+        offset_of!(Response, reserved),
+    );
+    put(
+        "offsetof(struct virtio_pasid_resp, pasid)",
+        offset_of!(Response, pasid),
+    );
+    put(
+        "offsetof(struct virtio_pasid_resp, tag)",
+        offset_of!(Response, tag),
+    );
     for (field, off) in [
         ("version", offset_of!(Config, version)),
         ("pasid_bits", offset_of!(Config, pasid_bits)),
@@ -42,7 +79,10 @@ fn expected() -> BTreeMap<String, u64> {
         ("reserved", offset_of!(Config, reserved)),
         ("space_id", offset_of!(Config, space_id)),
     ] {
-        put(&format!("offsetof(struct virtio_pasid_config, {field})"), off);
+        put(
+            &format!("offsetof(struct virtio_pasid_config, {field})"),
+            off,
+        );
     }
     // Field widths: sizeof of each member.
     for (expr, size) in [

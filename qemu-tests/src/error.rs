@@ -101,6 +101,28 @@ pub enum Error {
     /// `reboot_and_wait` on a guest booted with `no_reboot`.
     #[error("guest {0} was booted with -no-reboot: a reboot would stop QEMU")]
     RebootDisabled(String),
+    /// A host binary the tests run is missing: it is built before the
+    /// tests, never by them (cargo holds the target directory's lock).
+    #[error(
+        "{} is missing: build it first with `cargo build --release --bins` \
+         (or run `bash qemu-tests/run test`)",
+        path.display()
+    )]
+    MissingBinary {
+        /// Where the binary was looked for.
+        path: PathBuf,
+    },
+    /// The `vhost-user-pasid` daemon, or `pasidctl` talking to it, failed or
+    /// answered something unexpected.
+    #[error("{what}: {detail} (daemon log: {log})")]
+    Daemon {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        detail: String,
+        /// The daemon's log.
+        log: PathBuf,
+    },
     /// Output from the guest could not be parsed.
     #[error("unexpected guest output for `{what}`: {output:.200}")]
     UnexpectedOutput {

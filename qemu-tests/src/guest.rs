@@ -727,16 +727,22 @@ impl Drop for Guest {
 
 /// `target/qemu-tests-logs/<test>-<guest>.log`, unique within the process.
 fn unique_log_path(config: &GuestConfig) -> Result<PathBuf> {
+    unique_log_path_for(config.test_name.as_deref(), &config.name)
+}
+
+/// `target/qemu-tests-logs/<test>-<name>.log`, unique within the process
+/// (shared by guests' console logs and daemons' logs). `test` defaults to
+/// the current thread's name, which the test harness sets to the test's.
+pub(crate) fn unique_log_path_for(test: Option<&str>, name: &str) -> Result<PathBuf> {
     static USED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     let dir = setup::log_dir();
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let test = config
-        .test_name
-        .clone()
+    let test = test
+        .map(str::to_string)
         .or_else(|| thread::current().name().map(str::to_string))
         .filter(|t| t != "main")
         .unwrap_or_else(|| "test".into());
-    let base = format!("{}-{}", sanitize(&test), sanitize(&config.name));
+    let base = format!("{}-{}", sanitize(&test), sanitize(name));
     let mut used = USED.lock().unwrap_or_else(PoisonError::into_inner);
     let used = used.get_or_insert_with(HashSet::new);
     let mut path = dir.join(format!("{base}.log"));

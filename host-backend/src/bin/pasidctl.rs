@@ -225,9 +225,9 @@ fn print_stats(v: Value) {
 
 fn run(cli: Cli) -> Result<(), CtlError> {
     let request = match &cli.command {
-        Command::Pasids => ControlRequest::Pasids,
-        Command::Vms => ControlRequest::Vms,
-        Command::Stats => ControlRequest::Stats,
+        Command::Pasids => ControlRequest::Pasids {},
+        Command::Vms => ControlRequest::Vms {},
+        Command::Stats => ControlRequest::Stats {},
         Command::Get { pasid, holder } => ControlRequest::Get {
             holder: holder.clone(),
             pasid: *pasid,

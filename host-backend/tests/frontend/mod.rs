@@ -5,7 +5,13 @@
 //!
 //! Shared by the integration tests and the socket benchmark through
 //! `#[path]`; not every user needs every helper.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -14,19 +20,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use pasid_protocol::{
-    Config, Request, Response, Status, CONFIG_SIZE, REQUEST_SIZE, RESPONSE_SIZE,
-};
+use pasid_protocol::{Config, Request, Response, Status, CONFIG_SIZE, REQUEST_SIZE, RESPONSE_SIZE};
 use vhost::vhost_user::message::{
     VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+use virtio_bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Size of the test VM's memory.
@@ -118,9 +122,18 @@ impl TestVm {
         let mut frontend = connect_frontend(path);
         frontend.set_owner().unwrap();
         let offered = frontend.get_features().unwrap();
-        assert_ne!(offered & (1 << VIRTIO_F_VERSION_1), 0, "VERSION_1 not offered");
-        assert_ne!(offered & (1 << VIRTIO_RING_F_EVENT_IDX), 0, "EVENT_IDX not offered");
-        let mut features = (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        assert_ne!(
+            offered & (1 << VIRTIO_F_VERSION_1),
+            0,
+            "VERSION_1 not offered"
+        );
+        assert_ne!(
+            offered & (1 << VIRTIO_RING_F_EVENT_IDX),
+            0,
+            "EVENT_IDX not offered"
+        );
+        let mut features =
+            (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         if opts.event_idx {
             features |= 1 << VIRTIO_RING_F_EVENT_IDX;
         }
@@ -128,7 +141,9 @@ impl TestVm {
         let proto = frontend.get_protocol_features().unwrap();
         assert!(proto.contains(VhostUserProtocolFeatures::CONFIG));
         frontend
-            .set_protocol_features(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ)
+            .set_protocol_features(
+                VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
+            )
             .unwrap();
 
         let file = memfd(MEM_SIZE);
@@ -409,7 +424,11 @@ pub fn bin(name: &str) -> PathBuf {
     // Integration tests and benches of this package get their binaries here.
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
-    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
     dir.join(name)
 }
 
@@ -425,7 +444,10 @@ impl Daemon {
             .args(&args)
             .arg("--control-socket")
             .arg(&control)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(File::create(dir.path().join("daemon.log")).unwrap())
             .spawn()
@@ -446,7 +468,11 @@ impl Daemon {
     pub fn wait_for_socket(&self, path: &Path) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !path.exists() {
-            assert!(Instant::now() < deadline, "{} never appeared", path.display());
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -501,7 +527,10 @@ impl Daemon {
             if log.contains(needle) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "log never showed {needle:?}:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?}:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
