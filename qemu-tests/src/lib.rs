@@ -9,21 +9,29 @@
 //!   the serial console ([`Guest::run`]), console waits, health checks,
 //!   reboot and poweroff.
 //! - [`process`]: [`ChildGuard`] and bounded waits for daemons' sockets.
+//! - [`daemon`]: the real `vhost-user-pasid` on sockets in a temporary
+//!   directory ([`Daemon`]), queried with the real `pasidctl`.
+//! - [`vpasid`]: the guest side: the `virtio_pasid` driver's sysfs and the
+//!   test-only `ioasid_exerciser` ([`VpasidGuest`]).
 //! - `qemu`: QEMU's arguments and its chroot/mount-namespace wrapper.
 //! - `console` and `health`: the console protocol and the log checks.
 //!
 //! See `qemu-tests/README.md` for what is cached where and how to read logs.
 
 mod console;
+pub mod daemon;
 pub mod error;
 pub mod guest;
 mod health;
 pub mod process;
 mod qemu;
 pub mod setup;
+pub mod vpasid;
 
+pub use daemon::{Daemon, DaemonConfig, VmSlot};
 pub use error::{Error, Result};
 pub use guest::{shell_quote, CmdOutput, Guest, GuestConfig, VhostUserDevice};
 pub use health::{ALLOWED_TAINT, BAD_PATTERNS};
 pub use process::{spawn_tied, wait_for_path, wait_for_unix_listener, ChildGuard};
 pub use setup::{ensure_setup, Kernel};
+pub use vpasid::VpasidGuest;
