@@ -183,6 +183,10 @@ fn serve_session(
     reg.set_connected(slot.vm, false);
     match &result {
         Ok(()) => info!("vm={} event=disconnect", slot.name),
+        // QEMU exiting closes the socket: the normal end of a session.
+        Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        )) => info!("vm={} event=disconnect", slot.name),
         Err(e) => match session_hint(e) {
             Some(hint) => error!("vm={} event=disconnect error=\"{e}\": {hint}", slot.name),
             None => info!("vm={} event=disconnect reason=\"{e}\"", slot.name),

@@ -259,7 +259,12 @@ impl Daemon {
         let sockets: Vec<(String, PathBuf)> = config
             .vms
             .iter()
-            .map(|vm| (vm.name.clone(), dir.path().join(format!("{}.sock", vm.name))))
+            .map(|vm| {
+                (
+                    vm.name.clone(),
+                    dir.path().join(format!("{}.sock", vm.name)),
+                )
+            })
             .collect();
 
         let mut args = Vec::new();
@@ -314,7 +319,10 @@ impl Daemon {
                 if let Some(status) = self.child.try_wait()? {
                     return Err(self.error(
                         "starting vhost-user-pasid",
-                        format!("it exited ({status}) before listening on {}", path.display()),
+                        format!(
+                            "it exited ({status}) before listening on {}",
+                            path.display()
+                        ),
                     ));
                 }
                 if wait_for_unix_listener(&path, POLL).is_ok() {
@@ -323,10 +331,7 @@ impl Daemon {
                 if Instant::now() >= deadline {
                     return Err(self.error(
                         "starting vhost-user-pasid",
-                        format!(
-                            "no listener on {} after {START_TIMEOUT:?}",
-                            path.display()
-                        ),
+                        format!("no listener on {} after {START_TIMEOUT:?}", path.display()),
                     ));
                 }
             }
@@ -502,11 +507,7 @@ impl Daemon {
     /// An [`Error::Daemon`] quoting the log's tail.
     fn error(&self, what: impl Into<String>, detail: String) -> Error {
         let log = self.log();
-        let start = log
-            .char_indices()
-            .rev()
-            .nth(LOG_TAIL)
-            .map_or(0, |(i, _)| i);
+        let start = log.char_indices().rev().nth(LOG_TAIL).map_or(0, |(i, _)| i);
         let tail = log[start..].trim();
         let detail = if tail.is_empty() {
             detail
@@ -541,8 +542,16 @@ fn run_bounded(
         .stderr(Stdio::piped());
     let mut child = ChildGuard::spawn(what, cmd)?;
     let readers: Vec<_> = [
-        child.child_mut().stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.child_mut().stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .child_mut()
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .child_mut()
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .map(|stream| {
@@ -559,9 +568,7 @@ fn run_bounded(
     // On timeout the guard's drop kills the child, which ends the readers.
     let status = child.wait_timeout(timeout);
     drop(child);
-    let mut texts = readers
-        .into_iter()
-        .map(|r| r.join().unwrap_or_default());
+    let mut texts = readers.into_iter().map(|r| r.join().unwrap_or_default());
     let stdout = texts.next().unwrap_or_default();
     let stderr = texts.next().unwrap_or_default();
     Ok((status?, stdout, stderr))
