@@ -33,7 +33,7 @@
 /* Response status until the device writes one. */
 #define VPASID_S_UNSET		0xffff
 /* Failure counters: one per status code, plus one for unknown codes. */
-#define VPASID_NR_STATUS	(VIRTIO_PASID_S_INTERNAL + 1)
+#define VPASID_NR_STATUS	(VIRTIO_PASID_S_RATE_LIMITED + 1)
 
 static unsigned int device_id = VIRTIO_PASID_DEFAULT_DEVICE_ID;
 module_param(device_id, uint, 0444);
@@ -775,6 +775,7 @@ VPASID_STAT_ATTR(invalid, failures[VIRTIO_PASID_S_INVALID]);
 VPASID_STAT_ATTR(not_owner, failures[VIRTIO_PASID_S_NOT_OWNER]);
 VPASID_STAT_ATTR(not_found, failures[VIRTIO_PASID_S_NOT_FOUND]);
 VPASID_STAT_ATTR(internal, failures[VIRTIO_PASID_S_INTERNAL]);
+VPASID_STAT_ATTR(rate_limited, failures[VIRTIO_PASID_S_RATE_LIMITED]);
 VPASID_STAT_ATTR(unknown, failures[VPASID_NR_STATUS]);
 
 static ssize_t state_show(struct device_driver *drv, char *buf)
@@ -838,6 +839,7 @@ static struct attribute *vpasid_failure_attrs[] = {
 	&driver_attr_not_owner.attr,
 	&driver_attr_not_found.attr,
 	&driver_attr_internal.attr,
+	&driver_attr_rate_limited.attr,
 	&driver_attr_unknown.attr,
 	NULL
 };

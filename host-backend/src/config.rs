@@ -10,12 +10,18 @@ use std::path::PathBuf;
 use clap::Parser;
 use pasid_protocol::MAX_PASID_BITS;
 
+use crate::rate_limit::RateLimit;
+use crate::sandbox::{lookup_user, SandboxError, SeccompMode, User};
 use crate::socket::{check_path, group_id, SocketAccess, SocketError};
 
 /// Default per-VM quota.
 pub const DEFAULT_QUOTA: u32 = 4096;
 /// Default control socket.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vhost-user-pasid/control.sock";
+/// Default per-VM request rate limit: far above what a driver needs (the
+/// socket benchmark's batches of 64 reach about 1 M requests/s), low enough
+/// that one VM cannot keep the shared PASID space busy without bound.
+pub const DEFAULT_RATE_LIMIT: &str = "1000000/s,burst=1000000";
 
 /// vhost-user backend serving one global PASID space to many VMs.
 ///
@@ -78,11 +84,42 @@ pub struct Args {
     /// QEMU runs as.
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+
+    /// Once every socket is bound, run as this user (name or uid): needs
+    /// root; supplementary groups are dropped and the socket files are
+    /// given to the user so that it can remove them at exit.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Seccomp filter installed after set-up: kill the daemon on a system
+    /// call outside its allow-list, only log such calls, or no filter
+    /// (debugging).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SeccompMode::Kill)]
+    pub seccomp: SeccompMode,
+
+    /// Requests each VM may have carried out, as RATE/s[,burst=N] (the
+    /// burst defaults to one second's worth), or "off". Requests beyond it
+    /// are answered RATE_LIMITED.
+    #[arg(long, value_name = "RATE/s[,burst=N]", default_value = DEFAULT_RATE_LIMIT)]
+    pub rate_limit: String,
+
+    /// Let members of this group use the read-only pasidctl commands
+    /// (pasids, vms, stats, metrics): the control socket becomes mode 0660
+    /// with this group. Commands that change state stay limited to root
+    /// and the daemon's own user.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
+
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 /// Errors in the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// --metrics-listen is invalid or not a loopback address.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// No socket was given.
     #[error("no VM socket given: use --socket-path PATH, --vm NAME=PATH or --fd N")]
     NoSlots,
@@ -118,6 +155,12 @@ pub enum ConfigError {
     /// A socket path or group is unusable.
     #[error(transparent)]
     Socket(#[from] SocketError),
+    /// --rate-limit is malformed.
+    #[error("invalid --rate-limit {0:?}: expected RATE/s[,burst=N] with RATE >= 1, or off")]
+    InvalidRateLimit(String),
+    /// --user names no account.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// Where a slot's frontend connects.
@@ -165,6 +208,16 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Access settings of the vhost-user sockets.
     pub access: SocketAccess,
+    /// The account to switch to after set-up.
+    pub user: Option<User>,
+    /// Seccomp filter mode.
+    pub seccomp: SeccompMode,
+    /// Per-VM request rate limit; `None` for unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Group given read-only access to the control socket.
+    pub control_gid: Option<u32>,
+    /// Loopback address serving Prometheus metrics over HTTP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_number(s: &str) -> Option<u32> {
@@ -173,6 +226,26 @@ fn parse_number(s: &str) -> Option<u32> {
         Some(hex) => u32::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
     }
+}
+
+/// Parses `--rate-limit`: `RATE[/s][,burst=N]` or `off`.
+pub fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, ConfigError> {
+    let bad = || ConfigError::InvalidRateLimit(s.to_string());
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let mut parts = s.split(',');
+    let rate = parts.next().unwrap_or_default();
+    let rate = rate.strip_suffix("/s").unwrap_or(rate);
+    let per_second = parse_number(rate).filter(|r| *r > 0).ok_or_else(bad)?;
+    let mut burst = per_second;
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("burst", v)) => burst = parse_number(v).filter(|b| *b > 0).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(Some(RateLimit { per_second, burst }))
 }
 
 /// Parses `LO-HI` or `N`.
@@ -331,6 +404,9 @@ impl TryFrom<Args> for Config {
             None => None,
         };
         let gid = args.socket_group.as_deref().map(group_id).transpose()?;
+        let control_gid = args.control_group.as_deref().map(group_id).transpose()?;
+        let user = args.user.as_deref().map(lookup_user).transpose()?;
+        let rate_limit = parse_rate_limit(&args.rate_limit)?;
 
         Ok(Config {
             slots,
@@ -338,6 +414,11 @@ impl TryFrom<Args> for Config {
             reserved,
             control_socket: args.control_socket,
             access: SocketAccess { mode, gid },
+            user,
+            seccomp: args.seccomp,
+            rate_limit,
+            control_gid,
+            metrics_listen: args.metrics.listen_addr()?,
         })
     }
 }
@@ -427,6 +508,65 @@ mod tests {
         assert_matches!(
             parse(&["--socket-path", &long]),
             Err(ConfigError::Socket(SocketError::PathTooLong { .. }))
+        );
+    }
+
+    #[test]
+    fn sandbox_and_rate_limit_options() {
+        let cfg = parse(&["--socket-path", "/tmp/x"]).unwrap();
+        assert_eq!(cfg.seccomp, SeccompMode::Kill, "seccomp is on by default");
+        assert_eq!(
+            cfg.rate_limit,
+            Some(RateLimit {
+                per_second: 1_000_000,
+                burst: 1_000_000
+            })
+        );
+        assert_eq!((cfg.user, cfg.control_gid), (None, None));
+        let cfg = parse(&[
+            "--socket-path",
+            "/tmp/x",
+            "--user",
+            "root",
+            "--seccomp",
+            "log",
+            "--rate-limit",
+            "500/s,burst=20",
+            "--control-group",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(cfg.user.map(|u| u.uid), Some(0));
+        assert_eq!(cfg.seccomp, SeccompMode::Log);
+        assert_eq!(
+            cfg.rate_limit,
+            Some(RateLimit {
+                per_second: 500,
+                burst: 20
+            })
+        );
+        assert_eq!(cfg.control_gid, Some(0));
+        let off = parse(&["--socket-path", "/tmp/x", "--rate-limit", "off"]).unwrap();
+        assert_eq!(off.rate_limit, None);
+        assert_eq!(
+            parse_rate_limit("7").unwrap(),
+            Some(RateLimit {
+                per_second: 7,
+                burst: 7
+            })
+        );
+        for bad in ["0/s", "x/s", "10/s,burst=0", "10/s,colour=red", ""] {
+            assert_matches!(
+                parse(&["--socket-path", "/tmp/x", "--rate-limit", bad]),
+                Err(ConfigError::InvalidRateLimit(v)) if v == bad
+            );
+        }
+        assert_matches!(
+            parse(&["--socket-path", "/tmp/x", "--user", "no-such-user-vpasid"]),
+            Err(ConfigError::Sandbox(SandboxError::UnknownUser(u))) if u == "no-such-user-vpasid"
+        );
+        assert!(
+            Args::try_parse_from(["x", "--socket-path", "/tmp/x", "--seccomp", "maybe"]).is_err()
         );
     }
 

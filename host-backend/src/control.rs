@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The control socket: `pasidctl`'s window onto the registry.
 //!
-//! The socket is created with mode 0600. Each connection is served on its own
-//! short-lived thread with a read timeout, so a stuck client holds up no one.
+//! The socket is created with mode 0600 (0660 with `--control-group`). Each
+//! connection is served on its own short-lived thread with a read timeout,
+//! so a stuck client holds up no one, and at most [`MAX_CLIENTS`] are served
+//! at once. Each client's credentials (`SO_PEERCRED`) decide what it may do:
+//! root and the daemon's own user anything, anyone else who could connect
+//! (the control group) only the read-only commands; see [`Access`].
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -21,6 +27,78 @@ use crate::registry::Registry;
 /// How long a client may take to send a request.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most control clients served at once; more are turned away, so a local
+/// client opening connections in a loop cannot exhaust threads.
+pub const MAX_CLIENTS: usize = 32;
+
+/// What a control client may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Every command (root, or the daemon's own user).
+    Full,
+    /// Only commands that change nothing (`--control-group` members).
+    ReadOnly,
+}
+
+impl Access {
+    /// The access of a peer with user id `peer_uid`, the daemon running as
+    /// `daemon_uid`.
+    pub fn of_peer(peer_uid: u32, daemon_uid: u32) -> Access {
+        if peer_uid == 0 || peer_uid == daemon_uid {
+            Access::Full
+        } else {
+            Access::ReadOnly
+        }
+    }
+
+    /// Whether this access allows `request`.
+    pub fn permits(self, request: &ControlRequest) -> bool {
+        self == Access::Full || !changes_state(request)
+    }
+}
+
+/// Whether a command changes the registry. Deliberately exhaustive: a new
+/// command must be classified here before it builds.
+pub fn changes_state(request: &ControlRequest) -> bool {
+    match request {
+        ControlRequest::Pasids {}
+        | ControlRequest::Vms {}
+        | ControlRequest::Stats {}
+        | ControlRequest::Metrics {} => false,
+        ControlRequest::Get { .. }
+        | ControlRequest::Put { .. }
+        | ControlRequest::Release { .. }
+        | ControlRequest::Quota { .. } => true,
+    }
+}
+
+/// The user id of the process at the other end of `stream`.
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    // size_of::<ucred>() is 12: no truncation.
+    #[allow(clippy::cast_possible_truncation)]
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
+    // the descriptor is an open Unix socket owned by `stream`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 fn to_value<T: Serialize>(v: T) -> ControlReply {
     match serde_json::to_value(v) {
         Ok(v) => ControlReply::success(v),
@@ -35,6 +113,7 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
         ControlRequest::Pasids {} => to_value(reg.pasids()),
         ControlRequest::Vms {} => to_value(reg.vms()),
         ControlRequest::Stats {} => to_value(reg.stats()),
+        ControlRequest::Metrics {} => to_value(crate::metrics::render(&reg)),
         ControlRequest::Get { holder, pasid } => match reg.host_get(&holder, pasid) {
             Ok(refs) => to_value(GetResult { pasid, refs }),
             Err(e) => ControlReply::failure(e),
@@ -54,9 +133,20 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
     }
 }
 
-/// Parses one request line and answers it.
+/// Parses one request line and answers it with full access.
 pub fn answer_line(registry: &Mutex<Registry>, line: &str) -> ControlReply {
+    answer_line_as(registry, line, Access::Full)
+}
+
+/// Parses one request line and answers it if `access` allows it.
+pub fn answer_line_as(registry: &Mutex<Registry>, line: &str, access: Access) -> ControlReply {
     match serde_json::from_str::<ControlRequest>(line) {
+        Ok(request) if !access.permits(&request) => {
+            warn!("control event=denied request={request:?} (read-only client)");
+            ControlReply::failure(
+                "permission denied: this command changes state and needs root or the daemon's user",
+            )
+        }
         Ok(request) => {
             debug!("control request {request:?}");
             execute(registry, request)
@@ -67,6 +157,8 @@ pub fn answer_line(registry: &Mutex<Registry>, line: &str) -> ControlReply {
 
 fn serve_client(stream: UnixStream, registry: &Mutex<Registry>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    // SAFETY: geteuid cannot fail.
+    let access = Access::of_peer(peer_uid(&stream)?, unsafe { libc::geteuid() });
     let mut writer = stream.try_clone()?;
     // The limit keeps a client from growing a line without end.
     let mut reader = BufReader::new(stream.take(MAX_REQUEST_LINE as u64 * 64));
@@ -79,7 +171,7 @@ fn serve_client(stream: UnixStream, registry: &Mutex<Registry>) -> std::io::Resu
         let reply = if line.len() > MAX_REQUEST_LINE {
             ControlReply::failure(format!("request longer than {MAX_REQUEST_LINE} bytes"))
         } else {
-            answer_line(registry, line.trim())
+            answer_line_as(registry, line.trim(), access)
         };
         let mut text = serde_json::to_string(&reply)
             .unwrap_or_else(|_| r#"{"ok":false,"error":"internal error"}"#.to_string());
@@ -88,20 +180,38 @@ fn serve_client(stream: UnixStream, registry: &Mutex<Registry>) -> std::io::Resu
     }
 }
 
+/// One counted control client; uncounted when dropped, however its thread
+/// ends (or fails to start).
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Accepts control clients forever.
 pub fn serve_control(listener: UnixListener, registry: Arc<Mutex<Registry>>) {
+    let clients = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        let stream = match stream {
+        let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 warn!("control socket accept failed: {e}");
                 continue;
             }
         };
+        let slot = ClientSlot(clients.clone());
+        if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            debug!("control client turned away: {MAX_CLIENTS} already connected");
+            let _ = stream.write_all(b"{\"ok\":false,\"error\":\"too many control clients\"}\n");
+            continue;
+        }
         let registry = registry.clone();
         let spawned = thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
+                let _slot = slot;
                 if let Err(e) = serve_client(stream, &registry) {
                     debug!("control client ended: {e}");
                 }
@@ -109,5 +219,91 @@ pub fn serve_control(listener: UnixListener, registry: Arc<Mutex<Registry>>) {
         if let Err(e) = spawned {
             warn!("cannot start control client thread: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
+
+    fn registry() -> Mutex<Registry> {
+        let space = PasidSpace::new(SpaceConfig {
+            pasid_bits: 8,
+            reserved: vec![],
+        })
+        .unwrap();
+        let mut reg = Registry::new(space, 1);
+        reg.add_vm(
+            "vm0",
+            "test",
+            OwnerLimits {
+                quota: 4,
+                range: 1..=255,
+            },
+        )
+        .unwrap();
+        Mutex::new(reg)
+    }
+
+    #[test]
+    fn root_and_own_user_get_full_access() {
+        assert_eq!(Access::of_peer(0, 1000), Access::Full);
+        assert_eq!(Access::of_peer(1000, 1000), Access::Full);
+        assert_eq!(Access::of_peer(1001, 1000), Access::ReadOnly);
+        assert_eq!(Access::of_peer(0, 0), Access::Full);
+    }
+
+    /// A read-only client may list, but every command that changes state
+    /// is refused and changes nothing.
+    #[test]
+    fn read_only_clients_cannot_change_state() {
+        let reg = registry();
+        for line in [
+            r#"{"cmd":"pasids"}"#,
+            r#"{"cmd":"vms"}"#,
+            r#"{"cmd":"stats"}"#,
+            r#"{"cmd":"metrics"}"#,
+        ] {
+            assert!(answer_line_as(&reg, line, Access::ReadOnly).ok, "{line}");
+        }
+        let vm = reg.lock().unwrap().vm("vm0").unwrap();
+        let pasid = match reg.lock().unwrap().handle(
+            vm,
+            pasid_protocol::Request::Alloc {
+                tag: 1,
+                min: 1,
+                max: 255,
+            },
+        ) {
+            r if r.status == 0 => r.pasid,
+            r => panic!("{r:?}"),
+        };
+        for line in [
+            format!(r#"{{"cmd":"get","holder":"h","pasid":{pasid}}}"#),
+            format!(r#"{{"cmd":"put","holder":"h","pasid":{pasid}}}"#),
+            r#"{"cmd":"release","vm":"vm0"}"#.to_string(),
+            r#"{"cmd":"quota","vm":"vm0","quota":0}"#.to_string(),
+        ] {
+            let reply = answer_line_as(&reg, &line, Access::ReadOnly);
+            assert!(!reply.ok, "{line}");
+            assert!(
+                reply
+                    .error
+                    .unwrap_or_default()
+                    .starts_with("permission denied"),
+                "{line}"
+            );
+        }
+        let reg = reg.lock().unwrap();
+        assert_eq!(reg.pasids().len(), 1, "nothing released");
+        assert_eq!(reg.vms().first().map(|v| (v.held, v.quota)), Some((1, 4)));
+    }
+
+    #[test]
+    fn peer_credentials_are_read() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(peer_uid(&a).unwrap(), unsafe { libc::geteuid() });
     }
 }

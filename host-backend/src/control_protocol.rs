@@ -20,6 +20,8 @@ pub enum ControlRequest {
     Vms {},
     /// Whole-host figures.
     Stats {},
+    /// Prometheus text exposition of every metric (the result is a string).
+    Metrics {},
     /// A host holder takes a reference on a PASID.
     Get {
         /// Holder name.
@@ -124,6 +126,10 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<ControlRequest>(r#"{"cmd":"pasids"}"#).unwrap(),
             ControlRequest::Pasids {}
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Metrics {}).unwrap(),
+            r#"{"cmd":"metrics"}"#
         );
     }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use log::{error, info};
+use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -18,12 +18,16 @@ use crate::config::{Config, SlotSource};
 use crate::control::serve_control;
 use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig, SpaceError};
 use crate::registry::{Registry, RegistryError};
+use crate::sandbox::{drop_privileges, hand_over, install_seccomp, SandboxError};
 use crate::slot::{serve_slot, SlotError, VmSlot};
 use crate::socket::{bind, SocketAccess, SocketError};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The metrics listener could not be started.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The PASID space configuration is invalid.
     #[error("invalid PASID space: {0}")]
     Space(#[from] SpaceError),
@@ -58,6 +62,9 @@ pub enum DaemonError {
     /// A VM slot stopped serving.
     #[error(transparent)]
     Slot(#[from] SlotError),
+    /// Privileges could not be dropped or the seccomp filter installed.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// What ends the daemon's wait.
@@ -116,10 +123,17 @@ fn space_id() -> u64 {
 }
 
 fn remove_socket(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            error!("cannot remove {}: {e}", path.display());
-        }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // After --user, a directory that user cannot write keeps the file;
+        // the next start replaces the stale socket.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => warn!(
+            "cannot remove {}: {e}; it is replaced at the next start (give the --user \
+             account write access to its directory to have it removed at exit)",
+            path.display()
+        ),
+        Err(e) => error!("cannot remove {}: {e}", path.display()),
     }
 }
 
@@ -130,6 +144,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         reserved: config.reserved.clone(),
     })?;
     let mut registry = Registry::new(space, space_id());
+    registry.set_rate_limit(config.rate_limit);
 
     let mut slots = Vec::new();
     let mut bound_paths = Vec::new();
@@ -158,19 +173,27 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         });
     }
 
+    let mut created_dirs = Vec::new();
     if let Some(dir) = config.control_socket.parent() {
-        if !dir.as_os_str().is_empty() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|source| DaemonError::ControlDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
+            created_dirs.push(dir.to_path_buf());
         }
     }
+    // Owner only, unless a group is given read-only access (control.rs
+    // checks each peer's credentials before changing anything).
     let control = bind(
         &config.control_socket,
         &SocketAccess {
-            mode: Some(0o600),
-            gid: None,
+            mode: Some(if config.control_gid.is_some() {
+                0o660
+            } else {
+                0o600
+            }),
+            gid: config.control_gid,
         },
     )?;
     bound_paths.push(config.control_socket.clone());
@@ -188,6 +211,30 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
 
     let (tx, rx) = mpsc::channel();
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+
+    let metrics = crate::metrics::bind_listener(config.metrics_listen)?;
+
+    // Every socket is bound: give up what serving does not need, before
+    // any thread starts (threads inherit the filter). Bind every listener
+    // (VM slots, control, metrics) above this point: after it the seccomp
+    // filter refuses socket(), bind() and listen() (docs/security.md).
+    if let Some(user) = &config.user {
+        hand_over(&bound_paths, &created_dirs, user)?;
+        drop_privileges(user)?;
+    }
+    install_seccomp(config.seccomp)?;
+    info!(
+        "event=sandbox user={} seccomp={:?} rate_limit={}",
+        config
+            .user
+            .as_ref()
+            .map_or("(unchanged)", |u| u.name.as_str()),
+        config.seccomp,
+        config.rate_limit.map_or_else(
+            || "off".to_string(),
+            |r| format!("{}/s,burst={}", r.per_second, r.burst)
+        ),
+    );
     let sig_tx = tx.clone();
     thread::Builder::new()
         .name("signals".into())
@@ -216,6 +263,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         .name("control".into())
         .spawn(move || serve_control(control, control_registry))
         .map_err(DaemonError::Thread)?;
+    crate::metrics::spawn_listener(metrics, registry.clone())?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {

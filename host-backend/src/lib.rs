@@ -10,18 +10,35 @@
 //!   response, validating everything the guest wrote.
 //! - [`vhu_vpasid`]: the `VhostUserBackend` of one VM session.
 //! - [`slot`]: a VM slot's socket served in a loop, one session after another.
-//! - [`control`], [`control_protocol`]: the operator's control socket.
+//! - [`control`], [`control_protocol`]: the operator's control socket;
+//!   [`ctl_cli`]: the command line of `pasidctl`, its client.
+//! - [`metrics`]: Prometheus metrics (control command `metrics`, optional
+//!   loopback HTTP listener) and rate-limited logs of rejected requests.
+//! - [`gen_docs`]: man pages and shell completions generated from the clap
+//!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
-//! - [`socket`], [`rate_limit`]: small helpers.
+//! - [`sandbox`]: containment after set-up: socket hand-over, privilege
+//!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.
+//! - [`socket`], [`rate_limit`]: small helpers (the latter also holds the
+//!   per-VM request token bucket, `--rate-limit`).
+//!
+//! Nothing here may panic on guest or operator input: `unwrap`, `expect`,
+//! `panic!` and unchecked indexing are denied outside tests.
+
+#![deny(clippy::indexing_slicing)]
 
 pub mod config;
 pub mod control;
 pub mod control_protocol;
+pub mod ctl_cli;
 pub mod daemon;
+pub mod gen_docs;
+pub mod metrics;
 pub mod pasid_space;
 pub mod rate_limit;
 pub mod registry;
 pub mod request;
+pub mod sandbox;
 pub mod slot;
 pub mod socket;
 pub mod vhu_vpasid;

@@ -2,6 +2,8 @@
 //! `vhost-user-pasid`: command line entry point. See the library crate for
 //! the module map.
 
+#![deny(clippy::indexing_slicing)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! Rate-limited warnings about guest misbehaviour.
+//! Rate limits: warnings about guest misbehaviour, and guest requests.
 //!
 //! A hostile guest can send a malformed chain per microsecond; logging each
 //! would turn the host's log into the guest's weapon. At most
 //! [`WARN_BURST`] warnings per VM are logged per [`WARN_WINDOW`]; the rest are
 //! counted and summarised when the next window opens.
+//!
+//! [`TokenBucket`] caps the requests per second each VM has carried out on
+//! the shared PASID space; the excess is answered `RATE_LIMITED`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -67,11 +70,111 @@ impl WarnLimiter {
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }
+
+    /// Logs how many warnings the current window suppressed, if any (when
+    /// the session ends, so that no count is lost).
+    pub fn flush(&mut self, vm: &str) {
+        if self.suppressed > 0 {
+            warn!(
+                "vm={vm} event=guest-error suppressed={} (rate limit)",
+                self.suppressed
+            );
+            self.suppressed = 0;
+        }
+    }
+}
+
+/// A request budget: `per_second` tokens a second, at most `burst` saved up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens added per second.
+    pub per_second: u32,
+    /// Most tokens the bucket holds (and what it starts with).
+    pub burst: u32,
+}
+
+/// Tokens are counted in billionths so that refills need no floating point.
+const NANO: u128 = 1_000_000_000;
+
+/// A token bucket: one token per request, refilled continuously.
+#[derive(Debug)]
+pub struct TokenBucket {
+    limit: RateLimit,
+    /// Tokens held, in billionths of a token.
+    nanotokens: u128,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit) -> Self {
+        TokenBucket {
+            limit,
+            nanotokens: u128::from(limit.burst) * NANO,
+            last: Instant::now(),
+        }
+    }
+
+    /// The limit this bucket enforces.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// Takes one token if there is one; `false` means the caller is over its
+    /// rate.
+    pub fn take(&mut self) -> bool {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_nanos();
+        self.last = self.last.max(now);
+        let cap = u128::from(self.limit.burst) * NANO;
+        // elapsed (ns) * tokens/s = billionths of a token; saturating keeps a
+        // bucket idle for centuries full rather than wrapping.
+        let refill = elapsed.saturating_mul(u128::from(self.limit.per_second));
+        self.nanotokens = self.nanotokens.saturating_add(refill).min(cap);
+        if self.nanotokens >= NANO {
+            self.nanotokens -= NANO;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full bucket grants `burst` requests at once, then one per
+    /// 1/`per_second` s, and never saves more than `burst`.
+    #[test]
+    fn token_bucket_grants_burst_then_rate() {
+        let mut b = TokenBucket::new(RateLimit {
+            per_second: 10,
+            burst: 3,
+        });
+        let t0 = b.last;
+        assert_eq!((0..5).filter(|_| b.take_at(t0)).count(), 3);
+        assert!(!b.take_at(t0 + Duration::from_millis(99)));
+        assert!(b.take_at(t0 + Duration::from_millis(100)));
+        assert!(!b.take_at(t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!((0..5).filter(|_| b.take_at(later)).count(), 3);
+        // A clock that seems to go backwards takes nothing extra.
+        assert!(!b.take_at(t0));
+    }
+
+    /// A zero rate with a zero burst refuses everything.
+    #[test]
+    fn empty_bucket_refuses() {
+        let mut b = TokenBucket::new(RateLimit {
+            per_second: 0,
+            burst: 0,
+        });
+        assert!(!b.take());
+    }
 
     #[test]
     fn burst_then_suppress_then_new_window() {

@@ -7,15 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use log::info;
 use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
 use serde::Serialize;
 
+use crate::metrics::{Histogram, VmMetrics};
 use crate::pasid_space::{
     AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError,
     SpaceError, SpaceStats,
 };
+use crate::rate_limit::{RateLimit, TokenBucket};
 
 /// Errors of registry operations requested by the operator.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,6 +59,10 @@ struct VmRecord {
     socket: String,
     connected: bool,
     counters: VmCounters,
+    /// Figures kept for `metrics` only.
+    metrics: VmMetrics,
+    /// Request budget (`--rate-limit`); `None` means unlimited.
+    bucket: Option<TokenBucket>,
 }
 
 /// Why a VM's references were dropped, for the log.
@@ -75,6 +82,15 @@ impl ReclaimReason {
             ReclaimReason::DriverReset => "driver reset",
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator release",
+        }
+    }
+
+    /// The `reason` label of the reclaim metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReclaimReason::DriverReset => "driver_reset",
+            ReclaimReason::Disconnect => "disconnect",
+            ReclaimReason::Operator => "operator",
         }
     }
 }
@@ -125,6 +141,10 @@ pub struct Registry {
     space: PasidSpace,
     space_id: u64,
     vms: BTreeMap<String, VmRecord>,
+    /// Time to handle one descriptor chain, all VMs.
+    latency: Histogram,
+    /// Request rate limit of each VM; `None` means unlimited.
+    rate_limit: Option<RateLimit>,
 }
 
 /// Handle for a VM slot, cheap to copy into sessions.
@@ -138,6 +158,17 @@ impl Registry {
             space,
             space_id,
             vms: BTreeMap::new(),
+            latency: Histogram::default(),
+            rate_limit: None,
+        }
+    }
+
+    /// Limits the requests each VM may have carried out (existing and
+    /// future slots); `None` lifts the limit. Each slot gets a full bucket.
+    pub fn set_rate_limit(&mut self, limit: Option<RateLimit>) {
+        self.rate_limit = limit;
+        for rec in self.vms.values_mut() {
+            rec.bucket = limit.map(TokenBucket::new);
         }
     }
 
@@ -161,6 +192,8 @@ impl Registry {
                 socket: socket.to_string(),
                 connected: false,
                 counters: VmCounters::default(),
+                metrics: VmMetrics::default(),
+                bucket: self.rate_limit.map(TokenBucket::new),
             },
         );
         Ok(VmId(owner))
@@ -218,7 +251,13 @@ impl Registry {
     /// Carries out one well-formed guest request.
     pub fn handle(&mut self, vm: VmId, request: Request) -> Response {
         let tag = request.tag();
+        // Every well-formed request costs a token; without one it is
+        // answered RATE_LIMITED and has no effect.
+        let admitted = self
+            .record_mut(vm)
+            .is_none_or(|rec| rec.bucket.as_mut().is_none_or(TokenBucket::take));
         let response = match request {
+            _ if !admitted => Response::new(Status::RateLimited, tag),
             Request::Alloc { min, max, .. } => match self.space.alloc(vm.0, min, max) {
                 Ok(pasid) => Response::ok(tag, pasid),
                 Err(e) => Response::new(alloc_status(e), tag),
@@ -240,7 +279,34 @@ impl Registry {
             let status = Status::from_wire(response.status).unwrap_or(Status::Internal);
             *rec.counters.statuses.entry(status.name()).or_default() += 1;
         }
+        self.count_result(vm, request, &response);
         response
+    }
+
+    /// Counts an answered request for the metrics and logs a rejected one
+    /// (rate-limited per VM).
+    fn count_result(&mut self, vm: VmId, request: Request, response: &Response) {
+        let status = Status::from_wire(response.status).unwrap_or(Status::Internal);
+        let Some(name) = self.space.owner_name(vm.0) else {
+            return;
+        };
+        let Some(rec) = self.vms.get_mut(name) else {
+            return;
+        };
+        rec.metrics.count_result(request.opcode(), status);
+        if status == Status::Ok {
+            return;
+        }
+        let detail = match request {
+            Request::Alloc { tag, min, max } => {
+                let (held, quota) = self.space.usage(vm.0).map_or((0, 0), |u| (u.held, u.quota));
+                format!("tag={tag:#x} min={min} max={max} held={held} quota={quota}")
+            }
+            Request::Free { tag, pasid } => format!("tag={tag:#x} pasid={pasid}"),
+            Request::Reset { tag } => format!("tag={tag:#x}"),
+        };
+        rec.metrics
+            .log_rejection(name, request.opcode(), status, format_args!("{detail}"));
     }
 
     /// Undoes a request whose response never reached the guest.
@@ -260,6 +326,7 @@ impl Registry {
         let name = self.vm_name(vm).to_string();
         if let Some(rec) = self.record_mut(vm) {
             rec.counters.reclaimed += summary.references;
+            rec.metrics.count_reclaim(reason, summary.references);
         }
         if summary.references > 0 || reason != ReclaimReason::DriverReset {
             info!(
@@ -360,6 +427,24 @@ impl Registry {
                 }
             })
             .collect()
+    }
+
+    /// Records how long one descriptor chain took to handle, from reading
+    /// the request to writing the response (`vpasid_request_duration_seconds`).
+    pub fn observe_latency(&mut self, elapsed: Duration) {
+        self.latency.observe(elapsed);
+    }
+
+    /// The request latency histogram.
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// Each VM slot's name with its metrics-only figures, in name order.
+    pub fn vm_metrics(&self) -> impl Iterator<Item = (&str, &VmMetrics)> {
+        self.vms
+            .iter()
+            .map(|(name, rec)| (name.as_str(), &rec.metrics))
     }
 
     /// Whole-host figures.

@@ -51,6 +51,17 @@ pub enum ChainError {
         /// Length in bytes.
         len: u32,
     },
+    /// The chain could not be walked to its end: a `next` index outside its
+    /// table, a loop, a nested or misaligned indirect table, or buffers
+    /// adding up to 4 GiB or more. virtio-queue stops walking such a chain
+    /// quietly; the last descriptor it yielded still says "next".
+    #[error(
+        "chain breaks off after {walked} descriptors (bad next index, loop or bad indirect table)"
+    )]
+    Unterminated {
+        /// Descriptors walked before the chain broke off.
+        walked: usize,
+    },
     /// The request bytes do not decode.
     #[error("malformed request: {0}")]
     Decode(#[from] pasid_protocol::DecodeError),
@@ -117,7 +128,13 @@ where
     let mut split = Split::default();
     let mut errors = None;
     // Collect first so that `mem` (borrowed from the chain) stays usable.
+    // The walk is bounded by the queue (or indirect table) size.
     let descs: Vec<_> = chain.clone().collect();
+    if descs.last().is_some_and(|d| d.has_next()) {
+        return Err(ChainError::Unterminated {
+            walked: descs.len(),
+        });
+    }
     for (index, desc) in descs.iter().enumerate() {
         let buf = Buffer {
             addr: desc.addr(),
@@ -295,12 +312,26 @@ mod tests {
     /// well-formed request with OK/42. Returns the outcome and the response
     /// bytes found at RESP_AT.
     fn run(request: &[u8], descs: &[RawDescriptor]) -> (ChainOutcome, Response, bool) {
+        run_with(request, descs, false)
+    }
+
+    /// As [`run`]; with `as_linked` the descriptors' own NEXT flags and
+    /// `next` indices are kept instead of being chained in order.
+    fn run_with(
+        request: &[u8],
+        descs: &[RawDescriptor],
+        as_linked: bool,
+    ) -> (ChainOutcome, Response, bool) {
         let mem = memory();
         mem.write_slice(request, GuestAddress(REQ_AT)).unwrap();
         mem.write_slice(&[0xee; RESPONSE_SIZE], GuestAddress(RESP_AT))
             .unwrap();
         let queue = MockSplitQueue::new(&mem, 16);
-        let chain = queue.build_desc_chain(descs).unwrap();
+        let chain = if as_linked {
+            queue.build_multiple_desc_chains(descs).unwrap()
+        } else {
+            queue.build_desc_chain(descs).unwrap()
+        };
         let mut called = false;
         let outcome = process_chain(chain, |req| {
             called = true;
@@ -465,6 +496,35 @@ mod tests {
                 "{outcome:?}"
             );
             assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE]);
+        }
+    }
+
+    /// A chain whose `next` links loop, or point outside the descriptor
+    /// table, is returned unused even when the descriptors walked so far
+    /// would make a valid request: virtio-queue stops walking it silently.
+    #[test]
+    fn unterminated_chains_are_dropped() {
+        let linked = |addr: u64, len: u32, flags: u16, next: u16| {
+            RawDescriptor::from(SplitDescriptor::new(addr, len, flags | 1, next))
+        };
+        for (name, next) in [("loop", 1u16), ("outside the table", 200)] {
+            let (outcome, resp, called) = run_with(
+                &alloc_bytes(),
+                &[
+                    linked(REQ_AT, 24, 0, 1),
+                    linked(RESP_AT, 16, VRING_DESC_F_WRITE as u16, next),
+                ],
+                true,
+            );
+            assert!(!called, "{name}");
+            assert!(
+                matches!(
+                    outcome,
+                    ChainOutcome::Dropped(ChainError::Unterminated { .. })
+                ),
+                "{name}: {outcome:?}"
+            );
+            assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE], "{name}");
         }
     }
 }

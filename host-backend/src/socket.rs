@@ -155,6 +155,9 @@ pub struct SocketAccess {
 /// Binds a listening socket at `path`, replacing a stale one.
 pub fn bind(path: &Path, access: &SocketAccess) -> Result<UnixListener, SocketError> {
     check_path(path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err("cannot create directory of", path))?;
+    }
     clear_stale(path)?;
     let listener = UnixListener::bind(path).map_err(io_err("cannot bind", path))?;
     if let Some(gid) = access.gid {
@@ -210,6 +213,14 @@ mod tests {
             Err(SocketError::NotASocket(_))
         );
         assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    }
+
+    #[test]
+    fn missing_directories_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/vpasid/a.sock");
+        let _l = bind(&path, &SocketAccess::default()).unwrap();
+        assert!(path.exists());
     }
 
     #[test]

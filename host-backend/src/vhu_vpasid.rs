@@ -7,6 +7,7 @@
 //! [`Registry`].
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -66,6 +67,34 @@ pub struct PasidDevice {
     config_size_warned: AtomicBool,
     memory_warned: AtomicBool,
     warnings: Mutex<WarnLimiter>,
+    /// Read ends of the exit events handed to vhost-user-backend. Its
+    /// `VringEpollHandler::new` (0.24.0) registers them by `into_raw_fd()`
+    /// and never closes them: one descriptor per session, which a frontend
+    /// reconnecting in a loop would turn into descriptor exhaustion. They
+    /// are closed when the device is dropped; the handlers own an `Arc` of
+    /// the device, so by then they and their epoll are gone. The workspace
+    /// pins vhost-user-backend to that version for this reason.
+    exit_consumers: Mutex<Vec<RawFd>>,
+}
+
+impl Drop for PasidDevice {
+    fn drop(&mut self) {
+        self.warnings
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush(&self.name);
+        let fds = std::mem::take(
+            self.exit_consumers
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for fd in fds {
+            // SAFETY: `fd` is an open eventfd that nothing owns (see
+            // `exit_consumers`) and nothing uses any more: every handler
+            // that registered it held an Arc of this device.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
 }
 
 impl PasidDevice {
@@ -80,6 +109,7 @@ impl PasidDevice {
             config_size_warned: AtomicBool::new(false),
             memory_warned: AtomicBool::new(false),
             warnings: Mutex::new(WarnLimiter::default()),
+            exit_consumers: Mutex::new(Vec::new()),
         }
     }
 
@@ -109,6 +139,7 @@ impl PasidDevice {
         let count = chains.len();
         for chain in chains {
             let head = chain.head_index();
+            let started = std::time::Instant::now();
             let outcome = process_chain(chain, |req| {
                 debug!("vm={} request={:?}", self.name, req);
                 registry.handle(self.vm, req)
@@ -135,6 +166,7 @@ impl PasidDevice {
                     ));
                 }
             }
+            registry.observe_latency(started.elapsed());
             if let Err(e) = vring.add_used(head, outcome.used_len()) {
                 self.warn_guest(format_args!("cannot return descriptor {head}: {e}"));
             }
@@ -263,7 +295,13 @@ impl VhostUserBackend for PasidDevice {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        let (consumer, notifier) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        self.exit_consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn handle_event(
@@ -487,5 +525,82 @@ mod tests {
             .protocol_features()
             .contains(VhostUserProtocolFeatures::CONFIG));
         assert_eq!(f.device.num_queues(), 1);
+    }
+
+    /// Requests beyond the VM's rate limit are answered RATE_LIMITED (tag
+    /// echoed, no PASID, no effect) and returned as used, never dropped.
+    #[test]
+    fn rate_limited_requests_are_answered_not_dropped() {
+        let f = fixture();
+        f.registry
+            .lock()
+            .unwrap()
+            .set_rate_limit(Some(crate::rate_limit::RateLimit {
+                per_second: 1,
+                burst: 2,
+            }));
+        let mem = f.mem.memory();
+        let mut chains = Vec::new();
+        for i in 0..4u64 {
+            let req = Request::Alloc {
+                tag: 100 + i,
+                min: 1,
+                max: 100,
+            };
+            mem.write_slice(&req.encode(), GuestAddress(0x10_0000 + i * 0x100))
+                .unwrap();
+            chains.push(vec![
+                desc(0x10_0000 + i * 0x100, REQUEST_SIZE as u32, false),
+                desc(0x20_0000 + i * 0x100, 16, true),
+            ]);
+        }
+        let rings = queue_chains(&f, &chains);
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 4);
+        let mut statuses = Vec::new();
+        for i in 0..4u64 {
+            assert_eq!(used_entry(&f, &rings, i).1, RESPONSE_SIZE as u32);
+            let mut b = [0u8; RESPONSE_SIZE];
+            mem.read_slice(&mut b, GuestAddress(0x20_0000 + i * 0x100))
+                .unwrap();
+            let r = Response::decode(&b);
+            assert_eq!(r.tag, 100 + i);
+            statuses.push((Status::from_wire(r.status), r.pasid));
+        }
+        assert_eq!(
+            statuses,
+            [
+                (Some(Status::Ok), 1),
+                (Some(Status::Ok), 2),
+                (Some(Status::RateLimited), pasid_protocol::PASID_NONE),
+                (Some(Status::RateLimited), pasid_protocol::PASID_NONE),
+            ]
+        );
+        let reg = f.registry.lock().unwrap();
+        assert_eq!(reg.space().stats().allocated, 2, "no effect");
+        assert_eq!(reg.vms()[0].counters.statuses.get("RATE_LIMITED"), Some(&2));
+    }
+
+    /// vhost-user-backend registers the exit event's read end by raw
+    /// descriptor and never closes it; the device closes it when dropped,
+    /// so sessions do not leak a descriptor each.
+    #[test]
+    fn exit_event_descriptors_are_closed_with_the_device() {
+        use std::os::fd::IntoRawFd;
+        let f = fixture();
+        let (consumer, _notifier) = f.device.exit_event(0).unwrap();
+        let fd = consumer.into_raw_fd(); // what VringEpollHandler::new does
+        let inode = |fd: RawFd| {
+            // SAFETY: all-zero is a valid `stat`.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes into `st`, valid for its size; a closed
+            // descriptor only makes it fail.
+            let rc = unsafe { libc::fstat(fd, &mut st) };
+            (rc == 0).then_some((st.st_dev, st.st_ino))
+        };
+        let before = inode(fd);
+        assert!(before.is_some());
+        drop(f);
+        // Closed: the number is free, or already reused by something else.
+        assert_ne!(inode(fd), before);
     }
 }

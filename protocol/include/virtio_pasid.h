@@ -44,6 +44,7 @@
 #define VIRTIO_PASID_S_NOT_OWNER		4
 #define VIRTIO_PASID_S_NOT_FOUND		5
 #define VIRTIO_PASID_S_INTERNAL			6
+#define VIRTIO_PASID_S_RATE_LIMITED		7
 
 /* Device-readable part of every request chain. */
 struct virtio_pasid_req {

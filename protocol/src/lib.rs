@@ -10,6 +10,10 @@
 //! explicit byte operations, so they are independent of the host's byte
 //! order and never read past the buffers they are given.
 
+// Guest-controlled bytes pass through here: no unchecked indexing outside
+// the fixed-offset field accessors (which carry a local allow) and tests.
+#![deny(clippy::indexing_slicing)]
+
 use std::fmt;
 
 /// Protocol version reported in [`Config::version`].
@@ -89,11 +93,14 @@ pub enum Status {
     NotFound = 5,
     /// The device failed for a reason that is not the driver's fault.
     Internal = 6,
+    /// The VM sent requests faster than the host allows; the request had no
+    /// effect and may be retried later.
+    RateLimited = 7,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Ok,
         Status::NoSpace,
         Status::QuotaExceeded,
@@ -101,6 +108,7 @@ impl Status {
         Status::NotOwner,
         Status::NotFound,
         Status::Internal,
+        Status::RateLimited,
     ];
 
     /// Decodes a wire status; `None` for an unknown value.
@@ -118,6 +126,7 @@ impl Status {
             Status::NotOwner => "NOT_OWNER",
             Status::NotFound => "NOT_FOUND",
             Status::Internal => "INTERNAL",
+            Status::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -543,6 +552,7 @@ mod tests {
             }
         }
         assert_eq!(Opcode::from_wire(2), Some(Opcode::Free));
-        assert_eq!(Status::from_wire(7), None);
+        assert_eq!(Status::from_wire(7), Some(Status::RateLimited));
+        assert_eq!(Status::from_wire(8), None);
     }
 }

@@ -3,90 +3,27 @@
 //!
 //! Talks to the daemon's control socket. Prints tables for people and, with
 //! `--json`, the daemon's JSON for machines. Any error is one line on stderr
-//! and a non-zero exit.
+//! and a non-zero exit. The command line itself is
+//! `vhost_user_pasid::ctl_cli`, where the man page generator reads it too.
+
+// It parses what the daemon sends: no unchecked indexing outside tests.
+#![deny(clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use vhost_user_pasid::config::DEFAULT_CONTROL_SOCKET;
 use vhost_user_pasid::control_protocol::{
     ControlReply, ControlRequest, GetResult, PutResult, ReleaseResult,
 };
-
-/// Default name of the host holder for get/put.
-const DEFAULT_HOLDER: &str = "operator";
-
-/// Inspect and manage the PASIDs of a running vhost-user-pasid.
-#[derive(Parser, Debug)]
-#[command(name = "pasidctl", version, about)]
-struct Cli {
-    /// Control socket of the daemon.
-    #[arg(long, env = "PASIDCTL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET, global = true)]
-    socket: PathBuf,
-
-    /// Print the daemon's JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// List allocated PASIDs with their holders and reference counts.
-    Pasids,
-    /// List VM slots with usage, quota and connection state.
-    Vms,
-    /// Whole-host figures.
-    Stats,
-    /// Take a host reference on a PASID (pins it until put).
-    Get {
-        /// The PASID (decimal or 0x hex).
-        #[arg(value_parser = parse_pasid)]
-        pasid: u32,
-        /// Host holder name.
-        #[arg(long, default_value = DEFAULT_HOLDER)]
-        holder: String,
-    },
-    /// Drop a host reference on a PASID; says whether it was freed.
-    Put {
-        /// The PASID (decimal or 0x hex).
-        #[arg(value_parser = parse_pasid)]
-        pasid: u32,
-        /// Host holder name.
-        #[arg(long, default_value = DEFAULT_HOLDER)]
-        holder: String,
-    },
-    /// Release every PASID reference a VM holds.
-    Release {
-        /// VM name.
-        #[arg(long)]
-        vm: String,
-    },
-    /// Set a VM's quota.
-    Quota {
-        /// VM name.
-        #[arg(long)]
-        vm: String,
-        /// New quota.
-        quota: u32,
-    },
-}
-
-fn parse_pasid(s: &str) -> Result<u32, String> {
-    let parsed = match s.strip_prefix("0x") {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.map_err(|e| format!("{s:?} is not a PASID: {e}"))
-}
+use vhost_user_pasid::ctl_cli::{Cli, Command};
 
 /// Errors of pasidctl.
 #[derive(Debug, thiserror::Error)]
@@ -223,11 +160,207 @@ fn print_stats(v: Value) {
     }
 }
 
+/// ANSI escape codes: cursor to the top left, then clear the screen.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+/// Longest sleep between checks for Ctrl-C while `watch` waits.
+const WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// Sum of the numbers in a JSON object, e.g. requests by opcode.
+fn object_sum(v: &Value, skip: &str) -> u64 {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.as_str() != skip)
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Wall-clock time of day in UTC, HH:MM:SS.
+fn utc_time_of_day() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// Percentage `part / whole`, or 0 for an empty whole.
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    // Display only: precision loss above 2^52 does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let p = part as f64 * 100.0 / whole as f64;
+    p
+}
+
+/// Request totals per VM at one refresh, for the REQ/S column.
+struct Sample {
+    at: Instant,
+    requests: std::collections::BTreeMap<String, u64>,
+}
+
+/// One screen of `pasidctl watch`.
+fn watch_frame(
+    stats: &Value,
+    vms: &Value,
+    refresh: u64,
+    count: Option<u64>,
+    interval: Duration,
+    previous: Option<&Sample>,
+    now: Instant,
+) -> String {
+    let space = field(stats, "space");
+    let allocated = field(space, "allocated").as_u64().unwrap_or(0);
+    let capacity = field(space, "capacity").as_u64().unwrap_or(0);
+    let of = count.map_or(String::new(), |c| format!(" of {c}"));
+    let mut out = format!(
+        "pasidctl watch: every {}s, refresh {refresh}{of}, {} UTC (Ctrl-C to quit)\n",
+        interval.as_secs_f64(),
+        utc_time_of_day()
+    );
+    out += &format!(
+        "space {:#x}: {} bits, {allocated} of {capacity} PASIDs allocated ({:.1}%), {} reserved\n",
+        field(stats, "space_id").as_u64().unwrap_or(0),
+        text(field(space, "pasid_bits")),
+        percent(allocated, capacity),
+        text(field(space, "reserved")),
+    );
+    out += &format!(
+        "VMs: {} configured, {} connected; {} requests, {} malformed, {} references reclaimed\n\n",
+        text(field(stats, "vms")),
+        text(field(stats, "connected_vms")),
+        text(field(stats, "requests")),
+        text(field(stats, "malformed")),
+        text(field(stats, "reclaimed")),
+    );
+    out += &format!(
+        "{:<16} {:<9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>9} {:>9}\n",
+        "VM", "STATE", "HELD", "QUOTA", "USE%", "REQ/S", "FAILED", "MALFORMED", "RECLAIMED"
+    );
+    for vm in rows(vms) {
+        let name = text(field(vm, "name"));
+        let counters = field(vm, "counters");
+        let requests = object_sum(field(counters, "requests"), "");
+        let rate = previous
+            .and_then(|p| {
+                let before = p.requests.get(&name)?;
+                let secs = now.duration_since(p.at).as_secs_f64();
+                // Display only: precision loss above 2^52 does not matter.
+                #[allow(clippy::cast_precision_loss)]
+                let r = requests.saturating_sub(*before) as f64 / secs;
+                (secs > 0.0).then(|| format!("{r:.1}"))
+            })
+            .unwrap_or_else(|| "-".into());
+        let held = field(vm, "held").as_u64().unwrap_or(0);
+        let quota = field(vm, "quota").as_u64().unwrap_or(0);
+        let state = if field(vm, "connected").as_bool() == Some(true) {
+            "connected"
+        } else {
+            "idle"
+        };
+        out += &format!(
+            "{:<16} {:<9} {:>7} {:>7} {:>5.1}% {:>8} {:>7} {:>9} {:>9}\n",
+            name,
+            state,
+            held,
+            quota,
+            percent(held, quota),
+            rate,
+            object_sum(field(counters, "statuses"), "OK"),
+            text(field(counters, "malformed")),
+            text(field(counters, "reclaimed")),
+        );
+    }
+    out
+}
+
+/// `pasidctl watch`: redraws the VM table every `interval` until Ctrl-C,
+/// SIGTERM or `count` refreshes.
+fn watch(
+    socket: &PathBuf,
+    json: bool,
+    interval: Duration,
+    count: Option<u64>,
+) -> Result<(), CtlError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut previous: Option<Sample> = None;
+    let mut refresh = 0u64;
+    let mut stdout = std::io::stdout();
+    loop {
+        let stats = call(socket, &ControlRequest::Stats {})?;
+        let vms = call(socket, &ControlRequest::Vms {})?;
+        let now = Instant::now();
+        refresh += 1;
+        if json {
+            let line = serde_json::json!({ "refresh": refresh, "stats": stats, "vms": vms });
+            writeln!(stdout, "{line}")?;
+        } else {
+            let frame = watch_frame(
+                &stats,
+                &vms,
+                refresh,
+                count,
+                interval,
+                previous.as_ref(),
+                now,
+            );
+            write!(stdout, "{CLEAR_SCREEN}{frame}")?;
+        }
+        stdout.flush()?;
+        previous = Some(Sample {
+            at: now,
+            requests: rows(&vms)
+                .iter()
+                .map(|vm| {
+                    (
+                        text(field(vm, "name")),
+                        object_sum(field(field(vm, "counters"), "requests"), ""),
+                    )
+                })
+                .collect(),
+        });
+        if count.is_some_and(|c| refresh >= c) {
+            return Ok(());
+        }
+        // Sleep in short steps so that Ctrl-C ends the wait at once.
+        let deadline = now + interval;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                // Leave the prompt on a line of its own after "^C".
+                writeln!(stdout)?;
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(WATCH_TICK));
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<(), CtlError> {
     let request = match &cli.command {
         Command::Pasids => ControlRequest::Pasids {},
         Command::Vms => ControlRequest::Vms {},
         Command::Stats => ControlRequest::Stats {},
+        Command::Metrics => ControlRequest::Metrics {},
+        Command::Watch { interval, count } => {
+            return watch(&cli.socket, cli.json, *interval, *count);
+        }
         Command::Get { pasid, holder } => ControlRequest::Get {
             holder: holder.clone(),
             pasid: *pasid,
@@ -251,6 +384,8 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Pasids => print_pasids(&result),
         Command::Vms => print_vms(&result),
         Command::Stats => print_stats(result),
+        Command::Metrics => print!("{}", text(&result)),
+        Command::Watch { .. } => {}
         Command::Get { .. } => {
             let r: GetResult = decode(result)?;
             println!("PASID {} pinned ({} references)", r.pasid, r.refs);

@@ -586,3 +586,106 @@ pub fn held_by(daemon: &Daemon, vm: &str) -> Vec<u32> {
     out.sort_unstable();
     out
 }
+
+/// Guest memory of [`TestVm::connect_regions`]: region A is
+/// `[0, REGION_SPLIT)`, region B `[REGION_SPLIT, MEM_SIZE)` (adjacent in the
+/// guest, separate memfds and mappings on the host), and region C
+/// `[FAR_GPA, FAR_GPA + FAR_SIZE)` beyond a gap.
+pub const REGION_SPLIT: u64 = SCRATCH_GPA;
+pub const FAR_GPA: u64 = 4 * MEM_SIZE;
+pub const FAR_SIZE: u64 = 0x10000;
+
+impl TestVm {
+    /// Like [`TestVm::connect`] (EVENT_IDX, queue of 256), but with guest
+    /// memory in three regions, so that a hostile test can place buffers
+    /// across two regions or in the gap between them. The rings stay in
+    /// region A at the usual addresses.
+    pub fn connect_regions(path: &Path) -> TestVm {
+        let mut frontend = connect_frontend(path);
+        frontend.set_owner().unwrap();
+        frontend.get_features().unwrap();
+        let features = (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        frontend.set_features(features).unwrap();
+        frontend.get_protocol_features().unwrap();
+        frontend
+            .set_protocol_features(
+                VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
+            )
+            .unwrap();
+        let layout = [
+            (0, REGION_SPLIT),
+            (REGION_SPLIT, MEM_SIZE - REGION_SPLIT),
+            (FAR_GPA, FAR_SIZE),
+        ];
+        let files: Vec<File> = layout.iter().map(|(_, size)| memfd(*size)).collect();
+        let fds: Vec<i32> = files.iter().map(AsRawFd::as_raw_fd).collect();
+        let ranges: Vec<_> = layout
+            .iter()
+            .zip(files)
+            .map(|((gpa, size), file)| {
+                (
+                    GuestAddress(*gpa),
+                    *size as usize,
+                    Some(FileOffset::new(file, 0)),
+                )
+            })
+            .collect();
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&ranges).unwrap();
+        let regions: Vec<_> = layout
+            .iter()
+            .zip(&fds)
+            .map(|((gpa, size), fd)| VhostUserMemoryRegionInfo {
+                guest_phys_addr: *gpa,
+                memory_size: *size,
+                userspace_addr: mem.get_host_address(GuestAddress(*gpa)).unwrap() as u64,
+                mmap_offset: 0,
+                mmap_handle: *fd,
+            })
+            .collect();
+        frontend.set_mem_table(&regions).unwrap();
+        let uaddr = regions[0].userspace_addr;
+        let qsize = VmOptions::default().queue_size;
+        frontend.set_vring_num(0, qsize).unwrap();
+        frontend
+            .set_vring_addr(
+                0,
+                &VringConfigData {
+                    queue_max_size: qsize,
+                    queue_size: qsize,
+                    flags: 0,
+                    desc_table_addr: uaddr + DESC_GPA,
+                    used_ring_addr: uaddr + USED_GPA,
+                    avail_ring_addr: uaddr + AVAIL_GPA,
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        frontend.set_vring_base(0, 0).unwrap();
+        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        frontend.set_vring_call(0, &call).unwrap();
+        frontend.set_vring_kick(0, &kick).unwrap();
+        frontend.set_vring_enable(0, true).unwrap();
+        TestVm {
+            frontend,
+            mem,
+            kick,
+            call,
+            qsize,
+            next_avail: 0,
+            last_used: 0,
+            event_idx: true,
+            next_tag: 1,
+        }
+    }
+}
+
+impl TestVm {
+    /// The avail index the next [`TestVm::publish`] would publish (for
+    /// hostile tests that publish their own).
+    pub fn next_avail(&self) -> u16 {
+        self.next_avail
+    }
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+"""Writes the seed corpora in seeds/<target>/ (committed; rerun after a
+format change): well-formed requests and the malformed shapes a hostile
+guest sends, laid out as each fuzz target reads its input."""
+
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+NEXT, WRITE, INDIRECT = 1, 2, 4
+ALLOC, FREE, RESET = 1, 2, 3
+
+
+def req(op, tag=0, pasid=0, lo=0, hi=0, flags=0):
+    return struct.pack("<HHIQII", op, flags, pasid, tag, lo, hi)
+
+
+def write(name, target, data):
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# request_decode: one request (24 bytes) that is also read as a response
+# and, padded, as a config space.
+for name, data in {
+    "alloc": req(ALLOC, 7, 0, 1, 0xFFFFF),
+    "free": req(FREE, 8, 17),
+    "reset": req(RESET, 9),
+    "bad_opcode": req(0x99, 1),
+    "bad_flags": req(ALLOC, 1, 0, 1, 10, flags=0x8000),
+    "config": struct.pack("<IIIIIIQ", 1, 20, 1, 0xFFFFF, 4096, 0, 0xABCDEF01),
+}.items():
+    write(name, "request_decode", data)
+
+# request_queue: options byte, then guest memory from address 0.
+DESC, AVAIL, USED, BUF = 0x0, 0x100, 0x200, 0x300
+
+
+class Image:
+    def __init__(self):
+        self.mem = bytearray(0x1000)
+        self.heads = []
+
+    def put(self, addr, data):
+        self.mem[addr:addr + len(data)] = data
+
+    def desc(self, i, addr, length, flags=0, nxt=0, table=DESC):
+        self.put(table + 16 * i, struct.pack("<QIHH", addr, length, flags, nxt))
+
+    def avail(self, qsize, idx=None):
+        idx = len(self.heads) if idx is None else idx
+        self.put(AVAIL, struct.pack("<HH", 0, idx))
+        for i, h in enumerate(self.heads):
+            self.put(AVAIL + 4 + 2 * (i % qsize), struct.pack("<H", h))
+
+    def bytes(self, opts):
+        return bytes([opts]) + bytes(self.mem)
+
+
+def simple(requests, qlog=4, opts=0x08):
+    """Each request as a readable + writable descriptor pair."""
+    img = Image()
+    for i, r in enumerate(requests):
+        at = BUF + 0x40 * i
+        img.put(at, r)
+        img.desc(2 * i, at, 24, NEXT, 2 * i + 1)
+        img.desc(2 * i + 1, at + 0x20, 16, WRITE)
+        img.heads.append(2 * i)
+    img.avail(1 << qlog)
+    return img.bytes(opts | qlog)
+
+
+write("good_batch", "request_queue", simple([
+    req(ALLOC, 1, 0, 1, 255), req(ALLOC, 2, 0, 50, 60), req(FREE, 3, 2),
+    req(RESET, 4), req(ALLOC, 5, 0, 0, 0),
+]))
+write("good_no_event_idx_twice", "request_queue", simple([req(ALLOC, 1, 0, 1, 255)], opts=0x10))
+write("rate_limited", "request_queue", simple([req(ALLOC, i, 0, 1, 255) for i in range(6)], opts=0x28))
+write("quota_flood", "request_queue", simple([req(ALLOC, i, 0, 1, 255) for i in range(8)]))
+
+# A request straddling the two adjacent regions, a response split in two.
+img = Image()
+img.put(0x7F0, req(ALLOC, 0x51, 0, 1, 255))
+img.desc(0, 0x7F0, 24, NEXT, 1)
+img.desc(1, 0x900, 5, WRITE | NEXT, 2)
+img.desc(2, 0x905, 11, WRITE)
+img.heads = [0]
+img.avail(16)
+write("straddle_split", "request_queue", img.bytes(0x0C))
+
+# Indirect table at 0x400 holding the pair.
+img = Image()
+img.put(BUF, req(ALLOC, 0x61, 0, 1, 255))
+img.desc(0, 0x400, 32, INDIRECT)
+img.desc(0, BUF, 24, NEXT, 1, table=0x400)
+img.desc(1, BUF + 0x20, 16, WRITE, table=0x400)
+img.heads = [0]
+img.avail(16)
+write("indirect", "request_queue", img.bytes(0x0C))
+
+# Nested indirect table, and an indirect table that loops.
+img = Image()
+img.desc(0, 0x400, 16, INDIRECT)
+img.desc(0, 0x480, 32, INDIRECT, table=0x400)
+img.heads = [0]
+img.avail(16)
+write("indirect_nested", "request_queue", img.bytes(0x0C))
+img = Image()
+img.put(BUF, req(ALLOC, 0x71, 0, 1, 255))
+img.desc(0, 0x400, 32, INDIRECT)
+img.desc(0, BUF, 24, NEXT, 1, table=0x400)
+img.desc(1, BUF + 0x20, 16, WRITE | NEXT, 0, table=0x400)
+img.heads = [0]
+img.avail(16)
+write("indirect_loop", "request_queue", img.bytes(0x0C))
+
+# A direct loop, a next index outside the table, buffers in the gap and
+# in the far region, a readable after a writable, zero and huge lengths.
+img = Image()
+img.put(BUF, req(ALLOC, 0x81, 0, 1, 255))
+img.desc(0, BUF, 24, NEXT, 1)
+img.desc(1, BUF + 0x20, 16, WRITE | NEXT, 0)
+img.desc(2, BUF, 24, NEXT, 3)
+img.desc(3, BUF + 0x20, 16, WRITE | NEXT, 200)
+img.desc(4, 0x2000, 24, NEXT, 5)
+img.desc(5, 0x10000, 16, WRITE)
+img.desc(6, BUF + 0x20, 16, WRITE | NEXT, 7)
+img.desc(7, BUF, 24)
+img.desc(8, BUF, 0, NEXT, 9)
+img.desc(9, BUF + 0x20, 0xFFFFFFFF, WRITE)
+img.heads = [0, 2, 4, 6, 8]
+img.avail(16)
+write("malformed_mix", "request_queue", img.bytes(0x0C))
+
+# An avail index far ahead of the queue.
+img = Image()
+img.heads = [0]
+img.avail(16, idx=0x4000)
+write("avail_jump", "request_queue", img.bytes(0x0C))
+
+# control_line: access byte, then request lines.
+lines = [
+    {"cmd": "pasids"}, {"cmd": "vms"}, {"cmd": "stats"}, {"cmd": "metrics"},
+    {"cmd": "get", "holder": "op", "pasid": 5},
+    {"cmd": "put", "holder": "iommu", "pasid": 4},
+    {"cmd": "release", "vm": "web"},
+    {"cmd": "quota", "vm": "db", "quota": 1},
+]
+text = "\n".join(json.dumps(l, separators=(",", ":")) for l in lines).encode()
+write("all_full", "control_line", b"\x00" + text)
+write("all_read_only", "control_line", b"\x01" + text)
+write("malformed", "control_line", b"\x00" + b"\n".join([
+    b"{}", b'{"cmd":"nope"}', b'{"cmd":"get","holder":"web","pasid":5}',
+    b'{"cmd":"get","holder":"x","pasid":-1}', b'{"cmd":"vms","extra":1}',
+    b'{"cmd":"quota","vm":"web","quota":4294967295}', b"[" * 64,
+]))

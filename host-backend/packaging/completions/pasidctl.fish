@@ -1,0 +1,83 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pasidctl_global_optspecs
+    string join \n socket= json h/help V/version
+end
+
+function __fish_pasidctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pasidctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pasidctl_using_subcommand
+    set -l cmd (__fish_pasidctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -s V -l version -d 'Print version'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "pasids" -d 'List allocated PASIDs with their holders and reference counts'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "vms" -d 'List VM slots with usage, quota and connection state'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "stats" -d 'Whole-host figures'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "metrics" -d 'Print every metric in the Prometheus text format'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "watch" -d 'Live view of the VMs and their usage, redrawn in place until Ctrl-C'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "get" -d 'Take a host reference on a PASID (pins it until put)'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "put" -d 'Drop a host reference on a PASID; says whether it was freed'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "release" -d 'Release every PASID reference a VM holds'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "quota" -d 'Set a VM\'s quota'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand pasids" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand pasids" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand pasids" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand vms" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand vms" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand vms" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand stats" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand stats" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand stats" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand metrics" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand metrics" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand metrics" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand watch" -s i -l interval -d 'Seconds between refreshes (fractions allowed, at least 0.1)' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand watch" -s c -l count -d 'Stop after N refreshes (default: run until Ctrl-C)' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand watch" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand watch" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand get" -l holder -d 'Host holder name' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand get" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand get" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand get" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand put" -l holder -d 'Host holder name' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand put" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand put" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand put" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -l vm -d 'VM name' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l vm -d 'VM name' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -s h -l help -d 'Print help'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "pasids" -d 'List allocated PASIDs with their holders and reference counts'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "vms" -d 'List VM slots with usage, quota and connection state'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "stats" -d 'Whole-host figures'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "metrics" -d 'Print every metric in the Prometheus text format'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "watch" -d 'Live view of the VMs and their usage, redrawn in place until Ctrl-C'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "get" -d 'Take a host reference on a PASID (pins it until put)'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "put" -d 'Drop a host reference on a PASID; says whether it was freed'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "release" -d 'Release every PASID reference a VM holds'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "quota" -d 'Set a VM\'s quota'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

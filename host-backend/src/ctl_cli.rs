@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Command line of `pasidctl`, the operator's client of the control socket.
+//!
+//! It lives in the library so that the man page and shell completions can be
+//! generated from it ([`crate::gen_docs`]); `src/bin/pasidctl.rs` carries the
+//! commands out.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONTROL_SOCKET;
+
+/// Default name of the host holder for get/put.
+pub const DEFAULT_HOLDER: &str = "operator";
+
+/// Shortest refresh interval of `pasidctl watch`.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Inspect and manage the PASIDs of a running vhost-user-pasid.
+///
+/// Talks to the daemon's control socket (mode 0600: run as the daemon's
+/// user or root). Prints tables for people and, with --json, the daemon's
+/// JSON for machines. Errors are one line on stderr and a non-zero exit.
+#[derive(Parser, Debug)]
+#[command(name = "pasidctl", version)]
+pub struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, env = "PASIDCTL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET, global = true)]
+    pub socket: PathBuf,
+
+    /// Print the daemon's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `pasidctl`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List allocated PASIDs with their holders and reference counts.
+    Pasids,
+    /// List VM slots with usage, quota and connection state.
+    Vms,
+    /// Whole-host figures.
+    Stats,
+    /// Print every metric in the Prometheus text format.
+    Metrics,
+    /// Live view of the VMs and their usage, redrawn in place until Ctrl-C.
+    ///
+    /// Clears the terminal with ANSI escape codes at each refresh. With
+    /// --json, prints one JSON object per refresh instead (no escape codes).
+    Watch {
+        /// Seconds between refreshes (fractions allowed, at least 0.1).
+        #[arg(long, short = 'i', value_name = "SECONDS", default_value = "2", value_parser = parse_interval)]
+        interval: Duration,
+        /// Stop after N refreshes (default: run until Ctrl-C).
+        #[arg(long, short = 'c', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Take a host reference on a PASID (pins it until put).
+    Get {
+        /// The PASID (decimal or 0x hex).
+        #[arg(value_parser = parse_pasid)]
+        pasid: u32,
+        /// Host holder name.
+        #[arg(long, default_value = DEFAULT_HOLDER)]
+        holder: String,
+    },
+    /// Drop a host reference on a PASID; says whether it was freed.
+    Put {
+        /// The PASID (decimal or 0x hex).
+        #[arg(value_parser = parse_pasid)]
+        pasid: u32,
+        /// Host holder name.
+        #[arg(long, default_value = DEFAULT_HOLDER)]
+        holder: String,
+    },
+    /// Release every PASID reference a VM holds.
+    ///
+    /// Only for a VM that is shut down: while it runs, its devices may still
+    /// use the PASIDs, which can then be handed to another VM.
+    Release {
+        /// VM name.
+        #[arg(long)]
+        vm: String,
+    },
+    /// Set a VM's quota.
+    Quota {
+        /// VM name.
+        #[arg(long)]
+        vm: String,
+        /// New quota.
+        quota: u32,
+    },
+}
+
+/// Parses a PASID in decimal or `0x` hex.
+pub fn parse_pasid(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a PASID: {e}"))
+}
+
+/// Parses a refresh interval in seconds, at least [`MIN_WATCH_INTERVAL`].
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    let d = Duration::try_from_secs_f64(secs)
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if d < MIN_WATCH_INTERVAL {
+        return Err(format!(
+            "interval {s} s is shorter than {} s",
+            MIN_WATCH_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assert_matches::assert_matches;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_takes_interval_and_count() {
+        let cli = Cli::parse_from(["pasidctl", "watch", "--interval", "0.5", "--count", "2"]);
+        assert_matches!(
+            cli.command,
+            Command::Watch { interval, count: Some(2) } if interval == Duration::from_millis(500)
+        );
+        let cli = Cli::parse_from(["pasidctl", "watch"]);
+        assert_matches!(
+            cli.command,
+            Command::Watch { interval, count: None } if interval == Duration::from_secs(2)
+        );
+        assert!(Cli::try_parse_from(["pasidctl", "watch", "--count", "0"]).is_err());
+        assert!(Cli::try_parse_from(["pasidctl", "watch", "--interval", "0.01"]).is_err());
+        assert!(Cli::try_parse_from(["pasidctl", "watch", "--interval", "-1"]).is_err());
+    }
+
+    #[test]
+    fn pasids_parse_in_decimal_and_hex() {
+        assert_eq!(parse_pasid("17"), Ok(17));
+        assert_eq!(parse_pasid("0x11"), Ok(17));
+        assert!(parse_pasid("seventeen").is_err());
+    }
+}

@@ -1,0 +1,497 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Observability of the real daemon: Prometheus metrics after known traffic,
+//! scraped through `pasidctl metrics` and through `--metrics-listen`, and
+//! `pasidctl watch`.
+// A test crate: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod frontend;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use frontend::{Daemon, RawDesc, TestVm};
+use pasid_protocol::{Request, Status};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// One sample: metric name and its labels, sorted.
+type Key = (String, Vec<(String, String)>);
+
+/// A parsed exposition: samples, and each family's TYPE.
+#[derive(Debug, Default)]
+struct Scrape {
+    samples: BTreeMap<Key, f64>,
+    types: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut l: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        l.sort();
+        *self
+            .samples
+            .get(&(name.to_string(), l))
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+    }
+}
+
+/// Parses `name{a="x",b="y"}` label sets (values may hold escaped quotes).
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").expect("label without =\"");
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (i, c) = chars.next().expect("unterminated label value");
+            match c {
+                '\\' => match chars.next().expect("dangling escape").1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        out.push((key.to_string(), value));
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    out.sort();
+    out
+}
+
+/// Parses the text format strictly: every sample's family must have been
+/// announced by HELP and TYPE before it, names must carry the `vpasid_`
+/// prefix, and histograms must be cumulative with `+Inf` equal to `_count`.
+fn parse(text: &str) -> Scrape {
+    let mut scrape = Scrape::default();
+    let mut helped = BTreeMap::new();
+    assert!(text.ends_with('\n'), "exposition must end with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(!help.is_empty(), "{line}");
+            assert!(helped.insert(name.to_string(), ()).is_none(), "{line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(helped.contains_key(name), "TYPE before HELP: {line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            scrape.types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|e| panic!("{line}: {e}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, parse_labels(l.strip_suffix('}').unwrap())),
+            None => (series, Vec::new()),
+        };
+        assert!(name.starts_with("vpasid_"), "{name}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| scrape.types.get(*f).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        assert!(scrape.types.contains_key(family), "no TYPE for {line}");
+        if scrape.types[family] == "counter" {
+            assert!(name.ends_with("_total"), "counter {name} without _total");
+        }
+        let key = (name.to_string(), labels);
+        assert!(
+            scrape.samples.insert(key, value).is_none(),
+            "duplicate {line}"
+        );
+    }
+    for (family, kind) in &scrape.types {
+        if kind != "histogram" {
+            continue;
+        }
+        let buckets: Vec<(f64, f64)> = scrape
+            .samples
+            .iter()
+            .filter(|((n, _), _)| *n == format!("{family}_bucket"))
+            .map(|((_, l), v)| {
+                let le = &l.iter().find(|(k, _)| k == "le").unwrap().1;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
+                (le, *v)
+            })
+            .collect();
+        let mut sorted = buckets.clone();
+        sorted.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        assert!(sorted.windows(2).all(|w| w[0].1 <= w[1].1), "{sorted:?}");
+        let inf = sorted.last().unwrap();
+        assert_eq!(inf.0, f64::INFINITY);
+        assert_eq!(inf.1, scrape.get(&format!("{family}_count"), &[]));
+    }
+    scrape
+}
+
+/// GET `path` over HTTP/1.1; returns (status line, headers, body).
+fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap();
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// The address the daemon logged for `--metrics-listen ...:0`.
+fn metrics_addr(d: &Daemon) -> SocketAddr {
+    let log = d.wait_log("event=metrics-listen addr=");
+    let at = log.find("event=metrics-listen addr=").unwrap();
+    let addr = log[at..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("addr=");
+    addr.parse().unwrap()
+}
+
+/// A chain of the right shape whose opcode does not exist: INVALID.
+fn unknown_opcode(vm: &mut TestVm) {
+    let mut bytes = [0u8; 24];
+    bytes[0] = 9;
+    vm.write_at(TestVm::req_gpa(0), &bytes);
+    vm.write_desc(
+        0,
+        RawDesc {
+            addr: TestVm::req_gpa(0),
+            len: 24,
+            flags: VRING_DESC_F_NEXT as u16,
+            next: 1,
+        },
+    );
+    vm.write_desc(
+        1,
+        RawDesc {
+            addr: TestVm::resp_gpa(0),
+            len: 16,
+            flags: VRING_DESC_F_WRITE as u16,
+            next: 0,
+        },
+    );
+    vm.push_avail(0);
+    vm.publish();
+    vm.kick();
+    assert_eq!(vm.wait_used(1, LONG), vec![(0, 16)]);
+    assert_eq!(
+        Status::from_wire(vm.read_response(0).status),
+        Some(Status::Invalid)
+    );
+}
+
+/// Known traffic from two VMs, an operator release and a disconnect, then
+/// every metric checked by exact value, through pasidctl and over HTTP.
+#[test]
+fn metrics_count_known_traffic_exactly() {
+    let d = Daemon::start(&[
+        "--vm",
+        "web={dir}/web.sock,quota=3",
+        "--vm",
+        "db={dir}/db.sock",
+        "--pasid-bits",
+        "8",
+        "--reserve",
+        "1-15",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&d);
+
+    let mut web = TestVm::connect(&d.path("web.sock"));
+    let held: Vec<u32> = (0..3).map(|_| web.alloc_ok(1, 255)).collect();
+    assert_eq!(held, [16, 17, 18]);
+    assert_eq!(
+        Status::from_wire(web.alloc(1, 255).status),
+        Some(Status::QuotaExceeded)
+    );
+    assert_eq!(web.free(17), Status::Ok);
+    assert_eq!(web.free(200), Status::NotFound);
+    assert_eq!(web.free(0), Status::Invalid);
+    unknown_opcode(&mut web);
+
+    let mut db = TestVm::connect(&d.path("db.sock"));
+    db.alloc_ok(1, 255);
+    db.alloc_ok(1, 255);
+    assert_eq!(db.reset().pasid, 2);
+    drop(db);
+    d.wait_log(r#"vm=db event=reclaim reason="disconnect""#);
+
+    let (ok, out, err) = d.ctl(&["release", "--vm", "web"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("released 2 references"), "{out}");
+
+    let (ok, text, err) = d.ctl(&["metrics"]);
+    assert!(ok, "{err}");
+    let m = parse(&text);
+    fn web_l(status: &str) -> [(&str, &str); 2] {
+        [("vm", "web"), ("status", status)]
+    }
+    assert_eq!(m.get("vpasid_space_pasid_bits", &[]), 8.0);
+    assert_eq!(m.get("vpasid_space_capacity", &[]), 240.0);
+    assert_eq!(m.get("vpasid_space_reserved", &[]), 16.0);
+    assert_eq!(m.get("vpasid_vms", &[]), 2.0);
+    assert_eq!(m.get("vpasid_connected_vms", &[]), 1.0);
+    assert_eq!(m.get("vpasid_vm_connected", &[("vm", "web")]), 1.0);
+    assert_eq!(m.get("vpasid_vm_connected", &[("vm", "db")]), 0.0);
+    assert_eq!(m.get("vpasid_outstanding_pasids", &[]), 0.0);
+    assert_eq!(m.get("vpasid_vm_outstanding_pasids", &[("vm", "web")]), 0.0);
+    assert_eq!(m.get("vpasid_vm_quota", &[("vm", "web")]), 3.0);
+    assert_eq!(m.get("vpasid_vm_quota", &[("vm", "db")]), 4096.0);
+    assert_eq!(m.get("vpasid_vm_connects_total", &[("vm", "db")]), 1.0);
+    assert_eq!(m.get("vpasid_allocations_total", &web_l("ok")), 3.0);
+    assert_eq!(
+        m.get("vpasid_allocations_total", &web_l("quota_exceeded")),
+        1.0
+    );
+    assert_eq!(m.get("vpasid_allocations_total", &web_l("no_space")), 0.0);
+    assert_eq!(m.get("vpasid_frees_total", &web_l("ok")), 1.0);
+    assert_eq!(m.get("vpasid_frees_total", &web_l("not_found")), 1.0);
+    assert_eq!(m.get("vpasid_frees_total", &web_l("invalid")), 1.0);
+    assert_eq!(m.get("vpasid_frees_total", &web_l("not_owner")), 0.0);
+    assert_eq!(
+        m.get(
+            "vpasid_allocations_total",
+            &[("vm", "db"), ("status", "ok")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.get("vpasid_resets_total", &[("vm", "db"), ("status", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        m.get("vpasid_resets_total", &[("vm", "web"), ("status", "ok")]),
+        0.0
+    );
+    assert_eq!(
+        m.get("vpasid_quota_rejections_total", &[("vm", "web")]),
+        1.0
+    );
+    assert_eq!(m.get("vpasid_quota_rejections_total", &[("vm", "db")]), 0.0);
+    assert_eq!(
+        m.get("vpasid_malformed_chains_total", &[("vm", "web")]),
+        1.0
+    );
+    let reclaim = |vm: &str, reason: &str| {
+        (
+            m.get("vpasid_reclaims_total", &[("vm", vm), ("reason", reason)]),
+            m.get(
+                "vpasid_reclaimed_references_total",
+                &[("vm", vm), ("reason", reason)],
+            ),
+        )
+    };
+    assert_eq!(reclaim("db", "driver_reset"), (1.0, 2.0));
+    assert_eq!(reclaim("db", "disconnect"), (1.0, 0.0));
+    assert_eq!(reclaim("web", "operator"), (1.0, 2.0));
+    assert_eq!(reclaim("web", "disconnect"), (0.0, 0.0));
+    // Every chain the daemon handled: web 4 ALLOC + 3 FREE + 1 malformed,
+    // db 2 ALLOC + 1 RESET.
+    assert_eq!(m.get("vpasid_request_duration_seconds_count", &[]), 11.0);
+    assert_eq!(
+        m.get("vpasid_request_duration_seconds_bucket", &[("le", "+Inf")]),
+        11.0
+    );
+    let sum = m.get("vpasid_request_duration_seconds_sum", &[]);
+    assert!(sum > 0.0 && sum < 11.0, "{sum}");
+    assert_eq!(m.types["vpasid_request_duration_seconds"], "histogram");
+    assert_eq!(m.types["vpasid_allocations_total"], "counter");
+    assert_eq!(m.types["vpasid_outstanding_pasids"], "gauge");
+
+    // The same figures over HTTP (nothing happened in between).
+    let (status, headers, body) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    assert_eq!(body, text);
+    let (status, _, _) = http_get(addr, "/");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    // The JSON form is the same text.
+    let json = d.ctl_json(&["metrics"]);
+    assert_eq!(json.as_str(), Some(text.as_str()));
+
+    // Rejected requests were logged, one line each, within the budget.
+    let log = d.log();
+    assert!(
+        log.contains("vm=web event=rejected op=alloc status=quota_exceeded"),
+        "{log}"
+    );
+    assert!(
+        log.contains("vm=web event=rejected op=free status=not_found"),
+        "{log}"
+    );
+    assert!(log.contains("held=3 quota=3"), "{log}");
+    // And the VM life-cycle events docs/operations.md lists, one line each.
+    for line in [
+        "vm=web event=connect socket=",
+        "vm=db event=connect socket=",
+        "vm=db event=disconnect",
+        r#"vm=db event=reclaim reason="driver reset" references=2 pasids_freed=2"#,
+        r#"vm=db event=reclaim reason="disconnect" references=0 pasids_freed=0"#,
+        r#"vm=web event=reclaim reason="operator release" references=2 pasids_freed=2"#,
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} in\n{log}");
+    }
+}
+
+/// A metrics address other hosts could reach is refused at start-up with
+/// one line naming it.
+#[test]
+fn metrics_listen_must_be_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for (addr, says) in [
+        ("0.0.0.0:9860", "not a loopback address"),
+        ("[::]:9860", "not a loopback address"),
+        ("localhost:9860", "expected IP:PORT"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+            .arg("--vm")
+            .arg(format!("a={}", dir.path().join("a.sock").display()))
+            .arg("--control-socket")
+            .arg(dir.path().join("c.sock"))
+            .args(["--metrics-listen", addr])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{addr}: {err}");
+        assert!(err.contains(says) && err.contains(addr), "{addr}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// `pasidctl watch --count 2` draws two frames, each after a clear-screen
+/// sequence, with the VM table, then exits 0 by itself.
+#[test]
+fn watch_redraws_count_times_and_exits() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock,quota=8"]);
+    let mut vm = TestVm::connect(&d.path("web.sock"));
+    vm.alloc_ok(1, 100);
+    vm.alloc_ok(1, 100);
+    let started = std::time::Instant::now();
+    let (ok, out, err) = d.ctl(&["watch", "--interval", "0.2", "--count", "2"]);
+    assert!(ok, "{err}");
+    assert!(started.elapsed() < LONG);
+    let frames: Vec<&str> = out.split("\x1b[H\x1b[2J").collect();
+    assert_eq!(frames.len(), 3, "{out:?}");
+    assert_eq!(frames[0], "");
+    for (i, frame) in frames[1..].iter().enumerate() {
+        assert!(
+            frame.contains(&format!("refresh {} of 2", i + 1)),
+            "{frame}"
+        );
+        assert!(frame.contains("2 of 1048575 PASIDs allocated"), "{frame}");
+        let row = frame
+            .lines()
+            .find(|l| l.starts_with("web "))
+            .unwrap_or_else(|| panic!("no row for web in {frame}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // VM STATE HELD QUOTA USE% REQ/S FAILED MALFORMED RECLAIMED
+        assert_eq!(&cols[..5], ["web", "connected", "2", "8", "25.0%"], "{row}");
+        assert_eq!(cols[5], if i == 0 { "-" } else { "0.0" }, "{row}");
+    }
+
+    // --json: one object per refresh, no escape codes.
+    let (ok, out, err) = d.ctl(&["--json", "watch", "--interval", "0.1", "--count", "3"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains('\x1b'));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["refresh"], 3);
+    assert_eq!(lines[0]["vms"][0]["held"], 2);
+    assert_eq!(lines[0]["stats"]["connected_vms"], 1);
+}
+
+/// Ctrl-C (SIGINT) ends an endless watch cleanly with status 0.
+#[test]
+fn watch_exits_cleanly_on_sigint() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pasidctl"))
+        .arg("--socket")
+        .arg(&d.control)
+        .args(["watch", "--interval", "0.1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first frame, so the handler is installed.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    let n = stdout.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"\x1b[H\x1b[2J"));
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + LONG;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "watch ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Requests a VM makes with its quota at zero are counted and logged, and
+/// the log stays within its rate limit however many there are.
+#[test]
+fn rejected_requests_are_logged_within_a_budget() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock,quota=0"]);
+    let mut vm = TestVm::connect(&d.path("web.sock"));
+    let reqs: Vec<Request> = (0..50)
+        .map(|tag| Request::Alloc {
+            tag,
+            min: 1,
+            max: 100,
+        })
+        .collect();
+    for r in vm.batch(&reqs) {
+        assert_eq!(Status::from_wire(r.status), Some(Status::QuotaExceeded));
+    }
+    let (ok, text, err) = d.ctl(&["metrics"]);
+    assert!(ok, "{err}");
+    let m = parse(&text);
+    assert_eq!(
+        m.get("vpasid_quota_rejections_total", &[("vm", "web")]),
+        50.0
+    );
+    let log = d.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("vm=web event=rejected op=alloc"))
+        .count();
+    assert_eq!(lines, 10, "{log}");
+}
