@@ -14,7 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use serde::Serialize;
@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::control_protocol::{
     ControlReply, ControlRequest, GetResult, PutResult, ReleaseResult, MAX_REQUEST_LINE,
 };
+use crate::rate_limit::{WARN_BURST, WARN_WINDOW};
 use crate::registry::Registry;
 
 /// How long a client may take to send a request.
@@ -69,6 +70,47 @@ pub fn changes_state(request: &ControlRequest) -> bool {
         | ControlRequest::Put { .. }
         | ControlRequest::Release { .. }
         | ControlRequest::Quota { .. } => true,
+    }
+}
+
+/// Denial lines logged so far in the current window (all clients).
+#[derive(Debug)]
+struct DenialLog {
+    window_start: Option<Instant>,
+    emitted: u32,
+    suppressed: u64,
+}
+
+/// Logs a refused command, at most [`WARN_BURST`] lines per [`WARN_WINDOW`]
+/// for all clients together, so that a read-only client looping on a
+/// forbidden command cannot flood the log.
+fn log_denial(request: &ControlRequest) {
+    static LOG: Mutex<DenialLog> = Mutex::new(DenialLog {
+        window_start: None,
+        emitted: 0,
+        suppressed: 0,
+    });
+    let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    let start = *log.window_start.get_or_insert(now);
+    if now.duration_since(start) >= WARN_WINDOW {
+        if log.suppressed > 0 {
+            warn!(
+                "control event=denied suppressed={} (rate limit)",
+                log.suppressed
+            );
+        }
+        *log = DenialLog {
+            window_start: Some(now),
+            emitted: 0,
+            suppressed: 0,
+        };
+    }
+    if log.emitted < WARN_BURST {
+        log.emitted += 1;
+        warn!("control event=denied request={request:?} (read-only client)");
+    } else {
+        log.suppressed += 1;
     }
 }
 
@@ -142,7 +184,7 @@ pub fn answer_line(registry: &Mutex<Registry>, line: &str) -> ControlReply {
 pub fn answer_line_as(registry: &Mutex<Registry>, line: &str, access: Access) -> ControlReply {
     match serde_json::from_str::<ControlRequest>(line) {
         Ok(request) if !access.permits(&request) => {
-            warn!("control event=denied request={request:?} (read-only client)");
+            log_denial(&request);
             ControlReply::failure(
                 "permission denied: this command changes state and needs root or the daemon's user",
             )

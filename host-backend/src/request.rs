@@ -3,8 +3,9 @@
 //!
 //! Guest memory is hostile: every descriptor's direction, length and address
 //! is checked before a byte is read. A chain whose descriptors are out of
-//! order or outside guest memory, or that has no room for a response, is
-//! returned unused (length 0). A chain of the right shape whose request is
+//! order or outside guest memory, that cannot be walked to its end (a bad
+//! `next`, a loop, a bad indirect table), or that has no room for a
+//! response, is returned unused (length 0). A chain of the right shape whose request is
 //! the wrong size or does not decode is answered `INVALID`. Nothing here can
 //! panic on guest input.
 

@@ -851,10 +851,15 @@ fn allocation_floods_stop_at_the_quota() {
     ]);
     let good = GoodVm::start(&d.path("good.sock"), Duration::ZERO);
     let mut bad = TestVm::connect(&d.path("bad.sock"));
-    for round in 0..20 {
+    // Flood for at least 1.5 s (and whole cycles of five rounds: one that
+    // fills the quota, four refused, then RESET), so that the good VM makes
+    // enough requests meanwhile even on a slow machine.
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while rounds < 20 || start.elapsed() < Duration::from_millis(1500) || rounds % 5 != 0 {
         let reqs: Vec<Request> = (0..128)
             .map(|i| Request::Alloc {
-                tag: round * 1000 + i,
+                tag: rounds * 1000 + i,
                 min: 1,
                 max: 0xfffff,
             })
@@ -866,17 +871,18 @@ fn allocation_floods_stop_at_the_quota() {
             .filter(|r| status(**r) == Status::QuotaExceeded)
             .count();
         assert_eq!(ok + refused, 128);
-        assert_eq!(ok, if round % 5 == 0 { 64 } else { 0 }, "round {round}");
-        if round % 5 == 4 {
+        assert_eq!(ok, if rounds % 5 == 0 { 64 } else { 0 }, "round {rounds}");
+        if rounds % 5 == 4 {
             assert_eq!(bad.reset().pasid, 64);
         }
+        rounds += 1;
     }
     assert_eq!(held_by(&d, "bad").len(), 0, "the last round was reset");
     good.finish().assert_healthy("allocation flood");
     let view = vm_view(&d, "bad");
     assert_eq!(
         view["counters"]["statuses"]["QUOTA_EXCEEDED"].as_u64(),
-        Some(20 * 128 - 4 * 64)
+        Some(rounds * 128 - rounds / 5 * 64)
     );
 }
 

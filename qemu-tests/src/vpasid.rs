@@ -44,6 +44,7 @@ pub const DRIVER_COUNTERS: &[&str] = &[
     "failures/not_owner",
     "failures/not_found",
     "failures/internal",
+    "failures/rate_limited",
     "failures/unknown",
 ];
 

@@ -29,7 +29,14 @@ fn registry() -> Mutex<Registry> {
             .add_vm(name, name, OwnerLimits { quota: 8, range })
             .unwrap();
         for tag in 0..3 {
-            reg.handle(vm, Request::Alloc { tag, min: 0, max: 1023 });
+            reg.handle(
+                vm,
+                Request::Alloc {
+                    tag,
+                    min: 0,
+                    max: 1023,
+                },
+            );
         }
     }
     reg.host_get("iommu", 4).unwrap();
@@ -39,7 +46,11 @@ fn registry() -> Mutex<Registry> {
 /// Everything a command could change, as text.
 fn snapshot(reg: &Mutex<Registry>) -> String {
     let reg = reg.lock().unwrap();
-    let quotas: Vec<_> = reg.vms().iter().map(|v| (v.name.clone(), v.held, v.quota)).collect();
+    let quotas: Vec<_> = reg
+        .vms()
+        .iter()
+        .map(|v| (v.name.clone(), v.held, v.quota))
+        .collect();
     format!(
         "{}|{quotas:?}",
         serde_json::to_string(&reg.pasids()).unwrap()

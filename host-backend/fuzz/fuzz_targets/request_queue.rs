@@ -28,14 +28,12 @@ use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_queue::QueueT;
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 use vhost_user_pasid::rate_limit::RateLimit;
 use vhost_user_pasid::registry::Registry;
 use vhost_user_pasid::vhu_vpasid::{PasidDevice, REQUEST_QUEUE_EVENT};
-use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
-};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 const DESC: u64 = 0x0;
@@ -53,14 +51,21 @@ fn next_used(vring: &VringRwLock) -> u16 {
 fn check(qsize: u16, event_idx: bool, from: u16, to: u16, registry: &Mutex<Registry>) {
     let produced = to.wrapping_sub(from);
     if !event_idx {
-        assert!(produced <= qsize, "{produced} chains used in a queue of {qsize}");
+        assert!(
+            produced <= qsize,
+            "{produced} chains used in a queue of {qsize}"
+        );
     }
     let reg = registry.lock().unwrap();
     for vm in reg.vms() {
         assert!(vm.held <= QUOTA, "{} holds {} > quota", vm.name, vm.held);
     }
     for info in reg.pasids() {
-        assert!(RANGE.contains(&info.pasid), "PASID {} outside the VM's range", info.pasid);
+        assert!(
+            RANGE.contains(&info.pasid),
+            "PASID {} outside the VM's range",
+            info.pasid
+        );
     }
 }
 
@@ -128,7 +133,9 @@ fuzz_target!(|data: &[u8]| {
 
     if second_kick {
         // The guest makes one more chain available (whatever it points at).
-        let idx = guest.read_obj::<u16>(GuestAddress(AVAIL + 2)).map_or(0, u16::from_le);
+        let idx = guest
+            .read_obj::<u16>(GuestAddress(AVAIL + 2))
+            .map_or(0, u16::from_le);
         let _ = guest.write_obj(idx.wrapping_add(1).to_le(), GuestAddress(AVAIL + 2));
         device
             .handle_event(REQUEST_QUEUE_EVENT, EventSet::IN, &vrings, 0)
