@@ -118,7 +118,9 @@ impl TestVm {
         Self::connect_with(path, VmOptions::default())
     }
 
-    pub fn connect_with(path: &Path, opts: VmOptions) -> TestVm {
+    /// Connects and negotiates as QEMU does: VERSION_1, optionally
+    /// EVENT_IDX, and the CONFIG and MQ protocol features.
+    fn handshake(path: &Path, event_idx: bool) -> Frontend {
         let mut frontend = connect_frontend(path);
         frontend.set_owner().unwrap();
         let offered = frontend.get_features().unwrap();
@@ -134,7 +136,7 @@ impl TestVm {
         );
         let mut features =
             (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        if opts.event_idx {
+        if event_idx {
             features |= 1 << VIRTIO_RING_F_EVENT_IDX;
         }
         frontend.set_features(features).unwrap();
@@ -145,27 +147,18 @@ impl TestVm {
                 VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
             )
             .unwrap();
+        frontend
+    }
 
-        let file = memfd(MEM_SIZE);
-        let fd = file.as_raw_fd();
-        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
-            GuestAddress(0),
-            MEM_SIZE as usize,
-            Some(FileOffset::new(file, 0)),
-        )])
-        .unwrap();
-        let uaddr = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
-        if opts.share_memory {
-            let region = VhostUserMemoryRegionInfo {
-                guest_phys_addr: 0,
-                memory_size: MEM_SIZE,
-                userspace_addr: uaddr,
-                mmap_offset: 0,
-                mmap_handle: fd,
-            };
-            frontend.set_mem_table(&[region]).unwrap();
-        }
-        let qsize = opts.queue_size;
+    /// Sets up the request queue at the usual guest-physical layout, whose
+    /// region starts at frontend address `uaddr`, and enables it.
+    fn with_ring(
+        mut frontend: Frontend,
+        mem: GuestMemoryMmap,
+        uaddr: u64,
+        qsize: u16,
+        event_idx: bool,
+    ) -> TestVm {
         frontend.set_vring_num(0, qsize).unwrap();
         frontend
             .set_vring_addr(
@@ -195,9 +188,34 @@ impl TestVm {
             qsize,
             next_avail: 0,
             last_used: 0,
-            event_idx: opts.event_idx,
+            event_idx,
             next_tag: 1,
         }
+    }
+
+    pub fn connect_with(path: &Path, opts: VmOptions) -> TestVm {
+        let frontend = Self::handshake(path, opts.event_idx);
+
+        let file = memfd(MEM_SIZE);
+        let fd = file.as_raw_fd();
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
+            GuestAddress(0),
+            MEM_SIZE as usize,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .unwrap();
+        let uaddr = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+        if opts.share_memory {
+            let region = VhostUserMemoryRegionInfo {
+                guest_phys_addr: 0,
+                memory_size: MEM_SIZE,
+                userspace_addr: uaddr,
+                mmap_offset: 0,
+                mmap_handle: fd,
+            };
+            frontend.set_mem_table(&[region]).unwrap();
+        }
+        Self::with_ring(frontend, mem, uaddr, opts.queue_size, opts.event_idx)
     }
 
     /// Reads the device config space through GET_CONFIG.
@@ -601,19 +619,7 @@ impl TestVm {
     /// across two regions or in the gap between them. The rings stay in
     /// region A at the usual addresses.
     pub fn connect_regions(path: &Path) -> TestVm {
-        let mut frontend = connect_frontend(path);
-        frontend.set_owner().unwrap();
-        frontend.get_features().unwrap();
-        let features = (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        frontend.set_features(features).unwrap();
-        frontend.get_protocol_features().unwrap();
-        frontend
-            .set_protocol_features(
-                VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
-            )
-            .unwrap();
+        let frontend = Self::handshake(path, true);
         let layout = [
             (0, REGION_SPLIT),
             (REGION_SPLIT, MEM_SIZE - REGION_SPLIT),
@@ -646,39 +652,7 @@ impl TestVm {
             .collect();
         frontend.set_mem_table(&regions).unwrap();
         let uaddr = regions[0].userspace_addr;
-        let qsize = VmOptions::default().queue_size;
-        frontend.set_vring_num(0, qsize).unwrap();
-        frontend
-            .set_vring_addr(
-                0,
-                &VringConfigData {
-                    queue_max_size: qsize,
-                    queue_size: qsize,
-                    flags: 0,
-                    desc_table_addr: uaddr + DESC_GPA,
-                    used_ring_addr: uaddr + USED_GPA,
-                    avail_ring_addr: uaddr + AVAIL_GPA,
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-        frontend.set_vring_base(0, 0).unwrap();
-        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        frontend.set_vring_call(0, &call).unwrap();
-        frontend.set_vring_kick(0, &kick).unwrap();
-        frontend.set_vring_enable(0, true).unwrap();
-        TestVm {
-            frontend,
-            mem,
-            kick,
-            call,
-            qsize,
-            next_avail: 0,
-            last_used: 0,
-            event_idx: true,
-            next_tag: 1,
-        }
+        Self::with_ring(frontend, mem, uaddr, VmOptions::default().queue_size, true)
     }
 }
 
