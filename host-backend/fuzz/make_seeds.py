@@ -159,3 +159,61 @@ write("malformed", "control_line", b"\x00" + b"\n".join([
     b'{"cmd":"get","holder":"x","pasid":-1}', b'{"cmd":"vms","extra":1}',
     b'{"cmd":"quota","vm":"web","quota":4294967295}', b"[" * 64,
 ]))
+
+# state_decode: mode byte, then a snapshot (0), records (1) or a commit
+# frame (2), laid out as docs/state.md describes.
+import zlib
+
+
+def limits(quota, lo, hi):
+    return struct.pack("<III", quota, lo, hi)
+
+
+def name(s):
+    b = s.encode()
+    return struct.pack("<H", len(b)) + b
+
+
+def resp(status, tag, pasid=0xFFFFFFFF):
+    return struct.pack("<HHIQ", status, 0, pasid, tag)
+
+
+def answered(pos, request, response, replayed=0):
+    return struct.pack("<HB", pos, replayed) + request + response
+
+
+def owner(kind, nm, lim, configured, window, holdings):
+    out = struct.pack("<B", kind) + name(nm) + lim
+    out += b"\x01" + configured if configured else b"\x00"
+    out += struct.pack("<H", len(window)) + b"".join(window)
+    out += struct.pack("<I", len(holdings))
+    out += b"".join(struct.pack("<II", p, r) for p, r in holdings)
+    return out
+
+
+body = struct.pack("<IQI", 12, 0x1234567, 3)
+body += owner(1, "web", limits(16, 4, 4095), limits(16, 4, 4095),
+              [answered(10, req(ALLOC, 3, 0, 0, 4095), resp(0, 3, 7))],
+              [(4, 1), (5, 2), (7, 1)])
+body += owner(1, "db", limits(16, 4, 4095), None, [], [(6, 1)])
+body += owner(2, "iommu", limits(0xFFFFFFFF, 1, 4095), None, [], [(4, 3)])
+snap = b"VPASIDS\x01" + struct.pack("<IQQ", 1, 5, len(body)) + body
+snap += struct.pack("<I", zlib.crc32(snap))
+write("snapshot", "state_decode", b"\x00" + snap)
+
+records = b"".join([
+    struct.pack("<BIH", 1, 0, 3)
+    + answered(20, req(ALLOC, 40, 0, 0, 4095), resp(0, 40, 9))
+    + answered(21, req(FREE, 41, 4), resp(0, 41))
+    + answered(22, req(RESET, 42), resp(0, 42, 3), replayed=1),
+    struct.pack("<BI", 2, 1),
+    struct.pack("<BI", 3, 1) + limits(2, 100, 200),
+    struct.pack("<BB", 4, 2) + name("drv") + limits(0xFFFFFFFF, 1, 4095),
+    struct.pack("<BII", 5, 2, 5),
+    struct.pack("<BII", 6, 2, 5),
+])
+write("records", "state_decode", b"\x01" + records)
+seq = 1
+crc = zlib.crc32(struct.pack("<QIQ", 1, len(records), seq) + records)
+write("frame", "state_decode",
+      b"\x02" + struct.pack("<IQI", len(records), seq, crc) + records)

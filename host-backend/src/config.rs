@@ -112,6 +112,18 @@ pub struct Args {
 
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
+
+    /// Keep the PASID space durable in DIR (created mode 0700 if missing):
+    /// every answer is on disk before the guest sees it, and a restart
+    /// (after a crash, kill -9 or upgrade) keeps every VM's PASIDs.
+    /// Without it the space lives in memory only. See docs/state.md.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Rewrite the state as a new snapshot when its journal grows past
+    /// this many bytes (with --state-dir).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::state::DEFAULT_JOURNAL_LIMIT, requires = "state_dir")]
+    pub journal_limit: u64,
 }
 
 /// Errors in the command line.
@@ -218,6 +230,10 @@ pub struct Config {
     pub control_gid: Option<u32>,
     /// Loopback address serving Prometheus metrics over HTTP.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Directory of the durable state; `None` keeps it in memory.
+    pub state_dir: Option<PathBuf>,
+    /// Journal size that triggers compaction.
+    pub journal_limit: u64,
 }
 
 fn parse_number(s: &str) -> Option<u32> {
@@ -419,6 +435,8 @@ impl TryFrom<Args> for Config {
             rate_limit,
             control_gid,
             metrics_listen: args.metrics.listen_addr()?,
+            state_dir: args.state_dir,
+            journal_limit: args.journal_limit,
         })
     }
 }

@@ -151,11 +151,22 @@ fn to_value<T: Serialize>(v: T) -> ControlReply {
 /// Carries out one control command.
 pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlReply {
     let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+    let reply = execute_locked(&mut reg, request);
+    // A change is on disk before the operator hears it is done.
+    let commit = reg.commit_point();
+    drop(reg);
+    if let Some(point) = commit {
+        point.settle(registry);
+    }
+    reply
+}
+
+fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
     match request {
         ControlRequest::Pasids {} => to_value(reg.pasids()),
         ControlRequest::Vms {} => to_value(reg.vms()),
         ControlRequest::Stats {} => to_value(reg.stats()),
-        ControlRequest::Metrics {} => to_value(crate::metrics::render(&reg)),
+        ControlRequest::Metrics {} => to_value(crate::metrics::render(reg)),
         ControlRequest::Get { holder, pasid } => match reg.host_get(&holder, pasid) {
             Ok(refs) => to_value(GetResult { pasid, refs }),
             Err(e) => ControlReply::failure(e),

@@ -21,6 +21,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::sandbox::{drop_privileges, hand_over, install_seccomp, SandboxError};
 use crate::slot::{serve_slot, SlotError, VmSlot};
 use crate::socket::{bind, SocketAccess, SocketError};
+use crate::state::{Journal, Loaded, StateError, StateFiles};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,9 @@ pub enum DaemonError {
     /// Privileges could not be dropped or the seccomp filter installed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The durable state could not be opened, read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// What ends the daemon's wait.
@@ -137,26 +141,64 @@ fn remove_socket(path: &Path) {
     }
 }
 
+/// Rebuilds the registry from what the state directory holds: the snapshot,
+/// then every journal record on top of it.
+fn recover(space: PasidSpace, files: &StateFiles, loaded: &Loaded) -> Result<Registry, StateError> {
+    let mut registry = Registry::restore(space, space_id(), &loaded.image).map_err(|problem| {
+        StateError::Corrupt {
+            path: files.snapshot_path(loaded.slot),
+            problem,
+        }
+    })?;
+    for commit in &loaded.commits {
+        for record in &commit.records {
+            registry
+                .apply(record)
+                .map_err(|problem| StateError::Corrupt {
+                    path: files.journal_path(),
+                    problem: format!(
+                        "frame {} at byte {} cannot follow the state before it: {problem}",
+                        commit.seq, commit.offset
+                    ),
+                })?;
+        }
+    }
+    Ok(registry)
+}
+
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a failure (Err).
 pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     let space = PasidSpace::new(SpaceConfig {
         pasid_bits: config.pasid_bits,
         reserved: config.reserved.clone(),
     })?;
-    let mut registry = Registry::new(space, space_id());
+    let loading = std::time::Instant::now();
+    let state = match &config.state_dir {
+        Some(dir) => {
+            let files = StateFiles::open(dir)?;
+            let loaded = files.load()?;
+            Some((files, loaded))
+        }
+        None => None,
+    };
+    let mut registry = match &state {
+        Some((files, loaded)) => recover(space, files, loaded)?,
+        None => Registry::new(space, space_id()),
+    };
     registry.set_rate_limit(config.rate_limit);
 
     let mut slots = Vec::new();
     let mut bound_paths = Vec::new();
     for slot in &config.slots {
-        let vm = registry.add_vm(
-            &slot.name,
-            &slot.source.label(),
-            OwnerLimits {
-                quota: slot.quota,
-                range: slot.range.clone(),
-            },
-        )?;
+        let limits = OwnerLimits {
+            quota: slot.quota,
+            range: slot.range.clone(),
+        };
+        let vm = if state.is_some() {
+            registry.configure_vm(&slot.name, &slot.source.label(), limits)?
+        } else {
+            registry.add_vm(&slot.name, &slot.source.label(), limits)?
+        };
         let listener = match &slot.source {
             SlotSource::Path(p) => {
                 let l = bind(p, &config.access)?;
@@ -197,6 +239,31 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         },
     )?;
     bound_paths.push(config.control_socket.clone());
+
+    if let Some((files, loaded)) = state {
+        let dir = files.dir().display().to_string();
+        let records: usize = loaded.commits.iter().map(|c| c.records.len()).sum();
+        let frames = loaded.commits.len();
+        let journal = Journal::start(
+            files,
+            &registry.image(),
+            loaded.generation + 1,
+            loaded.slot ^ usize::from(loaded.generation > 0),
+            config.journal_limit,
+        )?;
+        registry.attach_journal(Arc::new(journal));
+        registry.warn_unconfigured();
+        let stats = registry.stats();
+        info!(
+            "event=state-loaded dir={dir} generation={} frames={frames} records={records} \
+             owners={} pasids={} references={} ms={}",
+            loaded.generation + 1,
+            stats.space.owners,
+            stats.space.allocated,
+            stats.space.total_refs,
+            loading.elapsed().as_millis()
+        );
+    }
 
     let stats = registry.stats();
     info!(

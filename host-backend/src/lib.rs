@@ -16,6 +16,8 @@
 //!   loopback HTTP listener) and rate-limited logs of rejected requests.
 //! - [`gen_docs`]: man pages and shell completions generated from the clap
 //!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
+//! - [`state`]: durable state (`--state-dir`): snapshot, journal with
+//!   group commit, recovery; replayed requests get their first answer.
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
 //! - [`sandbox`]: containment after set-up: socket hand-over, privilege
 //!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.
@@ -41,4 +43,5 @@ pub mod request;
 pub mod sandbox;
 pub mod slot;
 pub mod socket;
+pub mod state;
 pub mod vhu_vpasid;

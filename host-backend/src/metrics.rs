@@ -281,6 +281,18 @@ struct Exposition {
 }
 
 impl Exposition {
+    /// A histogram family: `_bucket` per bound and +Inf, `_sum`, `_count`.
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (le, n) in LATENCY_BUCKETS_NS.iter().zip(&h.cumulative()) {
+            self.sample(&bucket, &[("le", &seconds_label(*le))], n);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], h.count());
+        self.sample(&format!("{name}_sum"), &[], h.sum_seconds());
+        self.sample(&format!("{name}_count"), &[], h.count());
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
@@ -504,29 +516,45 @@ pub fn render(reg: &Registry) -> String {
         }
     }
 
-    let h = reg.latency();
-    let name = "vpasid_request_duration_seconds";
-    e.family(
-        name,
-        "histogram",
+    e.histogram(
+        "vpasid_request_duration_seconds",
         "Time the daemon took to handle one descriptor chain, from reading \
          the request to writing the response.",
+        reg.latency(),
     );
-    let cumulative = h.cumulative();
-    for (le, n) in LATENCY_BUCKETS_NS.iter().zip(&cumulative) {
-        e.sample(
-            "vpasid_request_duration_seconds_bucket",
-            &[("le", &seconds_label(*le))],
-            n,
+
+    if let Some(j) = reg.journal_stats() {
+        e.family(
+            "vpasid_state_frames_total",
+            "counter",
+            "Journal frames written and synced (--state-dir): one per group \
+             commit, however many VMs' requests it carries.",
+        );
+        e.sample("vpasid_state_frames_total", &[], j.frames);
+        e.family(
+            "vpasid_state_records_total",
+            "counter",
+            "Journal records appended (one per queue drain or operator change).",
+        );
+        e.sample("vpasid_state_records_total", &[], j.records);
+        e.family(
+            "vpasid_state_compactions_total",
+            "counter",
+            "Times the journal was rewritten as a snapshot (--journal-limit).",
+        );
+        e.sample("vpasid_state_compactions_total", &[], j.compactions);
+        e.family(
+            "vpasid_state_journal_bytes",
+            "gauge",
+            "Current size of the journal file.",
+        );
+        e.sample("vpasid_state_journal_bytes", &[], j.journal_bytes);
+        e.histogram(
+            "vpasid_state_sync_duration_seconds",
+            "Time to write and fdatasync one journal frame; answers wait for it.",
+            &j.sync,
         );
     }
-    e.sample(
-        "vpasid_request_duration_seconds_bucket",
-        &[("le", "+Inf")],
-        h.count(),
-    );
-    e.sample("vpasid_request_duration_seconds_sum", &[], h.sum_seconds());
-    e.sample("vpasid_request_duration_seconds_count", &[], h.count());
     e.out
 }
 

@@ -70,6 +70,11 @@ pub const MAX_OWNERS: u32 = 1 << 16;
 pub struct OwnerId(u32);
 
 impl OwnerId {
+    /// The index the space issued, as durable state records it.
+    pub fn as_u32(self) -> u32 {
+        self.0
+    }
+
     /// Position in `PasidSpace::owners`.
     fn index(self) -> usize {
         self.0 as usize
@@ -244,6 +249,26 @@ impl From<RefError> for std::io::Error {
     fn from(e: RefError) -> Self {
         std::io::Error::other(e)
     }
+}
+
+/// Errors from [`PasidSpace::restore`]: recorded state that cannot be true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The handle was not issued by this space.
+    #[error("unknown owner")]
+    UnknownOwner,
+    /// PASID 0, reserved, or past the end of the space.
+    #[error("PASID {0} is reserved or outside the PASID space")]
+    Unavailable(Pasid),
+    /// A holding of zero references.
+    #[error("PASID {0} is recorded with no references")]
+    NoReferences(Pasid),
+    /// The owner is recorded twice as a holder of the PASID.
+    #[error("PASID {0} is recorded twice for the same owner")]
+    AlreadyHeld(Pasid),
+    /// The total reference count would pass `u32::MAX`.
+    #[error("reference count overflow on PASID {0}")]
+    Overflow(Pasid),
 }
 
 /// Result of a successful [`PasidSpace::put`].
@@ -871,6 +896,117 @@ impl PasidSpace {
         }
         self.total_refs = self.total_refs.saturating_sub(1);
         Ok(outcome)
+    }
+
+    /// Puts back a holding read from durable state: `owner` holds `refs`
+    /// references on `pasid`, allocating it if nobody holds it yet. Quotas
+    /// and ranges are not checked: the holding was granted under the limits
+    /// of its day, and `set_limits` keeps holdings the same way.
+    pub fn restore(&mut self, owner: OwnerId, pasid: Pasid, refs: u32) -> Result<(), RestoreError> {
+        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+            return Err(RestoreError::UnknownOwner);
+        };
+        if refs == 0 {
+            return Err(RestoreError::NoReferences(pasid));
+        }
+        if pasid == 0 || pasid > self.max || ranges_contain(&self.reserved, pasid) {
+            return Err(RestoreError::Unavailable(pasid));
+        }
+        // held is bounded by the space (2^20), so this always fits.
+        let pos = HeldPos::try_from(rec.held.len()).map_err(|_| RestoreError::Overflow(pasid))?;
+        let mine = Holding {
+            owner: me,
+            refs,
+            pos,
+        };
+        match self.entries.get_mut(&pasid) {
+            None => {
+                self.free.set_used(pasid);
+                self.entries.insert(
+                    pasid,
+                    Entry::Single {
+                        owner: me,
+                        refs,
+                        pos,
+                    },
+                );
+            }
+            Some(entry) => match *entry {
+                Entry::Single { owner: holder, .. } if holder == me => {
+                    return Err(RestoreError::AlreadyHeld(pasid))
+                }
+                Entry::Single {
+                    owner: holder,
+                    refs: theirs,
+                    pos: their_pos,
+                } => {
+                    let total = theirs
+                        .checked_add(refs)
+                        .ok_or(RestoreError::Overflow(pasid))?;
+                    let first = Holding {
+                        owner: holder,
+                        refs: theirs,
+                        pos: their_pos,
+                    };
+                    self.shared.insert(pasid, vec![first, mine]);
+                    *entry = Entry::Shared { total };
+                }
+                Entry::Shared { total } => {
+                    let total = total
+                        .checked_add(refs)
+                        .ok_or(RestoreError::Overflow(pasid))?;
+                    let list = self
+                        .shared
+                        .get_mut(&pasid)
+                        .ok_or(RestoreError::Unavailable(pasid))?;
+                    if list.iter().any(|h| h.owner == me) {
+                        return Err(RestoreError::AlreadyHeld(pasid));
+                    }
+                    list.push(mine);
+                    *entry = Entry::Shared { total };
+                }
+            },
+        }
+        rec.held.push(pasid);
+        self.total_refs += u64::from(refs);
+        Ok(())
+    }
+
+    /// The PASIDs `owner` holds with its reference count on each, in the
+    /// owner's own (unsorted) order; empty for an unknown owner.
+    pub fn holdings(&self, owner: OwnerId) -> Vec<(Pasid, u32)> {
+        let Some((me, rec)) = owner.slot().zip(self.owners.get(owner.index())) else {
+            return Vec::new();
+        };
+        rec.held
+            .iter()
+            .filter_map(|&pasid| match *self.entries.get(&pasid)? {
+                Entry::Single { refs, .. } => Some((pasid, refs)),
+                Entry::Shared { .. } => self
+                    .shared
+                    .get(&pasid)?
+                    .iter()
+                    .find(|h| h.owner == me)
+                    .map(|h| (pasid, h.refs)),
+            })
+            .collect()
+    }
+
+    /// Every owner in the order the space issued them (index order).
+    pub fn owner_ids(&self) -> impl Iterator<Item = OwnerId> + '_ {
+        (0..self.owners.len()).filter_map(|i| u32::try_from(i).ok().map(OwnerId))
+    }
+
+    /// The owner with that index, if the space issued it.
+    pub fn owner_at(&self, index: u32) -> Option<OwnerId> {
+        (index as usize)
+            .lt(&self.owners.len())
+            .then_some(OwnerId(index))
+    }
+
+    /// An owner's kind.
+    pub fn owner_kind(&self, id: OwnerId) -> Option<OwnerKind> {
+        self.owners.get(id.index()).map(|o| o.kind)
     }
 
     /// Drops every reference `owner` holds, in O(held). PASIDs other owners

@@ -7,11 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::info;
 use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
 use serde::Serialize;
+
+mod durable;
 
 use crate::metrics::{Histogram, VmMetrics};
 use crate::pasid_space::{
@@ -19,6 +22,12 @@ use crate::pasid_space::{
     SpaceError, SpaceStats,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
+use crate::state::codec::{put_answered, put_batch_header, put_record};
+use crate::state::{Answered, CommitPoint, Journal, JournalStats, Record};
+
+/// Socket label of a VM that durable state knows but the command line
+/// does not name.
+pub const UNCONFIGURED: &str = "(not configured)";
 
 /// Errors of registry operations requested by the operator.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,9 +35,12 @@ pub enum RegistryError {
     /// No VM slot of that name.
     #[error("no VM named {0:?}")]
     UnknownVm(String),
-    /// The name belongs to a VM, not a host holder (or the reverse).
+    /// The name belongs to a VM, not a host holder.
     #[error("{0:?} is a VM slot, not a host holder")]
     NotAHolder(String),
+    /// The name belongs to a host holder, not a VM.
+    #[error("{0:?} is a host holder in the durable state, not a VM slot")]
+    NotAVm(String),
     /// A PASID-space operation failed.
     #[error("{0}")]
     Ref(#[from] RefError),
@@ -50,6 +62,9 @@ pub struct VmCounters {
     pub reclaimed: u64,
     /// Times the slot was connected.
     pub connects: u64,
+    /// Requests re-delivered after a restart and answered from the record
+    /// of their first answer.
+    pub replayed: u64,
 }
 
 /// What the registry knows of one VM slot.
@@ -63,6 +78,48 @@ struct VmRecord {
     metrics: VmMetrics,
     /// Request budget (`--rate-limit`); `None` means unlimited.
     bucket: Option<TokenBucket>,
+    /// The limits the command line gave (durable state keeps them to tell
+    /// an edited command line from a `pasidctl quota`).
+    configured: Option<OwnerLimits>,
+    /// Answers of the queue drain in progress (durable state only).
+    batch: Vec<Answered>,
+    /// The last batch made durable: what a crash could leave unused.
+    window: Vec<Answered>,
+    /// After a restart, the window as loaded: requests the frontend
+    /// re-delivers from it get their first answer again.
+    replay: Vec<Answered>,
+}
+
+impl VmRecord {
+    fn new(owner: OwnerId, socket: &str, bucket: Option<TokenBucket>) -> Self {
+        VmRecord {
+            owner,
+            socket: socket.to_string(),
+            connected: false,
+            counters: VmCounters::default(),
+            metrics: VmMetrics::default(),
+            bucket,
+            configured: None,
+            batch: Vec::new(),
+            window: Vec::new(),
+            replay: Vec::new(),
+        }
+    }
+
+    /// The first answer of a re-delivered request, if `position` and
+    /// `request` match one in the loaded window. A position past the window
+    /// means the re-delivery is over: the window is dropped.
+    fn replayed(&mut self, position: u16, request: &[u8]) -> Option<Answered> {
+        let (first, last) = (self.replay.first()?.position, self.replay.last()?.position);
+        if position.wrapping_sub(first) > last.wrapping_sub(first) {
+            self.replay = Vec::new();
+            return None;
+        }
+        self.replay
+            .iter()
+            .find(|a| a.position == position && a.request == request)
+            .copied()
+    }
 }
 
 /// Why a VM's references were dropped, for the log.
@@ -145,6 +202,8 @@ pub struct Registry {
     latency: Histogram,
     /// Request rate limit of each VM; `None` means unlimited.
     rate_limit: Option<RateLimit>,
+    /// Where changes are made durable (`--state-dir`).
+    journal: Option<Arc<Journal>>,
 }
 
 /// Handle for a VM slot, cheap to copy into sessions.
@@ -160,6 +219,7 @@ impl Registry {
             vms: BTreeMap::new(),
             latency: Histogram::default(),
             rate_limit: None,
+            journal: None,
         }
     }
 
@@ -187,14 +247,7 @@ impl Registry {
         let owner = self.space.add_owner(name, OwnerKind::Vm, limits)?;
         self.vms.insert(
             name.to_string(),
-            VmRecord {
-                owner,
-                socket: socket.to_string(),
-                connected: false,
-                counters: VmCounters::default(),
-                metrics: VmMetrics::default(),
-                bucket: self.rate_limit.map(TokenBucket::new),
-            },
+            VmRecord::new(owner, socket, self.rate_limit.map(TokenBucket::new)),
         );
         Ok(VmId(owner))
     }
@@ -245,6 +298,79 @@ impl Registry {
     pub fn count_malformed(&mut self, vm: VmId) {
         if let Some(rec) = self.record_mut(vm) {
             rec.counters.malformed += 1;
+        }
+    }
+
+    /// Carries out a guest request taken from avail-ring `position`. With
+    /// durable state, a request re-delivered after a restart (same position,
+    /// same bytes as one answered before the crash) gets its first answer
+    /// again and changes nothing; every answer joins the VM's batch, made
+    /// durable by [`Registry::end_batch`].
+    pub fn answer(&mut self, vm: VmId, position: u16, request: Request) -> Response {
+        if self.journal.is_none() {
+            return self.handle(vm, request);
+        }
+        let bytes = request.encode();
+        if let Some(rec) = self.record_mut(vm) {
+            if let Some(first) = rec.replayed(position, &bytes) {
+                rec.counters.replayed += 1;
+                rec.batch.push(Answered {
+                    replayed: true,
+                    ..first
+                });
+                return Response::decode(&first.response);
+            }
+        }
+        let response = self.handle(vm, request);
+        if let Some(rec) = self.record_mut(vm) {
+            rec.batch.push(Answered {
+                position,
+                request: bytes,
+                response: response.encode(),
+                replayed: false,
+            });
+        }
+        response
+    }
+
+    /// Closes the batch of answers [`Registry::answer`] gave `vm`: appends
+    /// it to the journal, and returns the point to wait for before putting
+    /// any of them on the used ring. `None` without durable state.
+    pub fn end_batch(&mut self, vm: VmId) -> Option<CommitPoint> {
+        let journal = self.journal.clone()?;
+        if let Some(rec) = self.record_mut(vm) {
+            if !rec.batch.is_empty() {
+                let batch = std::mem::take(&mut rec.batch);
+                // A drain takes at most a queue's worth of chains (<= 32768).
+                let count = u16::try_from(batch.len()).unwrap_or(u16::MAX);
+                let owner = rec.owner.as_u32();
+                journal.append(|out| {
+                    put_batch_header(out, owner, count);
+                    for a in batch.iter().take(usize::from(count)) {
+                        put_answered(out, a);
+                    }
+                });
+                rec.window = batch;
+            }
+        }
+        Some(CommitPoint::latest(journal))
+    }
+
+    /// The point to wait for before acting on an operator command's result
+    /// (or anything else just changed). `None` without durable state.
+    pub fn commit_point(&self) -> Option<CommitPoint> {
+        self.journal.clone().map(CommitPoint::latest)
+    }
+
+    /// Durable-state figures for the metrics; `None` without `--state-dir`.
+    pub fn journal_stats(&self) -> Option<JournalStats> {
+        self.journal.as_ref().map(|j| j.stats())
+    }
+
+    /// Appends `record` to the journal, if there is one.
+    fn log(&self, record: &Record) {
+        if let Some(journal) = &self.journal {
+            journal.append(|out| put_record(out, record));
         }
     }
 
@@ -311,6 +437,16 @@ impl Registry {
 
     /// Undoes a request whose response never reached the guest.
     pub fn undo(&mut self, vm: VmId, request: Request, response: Response) {
+        if let Some(rec) = self.record_mut(vm) {
+            // Its answer is the last of the batch: it must not be recorded.
+            if rec
+                .batch
+                .last()
+                .is_some_and(|a| a.request == request.encode())
+            {
+                rec.batch.pop();
+            }
+        }
         if let (Request::Alloc { .. }, Some(Status::Ok)) =
             (request, Status::from_wire(response.status))
         {
@@ -327,6 +463,17 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             rec.counters.reclaimed += summary.references;
             rec.metrics.count_reclaim(reason, summary.references);
+            if reason != ReclaimReason::DriverReset {
+                // The device is gone: nothing of it can be re-delivered.
+                rec.window = Vec::new();
+                rec.replay = Vec::new();
+            }
+        }
+        // A driver's RESET is journaled as the answer it is, in its batch.
+        if reason != ReclaimReason::DriverReset {
+            self.log(&Record::Reclaim {
+                owner: vm.0.as_u32(),
+            });
         }
         if summary.references > 0 || reason != ReclaimReason::DriverReset {
             info!(
@@ -354,8 +501,17 @@ impl Registry {
             .space
             .limits(vm.0)
             .ok_or_else(|| RegistryError::UnknownVm(name.to_string()))?;
-        self.space
-            .set_limits(vm.0, OwnerLimits { quota, ..limits })?;
+        self.space.set_limits(
+            vm.0,
+            OwnerLimits {
+                quota,
+                ..limits.clone()
+            },
+        )?;
+        self.log(&Record::Limits {
+            owner: vm.0.as_u32(),
+            limits: OwnerLimits { quota, ..limits },
+        });
         info!("vm={name} event=quota quota={quota}");
         Ok(())
     }
@@ -369,20 +525,29 @@ impl Registry {
             return Ok(id);
         }
         let full: RangeInclusive<Pasid> = 1..=self.space.max_pasid();
-        Ok(self.space.add_owner(
-            name,
-            OwnerKind::Host,
-            OwnerLimits {
-                quota: u32::MAX,
-                range: full,
-            },
-        )?)
+        let limits = OwnerLimits {
+            quota: u32::MAX,
+            range: full,
+        };
+        let id = self
+            .space
+            .add_owner(name, OwnerKind::Host, limits.clone())?;
+        self.log(&Record::AddOwner {
+            kind: OwnerKind::Host,
+            name: name.to_string(),
+            limits,
+        });
+        Ok(id)
     }
 
     /// A host holder takes a reference on an allocated PASID.
     pub fn host_get(&mut self, holder: &str, pasid: Pasid) -> Result<u32, RegistryError> {
         let id = self.holder(holder)?;
         let refs = self.space.get(id, pasid)?;
+        self.log(&Record::Get {
+            owner: id.as_u32(),
+            pasid,
+        });
         info!("holder={holder} event=get pasid={pasid} refs={refs}");
         Ok(refs)
     }
@@ -391,6 +556,10 @@ impl Registry {
     pub fn host_put(&mut self, holder: &str, pasid: Pasid) -> Result<bool, RegistryError> {
         let id = self.holder(holder)?;
         let outcome = self.space.put(id, pasid)?;
+        self.log(&Record::Put {
+            owner: id.as_u32(),
+            pasid,
+        });
         info!(
             "holder={holder} event=put pasid={pasid} freed={}",
             outcome.freed

@@ -330,6 +330,12 @@ pub fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErro
                     as u64,
             )?,
         ),
+        // Durable state (--state-dir): its files are opened at start-up;
+        // serving writes, truncates and syncs them through those descriptors.
+        (libc::SYS_pwrite64, any()),
+        (libc::SYS_ftruncate, any()),
+        (libc::SYS_fdatasync, any()),
+        (libc::SYS_fsync, any()),
         // Removing our own socket files at exit.
         (libc::SYS_unlinkat, any()),
         // Sockets already bound: vhost-user (with SCM_RIGHTS), control and

@@ -193,6 +193,11 @@ fn serve_session(
         },
     }
     reg.reclaim_vm(slot.vm, ReclaimReason::Disconnect);
+    let commit = reg.commit_point();
+    drop(reg);
+    if let Some(point) = commit {
+        point.settle(registry);
+    }
     Ok(())
 }
 

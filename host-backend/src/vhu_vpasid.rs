@@ -17,7 +17,7 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::QueueOwnedT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{
     GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard, GuestMemoryMmap,
 };
@@ -29,6 +29,7 @@ use vmm_sys_util::event::{
 use crate::rate_limit::WarnLimiter;
 use crate::registry::{Registry, VmId};
 use crate::request::{process_chain, ChainOutcome};
+use crate::state::CommitPoint;
 
 /// Event id of the request queue's kick.
 pub const REQUEST_QUEUE_EVENT: u16 = pasid_protocol::VQ_REQUEST;
@@ -129,21 +130,48 @@ impl PasidDevice {
     }
 
     /// Answers every available chain; returns how many were used.
+    ///
+    /// With durable state the answers are held back until the journal frame
+    /// that records them is on disk (group commit), then put on the used
+    /// ring in ring order: a frontend that re-delivers from the used index
+    /// after a crash re-delivers exactly the requests whose answers the
+    /// guest never saw.
     pub fn process_queue(&self, vring: &VringRwLock) -> Result<usize, DeviceError> {
-        let mem = self.guest_memory()?;
-        let chains: Vec<_> = vring.get_mut().get_queue_mut().iter(mem.clone())?.collect();
-        if chains.is_empty() {
-            return Ok(0);
+        let (count, commit) = self.answer_available(vring)?;
+        if let Some(point) = commit {
+            point.compact_if_needed(&self.registry);
         }
+        Ok(count)
+    }
+
+    /// [`PasidDevice::process_queue`] without the compaction that may
+    /// follow, so the caller can signal the guest first.
+    fn answer_available(
+        &self,
+        vring: &VringRwLock,
+    ) -> Result<(usize, Option<CommitPoint>), DeviceError> {
+        let mem = self.guest_memory()?;
+        let (first_position, chains) = {
+            let mut state = vring.get_mut();
+            let queue = state.get_queue_mut();
+            let first = queue.next_avail();
+            let chains: Vec<_> = queue.iter(mem.clone())?.collect();
+            (first, chains)
+        };
+        if chains.is_empty() {
+            return Ok((0, None));
+        }
+        let mut used = Vec::with_capacity(chains.len());
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let count = chains.len();
+        let mut position = first_position;
         for chain in chains {
             let head = chain.head_index();
             let started = std::time::Instant::now();
             let outcome = process_chain(chain, |req| {
                 debug!("vm={} request={:?}", self.name, req);
-                registry.handle(self.vm, req)
+                registry.answer(self.vm, position, req)
             });
+            position = position.wrapping_add(1);
             match &outcome {
                 ChainOutcome::Answered { .. } => {}
                 ChainOutcome::Rejected(e) => {
@@ -167,11 +195,20 @@ impl PasidDevice {
                 }
             }
             registry.observe_latency(started.elapsed());
-            if let Err(e) = vring.add_used(head, outcome.used_len()) {
+            used.push((head, outcome.used_len()));
+        }
+        let commit = registry.end_batch(self.vm);
+        drop(registry);
+        if let Some(point) = &commit {
+            point.wait();
+        }
+        let count = used.len();
+        for (head, len) in used {
+            if let Err(e) = vring.add_used(head, len) {
                 self.warn_guest(format_args!("cannot return descriptor {head}: {e}"));
             }
         }
-        Ok(count)
+        Ok((count, commit))
     }
 
     /// Whether the frontend has shared any guest memory.
@@ -200,20 +237,30 @@ impl PasidDevice {
         }
     }
 
+    /// Compacts durable state if the drain just made it due, once the guest
+    /// has its answers.
+    fn compact_if_needed(&self, commit: Option<CommitPoint>) {
+        if let Some(point) = commit {
+            point.compact_if_needed(&self.registry);
+        }
+    }
+
     /// Drains the queue, re-checking after re-enabling notifications so a
     /// request that races with the re-enable is not missed (EVENT_IDX).
     fn drain(&self, vring: &VringRwLock) -> Result<(), DeviceError> {
         // Without shared memory even the notification flags are unreachable.
         self.guest_memory()?;
         if !self.event_idx.load(Ordering::Relaxed) {
-            self.process_queue(vring)?;
+            let (_, commit) = self.answer_available(vring)?;
             self.signal(vring);
+            self.compact_if_needed(commit);
             return Ok(());
         }
         loop {
             vring.disable_notification()?;
-            self.process_queue(vring)?;
+            let (_, commit) = self.answer_available(vring)?;
             self.signal(vring);
+            self.compact_if_needed(commit);
             if !vring.enable_notification()? {
                 return Ok(());
             }

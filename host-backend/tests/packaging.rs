@@ -406,8 +406,12 @@ fn unit_command_line_runs_a_working_daemon() {
     let rt = runtime.path().display().to_string();
     // SAFETY: getgid cannot fail.
     let gid = unsafe { libc::getgid() };
+    // The unit's StateDirectory= likewise becomes a temp dir.
+    let state = runtime.path().join("state");
+    let st = state.display().to_string();
     let mut words = expanded.split_whitespace().map(|w| {
         w.replace("/run/vhost-user-pasid", &rt)
+            .replace("/var/lib/vhost-user-pasid", &st)
             .replace("kvm", &gid.to_string())
     });
     assert_eq!(
@@ -416,6 +420,7 @@ fn unit_command_line_runs_a_working_daemon() {
     );
     let args: Vec<String> = words.collect();
     assert!(args.contains(&"--socket-group".to_string()), "{args:?}");
+    assert!(args.contains(&st), "the unit keeps durable state: {args:?}");
 
     // Daemon::start adds a --control-socket of its own; drop the unit's.
     let pos = args.iter().position(|a| a == "--control-socket").unwrap();
@@ -437,6 +442,9 @@ fn unit_command_line_runs_a_working_daemon() {
     let vms = d.ctl_json(&["vms"]);
     assert_eq!(vms[0]["name"], "vm0");
     assert_eq!(vms[0]["held"], 1);
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "state directory mode");
+    assert!(std::fs::metadata(state.join("journal")).unwrap().len() > 24);
 }
 
 /// Every `event=NAME` the daemon's sources log, by name.

@@ -10,8 +10,8 @@
 //! lock while they run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::Read;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -128,6 +128,10 @@ pub struct DaemonConfig {
     pub extra_args: Vec<String>,
     /// Test name for the log file (default: the current thread's name).
     pub test_name: Option<String>,
+    /// `--state-dir DIR` (durable PASID space); a relative path is taken
+    /// inside the daemon's temporary directory (`None`: no state
+    /// directory, nothing survives a restart).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -151,6 +155,14 @@ impl DaemonConfig {
     /// Sets the test name used for the log file.
     pub fn test_name(mut self, name: impl Into<String>) -> Self {
         self.test_name = Some(name.into());
+        self
+    }
+
+    /// Makes the PASID space durable: `--state-dir DIR`, with a relative
+    /// `dir` (e.g. `"state"`) inside the daemon's temporary directory, so
+    /// that [`Daemon::restart`] finds it again.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
         self
     }
 }
@@ -242,6 +254,13 @@ pub struct Daemon {
     sockets: Vec<(String, PathBuf)>,
     log_path: PathBuf,
     command_line: String,
+    /// The binary and its arguments, for [`Daemon::restart`].
+    bin: PathBuf,
+    args: Vec<String>,
+    /// `--state-dir`, if given.
+    state_dir: Option<PathBuf>,
+    /// Times [`Daemon::restart`] started it again.
+    restarts: u32,
 }
 
 impl Daemon {
@@ -275,24 +294,22 @@ impl Daemon {
         args.extend(config.extra_args.iter().cloned());
         args.push("--control-socket".into());
         args.push(control.display().to_string());
+        let state_dir = match &config.state_dir {
+            Some(state) => {
+                // The daemon creates it (mode 0700) if missing.
+                let state = dir.path().join(state);
+                args.push("--state-dir".into());
+                args.push(state.display().to_string());
+                Some(state)
+            }
+            None => None,
+        };
         let command_line = format!("{} {}", daemon_bin.display(), args.join(" "));
 
         let log_path = unique_log_path_for(config.test_name.as_deref(), "daemon")?;
         let log = File::create(&log_path)
             .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))?;
-        let mut cmd = Command::new(&daemon_bin);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        let child = ChildGuard::spawn(DAEMON_BIN, cmd)?;
+        let child = spawn_daemon(&daemon_bin, &args, &log_path, log)?;
         let mut daemon = Daemon {
             child,
             dir,
@@ -300,9 +317,43 @@ impl Daemon {
             sockets,
             log_path,
             command_line,
+            bin: daemon_bin,
+            args,
+            state_dir,
+            restarts: 0,
         };
         daemon.wait_listening()?;
         Ok(daemon)
+    }
+
+    /// Starts the daemon again with the same command line: the same
+    /// sockets, control socket and state directory (the daemon replaces
+    /// the stale socket files). A daemon that still runs is killed first
+    /// (`SIGKILL`, a crash); use [`Daemon::stop`] before for a clean stop.
+    /// Its log goes on in the same file after a `>>> restart N` line, so
+    /// marks from [`Daemon::log_mark`] stay valid. Waits until all sockets
+    /// listen.
+    pub fn restart(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.restarts += 1;
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| Error::io(format!("opening {}", self.log_path.display()), e))?;
+        writeln!(log, ">>> restart {}: {}", self.restarts, self.command_line)
+            .map_err(|e| Error::io(format!("writing {}", self.log_path.display()), e))?;
+        self.child = spawn_daemon(&self.bin, &self.args, &self.log_path, log)?;
+        self.wait_listening()
+    }
+
+    /// Times [`Daemon::restart`] started the daemon again.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// The `--state-dir` directory, if the daemon has one.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
     }
 
     /// Waits for every socket to listen; fails at once if the daemon exits.
@@ -529,6 +580,25 @@ impl Drop for Daemon {
         }
         // ChildGuard's drop kills and reaps it; the TempDir goes after.
     }
+}
+
+/// Spawns the daemon `bin ARGS...` with stdout and stderr going to `log`
+/// (the open file at `log_path`) and `RUST_LOG` passed through (default
+/// `info`).
+fn spawn_daemon(bin: &Path, args: &[String], log_path: &Path, log: File) -> Result<ChildGuard> {
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+    ChildGuard::spawn(DAEMON_BIN, cmd)
 }
 
 /// Runs `cmd` for at most `timeout`; returns its status, stdout and stderr.

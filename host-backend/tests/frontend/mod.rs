@@ -436,6 +436,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub control: PathBuf,
+    /// The arguments it was started with, for [`Daemon::restart`].
+    args: Vec<String>,
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -474,6 +476,7 @@ impl Daemon {
             child: Some(child),
             dir,
             control,
+            args,
         };
         daemon.wait_for_socket(&daemon.control);
         daemon
@@ -661,5 +664,309 @@ impl TestVm {
     /// hostile tests that publish their own).
     pub fn next_avail(&self) -> u16 {
         self.next_avail
+    }
+}
+
+/// The pid of the process that listens on the other end of the Unix socket
+/// `fd` (`SO_PEERCRED`), or 0 when it cannot be read.
+pub fn peer_pid_of(fd: i32) -> i32 {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` holds the
+    // size of `cred`; a bad fd only makes getsockopt fail.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        cred.pid
+    } else {
+        0
+    }
+}
+
+/// Why [`TestVm::try_reconnect`] failed.
+#[derive(Debug)]
+pub struct ReconnectError {
+    /// The daemon the socket was connected to, if it got that far.
+    pub peer: Option<i32>,
+    /// What failed.
+    pub what: String,
+}
+
+impl std::fmt::Display for ReconnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.peer {
+            Some(pid) => write!(f, "{} (daemon pid {pid})", self.what),
+            None => write!(f, "{}", self.what),
+        }
+    }
+}
+
+impl TestVm {
+    /// The pid of the daemon this VM's vhost-user socket is connected to.
+    pub fn peer_pid(&self) -> i32 {
+        peer_pid_of(self.frontend.as_raw_fd())
+    }
+
+    /// The used index up to which this VM has read the used ring.
+    pub fn last_used(&self) -> u16 {
+        self.last_used
+    }
+
+    /// Like [`TestVm::wait_used`], but returns `None` (consuming nothing)
+    /// when fewer than `count` more chains were used within `timeout`.
+    pub fn try_wait_used(&mut self, count: u16, timeout: Duration) -> Option<Vec<(u32, u32)>> {
+        let deadline = Instant::now() + timeout;
+        while self.used_idx().wrapping_sub(self.last_used) < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.call.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, 100) as i32;
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            let _ = self.call.read();
+        }
+        Some(self.wait_used(count, Duration::ZERO))
+    }
+
+    /// The memory table as QEMU would send it: every region of this VM's
+    /// memory, each backed by the memfd that the mapping keeps open.
+    pub fn memory_regions(&self) -> Vec<VhostUserMemoryRegionInfo> {
+        use vm_memory::GuestMemoryRegion;
+        self.mem
+            .iter()
+            .map(|r| {
+                let fo = r
+                    .file_offset()
+                    .expect("test VM memory is backed by a memfd");
+                VhostUserMemoryRegionInfo {
+                    guest_phys_addr: r.start_addr().0,
+                    memory_size: r.len(),
+                    userspace_addr: self.mem.get_host_address(r.start_addr()).unwrap() as u64,
+                    mmap_offset: fo.start(),
+                    mmap_handle: fo.file().as_raw_fd(),
+                }
+            })
+            .collect()
+    }
+
+    /// Reconnects to `path` as QEMU does after the backend died: a new
+    /// handshake, the same memory (same memfds) in SET_MEM_TABLE, the ring
+    /// at the same addresses with SET_VRING_BASE = the used index now in
+    /// guest memory, fresh kick and call eventfds, enable, then a kick so
+    /// that the backend processes what is available but not yet used.
+    /// Requests already posted stay posted; nothing in guest memory changes.
+    ///
+    /// Retries the connection itself until `connect_timeout`; every
+    /// vhost-user reply is bounded by a 10 s socket timeout. On success
+    /// returns the pid of the daemon now serving this VM. Replaces (and so
+    /// closes) the old connection only on success.
+    pub fn try_reconnect(
+        &mut self,
+        path: &Path,
+        connect_timeout: Duration,
+    ) -> Result<i32, ReconnectError> {
+        let deadline = Instant::now() + connect_timeout;
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ReconnectError {
+                        peer: None,
+                        what: format!("connect {}: {e}", path.display()),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let peer = peer_pid_of(stream.as_raw_fd());
+        let fail = |what: String| ReconnectError {
+            peer: Some(peer),
+            what,
+        };
+        let limit = Some(Duration::from_secs(10));
+        stream
+            .set_read_timeout(limit)
+            .and_then(|()| stream.set_write_timeout(limit))
+            .map_err(|e| fail(format!("socket timeouts: {e}")))?;
+        let mut frontend = Frontend::from_stream(stream, 1);
+        frontend
+            .set_owner()
+            .map_err(|e| fail(format!("SET_OWNER: {e}")))?;
+        let offered = frontend
+            .get_features()
+            .map_err(|e| fail(format!("GET_FEATURES: {e}")))?;
+        let mut features =
+            (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if self.event_idx {
+            features |= 1 << VIRTIO_RING_F_EVENT_IDX;
+        }
+        if offered & features != features {
+            return Err(fail(format!(
+                "features {offered:#x} do not include {features:#x}"
+            )));
+        }
+        frontend
+            .set_features(features)
+            .map_err(|e| fail(format!("SET_FEATURES: {e}")))?;
+        let proto = frontend
+            .get_protocol_features()
+            .map_err(|e| fail(format!("GET_PROTOCOL_FEATURES: {e}")))?;
+        if !proto.contains(VhostUserProtocolFeatures::CONFIG) {
+            return Err(fail(format!("protocol features {proto:?} lack CONFIG")));
+        }
+        frontend
+            .set_protocol_features(
+                VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
+            )
+            .map_err(|e| fail(format!("SET_PROTOCOL_FEATURES: {e}")))?;
+        let regions = self.memory_regions();
+        frontend
+            .set_mem_table(&regions)
+            .map_err(|e| fail(format!("SET_MEM_TABLE: {e}")))?;
+        let uaddr = self.mem.get_host_address(GuestAddress(0)).unwrap() as u64;
+        frontend
+            .set_vring_num(0, self.qsize)
+            .map_err(|e| fail(format!("SET_VRING_NUM: {e}")))?;
+        frontend
+            .set_vring_addr(
+                0,
+                &VringConfigData {
+                    queue_max_size: self.qsize,
+                    queue_size: self.qsize,
+                    flags: 0,
+                    desc_table_addr: uaddr + DESC_GPA,
+                    used_ring_addr: uaddr + USED_GPA,
+                    avail_ring_addr: uaddr + AVAIL_GPA,
+                    log_addr: None,
+                },
+            )
+            .map_err(|e| fail(format!("SET_VRING_ADDR: {e}")))?;
+        // The backend is dead, so the used index in guest memory is final.
+        let base = self.used_idx();
+        frontend
+            .set_vring_base(0, base)
+            .map_err(|e| fail(format!("SET_VRING_BASE {base}: {e}")))?;
+        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        frontend
+            .set_vring_call(0, &call)
+            .map_err(|e| fail(format!("SET_VRING_CALL: {e}")))?;
+        frontend
+            .set_vring_kick(0, &kick)
+            .map_err(|e| fail(format!("SET_VRING_KICK: {e}")))?;
+        frontend
+            .set_vring_enable(0, true)
+            .map_err(|e| fail(format!("SET_VRING_ENABLE: {e}")))?;
+        self.frontend = frontend;
+        self.kick = kick;
+        self.call = call;
+        self.kick();
+        Ok(peer)
+    }
+
+    /// [`TestVm::try_reconnect`] that insists on success within 10 s.
+    pub fn reconnect(&mut self, path: &Path) -> i32 {
+        match self.try_reconnect(path, Duration::from_secs(10)) {
+            Ok(pid) => pid,
+            Err(e) => panic!("reconnect to {}: {e}", path.display()),
+        }
+    }
+}
+
+impl Daemon {
+    /// SIGKILLs the daemon and reaps it (bounded). Its socket files and
+    /// state stay behind for [`Daemon::restart`].
+    pub fn kill9(&mut self) {
+        let child = self.child.take().expect("kill9: daemon not running");
+        // SAFETY: plain kill(2) on our own, not yet reaped, child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let status = wait_bounded(child, Duration::from_secs(5));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "daemon had exited before SIGKILL: {status}\n{}",
+            self.log_tail(40)
+        );
+    }
+
+    /// Starts the daemon again with the same arguments in the same dir
+    /// (its log is appended to) and waits, bounded, until its control
+    /// socket answers. Panics if it exits instead.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: daemon still running");
+        let log_path = self.dir.path().join("daemon.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        std::io::Write::write_all(&mut log, b"==== test: restart ====\n").unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+            .args(&self.args)
+            .arg("--control-socket")
+            .arg(&self.control)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10));
+    }
+
+    /// Waits until the control socket answers `pasidctl stats`.
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_exited() {
+                panic!(
+                    "daemon exited while starting: {status}\n{}",
+                    self.log_tail(40)
+                );
+            }
+            if self.ctl(&["stats"]).0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer on its control socket within {limit:?}\n{}",
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The exit status if the daemon has exited (it is then reaped).
+    pub fn try_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }

@@ -1,0 +1,464 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The registry's side of durable state: building it back from a snapshot
+//! and the journal, taking a snapshot of it, and matching the command line
+//! against what the state remembers.
+
+use std::sync::Arc;
+
+use log::{info, warn};
+use pasid_protocol::{RawRequest, Request, Response, Status};
+
+use super::{Registry, RegistryError, VmId, VmRecord, UNCONFIGURED};
+use crate::pasid_space::{OwnerId, OwnerKind, OwnerLimits, PasidSpace};
+use crate::rate_limit::TokenBucket;
+use crate::state::{Answered, Journal, OwnerImage, Record, StateImage};
+
+impl Registry {
+    /// Rebuilds a registry from a snapshot image over a fresh `space`. VMs
+    /// the image knows start unconfigured until [`Registry::configure_vm`]
+    /// names their socket. Errors say what in the image cannot be true.
+    /// `space_id` is used only if the image has none (a new directory).
+    pub fn restore(space: PasidSpace, space_id: u64, image: &StateImage) -> Result<Self, String> {
+        let space_id = match image.space_id {
+            0 => space_id,
+            kept => kept,
+        };
+        let mut reg = Registry::new(space, space_id);
+        for (index, owner) in image.owners.iter().enumerate() {
+            let id = reg
+                .space
+                .add_owner(&owner.name, owner.kind, owner.limits.clone())
+                .map_err(|e| format!("owner {index} ({:?}): {e}", owner.name))?;
+            for &(pasid, refs) in &owner.holdings {
+                reg.space.restore(id, pasid, refs).map_err(|e| {
+                    format!(
+                        "{} {:?} holds PASID {pasid} ({refs} references), which cannot be \
+                         restored: {e}{}",
+                        kind_name(owner.kind),
+                        owner.name,
+                        hint_for(&reg.space, pasid)
+                    )
+                })?;
+            }
+            if owner.kind == OwnerKind::Vm {
+                let mut rec = VmRecord::new(id, UNCONFIGURED, None);
+                rec.configured = owner.configured.clone();
+                rec.window = owner.window.clone();
+                rec.replay = owner.window.clone();
+                reg.vms.insert(owner.name.clone(), rec);
+            }
+        }
+        Ok(reg)
+    }
+
+    fn owner_at(&self, index: u32) -> Result<OwnerId, String> {
+        self.space
+            .owner_at(index)
+            .ok_or_else(|| format!("owner index {index} does not exist"))
+    }
+
+    /// Applies one journal record, as recovery does. Errors say why the
+    /// record cannot follow the state before it.
+    pub fn apply(&mut self, record: &Record) -> Result<(), String> {
+        match record {
+            Record::Batch { owner, answers } => {
+                let id = self.owner_at(*owner)?;
+                let name = self.space.owner_name(id).unwrap_or("?").to_string();
+                for a in answers.iter().filter(|a| !a.replayed) {
+                    self.apply_answer(id, a).map_err(|e| {
+                        format!("{name}'s answer at ring position {}: {e}", a.position)
+                    })?;
+                }
+                let rec = self
+                    .vms
+                    .get_mut(&name)
+                    .ok_or_else(|| format!("batch for {name:?}, which is not a VM"))?;
+                rec.window = answers.clone();
+                rec.replay = answers.clone();
+            }
+            Record::Reclaim { owner } => {
+                let id = self.owner_at(*owner)?;
+                self.space.reclaim(id);
+                if let Some(rec) = self.record_mut(VmId(id)) {
+                    rec.window = Vec::new();
+                    rec.replay = Vec::new();
+                }
+            }
+            Record::Limits { owner, limits } => {
+                let id = self.owner_at(*owner)?;
+                self.space
+                    .set_limits(id, limits.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            Record::AddOwner { kind, name, limits } => {
+                let id = self
+                    .space
+                    .add_owner(name, *kind, limits.clone())
+                    .map_err(|e| e.to_string())?;
+                if *kind == OwnerKind::Vm {
+                    self.vms
+                        .insert(name.clone(), VmRecord::new(id, UNCONFIGURED, None));
+                }
+            }
+            Record::Get { owner, pasid } => {
+                let id = self.owner_at(*owner)?;
+                self.space.get(id, *pasid).map_err(|e| e.to_string())?;
+            }
+            Record::Put { owner, pasid } => {
+                let id = self.owner_at(*owner)?;
+                self.space.put(id, *pasid).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Redoes the effect of one recorded answer.
+    fn apply_answer(&mut self, id: OwnerId, a: &Answered) -> Result<(), String> {
+        let request = RawRequest::decode(&a.request)
+            .parse()
+            .map_err(|e| format!("request does not decode: {e}"))?;
+        let response = Response::decode(&a.response);
+        if Status::from_wire(response.status) != Some(Status::Ok) {
+            return Ok(());
+        }
+        match request {
+            Request::Alloc { .. } => {
+                let pasid = response.pasid;
+                if !self.space.is_free(pasid) {
+                    return Err(format!("ALLOC answered PASID {pasid}, which was not free"));
+                }
+                self.space.restore(id, pasid, 1).map_err(|e| e.to_string())
+            }
+            Request::Free { pasid, .. } => self
+                .space
+                .put(id, pasid)
+                .map(|_| ())
+                .map_err(|e| format!("FREE of PASID {pasid}: {e}")),
+            Request::Reset { .. } => {
+                self.space.reclaim(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Names the socket of VM `name` from the command line and applies its
+    /// limits. A VM the state knows keeps its PASIDs; its limits follow the
+    /// command line if that changed since the last start, and otherwise
+    /// stay as they were (a `pasidctl quota` survives a restart).
+    pub fn configure_vm(
+        &mut self,
+        name: &str,
+        socket: &str,
+        limits: OwnerLimits,
+    ) -> Result<VmId, RegistryError> {
+        let bucket = self.rate_limit.map(TokenBucket::new);
+        let Some(rec) = self.vms.get_mut(name) else {
+            if self.space.owner(name).is_some() {
+                return Err(RegistryError::NotAVm(name.to_string()));
+            }
+            let vm = self.add_vm(name, socket, limits.clone())?;
+            if let Some(rec) = self.record_mut(vm) {
+                rec.configured = Some(limits);
+            }
+            return Ok(vm);
+        };
+        rec.socket = socket.to_string();
+        rec.bucket = bucket;
+        let id = rec.owner;
+        if rec.configured.as_ref() != Some(&limits) {
+            rec.configured = Some(limits.clone());
+            self.space.set_limits(id, limits.clone())?;
+            info!(
+                "vm={name} event=limits quota={} range={}-{} source=command-line",
+                limits.quota,
+                limits.range.start(),
+                limits.range.end()
+            );
+        } else if let Some(current) = self.space.limits(id).filter(|l| l.quota != limits.quota) {
+            info!(
+                "vm={name} event=limits quota={} source=state (set by pasidctl quota; the \
+                 command line's {} is unchanged since the last start)",
+                current.quota, limits.quota
+            );
+        }
+        Ok(VmId(id))
+    }
+
+    /// Warns about VMs the state holds PASIDs for but the command line no
+    /// longer names: their PASIDs stay reserved until released.
+    pub fn warn_unconfigured(&self) {
+        for (name, rec) in &self.vms {
+            if rec.socket != UNCONFIGURED {
+                continue;
+            }
+            let held = self.space.usage(rec.owner).map_or(0, |u| u.held);
+            if held > 0 {
+                warn!(
+                    "vm={name} event=unconfigured held={held} the state holds PASIDs for a VM \
+                     the command line does not name; they stay reserved until \
+                     `pasidctl release {name}`"
+                );
+            }
+        }
+    }
+
+    /// Everything durable, as a snapshot holds it.
+    pub fn image(&self) -> StateImage {
+        let owners = self
+            .space
+            .owner_ids()
+            .map(|id| {
+                let name = self.space.owner_name(id).unwrap_or_default().to_string();
+                let rec = self.vms.get(&name);
+                OwnerImage {
+                    kind: self.space.owner_kind(id).unwrap_or(OwnerKind::Host),
+                    limits: self.space.limits(id).unwrap_or(OwnerLimits {
+                        quota: 0,
+                        range: 1..=1,
+                    }),
+                    configured: rec.and_then(|r| r.configured.clone()),
+                    window: rec.map(|r| r.window.clone()).unwrap_or_default(),
+                    holdings: self.space.holdings(id),
+                    name,
+                }
+            })
+            .collect();
+        StateImage {
+            pasid_bits: self.space.pasid_bits(),
+            space_id: self.space_id,
+            owners,
+        }
+    }
+
+    /// From now on every change is journaled.
+    pub fn attach_journal(&mut self, journal: Arc<Journal>) {
+        self.journal = Some(journal);
+    }
+}
+
+fn kind_name(kind: OwnerKind) -> &'static str {
+    match kind {
+        OwnerKind::Vm => "VM",
+        OwnerKind::Host => "host holder",
+    }
+}
+
+/// What the operator can do about a holding the command line now forbids.
+fn hint_for(space: &PasidSpace, pasid: u32) -> &'static str {
+    if pasid > space.max_pasid() {
+        " (beyond --pasid-bits; start with the width the state was written with)"
+    } else if space.is_reserved(pasid) {
+        " (--reserve now covers it; start without that reservation, release the holder, then \
+         reserve)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use pasid_protocol::{Request, Status};
+
+    use super::*;
+    use crate::pasid_space::SpaceConfig;
+    use crate::registry::ReclaimReason;
+    use crate::state::StateFiles;
+
+    fn limits() -> OwnerLimits {
+        OwnerLimits {
+            quota: 100,
+            range: 1..=0xfffff,
+        }
+    }
+
+    /// Opens (or re-opens, as a restarted daemon does) the state in `dir`
+    /// with VMs a and b.
+    fn open(dir: &Path) -> (Registry, VmId, VmId) {
+        open_with_limit(dir, 1 << 20)
+    }
+
+    fn open_with_limit(dir: &Path, limit: u64) -> (Registry, VmId, VmId) {
+        let files = StateFiles::open(dir).unwrap();
+        let loaded = files.load().unwrap();
+        let space = PasidSpace::new(SpaceConfig::default()).unwrap();
+        // A new ID each time, as each daemon start draws one.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
+        let fresh = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut reg = Registry::restore(space, fresh, &loaded.image).unwrap();
+        for c in &loaded.commits {
+            for r in &c.records {
+                reg.apply(r).unwrap();
+            }
+        }
+        let a = reg.configure_vm("a", "a.sock", limits()).unwrap();
+        let b = reg.configure_vm("b", "b.sock", limits()).unwrap();
+        let slot = loaded.slot ^ usize::from(loaded.generation > 0);
+        let journal =
+            Journal::start(files, &reg.image(), loaded.generation + 1, slot, limit).unwrap();
+        reg.attach_journal(Arc::new(journal));
+        (reg, a, b)
+    }
+
+    fn alloc(tag: u64) -> Request {
+        Request::Alloc {
+            tag,
+            min: 1,
+            max: 0xfffff,
+        }
+    }
+
+    /// Ends the batch and waits for it to be durable, as a drain does.
+    fn commit(reg: &mut Registry, vm: VmId) {
+        reg.end_batch(vm).unwrap().wait();
+    }
+
+    fn replayed(reg: &Registry, name: &str) -> u64 {
+        reg.vms
+            .get(name)
+            .map(|r| r.counters.replayed)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn re_delivered_requests_get_their_first_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, _) = open(dir.path());
+        let space_id = reg.space_id;
+        let first = reg.answer(a, 65535, alloc(1));
+        let second = reg.answer(a, 0, alloc(2));
+        commit(&mut reg, a);
+        // Crash: the answers were durable, but never put on the used ring.
+        drop(reg);
+
+        let (mut reg, a, b) = open(dir.path());
+        assert_eq!(reg.space_id, space_id, "the same space, the same ID");
+        assert_eq!(reg.answer(a, 65535, alloc(1)), first);
+        assert_eq!(reg.answer(a, 0, alloc(2)), second);
+        let third = reg.answer(a, 1, alloc(3));
+        commit(&mut reg, a);
+        assert_eq!(replayed(&reg, "a"), 2);
+        let mut held = vec![first.pasid, second.pasid, third.pasid];
+        held.sort_unstable();
+        held.dedup();
+        assert_eq!(held.len(), 3, "one PASID per request: {held:?}");
+        assert_eq!(reg.space().held_by(a.0), held);
+        // b never gets any of them.
+        let theirs = reg.answer(b, 0, alloc(9));
+        assert!(!held.contains(&theirs.pasid));
+
+        // Position 1 lay past the window: it is gone, and the same bytes at
+        // a window position are a new request again.
+        let again = reg.answer(a, 0, alloc(2));
+        assert_ne!(again.pasid, second.pasid);
+        assert_eq!(replayed(&reg, "a"), 2);
+    }
+
+    #[test]
+    fn a_replay_after_a_replay_still_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, _) = open(dir.path());
+        let first = reg.answer(a, 7, alloc(1));
+        commit(&mut reg, a);
+        drop(reg);
+        // Restart, replay, crash again before the used ring was written.
+        let (mut reg, a, _) = open(dir.path());
+        assert_eq!(reg.answer(a, 7, alloc(1)), first);
+        commit(&mut reg, a);
+        drop(reg);
+        let (mut reg, a, _) = open(dir.path());
+        assert_eq!(reg.answer(a, 7, alloc(1)), first);
+        assert_eq!(reg.space().held_by(a.0), vec![first.pasid]);
+    }
+
+    #[test]
+    fn different_bytes_at_a_window_position_are_carried_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, _) = open(dir.path());
+        let first = reg.answer(a, 3, alloc(1));
+        commit(&mut reg, a);
+        drop(reg);
+        let (mut reg, a, _) = open(dir.path());
+        let other = reg.answer(a, 3, alloc(2));
+        assert_eq!(Status::from_wire(other.status), Some(Status::Ok));
+        assert_ne!(other.pasid, first.pasid);
+        assert_eq!(replayed(&reg, "a"), 0);
+    }
+
+    #[test]
+    fn reset_free_and_disconnect_are_replayed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, b) = open(dir.path());
+        let p: Vec<u32> = (0..4u16)
+            .map(|t| reg.answer(a, t, alloc(u64::from(t))).pasid)
+            .collect();
+        commit(&mut reg, a);
+        reg.answer(
+            a,
+            4,
+            Request::Free {
+                tag: 10,
+                pasid: p[0],
+            },
+        );
+        reg.answer(a, 5, Request::Reset { tag: 11 });
+        let after = reg.answer(a, 6, alloc(12));
+        commit(&mut reg, a);
+        let q = reg.answer(b, 0, alloc(20));
+        commit(&mut reg, b);
+        reg.host_get("drv", q.pasid).unwrap();
+        reg.reclaim_vm(b, ReclaimReason::Disconnect);
+        reg.commit_point().unwrap().wait();
+        drop(reg);
+
+        let (reg, a, b) = open(dir.path());
+        assert_eq!(reg.space().held_by(a.0), vec![after.pasid]);
+        assert!(reg.space().held_by(b.0).is_empty());
+        let drv = reg.space().owner("drv").unwrap();
+        assert_eq!(reg.space().held_by(drv), vec![q.pasid]);
+        // The disconnect ended b's device: nothing of it is replayed.
+        assert!(reg.vms.get("b").unwrap().replay.is_empty());
+    }
+
+    #[test]
+    fn an_undone_answer_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, _) = open(dir.path());
+        let req = alloc(1);
+        let resp = reg.answer(a, 0, req);
+        reg.undo(a, req, resp);
+        commit(&mut reg, a);
+        drop(reg);
+        let (reg, a, _) = open(dir.path());
+        assert!(reg.space().held_by(a.0).is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every frame takes the journal past 64 bytes: each commit compacts.
+        let (mut reg, a, _) = open_with_limit(dir.path(), 64);
+        let mut held = Vec::new();
+        for t in 0..64u16 {
+            held.push(reg.answer(a, t, alloc(u64::from(t))).pasid);
+            let point = reg.end_batch(a).unwrap();
+            point.wait();
+            let journal = reg.journal.clone().unwrap();
+            assert!(journal.needs_compaction());
+            journal.compact(&reg.image());
+            assert!(!journal.needs_compaction());
+        }
+        // Only the header is left: everything is in the snapshot.
+        let journal_len = std::fs::metadata(dir.path().join("journal")).unwrap().len();
+        assert_eq!(journal_len, 24);
+        drop(reg);
+        let (mut reg, a, _) = open(dir.path());
+        held.sort_unstable();
+        assert_eq!(reg.space().held_by(a.0), held);
+        // The last batch is still the replay window after compaction.
+        let last = reg.answer(a, 63, alloc(63));
+        assert_eq!(replayed(&reg, "a"), 1);
+        assert!(held.contains(&last.pasid));
+    }
+}

@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Durable state (`--state-dir`) through the real daemon: restarts after
+//! SIGKILL keep every holding, damaged state is refused with a message that
+//! names the file, a torn last write is dropped, one daemon per directory.
+// A test crate: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod frontend;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use frontend::{held_by, Daemon, TestVm};
+use pasid_protocol::Status;
+
+/// Daemon arguments for VMs `a` and `b` over the state in `state`.
+fn args(state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--vm",
+        "a={dir}/a.sock",
+        "--vm",
+        "b={dir}/b.sock,quota=50",
+        "--state-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(state.display().to_string());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn start(state: &Path, extra: &[&str]) -> Daemon {
+    let a = args(state, extra);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    Daemon::start(&refs)
+}
+
+fn kill9(d: Daemon) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(d.pid(), libc::SIGKILL) };
+    drop(d); // reaps it
+}
+
+/// Runs the daemon expecting it to refuse to start; returns its stderr.
+fn refused(state: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+        .args(["--vm", &format!("a={}/a.sock", dir.path().display())])
+        .args(["--state-dir", &state.display().to_string()])
+        .args([
+            "--control-socket",
+            &format!("{}/c.sock", dir.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the daemon started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn vm_json(d: &Daemon, name: &str) -> serde_json::Value {
+    d.ctl_json(&["vms"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_and_restart_keep_every_holding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let d = start(&state, &[]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let space_id = a.config().space_id;
+    let mine: Vec<u32> = (0..6).map(|_| a.alloc_ok(1, 0xfffff)).collect();
+    assert_eq!(a.free(mine[0]), Status::Ok);
+    let (ok, _, err) = d.ctl(&["get", &mine[1].to_string(), "--holder", "drv"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "a", "9"]);
+    assert!(ok, "{err}");
+    let before = held_by(&d, "a");
+    assert_eq!(before, mine[1..].to_vec());
+    kill9(d);
+
+    let d = start(&state, &[]);
+    d.wait_log("event=state-loaded");
+    assert_eq!(held_by(&d, "a"), before, "a's PASIDs after the restart");
+    assert_eq!(held_by(&d, "drv"), vec![mine[1]], "the host reference");
+    let va = vm_json(&d, "a");
+    assert_eq!(va["connected"], false);
+    assert_eq!(va["quota"], 9, "pasidctl quota survives a restart");
+
+    // A second VM never gets what a still holds.
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    assert_eq!(b.config().space_id, space_id, "the same space keeps its ID");
+    let theirs: Vec<u32> = (0..10).map(|_| b.alloc_ok(1, 0xfffff)).collect();
+    for p in &theirs {
+        assert!(!before.contains(p), "b was given {p}, which a holds");
+    }
+    // b got the lowest free numbers: mine[0] was freed before the crash.
+    assert!(theirs.contains(&mine[0]));
+
+    // Releasing a frees what only it held; the host reference stays.
+    let (ok, _, err) = d.ctl(&["release", "--vm", "a"]);
+    assert!(ok, "{err}");
+    assert!(held_by(&d, "a").is_empty());
+    assert_eq!(held_by(&d, "drv"), vec![mine[1]]);
+    let again = b.alloc_ok(1, 0xfffff);
+    assert!(before.contains(&again), "released PASIDs are free again");
+
+    // All of that is durable too, and a clean stop (SIGTERM) reclaims
+    // nothing: a's slot was never connected, b's frontend still is.
+    let (status, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let d = start(&state, &[]);
+    assert!(held_by(&d, "a").is_empty());
+    assert_eq!(held_by(&d, "b").len(), 11);
+    assert_eq!(held_by(&d, "drv"), vec![mine[1]]);
+}
+
+#[test]
+fn changed_command_line_limits_apply_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let d = start(&state, &[]);
+    assert_eq!(vm_json(&d, "b")["quota"], 50);
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "b", "3"]);
+    assert!(ok, "{err}");
+    kill9(d);
+    // Same command line: the operator's quota stands.
+    let d = start(&state, &[]);
+    assert_eq!(vm_json(&d, "b")["quota"], 3);
+    kill9(d);
+    // Edited command line: it wins.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock",
+        "--vm",
+        "b={dir}/b.sock,quota=70",
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    drop(tmp2);
+    assert_eq!(vm_json(&d, "b")["quota"], 70);
+    d.wait_log("vm=b event=limits quota=70");
+}
+
+#[test]
+fn a_vm_dropped_from_the_command_line_keeps_its_pasids_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let d = start(&state, &[]);
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    let held: Vec<u32> = (0..3).map(|_| b.alloc_ok(1, 0xfffff)).collect();
+    kill9(d);
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock",
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    d.wait_log("vm=b event=unconfigured held=3");
+    assert_eq!(held_by(&d, "b"), held);
+    assert_eq!(vm_json(&d, "b")["socket"], "(not configured)");
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let got = a.alloc_ok(1, 0xfffff);
+    assert!(!held.contains(&got));
+    let (ok, _, err) = d.ctl(&["release", "--vm", "b"]);
+    assert!(ok, "{err}");
+    assert!(held_by(&d, "b").is_empty());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let _d = start(&state, &[]);
+    let err = refused(&state);
+    assert!(
+        err.contains("is in use by another vhost-user-pasid"),
+        "{err}"
+    );
+    assert!(err.contains(&state.display().to_string()), "{err}");
+}
+
+/// The snapshot slot with the newest content (the longer-lived one).
+fn newest_snapshot(state: &Path) -> PathBuf {
+    let mut slots: Vec<PathBuf> = (0..2)
+        .map(|i| state.join(format!("snapshot.{i}")))
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .collect();
+    slots.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    slots.pop().unwrap()
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A state with allocations in its snapshot and several journal frames.
+fn state_with_frames() -> (tempfile::TempDir, PathBuf, Vec<u32>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let d = start(&state, &[]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let held: Vec<u32> = (0..4).map(|_| a.alloc_ok(1, 0xfffff)).collect();
+    kill9(d);
+    (tmp, state, held)
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_naming_the_file() {
+    let (_tmp, state, _) = state_with_frames();
+    // Start once more so the allocations are in a snapshot.
+    kill9(start(&state, &[]));
+    let snap = newest_snapshot(&state);
+    flip(&snap, 40);
+    let err = refused(&state);
+    assert!(err.contains(&snap.display().to_string()), "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains("refusing to start"), "{err}");
+}
+
+#[test]
+fn damage_inside_the_journal_is_refused() {
+    let (_tmp, state, _) = state_with_frames();
+    let journal = state.join("journal");
+    let len = std::fs::metadata(&journal).unwrap().len();
+    assert!(len > 100, "expected several frames, journal is {len} bytes");
+    // Inside the first frame's payload (header 24 + frame header 16).
+    flip(&journal, 24 + 16 + 3);
+    let err = refused(&state);
+    assert!(err.contains(&journal.display().to_string()), "{err}");
+    assert!(err.contains("followed by a valid frame"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["snapshot.0", "snapshot.1", "journal"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn a_torn_last_write_is_dropped_and_nothing_acknowledged_is_lost() {
+    let (tmp, state, held) = state_with_frames();
+    let pristine = tmp.path().join("pristine");
+    copy_dir(&state, &pristine);
+    let bytes = std::fs::read(state.join("journal")).unwrap();
+    // Header, then one frame per ALLOC: frame header 16, batch header 7,
+    // one answer 43.
+    let frame = 16 + 7 + 43;
+    let last_frame = 24 + 3 * frame;
+    assert_eq!(
+        bytes.len(),
+        last_frame + frame,
+        "4 frames of one answer each"
+    );
+    // Cuts inside the last frame, as a crash in mid-write leaves it: the
+    // frame is dropped, the ones before it stay. So is garbage after it.
+    let mut garbage = bytes.clone();
+    garbage.extend_from_slice(&[0x5a; 40]);
+    let cases: Vec<Vec<u8>> = [last_frame + 1, last_frame + 16, bytes.len() - 1]
+        .iter()
+        .map(|&cut| bytes[..cut].to_vec())
+        .chain([garbage])
+        .collect();
+    for (i, journal) in cases.iter().enumerate() {
+        copy_dir(&pristine, &state);
+        std::fs::write(state.join("journal"), journal).unwrap();
+        let d = start(&state, &[]);
+        let expect = if i == 3 { &held[..] } else { &held[..3] };
+        assert_eq!(held_by(&d, "a"), expect.to_vec(), "case {i}");
+        d.wait_log("event=state-repair");
+        kill9(d);
+    }
+}
+
+#[test]
+fn unknown_format_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("snapshot.0"), b"this is not a snapshot at all").unwrap();
+    let err = refused(&state);
+    assert!(err.contains("bad magic"), "{err}");
+    assert!(err.contains("snapshot.0"), "{err}");
+}
+
+/// The value of the sample `name` (no labels) in `pasidctl metrics`.
+fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    let (ok, out, err) = d.ctl(&["metrics"]);
+    assert!(ok, "{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_frames_records_and_syncs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let d = start(&state, &[]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    for _ in 0..5 {
+        a.alloc_ok(1, 0xfffff);
+    }
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "a", "9"]);
+    assert!(ok, "{err}");
+    // One drain per ALLOC (one request per kick), one quota change: one
+    // record and one frame each, nothing else waited.
+    assert_eq!(metric(&d, "vpasid_state_records_total"), Some(6.0));
+    assert_eq!(metric(&d, "vpasid_state_frames_total"), Some(6.0));
+    assert_eq!(
+        metric(&d, "vpasid_state_sync_duration_seconds_count"),
+        Some(6.0)
+    );
+    assert_eq!(metric(&d, "vpasid_state_compactions_total"), Some(0.0));
+    let journal = std::fs::metadata(state.join("journal")).unwrap().len();
+    assert_eq!(
+        metric(&d, "vpasid_state_journal_bytes"),
+        Some(journal as f64)
+    );
+
+    // Without --state-dir there is no state to report on.
+    let mem = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    assert_eq!(metric(&mem, "vpasid_state_frames_total"), None);
+}
