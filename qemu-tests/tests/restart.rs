@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The durable PASID space (`vhost-user-pasid --state-dir DIR`) across a
-//! daemon crash, with real guests (Linux 6.1 and 5.10 under QEMU TCG):
+//! daemon crash, with real guests (Linux 6.1 and 5.10 under QEMU TCG).
+//!
+//! `durable_state_survives_sigkill`:
 //!
 //! 1. The daemon serves slots `vmA` and `vmB` with a state directory; guest
 //!    A allocates 8 PASIDs and the host lists exactly those for `vmA`.
@@ -17,19 +19,38 @@
 //! 5. Guest A's device is dead: a request fails cleanly within the driver's
 //!    timeout and never reaches the new daemon; both guests stay healthy.
 //!
-//! Each kernel runs as `durable_state_survives_sigkill::linux_<kernel>`.
-//! Logs: `target/qemu-tests-logs/durable_state_survives_sigkill.
-//! linux_<kernel>-{vmA,vmB,daemon}.log` (the daemon's log holds both runs,
-//! separated by a `>>> restart 1` line). The daemon binaries must have been
-//! built first (`cargo build --release --bins`).
+//! `restarted_vm_reclaims_at_probe`, the operator's usual path after a
+//! backend crash (restart the VM instead of `pasidctl release`):
+//!
+//! 1. Guest A allocates 8 PASIDs on slot `vmA` of a daemon with a state
+//!    directory; the daemon is killed (`SIGKILL`) and restarted on the same
+//!    state, and still lists the 8 for `vmA`, not connected.
+//! 2. Guest A is powered off. Its QEMU never connected to the new daemon,
+//!    so its exit reclaims nothing: the 8 stay listed for `vmA`, and the
+//!    log shows no connect, disconnect or reclaim of `vmA` since the
+//!    restart.
+//! 3. A fresh guest A' boots on the same slot; its driver's probe RESET
+//!    reclaims the 8 (`reason="driver reset" references=8`, the first
+//!    reclaim of `vmA` since the restart), and the host lists none.
+//! 4. A' allocates 8 in the same range and gets exactly A's old numbers, in
+//!    order (lowest free), proving they were freed; it stays healthy and
+//!    powers off cleanly, and that disconnect, which this daemon saw,
+//!    reclaims its 8.
+//!
+//! Each kernel runs as `<scenario>::linux_<kernel>`. Logs:
+//! `target/qemu-tests-logs/<scenario>.linux_<kernel>-{vmA,vmA-2,vmB,
+//! daemon}.log` (the daemon's log holds both runs, separated by a
+//! `>>> restart 1` line). The daemon binaries must have been built first
+//! (`cargo build --release --bins`).
 
-// The scenario body is an ordinary function called from the generated
-// `#[test]`s, so clippy does not see it as test code: in it, as in any
+// The scenario bodies are ordinary functions called from the generated
+// `#[test]`s, so clippy does not see them as test code: in them, as in any
 // test, a failed step is a panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use qemu_tests::vpasid::{parse_alloc, EXERCISER_CTL};
@@ -51,6 +72,10 @@ const B_COUNT: u32 = 12;
 const B_MORE: u32 = 4;
 /// The driver's request timeout in guest A, whose device dies.
 const A_TIMEOUT_MS: u32 = 500;
+/// Bound on a daemon log line showing up.
+const SHOWS_UP: Duration = Duration::from_secs(20);
+/// How long a QEMU's exit is given to reach the daemon, were it connected.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// One test per kernel for each scenario function `name(Kernel)`.
 macro_rules! scenarios {
@@ -71,20 +96,30 @@ macro_rules! scenarios {
     )*};
 }
 
-scenarios!(durable_state_survives_sigkill);
+scenarios!(
+    durable_state_survives_sigkill,
+    restarted_vm_reclaims_at_probe
+);
 
 // ---------------------------------------------------------------------------
 // Helpers
 
 /// Boots guest `vm` on `daemon`'s socket for it, loads the driver with
-/// `params` and the exerciser, and waits for the driver's probe RESET.
+/// `params` and the exerciser, and waits for the driver's probe RESET,
+/// which finds nothing held.
 fn boot_active(kernel: Kernel, daemon: &Daemon, vm: &str, params: &str) -> Guest {
+    boot_resetting(kernel, daemon, vm, params, 0)
+}
+
+/// [`boot_active`] for a slot the host still holds PASIDs for: the probe's
+/// RESET must report that it released `released` references.
+fn boot_resetting(kernel: Kernel, daemon: &Daemon, vm: &str, params: &str, released: u32) -> Guest {
     let config = GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap());
     let mut guest = Guest::boot(config).unwrap();
     guest.load_driver(params).unwrap();
     guest.wait_driver_state("active", CMD).unwrap();
     guest
-        .wait_for_dmesg("RESET released 0 reference(s)", CMD)
+        .wait_for_dmesg(&format!("RESET released {released} reference(s)"), CMD)
         .unwrap();
     guest.load_exerciser().unwrap();
     guest
@@ -307,5 +342,174 @@ fn durable_state_survives_sigkill(kernel: Kernel) {
          daemon state lines:\n  {}",
         started.elapsed(),
         state_lines(&log).join("\n  ")
+    );
+}
+
+/// After a crash, the operator restarts the dead VM: its old QEMU's exit
+/// reclaims nothing (the new daemon never saw it connect), the new guest's
+/// probe RESET does, and the new guest gets the freed numbers.
+fn restarted_vm_reclaims_at_probe(kernel: Kernel) {
+    let started = Instant::now();
+    let mut daemon = Daemon::start(
+        DaemonConfig::new()
+            .vm(VmSlot::new("vmA"))
+            .state_dir("state"),
+    )
+    .unwrap();
+
+    // 1. Guest A allocates; the daemon crashes and restarts on its state.
+    let mut a = boot_active(
+        kernel,
+        &daemon,
+        "vmA",
+        &format!("timeout_ms={A_TIMEOUT_MS}"),
+    );
+    let a_ids = alloc_each(&mut a, A_COUNT);
+    let a_set: BTreeSet<u32> = a_ids.iter().copied().collect();
+    assert_eq!(a_set, (MIN..MIN + A_COUNT).collect(), "{a_ids:?}");
+    assert_eq!(sole_holdings(&daemon, "vmA"), a_set);
+    assert_eq!(all_listed(&daemon), a_set);
+    let host_a = daemon.vm("vmA").unwrap();
+    assert!(host_a.connected, "{host_a:?}");
+    assert_eq!(host_a.held, A_COUNT, "{host_a:?}");
+
+    let status = daemon.kill().unwrap();
+    assert!(!status.success(), "{status}");
+    let restart_mark = daemon.log_mark();
+    daemon.restart().unwrap();
+    let loaded = daemon
+        .wait_log_since(restart_mark, "event=state-loaded", SHOWS_UP)
+        .unwrap();
+    assert!(
+        loaded.contains(&format!("pasids={A_COUNT} references={A_COUNT}")),
+        "{loaded}"
+    );
+    assert_eq!(sole_holdings(&daemon, "vmA"), a_set, "after the restart");
+    assert_eq!(all_listed(&daemon), a_set, "after the restart");
+    let host_a = daemon.vm("vmA").unwrap();
+    assert_eq!(
+        (host_a.connected, host_a.held, host_a.counters.connects),
+        (false, A_COUNT, 0),
+        "{host_a:?}"
+    );
+
+    // 2. The operator powers A off. Its device died with the first daemon
+    //    and never connected to this one: its exit must reclaim nothing.
+    a.poweroff(POWEROFF).unwrap();
+    assert!(!a.is_running());
+    thread::sleep(SETTLE);
+    assert_eq!(
+        sole_holdings(&daemon, "vmA"),
+        a_set,
+        "after A's QEMU exited"
+    );
+    assert_eq!(all_listed(&daemon), a_set, "after A's QEMU exited");
+    let host_a = daemon.vm("vmA").unwrap();
+    assert_eq!(
+        (
+            host_a.connected,
+            host_a.held,
+            host_a.counters.connects,
+            host_a.counters.reclaimed
+        ),
+        (false, A_COUNT, 0, 0),
+        "{host_a:?}"
+    );
+    let log = daemon.log();
+    let since_restart: Vec<&str> = log[restart_mark..]
+        .lines()
+        .filter(|l| l.contains("vm=vmA event="))
+        .collect();
+    for event in ["event=connect", "event=disconnect", "event=reclaim"] {
+        assert!(
+            !since_restart
+                .iter()
+                .any(|l| l.contains(&format!("vm=vmA {event}"))),
+            "A's exit reached the new daemon: {since_restart:#?}"
+        );
+    }
+
+    // 3. A fresh guest A' on the same slot: its probe RESET reclaims A's.
+    let reset_mark = daemon.log_mark();
+    let boot_at = Instant::now();
+    let mut a2 = boot_resetting(kernel, &daemon, "vmA", "", A_COUNT);
+    let a2_boot = boot_at.elapsed();
+    daemon
+        .wait_log_since(reset_mark, "vm=vmA event=connect", SHOWS_UP)
+        .unwrap();
+    // The first reclaim of vmA since the restart is this one.
+    let reclaim = daemon
+        .wait_log_since(restart_mark, "vm=vmA event=reclaim", SHOWS_UP)
+        .unwrap();
+    assert!(
+        reclaim.contains(&format!(
+            "vm=vmA event=reclaim reason=\"driver reset\" references={A_COUNT} \
+             pasids_freed={A_COUNT}"
+        )),
+        "reclaim line: {reclaim}"
+    );
+    assert!(daemon.vm_pasids("vmA").unwrap().is_empty());
+    assert!(all_listed(&daemon).is_empty());
+    let host_a = daemon.vm("vmA").unwrap();
+    assert_eq!(
+        (
+            host_a.connected,
+            host_a.held,
+            host_a.counters.connects,
+            host_a.counters.reclaimed,
+            host_a.counters.request("RESET")
+        ),
+        (true, 0, 1, u64::from(A_COUNT), 1),
+        "{host_a:?}"
+    );
+
+    // 4. A' allocates in the same range: lowest free hands it A's old
+    //    numbers, in order, so they were freed.
+    let a2_ids = alloc_each(&mut a2, A_COUNT);
+    assert_eq!(a2_ids[0], a_ids[0], "{a2_ids:?} vs A's {a_ids:?}");
+    assert_eq!(a2_ids, a_ids, "A' did not get A's freed numbers");
+    assert_eq!(sole_holdings(&daemon, "vmA"), a_set);
+    assert_eq!(all_listed(&daemon), a_set);
+    let above: BTreeSet<u32> = (MIN + A_COUNT..MIN + A_COUNT + 2).collect();
+    assert_guest_knows(&mut a2, &a_set, &above);
+    let status = a2.driver_status().unwrap();
+    assert_eq!(status.state, "active", "{status:?}");
+    assert_eq!(
+        (
+            status.counter("allocs"),
+            status.counter("outstanding"),
+            status.counter("timeouts")
+        ),
+        (u64::from(A_COUNT), u64::from(A_COUNT), 0),
+        "{status:?}"
+    );
+    assert_eq!(status.failures(), [], "{status:?}");
+
+    // A' is healthy and powers off cleanly; this disconnect the daemon
+    // saw, so it reclaims what A' held.
+    a2.check_health().unwrap();
+    let off_mark = daemon.log_mark();
+    a2.poweroff(POWEROFF).unwrap();
+    let disconnect = daemon
+        .wait_log_since(off_mark, "vm=vmA event=reclaim", SHOWS_UP)
+        .unwrap();
+    assert!(
+        disconnect.contains(&format!(
+            "reason=\"disconnect\" references={A_COUNT} pasids_freed={A_COUNT}"
+        )),
+        "reclaim line: {disconnect}"
+    );
+    assert!(daemon.pasids().unwrap().is_empty());
+    assert!(daemon.is_running(), "the restarted daemon died");
+
+    eprintln!(
+        "{kernel}: A' booted and reset in {a2_boot:?}; whole run {:?}; daemon log since the \
+         restart (state, vmA):\n  {}",
+        started.elapsed(),
+        daemon.log()[restart_mark..]
+            .lines()
+            .filter(|l| l.contains("vm=vmA") || l.contains("event=state-loaded"))
+            .collect::<Vec<_>>()
+            .join("\n  ")
     );
 }
