@@ -440,7 +440,7 @@ impl CommitPoint {
     }
 
     /// Waits until the point is on disk (group commit). Call without the
-    /// registry lock.
+    /// registry lock: the writer thread never takes it.
     pub fn wait(&self) {
         self.journal.commit(self.ticket);
     }
@@ -450,7 +450,7 @@ impl CommitPoint {
     pub fn compact_if_needed(&self, registry: &Mutex<Registry>) {
         if self.journal.needs_compaction() {
             let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-            self.journal.compact(&reg.image());
+            self.journal.compact(reg.image());
         }
     }
 

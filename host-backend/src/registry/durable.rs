@@ -446,7 +446,7 @@ mod tests {
             point.wait();
             let journal = reg.journal.clone().unwrap();
             assert!(journal.needs_compaction());
-            journal.compact(&reg.image());
+            journal.compact(reg.image());
             assert!(!journal.needs_compaction());
         }
         // Only the header is left: everything is in the snapshot.

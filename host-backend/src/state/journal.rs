@@ -3,23 +3,26 @@
 //!
 //! Records are appended to an in-memory frame while the registry lock is
 //! held, so the journal's order is the order in which the state changed.
-//! Whoever needs its answers durable calls [`Journal::commit`] after
-//! dropping that lock: the first caller becomes the leader, writes every
-//! record appended so far as one checksummed frame and syncs it once; the
-//! callers that arrive meanwhile wait, and the next of them leads the next
-//! frame. One sync thus covers every VM's requests since the last one, and
-//! because the file is sequential, a durable frame implies every earlier
-//! one is durable too: no answer is released before the state it depends on
-//! (another VM's FREE, say) is on disk.
+//! One writer thread takes whatever has been appended, by every VM and the
+//! control socket, writes it as one checksummed frame and syncs it once,
+//! then starts on whatever arrived meanwhile. Whoever needs its answers
+//! durable calls [`Journal::commit`] after dropping the registry lock and
+//! waits for the frame that holds its record (group commit). The writer
+//! never waits for a waiter to wake up before starting the next frame, so
+//! back-to-back syncs keep the disk busy. Because the file is sequential, a
+//! durable frame implies every earlier one is durable too: no answer is
+//! released before the state it depends on (another VM's FREE, say) is on
+//! disk.
 //!
-//! When the journal passes its size limit, [`Journal::compact`] writes the
-//! whole state as a new snapshot into the other snapshot slot, then empties
-//! the journal under a new generation. Only descriptors opened at start-up
-//! are used (pwrite, ftruncate, fdatasync), so the seccomp filter need not
-//! allow opening files.
+//! When the journal passes its size limit, [`Journal::compact`] has the
+//! writer write the whole state as a new snapshot into the other snapshot
+//! slot, then empty the journal under a new generation. Only descriptors
+//! opened at start-up are used (pwrite, ftruncate, fdatasync), so the
+//! seccomp filter need not allow opening files.
 
 use std::os::unix::fs::FileExt;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use log::{error, info};
@@ -35,7 +38,7 @@ use super::{StateError, StateFiles};
 /// stops rather than answer from state that is not on disk.
 pub const EXIT_STATE_IO: i32 = 74;
 
-/// Records appended but not yet written.
+/// What appenders, committers and the writer share.
 #[derive(Debug)]
 struct Pending {
     /// The next frame: a header placeholder, then records.
@@ -46,8 +49,10 @@ struct Pending {
     appended: u64,
     /// Records known to be on disk.
     durable: u64,
-    /// A leader is writing a frame.
-    syncing: bool,
+    /// A compaction to carry out, with the image to write.
+    compact: Option<StateImage>,
+    /// The journal is being dropped: write what is left and stop.
+    closing: bool,
     /// Bytes in the journal file.
     journal_len: u64,
     /// Frames written since start-up.
@@ -56,6 +61,34 @@ struct Pending {
     compactions: u64,
     /// Time to write and sync each frame.
     sync: Histogram,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer waits here for records, a compaction or the end.
+    work: Condvar,
+    /// Committers wait here for their record to be durable.
+    written: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What only the writer thread touches.
+#[derive(Debug)]
+struct Disk {
+    files: StateFiles,
+    generation: u64,
+    /// Sequence number of the last frame written in this generation.
+    seq: u64,
+    /// Slot of the snapshot of this generation.
+    slot: usize,
+    /// Where the next frame goes.
+    offset: u64,
 }
 
 /// Figures for the metrics.
@@ -73,25 +106,11 @@ pub struct JournalStats {
     pub sync: Histogram,
 }
 
-/// What only the leader (or the compactor) touches.
-#[derive(Debug)]
-struct Disk {
-    files: StateFiles,
-    generation: u64,
-    /// Sequence number of the last frame written in this generation.
-    seq: u64,
-    /// Slot of the snapshot of this generation.
-    slot: usize,
-    /// Where the next frame goes.
-    offset: u64,
-}
-
 /// The durable log of state changes. See the module docs.
 #[derive(Debug)]
 pub struct Journal {
-    pending: Mutex<Pending>,
-    written: Condvar,
-    disk: Mutex<Disk>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
     limit: u64,
 }
 
@@ -104,9 +123,9 @@ fn fresh_frame(mut buf: Vec<u8>) -> Vec<u8> {
 /// Stops the daemon: state on disk is no longer what the answers given
 /// would need. A restart recovers from the last durable frame; requests
 /// whose answers were held back are re-delivered by their frontends.
-fn fatal(what: &str, e: &std::io::Error) -> ! {
+fn fatal(what: &dyn std::fmt::Display) -> ! {
     error!(
-        "event=state-failure {what}: {e}; stopping so that no answer is given that is not on \
+        "event=state-failure {what}; stopping so that no answer is given that is not on \
          disk (restart to recover from the last durable state)"
     );
     std::process::exit(EXIT_STATE_IO)
@@ -114,8 +133,8 @@ fn fatal(what: &str, e: &std::io::Error) -> ! {
 
 impl Journal {
     /// Starts generation `generation`: writes `image` as its snapshot into
-    /// `slot` and empties the journal. `limit` is the journal size past
-    /// which [`Journal::needs_compaction`] says so.
+    /// `slot`, empties the journal, and starts the writer thread. `limit`
+    /// is the journal size past which [`Journal::needs_compaction`] says so.
     pub fn start(
         files: StateFiles,
         image: &StateImage,
@@ -131,92 +150,70 @@ impl Journal {
             offset: 0,
         };
         disk.write_generation(image)?;
-        Ok(Journal {
+        let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 frame: fresh_frame(Vec::new()),
                 spare: Vec::new(),
                 appended: 0,
                 durable: 0,
-                syncing: false,
+                compact: None,
+                closing: false,
                 journal_len: disk.offset,
                 frames: 0,
                 compactions: 0,
                 sync: Histogram::default(),
             }),
+            work: Condvar::new(),
             written: Condvar::new(),
-            disk: Mutex::new(disk),
+        });
+        let path = disk.files.journal_path();
+        let for_writer = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || write_loop(&for_writer, disk))
+            .map_err(|source| StateError::Io {
+                path,
+                op: "start the writer thread for",
+                source,
+            })?;
+        Ok(Journal {
+            shared,
+            writer: Some(writer),
             limit,
         })
-    }
-
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn wait<'a>(&self, guard: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
-        self.written.wait(guard).unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends one record, encoded by `encode`; returns its ticket for
     /// [`Journal::commit`]. Call with the registry lock held.
     pub fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
-        let mut p = self.pending();
+        let mut p = self.shared.lock();
         encode(&mut p.frame);
         p.appended += 1;
+        self.shared.work.notify_one();
         p.appended
     }
 
     /// The ticket of the latest record appended.
     pub fn latest(&self) -> u64 {
-        self.pending().appended
+        self.shared.lock().appended
     }
 
     /// Returns once the record of `ticket`, and every one before it, is on
     /// disk. Never called with the registry lock held.
     pub fn commit(&self, ticket: u64) {
-        let mut p = self.pending();
-        loop {
-            if p.durable >= ticket {
-                return;
-            }
-            if p.syncing {
-                p = self.wait(p);
-                continue;
-            }
-            // Lead: take everything appended so far.
-            p.syncing = true;
-            let target = p.appended;
-            let spare = fresh_frame(std::mem::take(&mut p.spare));
-            let mut frame = std::mem::replace(&mut p.frame, spare);
-            drop(p);
-            let started = Instant::now();
-            let written = frame.len() > COMMIT_HEADER_LEN;
-            let journal_len = if written {
-                self.disk().write_frame(&mut frame)
-            } else {
-                self.disk().offset
-            };
-            let took = started.elapsed();
-            p = self.pending();
-            if written {
-                p.frames += 1;
-                p.sync.observe(took);
-            }
-            p.syncing = false;
-            p.durable = p.durable.max(target);
-            p.journal_len = journal_len;
-            p.spare = frame;
-            self.written.notify_all();
+        let mut p = self.shared.lock();
+        while p.durable < ticket {
+            p = self
+                .shared
+                .written
+                .wait(p)
+                .unwrap_or_else(|e| e.into_inner());
         }
-    }
-
-    fn disk(&self) -> MutexGuard<'_, Disk> {
-        self.disk.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Figures for the metrics.
     pub fn stats(&self) -> JournalStats {
-        let p = self.pending();
+        let p = self.shared.lock();
         JournalStats {
             frames: p.frames,
             records: p.appended,
@@ -228,40 +225,96 @@ impl Journal {
 
     /// Whether the journal has grown past its limit.
     pub fn needs_compaction(&self) -> bool {
-        self.pending().journal_len > self.limit
+        self.shared.lock().journal_len > self.limit
     }
 
-    /// Replaces the journal by a snapshot of `image`. Call with the registry
-    /// lock held, `image` taken under it: every record appended so far is
-    /// reflected in it, and none can be appended meanwhile.
-    pub fn compact(&self, image: &StateImage) {
-        let mut p = self.pending();
-        while p.syncing {
-            p = self.wait(p);
-        }
-        let mut disk = self.disk();
-        if disk.offset <= self.limit {
+    /// Replaces the journal by a snapshot of `image` and returns once that
+    /// is on disk. Call with the registry lock held, `image` taken under
+    /// it: every record appended so far is reflected in it, and none can be
+    /// appended meanwhile.
+    pub fn compact(&self, image: StateImage) {
+        let mut p = self.shared.lock();
+        if p.journal_len <= self.limit {
             return;
         }
-        let started = Instant::now();
-        let before = disk.offset;
-        disk.generation += 1;
-        disk.slot ^= 1;
-        if let Err(e) = disk.write_generation(image) {
-            error!("event=state-failure {e}");
-            std::process::exit(EXIT_STATE_IO);
+        let done = p.compactions + 1;
+        p.compact = Some(image);
+        self.shared.work.notify_one();
+        while p.compactions < done {
+            p = self
+                .shared
+                .written
+                .wait(p)
+                .unwrap_or_else(|e| e.into_inner());
         }
-        p.frame = fresh_frame(std::mem::take(&mut p.frame));
-        p.durable = p.appended;
-        p.journal_len = disk.offset;
-        p.compactions += 1;
-        self.written.notify_all();
-        info!(
-            "event=compact generation={} journal_bytes={before} owners={} ms={}",
-            disk.generation,
-            image.owners.len(),
-            started.elapsed().as_millis()
-        );
+    }
+}
+
+impl Drop for Journal {
+    /// Writes what is still pending and stops the writer (which closes the
+    /// files and so releases the directory's lock).
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: one frame after another while records come in;
+/// compactions when asked.
+fn write_loop(shared: &Shared, mut disk: Disk) {
+    let mut p = shared.lock();
+    loop {
+        if let Some(image) = p.compact.take() {
+            // The image holds every record appended so far: the pending
+            // frame is dropped, not written.
+            let covered = p.appended;
+            let spare = std::mem::take(&mut p.frame);
+            drop(p);
+            let started = Instant::now();
+            let before = disk.offset;
+            disk.generation += 1;
+            disk.slot ^= 1;
+            if let Err(e) = disk.write_generation(&image) {
+                fatal(&e);
+            }
+            info!(
+                "event=compact generation={} journal_bytes={before} owners={} ms={}",
+                disk.generation,
+                image.owners.len(),
+                started.elapsed().as_millis()
+            );
+            p = shared.lock();
+            p.frame = fresh_frame(spare);
+            p.durable = p.durable.max(covered);
+            p.journal_len = disk.offset;
+            p.compactions += 1;
+            shared.written.notify_all();
+            continue;
+        }
+        if p.frame.len() > COMMIT_HEADER_LEN {
+            let target = p.appended;
+            let spare = fresh_frame(std::mem::take(&mut p.spare));
+            let mut frame = std::mem::replace(&mut p.frame, spare);
+            drop(p);
+            let started = Instant::now();
+            let journal_len = disk.write_frame(&mut frame);
+            let took = started.elapsed();
+            p = shared.lock();
+            p.durable = p.durable.max(target);
+            p.journal_len = journal_len;
+            p.frames += 1;
+            p.sync.observe(took);
+            p.spare = frame;
+            shared.written.notify_all();
+            continue;
+        }
+        if p.closing {
+            return;
+        }
+        p = shared.work.wait(p).unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -273,16 +326,12 @@ impl Disk {
         seal_commit(frame, self.generation, self.seq);
         let file = &self.files.journal;
         if let Err(e) = file.write_all_at(frame, self.offset) {
-            fatal(
-                &format!("cannot write {}", self.files.journal_path().display()),
-                &e,
-            );
+            let path = self.files.journal_path();
+            fatal(&format!("{}: cannot write: {e}", path.display()));
         }
         if let Err(e) = file.sync_data() {
-            fatal(
-                &format!("cannot sync {}", self.files.journal_path().display()),
-                &e,
-            );
+            let path = self.files.journal_path();
+            fatal(&format!("{}: cannot sync: {e}", path.display()));
         }
         self.offset += frame.len() as u64;
         self.offset
