@@ -336,3 +336,65 @@ fn metrics_count_frames_records_and_syncs() {
     let mem = Daemon::start(&["--vm", "a={dir}/a.sock"]);
     assert_eq!(metric(&mem, "vpasid_state_frames_total"), None);
 }
+
+/// The state in `state`, loaded as the daemon would (snapshot plus
+/// journal), as a snapshot image.
+fn loaded_image(state: &Path) -> vhost_user_pasid::state::StateImage {
+    use vhost_user_pasid::pasid_space::{PasidSpace, SpaceConfig};
+    use vhost_user_pasid::registry::Registry;
+    let files = vhost_user_pasid::state::StateFiles::open(state).unwrap();
+    let loaded = files.load().unwrap();
+    let space = PasidSpace::new(SpaceConfig::default()).unwrap();
+    let mut reg = Registry::restore(space, 1, &loaded.image).unwrap();
+    for c in &loaded.commits {
+        for r in &c.records {
+            reg.apply(r).unwrap();
+        }
+    }
+    reg.image()
+}
+
+#[test]
+fn a_crash_inside_compaction_loses_nothing() {
+    use vhost_user_pasid::state::codec::encode_snapshot;
+    // state_with_frames leaves generation 1: snapshot.0 and a journal of 4
+    // frames. Compaction to generation 2 writes snapshot.1, then empties
+    // the journal.
+    let (tmp, state, held) = state_with_frames();
+    let pristine = tmp.path().join("pristine");
+    copy_dir(&state, &pristine);
+    let next = encode_snapshot(&loaded_image(&state), 2);
+
+    // Killed while writing snapshot.1: the torn newer snapshot is ignored,
+    // generation 1 and its journal are used.
+    std::fs::write(state.join("snapshot.1"), &next[..next.len() / 2]).unwrap();
+    let d = start(&state, &[]);
+    d.wait_log("is an unfinished snapshot of generation 2");
+    assert_eq!(held_by(&d, "a"), held);
+    kill9(d);
+
+    // Killed after snapshot.1, before the journal was emptied: the journal
+    // (generation 1) is older than the snapshot and must not be replayed
+    // on top of it, which would allocate its PASIDs a second time.
+    copy_dir(&pristine, &state);
+    std::fs::write(state.join("snapshot.1"), &next).unwrap();
+    let d = start(&state, &[]);
+    d.wait_log("older than the snapshot's 2");
+    assert_eq!(held_by(&d, "a"), held);
+    kill9(d);
+
+    // The journal moved on to generation 2, so snapshot.1 had been
+    // complete: damage to it now is real, and refused.
+    copy_dir(&pristine, &state);
+    let mut damaged = next.clone();
+    damaged[40] ^= 1;
+    std::fs::write(state.join("snapshot.1"), &damaged).unwrap();
+    let mut journal = std::fs::read(state.join("journal")).unwrap();
+    journal.truncate(24);
+    let header = vhost_user_pasid::state::codec::encode_journal_header(2);
+    journal.copy_from_slice(&header);
+    std::fs::write(state.join("journal"), &journal).unwrap();
+    let err = refused(&state);
+    assert!(err.contains("snapshot.1"), "{err}");
+    assert!(err.contains("generation 2 is damaged"), "{err}");
+}

@@ -35,3 +35,25 @@ pub use health::{ALLOWED_TAINT, BAD_PATTERNS};
 pub use process::{spawn_tied, wait_for_path, wait_for_unix_listener, ChildGuard};
 pub use setup::{ensure_setup, Kernel};
 pub use vpasid::VpasidGuest;
+
+/// One `#[test]` per guest kernel for each scenario function `name(Kernel)`:
+/// `name::linux_6_1` and `name::linux_5_10`, so that `cargo test NAME` or
+/// `cargo test linux_5_10` picks a scenario or a kernel.
+#[macro_export]
+macro_rules! per_kernel {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::Kernel;
+
+            #[test]
+            fn linux_6_1() {
+                super::$name(Kernel::V6_1);
+            }
+
+            #[test]
+            fn linux_5_10() {
+                super::$name(Kernel::V5_10);
+            }
+        }
+    )*};
+}

@@ -77,26 +77,7 @@ const SHOWS_UP: Duration = Duration::from_secs(20);
 /// How long a QEMU's exit is given to reach the daemon, were it connected.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// One test per kernel for each scenario function `name(Kernel)`.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use qemu_tests::Kernel;
-
-            #[test]
-            fn linux_6_1() {
-                super::$name(Kernel::V6_1);
-            }
-
-            #[test]
-            fn linux_5_10() {
-                super::$name(Kernel::V5_10);
-            }
-        }
-    )*};
-}
-
-scenarios!(
+qemu_tests::per_kernel!(
     durable_state_survives_sigkill,
     restarted_vm_reclaims_at_probe
 );
@@ -195,6 +176,21 @@ fn state_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Boots guest A on `vmA`, allocates [`A_COUNT`] PASIDs one by one and
+/// checks they are the bottom of the range and that the host lists exactly
+/// those, held by `vmA` alone. Returns the guest and the PASIDs, in the
+/// order given and as a set.
+fn boot_a_with_pasids(kernel: Kernel, daemon: &Daemon) -> (Guest, Vec<u32>, BTreeSet<u32>) {
+    let mut a = boot_active(kernel, daemon, "vmA", &format!("timeout_ms={A_TIMEOUT_MS}"));
+    let a_ids = alloc_each(&mut a, A_COUNT);
+    let a_set: BTreeSet<u32> = a_ids.iter().copied().collect();
+    // Lowest free: A has the bottom of the range, where B would start.
+    assert_eq!(a_set, (MIN..MIN + A_COUNT).collect(), "{a_ids:?}");
+    assert_eq!(sole_holdings(daemon, "vmA"), a_set);
+    assert_eq!(all_listed(daemon), a_set);
+    (a, a_ids, a_set)
+}
+
 // ---------------------------------------------------------------------------
 // The scenario
 
@@ -210,19 +206,7 @@ fn durable_state_survives_sigkill(kernel: Kernel) {
     let state_dir = daemon.state_dir().unwrap().to_path_buf();
 
     // 1. Guest A allocates; the host lists exactly its PASIDs for vmA.
-    let mut a = boot_active(
-        kernel,
-        &daemon,
-        "vmA",
-        &format!("timeout_ms={A_TIMEOUT_MS}"),
-    );
-    let a_ids = alloc_each(&mut a, A_COUNT);
-    let a_set: BTreeSet<u32> = a_ids.iter().copied().collect();
-    assert_eq!(a_set.len(), A_COUNT as usize, "{a_ids:?}");
-    // Lowest free: A has the bottom of the range, where B would start.
-    assert_eq!(a_set, (MIN..MIN + A_COUNT).collect(), "{a_ids:?}");
-    assert_eq!(sole_holdings(&daemon, "vmA"), a_set);
-    assert_eq!(all_listed(&daemon), a_set);
+    let (mut a, a_ids, a_set) = boot_a_with_pasids(kernel, &daemon);
     let host_a = daemon.vm("vmA").unwrap();
     assert!(host_a.connected, "{host_a:?}");
     assert_eq!(host_a.held, A_COUNT, "{host_a:?}");
@@ -358,17 +342,7 @@ fn restarted_vm_reclaims_at_probe(kernel: Kernel) {
     .unwrap();
 
     // 1. Guest A allocates; the daemon crashes and restarts on its state.
-    let mut a = boot_active(
-        kernel,
-        &daemon,
-        "vmA",
-        &format!("timeout_ms={A_TIMEOUT_MS}"),
-    );
-    let a_ids = alloc_each(&mut a, A_COUNT);
-    let a_set: BTreeSet<u32> = a_ids.iter().copied().collect();
-    assert_eq!(a_set, (MIN..MIN + A_COUNT).collect(), "{a_ids:?}");
-    assert_eq!(sole_holdings(&daemon, "vmA"), a_set);
-    assert_eq!(all_listed(&daemon), a_set);
+    let (mut a, a_ids, a_set) = boot_a_with_pasids(kernel, &daemon);
     let host_a = daemon.vm("vmA").unwrap();
     assert!(host_a.connected, "{host_a:?}");
     assert_eq!(host_a.held, A_COUNT, "{host_a:?}");

@@ -40,26 +40,7 @@ const MIN: u32 = 100;
 /// See [`MIN`].
 const MAX: u32 = 10_000;
 
-/// One test per kernel for each scenario function `name(Kernel)`.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use qemu_tests::Kernel;
-
-            #[test]
-            fn linux_6_1() {
-                super::$name(Kernel::V6_1);
-            }
-
-            #[test]
-            fn linux_5_10() {
-                super::$name(Kernel::V5_10);
-            }
-        }
-    )*};
-}
-
-scenarios!(
+qemu_tests::per_kernel!(
     allocations_come_from_the_host,
     two_vms_get_disjoint_pasids,
     find_returns_private_data,
