@@ -329,7 +329,8 @@ impl JournalCursor {
         file.read_exact_at(&mut buf, self.offset).unwrap();
         let mut at = 0;
         let mut out = Syncs::default();
-        while at < buf.len() {
+        // The daemon keeps zeros written ahead of its last frame.
+        while buf[at..].iter().any(|&b| b != 0) {
             let commit = read_commit(&buf[at..], self.generation).unwrap_or_else(|| {
                 panic!(
                     "{}: no valid frame at byte {} (was it compacted?)",
@@ -345,7 +346,7 @@ impl JournalCursor {
             }
             at += commit.len;
         }
-        self.offset = len;
+        self.offset += at as u64;
         out
     }
 }

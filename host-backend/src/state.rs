@@ -351,6 +351,11 @@ impl StateFiles {
         let mut expected = 1u64;
         while let Some(rest) = journal.get(offset..).filter(|r| !r.is_empty()) {
             let Some(commit) = read_commit(rest, generation) else {
+                // The writer keeps zeros ahead of the last frame: all zeros
+                // from here on is the clean end.
+                let Some(last) = rest.iter().rposition(|&b| b != 0) else {
+                    break;
+                };
                 // Torn or damaged. Only the last write may be torn: any
                 // whole frame after this point means damage in the middle.
                 if let Some(at) = later_frame(journal, offset + 1, generation, expected) {
@@ -366,7 +371,7 @@ impl StateFiles {
                     "event=state-repair {}: dropping {} bytes at byte {offset}: the unfinished \
                      last write of a crash (never acknowledged to any guest)",
                     path.display(),
-                    rest.len()
+                    last + 1
                 );
                 break;
             };

@@ -259,32 +259,62 @@ fn a_torn_last_write_is_dropped_and_nothing_acknowledged_is_lost() {
     copy_dir(&state, &pristine);
     let bytes = std::fs::read(state.join("journal")).unwrap();
     // Header, then one frame per ALLOC: frame header 16, batch header 7,
-    // one answer 43.
+    // one answer 43; then the zeros the writer keeps ahead of its end.
     let frame = 16 + 7 + 43;
     let last_frame = 24 + 3 * frame;
+    let end = last_frame + frame;
     assert_eq!(
-        bytes.len(),
-        last_frame + frame,
+        journal_end(&state.join("journal")),
+        end as u64,
         "4 frames of one answer each"
     );
-    // Cuts inside the last frame, as a crash in mid-write leaves it: the
-    // frame is dropped, the ones before it stay. So is garbage after it.
+    assert!(bytes.len() > end, "zeros are written ahead of the end");
+    assert!(bytes[end..].iter().all(|&b| b == 0));
+
+    // A crash in mid-write leaves the last frame cut short: over the zeros
+    // written ahead, or (a file system that lost them) at the file's end.
+    // The frame is dropped, the ones before it stay. Garbage after the
+    // last frame is dropped the same way.
+    let mut cases: Vec<(Vec<u8>, &[u32])> = Vec::new();
+    // (The frame's last 12 bytes hold the PASID's high bytes and the tag's,
+    // zero here: cutting there would leave the frame whole.)
+    for cut in [last_frame + 1, last_frame + 16, end - 12] {
+        let mut over_zeros = bytes.clone();
+        over_zeros[cut..end].fill(0);
+        cases.push((over_zeros, &held[..3]));
+        cases.push((bytes[..cut].to_vec(), &held[..3]));
+    }
     let mut garbage = bytes.clone();
-    garbage.extend_from_slice(&[0x5a; 40]);
-    let cases: Vec<Vec<u8>> = [last_frame + 1, last_frame + 16, bytes.len() - 1]
-        .iter()
-        .map(|&cut| bytes[..cut].to_vec())
-        .chain([garbage])
-        .collect();
-    for (i, journal) in cases.iter().enumerate() {
+    garbage[end..end + 40].fill(0x5a);
+    cases.push((garbage, &held[..]));
+    for (i, (journal, expect)) in cases.iter().enumerate() {
         copy_dir(&pristine, &state);
         std::fs::write(state.join("journal"), journal).unwrap();
         let d = start(&state, &[]);
-        let expect = if i == 3 { &held[..] } else { &held[..3] };
         assert_eq!(held_by(&d, "a"), expect.to_vec(), "case {i}");
         d.wait_log("event=state-repair");
         kill9(d);
     }
+
+    // The untouched journal: zeros after the last frame are its clean end.
+    copy_dir(&pristine, &state);
+    let d = start(&state, &[]);
+    assert_eq!(held_by(&d, "a"), held);
+    let log = d.wait_log("event=state-loaded");
+    assert!(!log.contains("state-repair"), "{log}");
+}
+
+/// Where the frames of the journal at `path` end (the writer keeps zeros
+/// written beyond).
+fn journal_end(path: &Path) -> u64 {
+    use vhost_user_pasid::state::codec::{decode_journal_header, read_commit, JOURNAL_HEADER_LEN};
+    let bytes = std::fs::read(path).unwrap();
+    let generation = decode_journal_header(&bytes).unwrap();
+    let mut at = JOURNAL_HEADER_LEN;
+    while let Some(c) = read_commit(&bytes[at..], generation) {
+        at += c.len;
+    }
+    at as u64
 }
 
 #[test]
@@ -326,7 +356,7 @@ fn metrics_count_frames_records_and_syncs() {
         Some(6.0)
     );
     assert_eq!(metric(&d, "vpasid_state_compactions_total"), Some(0.0));
-    let journal = std::fs::metadata(state.join("journal")).unwrap().len();
+    let journal = journal_end(&state.join("journal"));
     assert_eq!(
         metric(&d, "vpasid_state_journal_bytes"),
         Some(journal as f64)

@@ -449,9 +449,12 @@ mod tests {
             journal.compact(reg.image());
             assert!(!journal.needs_compaction());
         }
-        // Only the header is left: everything is in the snapshot.
-        let journal_len = std::fs::metadata(dir.path().join("journal")).unwrap().len();
-        assert_eq!(journal_len, 24);
+        // Only the header is left, then the zeros written ahead: everything
+        // is in the snapshot.
+        let journal = std::fs::read(dir.path().join("journal")).unwrap();
+        assert!(journal[24..].iter().all(|&b| b == 0));
+        assert_eq!(reg.journal_stats().unwrap().journal_bytes, 24);
+        assert_eq!(reg.journal_stats().unwrap().compactions, 64);
         drop(reg);
         let (mut reg, a, _) = open(dir.path());
         held.sort_unstable();
