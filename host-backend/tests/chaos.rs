@@ -12,6 +12,15 @@
 //! they free everything and the daemon must list nothing, also after one
 //! more kill.
 //!
+//! After some kills the daemon is also killed during its own start-up, one
+//! to three times in a row, a random few milliseconds after it was spawned
+//! and without waiting for it to be ready: while it reads and replays the
+//! state, or writes the next generation's snapshot and empties the journal
+//! (`Journal::start`). Those kills must lose nothing either. The VMs do not
+//! reconnect to such a daemon (`current_pid` stays 0 until the restart
+//! that stays is ready), but one whose reconnect was already retrying its
+//! connect may meet it and must cope with it dying mid-handshake.
+//!
 //! `VPASID_CHAOS_KILLS=N` sets the number of kills (default 50);
 //! `VPASID_CHAOS_SEED=S` replays a schedule (the seed is printed).
 // A test crate: failing loudly is the point.
@@ -25,7 +34,8 @@
 mod frontend;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -52,6 +62,28 @@ const STALL: Duration = Duration::from_secs(30);
 const QUIESCE: Duration = Duration::from_secs(30);
 /// What [`TestVm::post`] fills response buffers with.
 const UNWRITTEN: u16 = 0xeeee;
+/// Percentage of kills after which the daemon is also killed during its
+/// start-up, 1..=STARTUP_KILLS_MAX times in a row, before the restart that
+/// is let become ready.
+const STARTUP_KILL_PCT: u64 = 25;
+const STARTUP_KILLS_MAX: u64 = 3;
+/// Such a start is SIGKILLed after a delay drawn uniformly from 0 to
+/// STARTUP_KILL_REACH percent of the median time from spawn (exec) to
+/// `event=state-loaded` measured on this run's restarts so far: the
+/// machine, the build profile and the disk set that time. Measured here (2
+/// CPUs, ext4 on a virtio disk, release build, under this test's load,
+/// 404 restarts): p10 2.9 ms, median 5.6 ms, p90 7.1 ms to
+/// `event=state-loaded` (the log's `ms=`, the state work, says 1..2 ms:
+/// mostly the syncs), the control socket answering about 2.5 ms later.
+/// Kills within 1 ms of the spawn found nothing of the new generation
+/// written, about a third of those after 1..5 ms landed inside
+/// `Journal::start`, nearly all after 6 ms found the slots listening. With
+/// 120%, well over half land before `event=state-loaded` and about one in
+/// six inside `Journal::start`; each run prints its own figures and where
+/// its kills landed.
+const STARTUP_KILL_REACH: u64 = 120;
+/// The median assumed before any restart was measured, in µs.
+const STARTUP_GUESS_US: u64 = 6_000;
 
 /// xorshift64*: small, seeded, good enough for schedules.
 struct Rng(u64);
@@ -133,6 +165,9 @@ struct Shared {
     /// A few unpublished answers that the restarted daemon answered
     /// differently (allowed: they were not yet durable), for the report.
     changed: Mutex<Vec<String>>,
+    /// Every daemon a reconnect reached: (pid, whether the handshake
+    /// completed).
+    met: Mutex<Vec<(i32, bool)>>,
 }
 
 impl Shared {
@@ -204,9 +239,13 @@ impl Guest {
             match self.vm.try_reconnect(&self.path, Duration::from_secs(5)) {
                 Ok(pid) => {
                     Stats::add(&self.shared.stats.reconnects, 1);
+                    self.shared.met.lock().unwrap().push((pid, true));
                     self.peer = pid;
                 }
                 Err(e) => {
+                    if let Some(pid) = e.peer {
+                        self.shared.met.lock().unwrap().push((pid, false));
+                    }
                     // `current_pid` goes to 0 before a kill: if it still
                     // names the daemon that failed us, that daemon was
                     // alive and refused a well-formed reconnect.
@@ -477,6 +516,107 @@ struct Chaos {
     quiesces: u64,
     /// Requests the daemons reported answering from a replay window.
     replayed: u64,
+    /// Kills that were followed by start-up kills.
+    startup_rounds: u64,
+    /// Daemons SIGKILLed during start-up, by how far they had got.
+    startup_kills: BTreeMap<StartPhase, u64>,
+    /// After how many µs each of them was killed.
+    startup_delays: Vec<u64>,
+    /// Their pids.
+    startup_pids: BTreeSet<i32>,
+    /// Restarts that were let become ready: spawn until `event=state-loaded`
+    /// (polled finely), and until the control socket answered (polled
+    /// every 5 ms by running `pasidctl`), in µs.
+    loaded_after: Vec<u64>,
+    ready_after: Vec<u64>,
+}
+
+/// How far a daemon killed during start-up had got, judged from its log and
+/// from the state files it left (their headers, docs/state.md "Format").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum StartPhase {
+    /// Nothing of the new generation written: killed while starting the
+    /// process, reading or replaying the state, or binding sockets.
+    BeforeWrite,
+    /// The new generation's snapshot written, the journal not yet emptied.
+    SnapshotWritten,
+    /// The journal emptied, its new header not yet written.
+    JournalEmptied,
+    /// The new generation's journal header written, `event=state-loaded`
+    /// not yet logged.
+    GenerationStarted,
+    /// `event=state-loaded` logged (the state work was done), not every VM
+    /// slot's `event=listen` yet.
+    Loaded,
+    /// Every VM slot's `event=listen` logged: its threads were starting, the
+    /// control socket's next; ready, or about to be.
+    Listening,
+}
+
+/// Generations in the state files' headers: the highest of the snapshot
+/// slots, and the journal's (None if it has no header, e.g. emptied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DiskGenerations {
+    snapshot: Option<u64>,
+    journal: Option<u64>,
+}
+
+/// The generation in a state file's header, if it has `magic`.
+fn header_generation(path: &Path, magic: &[u8; 8]) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() < 20 || &bytes[..8] != magic {
+        return None;
+    }
+    Some(u64::from_le_bytes(bytes[12..20].try_into().unwrap()))
+}
+
+fn disk_generations(state: &Path) -> DiskGenerations {
+    let snapshot = (0..2)
+        .filter_map(|i| {
+            let path = state.join(format!("snapshot.{i}"));
+            header_generation(&path, b"VPASIDS\x01")
+        })
+        .max();
+    let journal = header_generation(&state.join("journal"), b"VPASIDJ\x01");
+    DiskGenerations { snapshot, journal }
+}
+
+impl StartPhase {
+    /// `log`: what the daemon logged.
+    fn judge(before: DiskGenerations, after: DiskGenerations, log: &str) -> StartPhase {
+        if log.matches(" event=listen ").count() >= VMS {
+            StartPhase::Listening
+        } else if log.contains("event=state-loaded ") {
+            StartPhase::Loaded
+        } else if after.journal.is_some() && after.journal != before.journal {
+            StartPhase::GenerationStarted
+        } else if after.journal.is_none() && before.journal.is_some() {
+            StartPhase::JournalEmptied
+        } else if after.snapshot > before.snapshot {
+            StartPhase::SnapshotWritten
+        } else {
+            StartPhase::BeforeWrite
+        }
+    }
+}
+
+/// "min .. p10 .. median .. p90 .. max" of `v` (µs), in ms.
+fn spread(v: &[u64]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let at = |q: usize| v[(v.len() - 1) * q / 100] as f64 / 1000.0;
+    format!(
+        "min {:.1} p10 {:.1} median {:.1} p90 {:.1} max {:.1} ms (n={})",
+        at(0),
+        at(10),
+        at(50),
+        at(90),
+        at(100),
+        v.len()
+    )
 }
 
 impl Chaos {
@@ -531,15 +671,83 @@ impl Chaos {
         }
     }
 
-    fn kill_and_restart(&mut self) {
+    /// SIGKILLs the daemon, sometimes (`rng`) kills 1..=STARTUP_KILLS_MAX
+    /// daemons started after it during their start-up, then restarts it and
+    /// waits until it is ready. `current_pid` is 0 from before the first
+    /// kill until then, so that no VM reconnects to a daemon about to die.
+    fn kill_and_restart(&mut self, rng: &mut Rng) {
         self.watch();
         self.shared.current_pid.store(0, Ordering::SeqCst);
         self.daemon.kill9();
         self.kills += 1;
-        self.daemon.restart();
+        if rng.chance(STARTUP_KILL_PCT) {
+            self.startup_rounds += 1;
+            for _ in 0..=rng.below(STARTUP_KILLS_MAX) {
+                let reach = self.startup_median_us() * STARTUP_KILL_REACH / 100;
+                self.kill_during_startup(reach * rng.below(1001) / 1000);
+            }
+        }
+        self.restart_measured();
+        assert_eq!(self.shared.current_pid.load(Ordering::SeqCst), 0);
         self.shared
             .current_pid
             .store(self.daemon.pid(), Ordering::SeqCst);
+    }
+
+    /// The median time from spawn to `event=state-loaded` so far, in µs.
+    fn startup_median_us(&self) -> u64 {
+        if self.loaded_after.is_empty() {
+            return STARTUP_GUESS_US;
+        }
+        let mut v = self.loaded_after.clone();
+        v.sort_unstable();
+        v[v.len() / 2]
+    }
+
+    /// Starts the daemon and SIGKILLs it `delay_us` µs later, ready or not.
+    fn kill_during_startup(&mut self, delay_us: u64) {
+        let state = self.daemon.path("state");
+        let before = disk_generations(&state);
+        let from = self.daemon.log_len();
+        self.daemon
+            .spawn_again(&format!("start-up, to be SIGKILLed after {delay_us} us"));
+        self.startup_pids.insert(self.daemon.pid());
+        // Fails if it exits by itself (refusing the state, say).
+        self.sleep(Duration::from_micros(delay_us));
+        let status = self.daemon.kill9_status();
+        if status.signal() != Some(libc::SIGKILL) {
+            self.fail(&format!(
+                "the daemon started {delay_us} us before had exited by itself: {status}"
+            ));
+        }
+        let after = disk_generations(&state);
+        let phase = StartPhase::judge(before, after, &self.daemon.log_since(from));
+        *self.startup_kills.entry(phase).or_default() += 1;
+        self.startup_delays.push(delay_us);
+    }
+
+    /// Restarts the daemon and waits until it is ready, noting how long
+    /// that took.
+    fn restart_measured(&mut self) {
+        let from = self.daemon.log_len();
+        self.daemon.spawn_again("restart");
+        // From its exec, as the delays of the start-up kills.
+        let spawned = Instant::now();
+        loop {
+            if let Some(status) = self.daemon.try_exited() {
+                self.fail(&format!("the daemon exited while starting: {status}"));
+            }
+            if self.daemon.log_since(from).contains("event=state-loaded ") {
+                break;
+            }
+            if spawned.elapsed() > Duration::from_secs(10) {
+                self.fail("the restarted daemon did not log event=state-loaded within 10 s");
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        self.loaded_after.push(spawned.elapsed().as_micros() as u64);
+        self.daemon.wait_ready(Duration::from_secs(10));
+        self.ready_after.push(spawned.elapsed().as_micros() as u64);
     }
 
     /// Quiesces every frontend (in-flight batch completed) and checks the
@@ -690,6 +898,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         beliefs: (0..VMS).map(|_| Mutex::new(BTreeSet::new())).collect(),
         stats: Stats::default(),
         changed: Mutex::new(Vec::new()),
+        met: Mutex::new(Vec::new()),
     });
     let _abort = AbortOnDrop(shared.clone());
     let mut guests = Vec::new();
@@ -728,13 +937,19 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         double_kills: 0,
         quiesces: 0,
         replayed: 0,
+        startup_rounds: 0,
+        startup_kills: BTreeMap::new(),
+        startup_delays: Vec::new(),
+        startup_pids: BTreeSet::new(),
+        loaded_after: Vec::new(),
+        ready_after: Vec::new(),
     };
 
     while chaos.kills < target_kills {
         // Let the VMs run for a random while, then kill.
         let run_for = Duration::from_millis(rng.below(120));
         chaos.sleep(run_for);
-        chaos.kill_and_restart();
+        chaos.kill_and_restart(&mut rng);
         // Sometimes kill again while the VMs reconnect and their requests
         // are re-processed: once 1..=VMS of them have reconnected.
         if chaos.kills < target_kills && rng.chance(30) {
@@ -744,7 +959,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
                 chaos.sleep(Duration::from_micros(200));
             }
             chaos.sleep(Duration::from_micros(rng.below(3000)));
-            chaos.kill_and_restart();
+            chaos.kill_and_restart(&mut rng);
             chaos.double_kills += 1;
         }
         let when = format!("after kill {}", chaos.kills);
@@ -787,7 +1002,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             "after freeing everything the daemon lists {listed}"
         ));
     }
-    chaos.kill_and_restart();
+    chaos.kill_and_restart(&mut rng);
     let listed = chaos.daemon.ctl_json(&["pasids"]);
     if !listed.as_array().is_some_and(Vec::is_empty) {
         chaos.fail(&format!("after the last restart the daemon lists {listed}"));
@@ -837,6 +1052,49 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         Stats::get(&s.unpublished_same),
         chaos.replayed,
     );
+    // Start-up kills that landed before the state was loaded: the delays
+    // must reach into start-up, or the feature tests nothing.
+    let startup_total: u64 = chaos.startup_kills.values().sum();
+    let late: u64 = chaos
+        .startup_kills
+        .range(StartPhase::Loaded..)
+        .map(|(_, n)| n)
+        .sum();
+    let phases: Vec<String> = chaos
+        .startup_kills
+        .iter()
+        .map(|(p, n)| format!("{p:?} {n}"))
+        .collect();
+    eprintln!(
+        "chaos: start-up of the {} restarts that stayed: spawn to event=state-loaded {}; \
+         spawn to control socket answering {}",
+        chaos.loaded_after.len(),
+        spread(&chaos.loaded_after),
+        spread(&chaos.ready_after)
+    );
+    let (met_ok, met_failed) = shared
+        .met
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(pid, _)| chaos.startup_pids.contains(pid))
+        .fold((0, 0), |(ok, failed), (_, done)| {
+            if *done {
+                (ok + 1, failed)
+            } else {
+                (ok, failed + 1)
+            }
+        });
+    eprintln!(
+        "chaos: {startup_total} start-up kills ({} before event=state-loaded) after {} of the \
+         kills, delays uniform in 0..={STARTUP_KILL_REACH}% of the median start-up so \
+         far: {}; by phase reached: {}; VM reconnects that met such a daemon: {met_ok} \
+         completed the handshake, {met_failed} failed",
+        startup_total - late,
+        chaos.startup_rounds,
+        spread(&chaos.startup_delays),
+        phases.join(", ")
+    );
     if chaos.replayed == 0 {
         chaos.fail("no request was answered from a replay window: replays never happened");
     }
@@ -846,10 +1104,20 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     if Stats::get(&s.reconnects) < VMS as u64 {
         chaos.fail("the VMs never reconnected");
     }
-    let loaded = events.get("state-loaded").copied().unwrap_or(0);
-    if loaded as u64 != chaos.kills + 1 {
+    if target_kills >= DEFAULT_KILLS && startup_total - late == 0 {
         chaos.fail(&format!(
-            "{loaded} event=state-loaded lines for {} starts",
+            "none of the {startup_total} start-up kills landed before event=state-loaded: \
+             the delays (up to {STARTUP_KILL_REACH}% of the median start-up) miss it \
+             (spawn to event=state-loaded: {}; delays used: {})",
+            spread(&chaos.loaded_after),
+            spread(&chaos.startup_delays)
+        ));
+    }
+    let loaded = events.get("state-loaded").copied().unwrap_or(0);
+    if loaded as u64 != chaos.kills + 1 + late {
+        chaos.fail(&format!(
+            "{loaded} event=state-loaded lines for {} starts that stayed and {late} \
+             killed after logging it",
             chaos.kills + 1
         ));
     }

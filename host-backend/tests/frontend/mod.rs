@@ -910,27 +910,7 @@ impl Daemon {
     /// (its log is appended to) and waits, bounded, until its control
     /// socket answers. Panics if it exits instead.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart: daemon still running");
-        let log_path = self.dir.path().join("daemon.log");
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        std::io::Write::write_all(&mut log, b"==== test: restart ====\n").unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
-            .args(&self.args)
-            .arg("--control-socket")
-            .arg(&self.control)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.spawn_again("restart");
         self.wait_ready(Duration::from_secs(10));
     }
 
@@ -968,5 +948,75 @@ impl Daemon {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon again with the same arguments in the same dir,
+    /// like [`Daemon::restart`], but returns as soon as the process is
+    /// spawned, without waiting for it to be ready (to SIGKILL it during
+    /// start-up). `marker` goes into the log first, as `==== test: MARKER
+    /// ====`.
+    pub fn spawn_again(&mut self, marker: &str) {
+        assert!(self.child.is_none(), "spawn_again: daemon still running");
+        let log_path = self.dir.path().join("daemon.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        std::io::Write::write_all(&mut log, format!("==== test: {marker} ====\n").as_bytes())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+            .args(&self.args)
+            .arg("--control-socket")
+            .arg(&self.control)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the daemon and reaps it (bounded, polling finely), like
+    /// [`Daemon::kill9`], but returns the exit status instead of insisting
+    /// that the SIGKILL was what ended it.
+    pub fn kill9_status(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("kill9_status: daemon not running");
+        // SAFETY: plain kill(2) on our own, not yet reaped, child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not die within 5 s of SIGKILL"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// The log's current length in bytes.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("daemon.log")).map_or(0, |m| m.len())
+    }
+
+    /// What the daemon has logged from byte `offset` on.
+    pub fn log_since(&self, offset: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = File::open(self.dir.path().join("daemon.log")) else {
+            return String::new();
+        };
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }
