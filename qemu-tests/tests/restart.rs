@@ -48,11 +48,14 @@
 // test, a failed step is a panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{assert_guest_knows, sole_holdings};
 use qemu_tests::vpasid::{parse_alloc, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
@@ -130,39 +133,9 @@ fn alloc_each(guest: &mut Guest, n: u32) -> Vec<u32> {
     ids
 }
 
-/// The PASIDs VM `vm` holds, after checking that each has exactly one
-/// holder (that VM, one reference).
-fn sole_holdings(daemon: &Daemon, vm: &str) -> BTreeSet<u32> {
-    let mut held = BTreeSet::new();
-    for entry in daemon.pasids().unwrap() {
-        if entry.holders.iter().any(|h| h.owner == vm) {
-            assert_eq!(entry.total_refs, 1, "{entry:?}");
-            assert_eq!(entry.holders.len(), 1, "{entry:?}");
-            assert_eq!(entry.holders[0].kind, "vm", "{entry:?}");
-            held.insert(entry.pasid);
-        }
-    }
-    held
-}
-
 /// Every PASID the host lists, whoever holds it.
 fn all_listed(daemon: &Daemon) -> BTreeSet<u32> {
     daemon.pasids().unwrap().iter().map(|p| p.pasid).collect()
-}
-
-/// Asserts that guest `guest`'s IOASID framework knows each of `own` (with
-/// NULL private data) and none of `others`.
-fn assert_guest_knows(guest: &mut Guest, own: &BTreeSet<u32>, others: &BTreeSet<u32>) {
-    use qemu_tests::vpasid::Found;
-    let ids: Vec<u32> = own.iter().chain(others).copied().collect();
-    for (id, found) in guest.find_many(&ids).unwrap() {
-        let want = if own.contains(&id) {
-            Found::Private(0)
-        } else {
-            Found::NotFound
-        };
-        assert_eq!(found, want, "{}: find {id}", guest.name());
-    }
 }
 
 /// The daemon log's lines that mention the state directory or a restore,

@@ -19,10 +19,13 @@
 // test, a failed step is a panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{assert_guest_knows, sole_holdings};
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{DriverStatus, Found, EXERCISER_CTL, PARAMS_DIR};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
@@ -92,38 +95,9 @@ fn finish(mut guest: Guest) {
     guest.poweroff(POWEROFF).unwrap();
 }
 
-/// Asserts that `ids` are exactly the IDs the guest's IOASID framework
-/// holds in the exerciser's set among `ids ∪ others`: every one of `ids`
-/// is found (with NULL private data), none of `others` is.
-fn assert_guest_knows(guest: &mut Guest, ids: &BTreeSet<u32>, others: &BTreeSet<u32>) {
-    let ids: Vec<u32> = ids.iter().copied().collect();
-    for (id, found) in guest.find_many(&ids).unwrap() {
-        assert_eq!(found, Found::Private(0), "{}: find {id}", guest.name());
-    }
-    let others: Vec<u32> = others.iter().copied().collect();
-    for (id, found) in guest.find_many(&others).unwrap() {
-        assert_eq!(found, Found::NotFound, "{}: find {id}", guest.name());
-    }
-}
-
 /// Up to `n` IDs in `[lo, hi]` outside `ids`.
 fn ids_outside(ids: &BTreeSet<u32>, lo: u32, hi: u32, n: usize) -> BTreeSet<u32> {
     (lo..=hi).filter(|id| !ids.contains(id)).take(n).collect()
-}
-
-/// The PASIDs VM `vm` holds, after checking that each has exactly one
-/// holder (that VM, one reference).
-fn sole_holdings(daemon: &Daemon, vm: &str) -> BTreeSet<u32> {
-    let mut held = BTreeSet::new();
-    for entry in daemon.pasids().unwrap() {
-        if entry.holders.iter().any(|h| h.owner == vm) {
-            assert_eq!(entry.total_refs, 1, "{entry:?}");
-            assert_eq!(entry.holders.len(), 1, "{entry:?}");
-            assert_eq!(entry.holders[0].kind, "vm", "{entry:?}");
-            held.insert(entry.pasid);
-        }
-    }
-    held
 }
 
 /// Every failure counter of the driver is zero.
