@@ -14,6 +14,8 @@ use crate::rate_limit::RateLimit;
 use crate::sandbox::{lookup_user, SandboxError, SeccompMode, User};
 use crate::socket::{check_path, group_id, SocketAccess, SocketError};
 
+/// Smallest `--journal-limit`.
+pub const MIN_JOURNAL_LIMIT: u64 = 64 << 10;
 /// Default per-VM quota.
 pub const DEFAULT_QUOTA: u32 = 4096;
 /// Default control socket.
@@ -121,7 +123,7 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
 
     /// Rewrite the state as a new snapshot when its journal grows past
-    /// this many bytes (with --state-dir).
+    /// this many bytes (with --state-dir; at least 65536).
     #[arg(long, value_name = "BYTES", default_value_t = crate::state::DEFAULT_JOURNAL_LIMIT, requires = "state_dir")]
     pub journal_limit: u64,
 }
@@ -158,6 +160,12 @@ pub enum ConfigError {
     /// --pasid-bits out of range.
     #[error("--pasid-bits must be between 1 and {MAX_PASID_BITS}, got {0}")]
     InvalidPasidBits(u32),
+    /// --journal-limit too small to be useful.
+    #[error(
+        "--journal-limit must be at least {MIN_JOURNAL_LIMIT} bytes, got {0}: a smaller \
+         journal would be rewritten as a snapshot after nearly every request"
+    )]
+    JournalLimit(u64),
     /// --socket-mode not octal.
     #[error("invalid --socket-mode {0:?}: expected octal such as 600 or 660")]
     InvalidMode(String),
@@ -341,6 +349,9 @@ impl TryFrom<Args> for Config {
     fn try_from(args: Args) -> Result<Self, ConfigError> {
         if !(1..=MAX_PASID_BITS).contains(&args.pasid_bits) {
             return Err(ConfigError::InvalidPasidBits(args.pasid_bits));
+        }
+        if args.journal_limit < MIN_JOURNAL_LIMIT {
+            return Err(ConfigError::JournalLimit(args.journal_limit));
         }
         let range = match &args.range {
             Some(r) => parse_range(r)?,
@@ -527,6 +538,21 @@ mod tests {
             parse(&["--socket-path", &long]),
             Err(ConfigError::Socket(SocketError::PathTooLong { .. }))
         );
+    }
+
+    #[test]
+    fn journal_limit_has_a_floor() {
+        let state = ["--socket-path", "/tmp/p.sock", "--state-dir", "/tmp/st"];
+        let cfg = parse(&state).unwrap();
+        assert_eq!(
+            cfg.state_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/st"))
+        );
+        assert_eq!(cfg.journal_limit, crate::state::DEFAULT_JOURNAL_LIMIT);
+        let small = [&state[..], &["--journal-limit", "65535"]].concat();
+        assert_matches!(parse(&small), Err(ConfigError::JournalLimit(65535)));
+        let ok = [&state[..], &["--journal-limit", "65536"]].concat();
+        assert_eq!(parse(&ok).unwrap().journal_limit, 65536);
     }
 
     #[test]

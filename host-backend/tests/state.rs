@@ -428,3 +428,98 @@ fn a_crash_inside_compaction_loses_nothing() {
     assert!(err.contains("snapshot.1"), "{err}");
     assert!(err.contains("generation 2 is damaged"), "{err}");
 }
+
+/// A disk that fails a write (here: the file size limit, `RLIMIT_FSIZE`,
+/// with SIGXFSZ ignored, so `pwrite` fails with EFBIG) stops the daemon
+/// with status 74 before any answer it could not make durable is released,
+/// and what it did acknowledge survives.
+#[test]
+fn a_failed_write_stops_the_daemon_and_loses_nothing_acknowledged() {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use pasid_protocol::Request;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let sock = tmp.path().join("a.sock");
+    let log = tmp.path().join("daemon.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"));
+    cmd.args(["--vm", &format!("a={},quota=100000", sock.display())])
+        .args(["--state-dir", &state.display().to_string()])
+        .args(["--journal-limit", "1048576"])
+        .args([
+            "--control-socket",
+            &tmp.path().join("c.sock").display().to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (signal, setrlimit), on no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 128 << 10,
+                rlim_max: 128 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+
+    // One ALLOC per kick until the daemon stops answering: the journal
+    // (64 KiB of zeros ahead, 66 bytes a frame) needs to grow past the
+    // 128 KiB limit after about 1,000.
+    let mut vm = TestVm::connect(&sock);
+    let mut answered = Vec::new();
+    let mut tag = 1u64;
+    loop {
+        vm.post(&[Request::Alloc {
+            tag,
+            min: 1,
+            max: 0xfffff,
+        }]);
+        vm.kick();
+        tag += 1;
+        if vm.try_wait_used(1, Duration::from_secs(3)).is_none() {
+            break;
+        }
+        let r = vm.read_response(0);
+        assert_eq!(Status::from_wire(r.status), Some(Status::Ok), "{r:?}");
+        answered.push(r.pasid);
+        assert!(answered.len() < 100_000, "the write never failed");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(74), "{text}");
+    assert!(text.contains("event=state-failure"), "{text}");
+    assert!(text.contains("File too large"), "{text}");
+    assert!(answered.len() > 500, "{} answered", answered.len());
+
+    // Restarted without the limit: everything acknowledged is still a's;
+    // at most the one request in flight was recorded besides.
+    drop(vm);
+    let d = start(&state, &[]);
+    let held = held_by(&d, "a");
+    answered.sort_unstable();
+    assert!(
+        held.len() == answered.len() || held.len() == answered.len() + 1,
+        "{} held, {} answered",
+        held.len(),
+        answered.len()
+    );
+    assert!(answered.iter().all(|p| held.binary_search(p).is_ok()));
+}
