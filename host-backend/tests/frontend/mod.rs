@@ -118,48 +118,67 @@ impl TestVm {
         Self::connect_with(path, VmOptions::default())
     }
 
-    /// Connects and negotiates as QEMU does: VERSION_1, optionally
-    /// EVENT_IDX, and the CONFIG and MQ protocol features.
-    fn handshake(path: &Path, event_idx: bool) -> Frontend {
-        let mut frontend = connect_frontend(path);
-        frontend.set_owner().unwrap();
-        let offered = frontend.get_features().unwrap();
-        assert_ne!(
-            offered & (1 << VIRTIO_F_VERSION_1),
-            0,
-            "VERSION_1 not offered"
-        );
-        assert_ne!(
-            offered & (1 << VIRTIO_RING_F_EVENT_IDX),
-            0,
-            "EVENT_IDX not offered"
-        );
+    /// Negotiates as QEMU does: VERSION_1, optionally EVENT_IDX, and the
+    /// CONFIG and MQ protocol features. The daemon must offer VERSION_1,
+    /// EVENT_IDX, PROTOCOL_FEATURES and CONFIG.
+    fn negotiate(frontend: &mut Frontend, event_idx: bool) -> Result<(), String> {
+        frontend
+            .set_owner()
+            .map_err(|e| format!("SET_OWNER: {e}"))?;
+        let offered = frontend
+            .get_features()
+            .map_err(|e| format!("GET_FEATURES: {e}"))?;
+        let required = (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if offered & required != required {
+            return Err(format!(
+                "features {offered:#x} do not include {required:#x} (VERSION_1, EVENT_IDX, \
+                 PROTOCOL_FEATURES)"
+            ));
+        }
         let mut features =
             (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         if event_idx {
             features |= 1 << VIRTIO_RING_F_EVENT_IDX;
         }
-        frontend.set_features(features).unwrap();
-        let proto = frontend.get_protocol_features().unwrap();
-        assert!(proto.contains(VhostUserProtocolFeatures::CONFIG));
+        frontend
+            .set_features(features)
+            .map_err(|e| format!("SET_FEATURES: {e}"))?;
+        let proto = frontend
+            .get_protocol_features()
+            .map_err(|e| format!("GET_PROTOCOL_FEATURES: {e}"))?;
+        if !proto.contains(VhostUserProtocolFeatures::CONFIG) {
+            return Err(format!("protocol features {proto:?} lack CONFIG"));
+        }
         frontend
             .set_protocol_features(
                 VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
             )
-            .unwrap();
+            .map_err(|e| format!("SET_PROTOCOL_FEATURES: {e}"))
+    }
+
+    /// Connects to `path` and negotiates ([`TestVm::negotiate`]).
+    fn handshake(path: &Path, event_idx: bool) -> Frontend {
+        let mut frontend = connect_frontend(path);
+        if let Err(e) = Self::negotiate(&mut frontend, event_idx) {
+            panic!("handshake with {}: {e}", path.display());
+        }
         frontend
     }
 
     /// Sets up the request queue at the usual guest-physical layout, whose
-    /// region starts at frontend address `uaddr`, and enables it.
-    fn with_ring(
-        mut frontend: Frontend,
-        mem: GuestMemoryMmap,
+    /// region starts at frontend address `uaddr`, starting at ring index
+    /// `base`, with fresh kick and call eventfds (returned), and enables it.
+    fn set_up_ring(
+        frontend: &mut Frontend,
         uaddr: u64,
         qsize: u16,
-        event_idx: bool,
-    ) -> TestVm {
-        frontend.set_vring_num(0, qsize).unwrap();
+        base: u16,
+    ) -> Result<(EventFd, EventFd), String> {
+        frontend
+            .set_vring_num(0, qsize)
+            .map_err(|e| format!("SET_VRING_NUM: {e}"))?;
         frontend
             .set_vring_addr(
                 0,
@@ -173,13 +192,34 @@ impl TestVm {
                     log_addr: None,
                 },
             )
-            .unwrap();
-        frontend.set_vring_base(0, 0).unwrap();
+            .map_err(|e| format!("SET_VRING_ADDR: {e}"))?;
+        frontend
+            .set_vring_base(0, base)
+            .map_err(|e| format!("SET_VRING_BASE {base}: {e}"))?;
         let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        frontend.set_vring_call(0, &call).unwrap();
-        frontend.set_vring_kick(0, &kick).unwrap();
-        frontend.set_vring_enable(0, true).unwrap();
+        frontend
+            .set_vring_call(0, &call)
+            .map_err(|e| format!("SET_VRING_CALL: {e}"))?;
+        frontend
+            .set_vring_kick(0, &kick)
+            .map_err(|e| format!("SET_VRING_KICK: {e}"))?;
+        frontend
+            .set_vring_enable(0, true)
+            .map_err(|e| format!("SET_VRING_ENABLE: {e}"))?;
+        Ok((kick, call))
+    }
+
+    /// A fresh ring ([`TestVm::set_up_ring`] from index 0) on `frontend`.
+    fn with_ring(
+        mut frontend: Frontend,
+        mem: GuestMemoryMmap,
+        uaddr: u64,
+        qsize: u16,
+        event_idx: bool,
+    ) -> TestVm {
+        let (kick, call) = Self::set_up_ring(&mut frontend, uaddr, qsize, 0)
+            .unwrap_or_else(|e| panic!("ring set-up: {e}"));
         TestVm {
             frontend,
             mem,
@@ -806,74 +846,14 @@ impl TestVm {
             .and_then(|()| stream.set_write_timeout(limit))
             .map_err(|e| fail(format!("socket timeouts: {e}")))?;
         let mut frontend = Frontend::from_stream(stream, 1);
+        Self::negotiate(&mut frontend, self.event_idx).map_err(fail)?;
         frontend
-            .set_owner()
-            .map_err(|e| fail(format!("SET_OWNER: {e}")))?;
-        let offered = frontend
-            .get_features()
-            .map_err(|e| fail(format!("GET_FEATURES: {e}")))?;
-        let mut features =
-            (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
-        if self.event_idx {
-            features |= 1 << VIRTIO_RING_F_EVENT_IDX;
-        }
-        if offered & features != features {
-            return Err(fail(format!(
-                "features {offered:#x} do not include {features:#x}"
-            )));
-        }
-        frontend
-            .set_features(features)
-            .map_err(|e| fail(format!("SET_FEATURES: {e}")))?;
-        let proto = frontend
-            .get_protocol_features()
-            .map_err(|e| fail(format!("GET_PROTOCOL_FEATURES: {e}")))?;
-        if !proto.contains(VhostUserProtocolFeatures::CONFIG) {
-            return Err(fail(format!("protocol features {proto:?} lack CONFIG")));
-        }
-        frontend
-            .set_protocol_features(
-                VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
-            )
-            .map_err(|e| fail(format!("SET_PROTOCOL_FEATURES: {e}")))?;
-        let regions = self.memory_regions();
-        frontend
-            .set_mem_table(&regions)
+            .set_mem_table(&self.memory_regions())
             .map_err(|e| fail(format!("SET_MEM_TABLE: {e}")))?;
         let uaddr = self.mem.get_host_address(GuestAddress(0)).unwrap() as u64;
-        frontend
-            .set_vring_num(0, self.qsize)
-            .map_err(|e| fail(format!("SET_VRING_NUM: {e}")))?;
-        frontend
-            .set_vring_addr(
-                0,
-                &VringConfigData {
-                    queue_max_size: self.qsize,
-                    queue_size: self.qsize,
-                    flags: 0,
-                    desc_table_addr: uaddr + DESC_GPA,
-                    used_ring_addr: uaddr + USED_GPA,
-                    avail_ring_addr: uaddr + AVAIL_GPA,
-                    log_addr: None,
-                },
-            )
-            .map_err(|e| fail(format!("SET_VRING_ADDR: {e}")))?;
         // The backend is dead, so the used index in guest memory is final.
-        let base = self.used_idx();
-        frontend
-            .set_vring_base(0, base)
-            .map_err(|e| fail(format!("SET_VRING_BASE {base}: {e}")))?;
-        let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        frontend
-            .set_vring_call(0, &call)
-            .map_err(|e| fail(format!("SET_VRING_CALL: {e}")))?;
-        frontend
-            .set_vring_kick(0, &kick)
-            .map_err(|e| fail(format!("SET_VRING_KICK: {e}")))?;
-        frontend
-            .set_vring_enable(0, true)
-            .map_err(|e| fail(format!("SET_VRING_ENABLE: {e}")))?;
+        let (kick, call) =
+            Self::set_up_ring(&mut frontend, uaddr, self.qsize, self.used_idx()).map_err(fail)?;
         self.frontend = frontend;
         self.kick = kick;
         self.call = call;
