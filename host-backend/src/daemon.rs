@@ -196,11 +196,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
             quota: slot.quota,
             range: slot.range.clone(),
         };
-        let vm = if state.is_some() {
-            registry.configure_vm(&slot.name, &slot.source.label(), limits)?
-        } else {
-            registry.add_vm(&slot.name, &slot.source.label(), limits)?
-        };
+        let vm = registry.configure_vm(&slot.name, &slot.source.label(), limits)?;
         let listener = match &slot.source {
             SlotSource::Path(p) => {
                 let l = bind(p, &config.access)?;

@@ -30,8 +30,8 @@ pub use codec::{Answered, OwnerImage, Record, StateImage};
 pub use journal::{Journal, JournalStats, EXIT_STATE_IO};
 
 use codec::{
-    decode_journal_header, decode_snapshot, get_records, read_commit, SnapshotProblem,
-    COMMIT_HEADER_LEN, JOURNAL_HEADER_LEN, MAX_COMMIT_PAYLOAD,
+    claimed_seq, decode_journal_header, decode_snapshot, get_records, read_commit, SnapshotProblem,
+    JOURNAL_HEADER_LEN,
 };
 
 use crate::registry::Registry;
@@ -222,8 +222,9 @@ impl StateFiles {
     }
 
     /// Reads the newest valid snapshot and the journal frames that follow
-    /// it. A journal tail cut short by a crash is truncated (with a
-    /// warning); anything else that does not check out is an error.
+    /// it. A journal tail cut short by a crash is left out (with a warning;
+    /// the next generation's start empties the journal); anything else
+    /// that does not check out is an error.
     pub fn load(&self) -> Result<Loaded, StateError> {
         let mut valid: Option<(usize, u64, StateImage)> = None;
         let mut damaged: Vec<(usize, SnapshotProblem)> = Vec::new();
@@ -386,7 +387,7 @@ impl StateFiles {
             }
             let records = get_records(commit.payload).map_err(|e| {
                 Self::corrupt(
-                    self.journal_path(),
+                    path.clone(),
                     format!("frame {} at byte {offset}: {e}", commit.seq),
                 )
             })?;
@@ -405,27 +406,13 @@ impl StateFiles {
 /// The offset of a whole, valid frame of `generation` with a sequence
 /// number of at least `min_seq` starting at or after `from`, if any.
 fn later_frame(journal: &[u8], from: usize, generation: u64, min_seq: u64) -> Option<usize> {
-    let end = journal.len().checked_sub(COMMIT_HEADER_LEN)?;
-    (from..=end).find(|&at| {
-        let Some(head) = journal.get(at..at + COMMIT_HEADER_LEN) else {
+    (from..journal.len()).find(|&at| {
+        let Some(rest) = journal.get(at..) else {
             return false;
         };
-        let len = head
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(u32::MAX, u32::from_le_bytes);
-        let seq = head
-            .get(4..12)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes);
-        // Cheap filters first; the checksum decides.
-        len <= MAX_COMMIT_PAYLOAD
-            && seq >= min_seq
-            && seq - min_seq < (journal.len() as u64)
-            && journal
-                .get(at..)
-                .and_then(|r| read_commit(r, generation))
-                .is_some()
+        // A plausible sequence number first (cheap); the checksum decides.
+        claimed_seq(rest).is_some_and(|seq| seq >= min_seq && seq - min_seq < journal.len() as u64)
+            && read_commit(rest, generation).is_some()
     })
 }
 
@@ -455,7 +442,7 @@ impl CommitPoint {
     pub fn compact_if_needed(&self, registry: &Mutex<Registry>) {
         if self.journal.needs_compaction() {
             let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-            self.journal.compact(reg.image());
+            self.journal.compact(|| reg.image());
         }
     }
 

@@ -138,9 +138,7 @@ impl PasidDevice {
     /// guest never saw.
     pub fn process_queue(&self, vring: &VringRwLock) -> Result<usize, DeviceError> {
         let (count, commit) = self.answer_available(vring)?;
-        if let Some(point) = commit {
-            point.compact_if_needed(&self.registry);
-        }
+        self.compact_if_needed(commit);
         Ok(count)
     }
 

@@ -142,9 +142,11 @@ impl Registry {
     }
 
     /// Names the socket of VM `name` from the command line and applies its
-    /// limits. A VM the state knows keeps its PASIDs; its limits follow the
-    /// command line if that changed since the last start, and otherwise
-    /// stay as they were (a `pasidctl quota` survives a restart).
+    /// limits; a VM the registry does not know yet (always so without
+    /// durable state) is added. A VM the state knows keeps its PASIDs; its
+    /// limits follow the command line if that changed since the last start,
+    /// and otherwise stay as they were (a `pasidctl quota` survives a
+    /// restart).
     pub fn configure_vm(
         &mut self,
         name: &str,
@@ -446,7 +448,7 @@ mod tests {
             point.wait();
             let journal = reg.journal.clone().unwrap();
             assert!(journal.needs_compaction());
-            journal.compact(reg.image());
+            journal.compact(|| reg.image());
             assert!(!journal.needs_compaction());
         }
         // Only the header is left, then the zeros written ahead: everything

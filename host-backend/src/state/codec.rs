@@ -648,16 +648,28 @@ pub struct Commit<'a> {
     pub len: usize,
 }
 
-/// Reads the commit frame at the start of `bytes` if it is whole and its
-/// checksum holds; `None` otherwise (torn, damaged or not a frame).
-pub fn read_commit(bytes: &[u8], generation: u64) -> Option<Commit<'_>> {
+/// The header of the commit frame at the start of `bytes`: payload
+/// length (at most [`MAX_COMMIT_PAYLOAD`]), sequence number and CRC, and a
+/// reader positioned at the payload. `None` if it is cut short or declares
+/// an impossible length. Nothing is verified yet.
+fn commit_header(bytes: &[u8]) -> Option<(u32, u64, u32, Reader<'_>)> {
     let mut r = Reader::new(bytes);
     let len = r.u32().ok()?;
     let seq = r.u64().ok()?;
     let crc = r.u32().ok()?;
-    if len > MAX_COMMIT_PAYLOAD {
-        return None;
-    }
+    (len <= MAX_COMMIT_PAYLOAD).then_some((len, seq, crc, r))
+}
+
+/// The sequence number the commit frame at the start of `bytes` claims,
+/// unverified: a cheap filter before [`read_commit`].
+pub fn claimed_seq(bytes: &[u8]) -> Option<u64> {
+    commit_header(bytes).map(|(_, seq, _, _)| seq)
+}
+
+/// Reads the commit frame at the start of `bytes` if it is whole and its
+/// checksum holds; `None` otherwise (torn, damaged or not a frame).
+pub fn read_commit(bytes: &[u8], generation: u64) -> Option<Commit<'_>> {
+    let (len, seq, crc, mut r) = commit_header(bytes)?;
     let payload = r.bytes(usize::try_from(len).ok()?).ok()?;
     (commit_crc(generation, len, seq, payload) == crc).then_some(Commit {
         seq,

@@ -245,15 +245,20 @@ impl Journal {
         self.shared.lock().journal_len > self.limit
     }
 
-    /// Replaces the journal by a snapshot of `image` and returns once that
-    /// is on disk. Call with the registry lock held, `image` taken under
-    /// it: every record appended so far is reflected in it, and none can be
-    /// appended meanwhile.
-    pub fn compact(&self, image: StateImage) {
-        let mut p = self.shared.lock();
-        if p.journal_len <= self.limit {
+    /// If the journal is still past its limit, replaces it by a snapshot of
+    /// the state `image` returns, and returns once that is on disk. Call
+    /// with the registry lock held, `image` reading under it: every record
+    /// appended so far is reflected in the image, and none can be appended
+    /// meanwhile. A caller that lost the race to another compaction does
+    /// not build an image at all.
+    pub fn compact(&self, image: impl FnOnce() -> StateImage) {
+        if self.shared.lock().journal_len <= self.limit {
             return;
         }
+        // Built without the journal's lock: the writer may be finishing a
+        // frame, and its waiters should not wait for the image too.
+        let image = image();
+        let mut p = self.shared.lock();
         let done = p.compactions + 1;
         p.compact = Some(image);
         self.shared.work.notify_one();
