@@ -22,7 +22,7 @@ use crate::pasid_space::{
     SpaceError, SpaceStats,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
-use crate::state::codec::{put_answered, put_batch_header, put_record};
+use crate::state::codec::{put_batch, put_record};
 use crate::state::{Answered, CommitPoint, Journal, JournalStats, Record};
 
 /// Socket label of a VM that durable state knows but the command line
@@ -104,6 +104,13 @@ impl VmRecord {
             window: Vec::new(),
             replay: Vec::new(),
         }
+    }
+
+    /// The device is gone (disconnect, operator release): nothing of it can
+    /// be re-delivered any more.
+    fn forget_device(&mut self) {
+        self.window = Vec::new();
+        self.replay = Vec::new();
     }
 
     /// The first answer of a re-delivered request, if `position` and
@@ -341,15 +348,8 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             if !rec.batch.is_empty() {
                 let batch = std::mem::take(&mut rec.batch);
-                // A drain takes at most a queue's worth of chains (<= 32768).
-                let count = u16::try_from(batch.len()).unwrap_or(u16::MAX);
                 let owner = rec.owner.as_u32();
-                journal.append(|out| {
-                    put_batch_header(out, owner, count);
-                    for a in batch.iter().take(usize::from(count)) {
-                        put_answered(out, a);
-                    }
-                });
+                journal.append(|out| put_batch(out, owner, &batch));
                 rec.window = batch;
             }
         }
@@ -464,9 +464,7 @@ impl Registry {
             rec.counters.reclaimed += summary.references;
             rec.metrics.count_reclaim(reason, summary.references);
             if reason != ReclaimReason::DriverReset {
-                // The device is gone: nothing of it can be re-delivered.
-                rec.window = Vec::new();
-                rec.replay = Vec::new();
+                rec.forget_device();
             }
         }
         // A driver's RESET is journaled as the answer it is, in its batch.

@@ -80,8 +80,7 @@ impl Registry {
                 let id = self.owner_at(*owner)?;
                 self.space.reclaim(id);
                 if let Some(rec) = self.record_mut(VmId(id)) {
-                    rec.window = Vec::new();
-                    rec.replay = Vec::new();
+                    rec.forget_device();
                 }
             }
             Record::Limits { owner, limits } => {
@@ -198,7 +197,7 @@ impl Registry {
                 warn!(
                     "vm={name} event=unconfigured held={held} the state holds PASIDs for a VM \
                      the command line does not name; they stay reserved until \
-                     `pasidctl release {name}`"
+                     `pasidctl release --vm {name}`"
                 );
             }
         }

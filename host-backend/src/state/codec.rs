@@ -259,7 +259,7 @@ fn get_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
 }
 
 /// Appends one answer.
-pub fn put_answered(out: &mut Vec<u8>, a: &Answered) {
+fn put_answered(out: &mut Vec<u8>, a: &Answered) {
     put_u16(out, a.position);
     out.push(u8::from(a.replayed));
     out.extend_from_slice(&a.request);
@@ -281,24 +281,23 @@ fn get_answered(r: &mut Reader<'_>) -> Result<Answered, DecodeError> {
     })
 }
 
-/// Appends the header of a [`Record::Batch`] of `count` answers; the caller
-/// appends the answers with [`put_answered`].
-pub fn put_batch_header(out: &mut Vec<u8>, owner: u32, count: u16) {
+/// Appends a [`Record::Batch`] of `answers` (without building the record:
+/// the registry encodes a drain's answers straight from its own list). At
+/// most `u16::MAX` answers fit; a drain takes at most a queue's worth.
+pub fn put_batch(out: &mut Vec<u8>, owner: u32, answers: &[Answered]) {
+    let answers = answers.get(..usize::from(u16::MAX)).unwrap_or(answers);
     out.push(REC_BATCH);
     put_u32(out, owner);
-    put_u16(out, count);
+    put_u16(out, u16::try_from(answers.len()).unwrap_or(0));
+    for a in answers {
+        put_answered(out, a);
+    }
 }
 
 /// Appends one record.
 pub fn put_record(out: &mut Vec<u8>, record: &Record) {
     match record {
-        Record::Batch { owner, answers } => {
-            let answers = answers.get(..usize::from(u16::MAX)).unwrap_or(answers);
-            put_batch_header(out, *owner, u16::try_from(answers.len()).unwrap_or(0));
-            for a in answers {
-                put_answered(out, a);
-            }
-        }
+        Record::Batch { owner, answers } => put_batch(out, *owner, answers),
         Record::Reclaim { owner } => {
             out.push(REC_RECLAIM);
             put_u32(out, *owner);
