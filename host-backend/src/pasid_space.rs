@@ -999,9 +999,7 @@ impl PasidSpace {
 
     /// The owner with that index, if the space issued it.
     pub fn owner_at(&self, index: u32) -> Option<OwnerId> {
-        (index as usize)
-            .lt(&self.owners.len())
-            .then_some(OwnerId(index))
+        ((index as usize) < self.owners.len()).then_some(OwnerId(index))
     }
 
     /// An owner's kind.
