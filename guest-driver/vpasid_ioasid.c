@@ -57,16 +57,6 @@ struct vpasid_registration {
 
 static struct vpasid_registration vpasid_reg;
 
-static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data);
-static void vpasid_free(ioasid_t id, void *data);
-
-/* One ops for the whole driver: the framework keys IOASID spaces on it. */
-static struct ioasid_allocator_ops vpasid_ops = {
-	.alloc = vpasid_alloc,
-	.free = vpasid_free,
-	.pdata = &vpasid_reg,
-};
-
 /* ioasid_allocator_ops.alloc: called with the framework's spinlock held. */
 static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
 {
@@ -149,6 +139,13 @@ static void vpasid_free(ioasid_t id, void *data)
 	}
 	spin_unlock(&reg->lock);
 }
+
+/* One ops for the whole driver: the framework keys IOASID spaces on it. */
+static struct ioasid_allocator_ops vpasid_ops = {
+	.alloc = vpasid_alloc,
+	.free = vpasid_free,
+	.pdata = &vpasid_reg,
+};
 
 static void vpasid_set_state(enum vpasid_state state)
 {
