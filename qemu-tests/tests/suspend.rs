@@ -6,8 +6,9 @@
 //! protocol's RESET request, and restore sets the virtqueue up again. For
 //! the vhost-user device that means QEMU stops the vring (GET_VRING_BASE)
 //! at the guest's device reset and sets it up anew (SET_VRING_*) at
-//! restore; the backend must go on serving on the same connection and
-//! must not reclaim anything. The guest wakes up by itself: the RTC alarm
+//! restore, which the test sees in QEMU's `vhost_user_write` trace; the
+//! backend must go on serving on the same connection and must not reclaim
+//! anything. The guest wakes up by itself: the RTC alarm
 //! (rtc_cmos, built into both cloud kernels) wakes QEMU's `pc` machine
 //! from S3. (Suspend-to-idle, `freeze`, calls the same driver callbacks but
 //! its RTC wake-up does not fire under TCG here; hibernation needs swap.)
@@ -40,13 +41,36 @@ const HELD: u32 = 8;
 
 qemu_tests::per_kernel!(suspend_keeps_pasids);
 
+/// How many vhost-user messages named `name` (e.g. `GET_VRING_BASE`) QEMU
+/// has sent so far, from its `vhost_user_write` trace on stderr.
+fn vhost_user_messages(guest: &Guest, name: &str) -> usize {
+    guest.qemu_stderr().matches(&format!("({name})")).count()
+}
+
+/// Waits (QEMU's stderr is read by another thread) until QEMU has sent at
+/// least `count` messages named `name`.
+fn wait_vhost_user_messages(guest: &Guest, name: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vhost_user_messages(guest, name) < count {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU sent {} {name}, expected at least {count}:\n{}",
+            vhost_user_messages(guest, name),
+            guest.qemu_stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The guest holds 8 PASIDs, suspends to RAM and wakes up: the host still
 /// lists them for the VM and the guest's framework still knows them, no
 /// RESET was sent, nothing was reclaimed and the connection stayed; 8 more
 /// allocations then come from the host, and all 16 free cleanly.
 fn suspend_keeps_pasids(kernel: Kernel) {
     let daemon = Daemon::start(DaemonConfig::new().vm(VmSlot::new("vm0"))).unwrap();
-    let config = GuestConfig::new("vm0", kernel).vhost_user(daemon.socket("vm0").unwrap());
+    let mut config = GuestConfig::new("vm0", kernel).vhost_user(daemon.socket("vm0").unwrap());
+    // QEMU traces each vhost-user message it sends to the backend.
+    config.extra_qemu_args = vec!["-trace".into(), "vhost_user_write".into()];
     let mut guest = Guest::boot(config).unwrap();
     guest.load_driver("").unwrap();
     guest
@@ -64,6 +88,8 @@ fn suspend_keeps_pasids(kernel: Kernel) {
     let before = daemon.vm("vm0").unwrap();
     assert_eq!(before.counters.request("RESET"), 1, "{before:?}");
 
+    let stops = vhost_user_messages(&guest, "GET_VRING_BASE");
+    let starts = vhost_user_messages(&guest, "SET_VRING_ADDR");
     let mark = daemon.log_mark();
     let started = Instant::now();
     guest
@@ -92,6 +118,11 @@ fn suspend_keeps_pasids(kernel: Kernel) {
             CMD,
         )
         .unwrap();
+
+    // QEMU stopped the vring at the guest's device reset and set it up
+    // anew at restore, on the same connection.
+    wait_vhost_user_messages(&guest, "GET_VRING_BASE", stops + 1);
+    wait_vhost_user_messages(&guest, "SET_VRING_ADDR", starts + 1);
 
     // The guest's view: still active, still holding them.
     let status = guest.driver_status().unwrap();
