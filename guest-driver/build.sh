@@ -33,7 +33,7 @@ echo "[build] $NAME: checkpatch --strict"
 # in-tree files only. Any diagnostic fails the build unless
 # checkpatch/allowed (file:type patterns) names it; each allowed one is
 # explained in a comment beside the code.
-mkdir -p "$OUT"
+mkdir -p "$REPO/.cache/build"
 CHECKPATCH_LOG=$REPO/.cache/build/checkpatch.$NAME.log
 rc=0
 (cd "$REPO" && perl guest-driver/checkpatch/checkpatch.pl --strict --no-tree \
