@@ -6,7 +6,9 @@
 #
 # The sources are copied to .cache/build/NAME/ in the DKMS layout (header in
 # include/), so builds for different kernels never collide. The build uses
-# -Werror and sparse (C=1) and fails on any compiler or sparse diagnostic.
+# -Werror and sparse (C=1) and fails on any compiler or sparse diagnostic,
+# and on any checkpatch --strict error or warning (checkpatch/, from Linux
+# 6.1's scripts/).
 
 set -euo pipefail
 
@@ -24,10 +26,33 @@ if [ ! -f "$KDIR/Makefile" ]; then
 	exit 1
 fi
 
+SOURCES=("$REPO"/guest-driver/*.[ch])
+
+echo "[build] $NAME: checkpatch --strict"
+# --no-tree: there is no kernel tree here, and what needs one concerns
+# in-tree files only. Any diagnostic fails the build unless
+# checkpatch/allowed (file:type patterns) names it; each allowed one is
+# explained in a comment beside the code.
+mkdir -p "$REPO/.cache/build"
+CHECKPATCH_LOG=$REPO/.cache/build/checkpatch.$NAME.log
+rc=0
+(cd "$REPO" && perl guest-driver/checkpatch/checkpatch.pl --strict --no-tree \
+	--terse --no-summary --show-types -f "${SOURCES[@]#"$REPO/"}") \
+	>"$CHECKPATCH_LOG" 2>&1 || rc=$?
+if [ "$rc" -gt 1 ]; then
+	cat "$CHECKPATCH_LOG" >&2
+	echo "[build] $NAME: FAILED: checkpatch did not run (status $rc)" >&2
+	exit 1
+fi
+if grep -v -E -f "$REPO/guest-driver/checkpatch/allowed" "$CHECKPATCH_LOG" >&2; then
+	echo "[build] $NAME: FAILED: checkpatch diagnostics above" >&2
+	exit 1
+fi
+
 echo "[build] $NAME: copying sources to .cache/build/$NAME"
 rm -rf "$OUT"
 mkdir -p "$OUT/include"
-cp "$REPO"/guest-driver/{Kbuild,Makefile,dkms.conf,virtio_pasid.c,ioasid_exerciser.c} "$OUT/"
+cp "$REPO"/guest-driver/{Kbuild,Makefile,dkms.conf} "${SOURCES[@]}" "$OUT/"
 cp "$REPO/protocol/include/virtio_pasid.h" "$OUT/include/"
 
 echo "[build] $NAME: make -C $KDIR M=$OUT C=1 modules"
@@ -47,10 +72,13 @@ if [ -s "$OUT/diagnostics.ours.log" ]; then
 	echo "[build] $NAME: FAILED: compiler or sparse diagnostics above" >&2
 	exit 1
 fi
-if ! grep -q "CHECK.*virtio_pasid.c" "$OUT/build.log"; then
-	echo "[build] $NAME: FAILED: sparse did not run (is sparse installed?)" >&2
-	exit 1
-fi
+for src in "${SOURCES[@]}"; do
+	[[ $src == *.c ]] || continue
+	if ! grep -q "CHECK.*/${src##*/}\$" "$OUT/build.log"; then
+		echo "[build] $NAME: FAILED: sparse did not check ${src##*/} (is sparse installed?)" >&2
+		exit 1
+	fi
+done
 
 for ko in virtio_pasid.ko ioasid_exerciser.ko; do
 	[ -f "$OUT/$ko" ] || { echo "[build] $NAME: $ko missing" >&2; exit 1; }

@@ -11,7 +11,7 @@
 //! - [`process`]: [`ChildGuard`] and bounded waits for daemons' sockets.
 //! - [`daemon`]: the real `vhost-user-pasid` on sockets in a temporary
 //!   directory ([`Daemon`]), queried with the real `pasidctl`.
-//! - [`vpasid`]: the guest side: the `virtio_pasid` driver's sysfs and the
+//! - [`vpasid`]: the guest side: the `virtio_pasid` driver's sysfs, debugfs and the
 //!   test-only `ioasid_exerciser` ([`VpasidGuest`]).
 //! - `qemu`: QEMU's arguments and its chroot/mount-namespace wrapper.
 //! - `console` and `health`: the console protocol and the log checks.

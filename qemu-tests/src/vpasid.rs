@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The guest side of vpasid, driven over a [`Guest`]'s shell: loading
-//! `virtio_pasid`, reading its sysfs state, counters and the device's
-//! config space, and calling the IOASID framework through the test-only
+//! `virtio_pasid`, reading its sysfs state, its debugfs counters and the
+//! device's config space, and calling the IOASID framework through the test-only
 //! `ioasid_exerciser` (see `guest-driver/README.md`).
 
 use std::collections::BTreeMap;
@@ -16,20 +16,25 @@ use crate::guest::{shell_quote, Guest};
 /// The exerciser's command file: write a command, read the result.
 pub const EXERCISER_CTL: &str = "/sys/kernel/debug/ioasid_exerciser/ctl";
 
-/// The driver's sysfs directory (state and counters).
+/// The driver's sysfs directory (`state` and `backend`).
 pub const DRIVER_DIR: &str = "/sys/bus/virtio/drivers/virtio_pasid";
+
+/// The driver's debugfs directory: one counters file per device, named
+/// after it (`virtio0`).
+pub const DEBUGFS_DIR: &str = "/sys/kernel/debug/virtio_pasid";
 
 /// The driver's module parameter directory.
 pub const PARAMS_DIR: &str = "/sys/module/virtio_pasid/parameters";
 
-/// The counters under [`DRIVER_DIR`] that `guest-driver/README.md`
-/// documents; [`VpasidGuest::driver_status`] requires them and reads every
-/// other numeric attribute there too.
+/// The counters in the device's file under [`DEBUGFS_DIR`] that
+/// `guest-driver/README.md` documents; [`VpasidGuest::driver_status`]
+/// requires them and reads every other line there too.
 pub const DRIVER_COUNTERS: &[&str] = &[
     "register_attempts",
     "outstanding",
     "allocs",
     "frees",
+    "unsent_frees",
     "timeouts",
     "late_completions",
     "no_slot",
@@ -99,14 +104,14 @@ impl fmt::Display for Found {
     }
 }
 
-/// The driver's sysfs state and counters at one moment.
+/// The driver's sysfs state and debugfs counters at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverStatus {
     /// `state`: unregistered, waiting-for-default-ids, active or draining.
     pub state: String,
     /// `backend`: the backing device (`virtio0`) or `none`.
     pub backend: String,
-    /// Every numeric attribute by name (at least [`DRIVER_COUNTERS`]).
+    /// Every counter by name (at least [`DRIVER_COUNTERS`]).
     pub counters: BTreeMap<String, u64>,
 }
 
@@ -240,7 +245,8 @@ pub trait VpasidGuest {
     fn find(&mut self, id: u32) -> Result<Found>;
     /// `find` for each of `ids`, in as few commands as the console allows.
     fn find_many(&mut self, ids: &[u32]) -> Result<Vec<(u32, Found)>>;
-    /// The driver's `state`, `backend` and every counter, in one command.
+    /// The driver's `state`, `backend` and every counter of the backing
+    /// device, in one command.
     fn driver_status(&mut self) -> Result<DriverStatus>;
     /// The driver's `state`.
     fn driver_state(&mut self) -> Result<String>;
@@ -339,11 +345,11 @@ impl VpasidGuest for Guest {
     }
 
     fn driver_status(&mut self) -> Result<DriverStatus> {
-        // Every readable file (bind, unbind and uevent are write-only).
+        // sysfs: state and the backing device; debugfs: its counters.
         let out = self.run_ok(
             &format!(
-                "cd {DRIVER_DIR} || exit 1; for f in * failures/*; do \
-                 [ -f \"$f\" ] && v=$(cat \"$f\" 2>/dev/null) && echo \"$f $v\"; done; exit 0"
+                "s=$(cat {DRIVER_DIR}/state) && b=$(cat {DRIVER_DIR}/backend) || exit 1; \
+                 echo \"state $s\"; echo \"backend $b\"; cat \"{DEBUGFS_DIR}/$b\""
             ),
             CMD_TIMEOUT,
         )?;
@@ -357,7 +363,7 @@ impl VpasidGuest for Guest {
         let backend = take("backend")?;
         for name in DRIVER_COUNTERS {
             if !values.contains_key(*name) {
-                return Err(unexpected(format!("{DRIVER_DIR}/{name}"), &out));
+                return Err(unexpected(format!("counter {name} in {DEBUGFS_DIR}"), &out));
             }
         }
         let counters = values

@@ -67,7 +67,13 @@ fn package_version() -> String {
         .to_string()
 }
 
-fn dkms_cycle(kernel: Kernel) {
+/// The protocol's default virtio device ID (VIRTIO_PASID_DEFAULT_DEVICE_ID).
+const DEFAULT_DEVICE_ID: u32 = 37;
+
+/// A DKMS cycle for `kernel`; `device_id` is given to `make dkms-src
+/// VPASID_DEVICE_ID=N` when set, and the module must bind that ID (by
+/// default, 37).
+fn dkms_cycle(kernel: Kernel, device_id: Option<u32>) {
     ensure_setup().unwrap();
     let kver = kernel.kver().unwrap();
     let headers = kernel.dir().join("headers");
@@ -96,23 +102,28 @@ fn dkms_cycle(kernel: Kernel) {
         ok("dkms", "dkms", &full)
     };
 
-    // make -C guest-driver dkms-src DESTDIR=...
+    // make -C guest-driver dkms-src DESTDIR=... [VPASID_DEVICE_ID=N]
     let driver = repo_root().join("guest-driver");
-    ok(
-        "make",
-        "make",
-        &[
-            "-s",
-            "-C",
-            driver.to_str().unwrap(),
-            "dkms-src",
-            &format!("DESTDIR={}", s(&src)),
-        ],
-    );
+    let mut make_args = vec![
+        "-s".to_string(),
+        "-C".to_string(),
+        s(&driver),
+        "dkms-src".to_string(),
+        format!("DESTDIR={}", s(&src)),
+    ];
+    if let Some(id) = device_id {
+        make_args.push(format!("VPASID_DEVICE_ID={id}"));
+    }
+    let make_args: Vec<&str> = make_args.iter().map(String::as_str).collect();
+    ok("make", "make", &make_args);
     let tree_src = src.join(format!("{MODULE}-{version}"));
     for f in [
         "dkms.conf",
-        "virtio_pasid.c",
+        "vpasid.h",
+        "vpasid_device.c",
+        "vpasid_transport.c",
+        "vpasid_ioasid.c",
+        "vpasid_debugfs.c",
         "Kbuild",
         "include/virtio_pasid.h",
     ] {
@@ -150,20 +161,20 @@ fn dkms_cycle(kernel: Kernel) {
             .collect()
     };
     assert_eq!(field("name"), ["virtio_pasid"], "{info}");
+    assert_eq!(field("version"), [version.as_str()], "{info}");
     assert!(
         field("vermagic")
             .first()
             .is_some_and(|v| v.starts_with(&format!("{kver} "))),
         "{info}"
     );
-    // Autoloads for virtio device ID 37 (0x25).
-    assert!(
-        field("alias").iter().any(|a| a == "virtio:d00000025v*"),
-        "{info}"
-    );
+    // Autoloads for exactly the device ID it was built for (37 = 0x25).
+    let id = device_id.unwrap_or(DEFAULT_DEVICE_ID);
+    assert_eq!(field("alias"), [format!("virtio:d{id:08X}v*")], "{info}");
+    // The device ID is no module parameter.
     let parms = field("parm").join("\n");
     assert!(
-        parms.contains("device_id:") && parms.contains("timeout_ms:"),
+        parms.contains("timeout_ms:") && !parms.contains("device_id"),
         "{info}"
     );
     // The test-only exerciser is neither built nor installed.
@@ -207,10 +218,17 @@ fn walk_has(dir: &Path, name: &str) -> bool {
 
 #[test]
 fn dkms_builds_and_installs_the_driver_for_6_1() {
-    dkms_cycle(Kernel::V6_1);
+    dkms_cycle(Kernel::V6_1, None);
 }
 
 #[test]
 fn dkms_builds_and_installs_the_driver_for_5_10() {
-    dkms_cycle(Kernel::V5_10);
+    dkms_cycle(Kernel::V5_10, None);
+}
+
+/// `make dkms-src VPASID_DEVICE_ID=40` makes every DKMS build of the tree
+/// (also the automatic ones after a kernel upgrade) bind ID 40 (0x28).
+#[test]
+fn dkms_builds_for_another_device_id() {
+    dkms_cycle(Kernel::V6_1, Some(40));
 }

@@ -50,6 +50,7 @@ qemu_tests::per_kernel!(
     small_range_is_exhausted,
     rmmod_refused_while_outstanding,
     driver_waits_for_default_ids,
+    unbind_while_waiting,
     poweroff_reclaims,
     reboot_resets,
     daemon_killed_mid_run,
@@ -533,6 +534,71 @@ fn driver_waits_for_default_ids(kernel: Kernel) {
     assert_eq!(held.len(), 5);
     assert_guest_knows(&mut guest, &held, &BTreeSet::new());
     assert_eq!(guest.free_all().unwrap(), 5);
+    assert!(daemon.pasids().unwrap().is_empty());
+    finish(guest);
+}
+
+/// 6a. The device is unbound while the driver waits for the default IDs:
+///     remove cancels the pending registration retry and sends RESET, and
+///     the allocator is `unregistered` with no backend and no debugfs file.
+///     Bound again once the default IDs are freed, the device registers at
+///     its first attempt, with counters from zero, and the host allocates.
+fn unbind_while_waiting(kernel: Kernel) {
+    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
+    guest.load_exerciser().unwrap();
+    assert_eq!(guest.alloc_n(3, MIN, MAX).unwrap().count, 3);
+    guest.load_driver("").unwrap();
+    guest
+        .wait_for_dmesg("still holds IDs (-EAGAIN): waiting", CMD)
+        .unwrap();
+    let device = guest.driver_status().unwrap().backend;
+    assert!(device.starts_with("virtio"), "{device}");
+
+    let drv = "/sys/bus/virtio/drivers/virtio_pasid";
+    guest
+        .run_ok(&format!("echo {device} > {drv}/unbind"), CMD)
+        .unwrap();
+    guest
+        .wait_for_dmesg(&format!("{device}: removed"), CMD)
+        .unwrap();
+    let out = guest
+        .run_ok(
+            &format!(
+                "cat {drv}/state {drv}/backend; \
+                 test -e /sys/kernel/debug/virtio_pasid/{device} && echo stats-left; true"
+            ),
+            CMD,
+        )
+        .unwrap();
+    assert_eq!(out, "unregistered\nnone\n");
+    assert_eq!(
+        host_vm(&daemon, "vm0").counters.request("RESET"),
+        2,
+        "probe and remove"
+    );
+
+    assert_eq!(guest.free_all().unwrap(), 3);
+    guest
+        .run_ok(&format!("echo {device} > {drv}/bind"), CMD)
+        .unwrap();
+    guest.wait_driver_state("active", CMD).unwrap();
+    let out = guest
+        .run_ok("dmesg | grep -c 'IOASID allocator registered after'", CMD)
+        .unwrap();
+    assert_eq!(out.trim(), "1", "one registration, by the new binding");
+    let status = guest.driver_status().unwrap();
+    assert_eq!(
+        (
+            status.counter("register_attempts"),
+            status.counter("allocs")
+        ),
+        (1, 0),
+        "{status:?}"
+    );
+    let id = guest.alloc(MIN, MAX, 0).unwrap().unwrap();
+    assert_eq!(sole_holdings(&daemon, "vm0"), BTreeSet::from([id]));
+    assert_eq!(guest.free_all().unwrap(), 1);
     assert!(daemon.pasids().unwrap().is_empty());
     finish(guest);
 }

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * virtio_pasid counters in debugfs: one read-only seq_file per device,
+ * /sys/kernel/debug/virtio_pasid/<device> (e.g. virtio0), one "name value"
+ * line per counter. Counters are for diagnosis, not ABI: that is why they
+ * live here and not in sysfs. They count from the device's probe.
+ */
+#include <linux/debugfs.h>
+#include <linux/seq_file.h>
+
+#include "vpasid.h"
+
+static struct dentry *vpasid_debugfs_root;
+
+struct vpasid_counter {
+	const char *name;
+	size_t offset;		/* of an atomic64_t in struct vpasid_stats */
+};
+
+#define VPASID_COUNTER(name, field) \
+	{ name, offsetof(struct vpasid_stats, field) }
+
+static const struct vpasid_counter vpasid_counters[] = {
+	VPASID_COUNTER("allocs", allocs),
+	VPASID_COUNTER("frees", frees),
+	VPASID_COUNTER("unsent_frees", unsent_frees),
+	VPASID_COUNTER("timeouts", timeouts),
+	VPASID_COUNTER("late_completions", late_completions),
+	VPASID_COUNTER("no_slot", no_slot),
+	VPASID_COUNTER("out_of_range", out_of_range),
+	VPASID_COUNTER("protocol_errors", protocol_errors),
+	VPASID_COUNTER("rejected", rejected),
+	VPASID_COUNTER("last_rtt_ns", last_rtt_ns),
+	VPASID_COUNTER("max_rtt_ns", max_rtt_ns),
+	/* Answers the device refused, by status. */
+	VPASID_COUNTER("failures/no_space",
+		       failures[VIRTIO_PASID_S_NO_SPACE]),
+	VPASID_COUNTER("failures/quota_exceeded",
+		       failures[VIRTIO_PASID_S_QUOTA_EXCEEDED]),
+	VPASID_COUNTER("failures/invalid", failures[VIRTIO_PASID_S_INVALID]),
+	VPASID_COUNTER("failures/not_owner",
+		       failures[VIRTIO_PASID_S_NOT_OWNER]),
+	VPASID_COUNTER("failures/not_found",
+		       failures[VIRTIO_PASID_S_NOT_FOUND]),
+	VPASID_COUNTER("failures/internal", failures[VIRTIO_PASID_S_INTERNAL]),
+	VPASID_COUNTER("failures/rate_limited",
+		       failures[VIRTIO_PASID_S_RATE_LIMITED]),
+	VPASID_COUNTER("failures/unknown", failures[VPASID_NR_STATUS]),
+};
+
+static int vpasid_stats_show(struct seq_file *m, void *unused)
+{
+	struct virtio_pasid *vp = m->private;
+	const u8 *stats = (const u8 *)&vp->stats;
+	unsigned int i;
+
+	seq_printf(m, "register_attempts %u\n", READ_ONCE(vp->attempts));
+	seq_printf(m, "outstanding %lu\n", vpasid_outstanding());
+	for (i = 0; i < ARRAY_SIZE(vpasid_counters); i++) {
+		const atomic64_t *counter = (const atomic64_t *)
+			(stats + vpasid_counters[i].offset);
+
+		seq_printf(m, "%s %llu\n", vpasid_counters[i].name,
+			   (u64)atomic64_read(counter));
+	}
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(vpasid_stats);
+
+void vpasid_debugfs_init(void)
+{
+	vpasid_debugfs_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
+}
+
+void vpasid_debugfs_exit(void)
+{
+	debugfs_remove_recursive(vpasid_debugfs_root);
+}
+
+void vpasid_debugfs_add(struct virtio_pasid *vp)
+{
+	vp->debugfs = debugfs_create_file(dev_name(&vp->vdev->dev), 0444,
+					  vpasid_debugfs_root, vp,
+					  &vpasid_stats_fops);
+}
+
+/* On return no reader is inside vpasid_stats_show() for @vp. */
+void vpasid_debugfs_remove(struct virtio_pasid *vp)
+{
+	debugfs_remove(vp->debugfs);
+}
