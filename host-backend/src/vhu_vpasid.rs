@@ -330,6 +330,19 @@ impl VhostUserBackend for PasidDevice {
             .unwrap_or_default()
     }
 
+    /// The config space is read-only: a write (QEMU forwards a guest's
+    /// config write as SET_CONFIG) changes nothing and is reported as a
+    /// guest error. It is still acknowledged as done: an error here would
+    /// end the connection when REPLY_ACK is not negotiated, and with it
+    /// every PASID the VM holds.
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        self.warn_guest(format_args!(
+            "config write of {} bytes at offset {offset} ignored: the config space is read-only",
+            buf.len()
+        ));
+        Ok(())
+    }
+
     fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
         let shared = mem.memory().num_regions() > 0;
         *self.mem.write().unwrap_or_else(|p| p.into_inner()) = shared.then_some(mem);

@@ -17,11 +17,18 @@ use std::os::unix::net::UnixListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use frontend::{held_by, Daemon, RawDesc, TestVm, VmOptions, SCRATCH_GPA};
+use frontend::{
+    config_body, held_by, Daemon, RawDesc, RawMessage, TestVm, VmOptions, SCRATCH_GPA,
+    VHOST_USER_REPLY, VHOST_USER_VERSION,
+};
 use pasid_protocol::{Request, Status, PASID_NONE, RESPONSE_SIZE, VERSION};
-use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::message::{
+    FrontendReq, VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
 const LONG: Duration = Duration::from_secs(10);
@@ -489,9 +496,7 @@ fn an_immediate_reconnect_is_served_and_leaks_nothing() {
 }
 
 /// QEMU's frontend reads the config space with its own `config_size`; a
-/// read inside the 32 bytes is served (the too-large case is a unit test of
-/// the device, because the vhost crate's frontend cannot take the empty
-/// error reply that QEMU takes).
+/// read inside the 32 bytes is served.
 #[test]
 fn partial_config_reads_are_served() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
@@ -503,6 +508,137 @@ fn partial_config_reads_are_served() {
         .unwrap();
     assert_eq!(u32::from_le_bytes(data.try_into().unwrap()), 20);
     assert_eq!(vm.config().pasid_bits, 20);
+}
+
+/// Sends a raw GET_CONFIG of `size` bytes at `offset` on `vm`'s connection
+/// and returns the reply, `None` if the daemon hung up instead.
+fn raw_get_config(vm: &TestVm, offset: u32, size: u32) -> Option<RawMessage> {
+    let payload = vec![0u8; size as usize];
+    vm.send_raw_message(
+        FrontendReq::GET_CONFIG as u32,
+        VHOST_USER_VERSION,
+        &config_body(offset, size, 0, &payload),
+    );
+    vm.recv_raw_message()
+}
+
+/// Appendix A: a read that reaches past byte 32, including one that
+/// straddles it, gets the empty reply: a GET_CONFIG reply whose body is the
+/// request's offset, size 0 and flags, with no payload (12 bytes). The
+/// connection goes on, and the log names `config_size=32` (once per read).
+#[test]
+fn config_reads_past_the_config_space_get_the_empty_reply() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let p = vm.alloc_ok(1, 100);
+    for (offset, size) in [(28, 8), (32, 4), (0, 256), (4000, 96)] {
+        let reply = raw_get_config(&vm, offset, size).expect("the daemon hung up");
+        assert_eq!(
+            reply,
+            RawMessage {
+                request: FrontendReq::GET_CONFIG as u32,
+                flags: VHOST_USER_VERSION | VHOST_USER_REPLY,
+                body: config_body(offset, 0, 0, &[]),
+            },
+            "read of {size} bytes at {offset}"
+        );
+        d.wait_log(&format!("config bytes {offset}..{}", offset + size));
+    }
+    // The very last byte is served.
+    let last = vm.config().encode()[31];
+    let reply = raw_get_config(&vm, 31, 1).unwrap();
+    assert_eq!(reply.body, config_body(31, 1, 0, &[last]));
+    assert_eq!(vm.alloc_ok(1, 100), p + 1, "the session goes on");
+    assert!(d.log().contains("config_size=32"));
+}
+
+/// Appendix A: GET_CONFIG messages that the vhost crate rejects before the
+/// device sees them (size 0, reaching past 4 KiB, unknown flags) end the
+/// connection, and the VM's PASIDs are reclaimed as on any disconnect.
+#[test]
+fn config_reads_the_vhost_crate_refuses_end_the_connection() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let path = d.path("a.sock");
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("size 0", config_body(0, 0, 0, &[])),
+        ("past 4 KiB", config_body(4090, 16, 0, &[0; 16])),
+        ("unknown flags", config_body(0, 4, 0x100, &[0; 4])),
+    ];
+    for (round, (what, body)) in cases.iter().enumerate() {
+        let mut vm = TestVm::connect(&path);
+        let held = vec![vm.alloc_ok(1, 100), vm.alloc_ok(1, 100)];
+        assert_eq!(held_by(&d, "a"), held);
+        vm.send_raw_message(FrontendReq::GET_CONFIG as u32, VHOST_USER_VERSION, body);
+        assert_eq!(vm.recv_raw_message(), None, "{what}: expected a hang-up");
+        let reclaim = "vm=a event=reclaim reason=\"disconnect\" references=2 pasids_freed=2";
+        let deadline = Instant::now() + LONG;
+        while d.log().matches(reclaim).count() <= round {
+            assert!(Instant::now() < deadline, "{what}: {}", d.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(held_by(&d, "a").is_empty(), "{what}");
+    }
+}
+
+/// 5.x.4: the config space is read-only. A SET_CONFIG changes nothing, is
+/// acknowledged as done when the frontend asks for a REPLY_ACK, keeps the
+/// connection, and is logged as a guest error.
+#[test]
+fn config_writes_change_nothing() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock,quota=7"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let before = vm.config();
+    vm.frontend
+        .set_config(16, VhostUserConfigFlags::WRITABLE, &99u32.to_le_bytes())
+        .unwrap();
+    d.wait_log("config write of 4 bytes at offset 16 ignored");
+    assert_eq!(vm.config(), before);
+    assert_eq!(vm.config().quota, 7);
+
+    assert_eq!(vm.alloc_ok(1, 100), 1, "the session goes on");
+}
+
+/// 5.x.3: over vhost-user the device offers exactly the protocol features
+/// CONFIG, MQ and REPLY_ACK (the vhost crate adds REPLY_ACK to every
+/// backend's). With REPLY_ACK negotiated, messages are acknowledged: a
+/// SET_CONFIG is answered "done" although it changes nothing.
+#[test]
+fn protocol_features_are_config_mq_and_reply_ack() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock,quota=7"]);
+    let mut f = frontend::connect_frontend(&d.path("a.sock"));
+    f.set_owner().unwrap();
+    let offered = f.get_features().unwrap();
+    assert_eq!(
+        offered,
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
+        "virtio features {offered:#x}"
+    );
+    f.set_features((1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
+        .unwrap();
+    let proto = f.get_protocol_features().unwrap();
+    assert_eq!(
+        proto,
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+    );
+    f.set_protocol_features(
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK,
+    )
+    .unwrap();
+    // With REPLY_ACK acked, the crate's frontend asks for an ack and fails
+    // unless it reads 0.
+    f.set_config(16, VhostUserConfigFlags::WRITABLE, &[1, 2, 3, 4])
+        .unwrap();
+    d.wait_log("config write of 4 bytes at offset 16 ignored");
+    let buf = [0u8; 4];
+    let (_, quota) = f
+        .get_config(16, 4, VhostUserConfigFlags::empty(), &buf)
+        .unwrap();
+    assert_eq!(quota, 7u32.to_le_bytes());
 }
 
 /// A frontend that never shares guest memory (QEMU without share=on) cannot
