@@ -803,6 +803,14 @@ fn start_up_errors_exit_non_zero_with_one_line() {
             vec!["--fd", "77", "--control-socket", &ctl],
             "--fd 77: not a socket",
         ),
+        (
+            vec!["--vm", "a=/tmp/x,range=200-300", "--pasid-bits", "7"],
+            "range 200-300 lies outside the PASID space 1-127",
+        ),
+        (
+            vec!["--vm", "a=/tmp/x,range=10-20", "--reserve", "10-20"],
+            "every PASID of its range 10-20 is reserved",
+        ),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
