@@ -459,6 +459,68 @@ fn hostile_cases() -> Vec<Case> {
             Vec::new(),
             None,
         ),
+        // Mixed chains (5.x.6.1): direct descriptors, then one indirect
+        // descriptor that ends the chain. The test VM never negotiates
+        // VIRTIO_RING_F_INDIRECT_DESC: indirect tables are served anyway.
+        Case {
+            tables: vec![(TABLE_AT, vec![wr(RESP_AT, 16)])],
+            ..case(
+                "direct request, then an indirect table holding the response",
+                linked(&[rd(REQ_AT, 24), indirect_head(TABLE_AT, 16)]),
+                alloc_ok,
+            )
+        },
+        Case {
+            tables: vec![(TABLE_AT, linked(&[rd(REQ_AT + 10, 14), wr(RESP_AT, 16)]))],
+            ..case(
+                "request split between a direct descriptor and an indirect table",
+                linked(&[rd(REQ_AT, 10), indirect_head(TABLE_AT, 32)]),
+                alloc_ok,
+            )
+        },
+        Case {
+            tables: vec![(TABLE_AT, vec![rd(REQ_AT, 24)])],
+            ..case(
+                "indirect descriptor with NEXT: the response after it is ignored",
+                vec![
+                    RawDesc {
+                        flags: INDIRECT | NEXT,
+                        next: 1,
+                        ..indirect_head(TABLE_AT, 16)
+                    },
+                    wr(RESP_AT, 16),
+                ],
+                None,
+            )
+        },
+        indirect(
+            "indirect descriptor flagged WRITE (the flag is ignored)",
+            RawDesc {
+                flags: INDIRECT | WRITE,
+                ..table(good_pair.clone())
+            },
+            vec![(TABLE_AT, good_pair.clone())],
+            alloc_ok,
+        ),
+        case(
+            "zero-length writable descriptor before the response",
+            linked(&[rd(REQ_AT, 24), wr(RESP_AT + 0x100, 0), wr(RESP_AT, 16)]),
+            alloc_ok,
+        ),
+        indirect(
+            "zero-length descriptors in an indirect table",
+            table(vec![rd(REQ_AT, 0); 4]),
+            vec![(
+                TABLE_AT,
+                linked(&[
+                    rd(REQ_AT, 0),
+                    rd(REQ_AT, 24),
+                    wr(RESP_AT, 0),
+                    wr(RESP_AT, 16),
+                ]),
+            )],
+            alloc_ok,
+        ),
         indirect(
             "indirect table pointing past its end",
             table(good_pair.clone()),
