@@ -528,6 +528,99 @@ fn an_avail_index_far_ahead_stops_the_queue_until_it_is_back_in_range() {
     assert_eq!(vm.alloc_ok(1, 100), 3);
 }
 
+/// 5.x.6.7 and 5.x.6.8 with durable state. The replay window exists only
+/// after a restart, for the last batch answered before it, and only on the
+/// VM's first connection after the restart: there even a brand-new
+/// frontend posting the old bytes at the old position gets the first
+/// answer. Without a restart, or once that connection has ended, equal
+/// bytes at an equal position are a new request. The PASIDs kept across
+/// the restart are released when that first connection ends without RESET,
+/// as at any end of a connection.
+#[test]
+fn the_replay_window_lasts_until_the_first_connection_after_a_restart_ends() {
+    let mut d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
+    let path = d.path("a.sock");
+    let old = Request::Alloc {
+        tag: 0x1234_5678_0000_0001,
+        min: 1,
+        max: 100,
+    };
+    let answer = pasid_protocol::Response::ok(old.tag(), 1);
+    let disconnect = "vm=a event=reclaim reason=\"disconnect\"";
+    // No restart, no window: the same bytes at position 0 on a new
+    // connection allocate again.
+    let mut vm = TestVm::connect(&path);
+    assert_eq!(vm.request(old), answer);
+    drop(vm);
+    wait_log_count(&d, disconnect, 1);
+    assert!(held_by(&d, "a").is_empty());
+    let mut vm = TestVm::connect(&path);
+    assert_eq!(vm.request(old), answer);
+    assert_eq!(held_by(&d, "a"), vec![1], "carried out again");
+
+    // A restart: the VM keeps PASID 1, and the last batch is the window.
+    drop(vm);
+    d.kill9();
+    d.restart();
+    assert_eq!(held_by(&d, "a"), vec![1], "kept across the restart");
+    // A brand-new frontend (ring from 0) posting the old bytes at the old
+    // position gets the first answer; nothing is carried out (a new ALLOC
+    // would have given 2).
+    let mut vm = TestVm::connect(&path);
+    assert_eq!(vm.request(old), answer);
+    assert_eq!(held_by(&d, "a"), vec![1]);
+    assert_eq!(
+        d.ctl_json(&["vms"])[0]["counters"]["replayed"].as_u64(),
+        Some(1)
+    );
+    // Past the window: new requests.
+    assert_eq!(vm.alloc_ok(1, 100), 2);
+    // The connection ends without RESET: the kept PASID goes too.
+    drop(vm);
+    let log = wait_log_count(&d, disconnect, 2);
+    assert!(
+        log.contains(&format!("{disconnect} references=2 pasids_freed=2")),
+        "{log}"
+    );
+    assert!(held_by(&d, "a").is_empty());
+    // The window ended with that connection.
+    let mut vm = TestVm::connect(&path);
+    assert_eq!(vm.request(old), answer);
+    assert_eq!(held_by(&d, "a"), vec![1], "carried out: no window any more");
+}
+
+/// 5.x.6: the device carries out the chains of one notification in
+/// available-ring order, and lowest-free allocation makes that order
+/// visible: a FREE made available before an ALLOC frees the PASID that
+/// ALLOC then gets; in the other order the ALLOC gets the next one.
+#[test]
+fn requests_are_carried_out_in_available_ring_order() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    assert_eq!((vm.alloc_ok(1, 100), vm.alloc_ok(1, 100)), (1, 2));
+    let (t1, t2) = (vm.tag(), vm.tag());
+    let r = vm.batch(&[
+        Request::Free { tag: t1, pasid: 1 },
+        Request::Alloc {
+            tag: t2,
+            min: 1,
+            max: 100,
+        },
+    ]);
+    assert_eq!((status(r[0]), r[1].pasid), (Status::Ok, 1));
+    let (t3, t4) = (vm.tag(), vm.tag());
+    let r = vm.batch(&[
+        Request::Alloc {
+            tag: t3,
+            min: 1,
+            max: 100,
+        },
+        Request::Free { tag: t4, pasid: 1 },
+    ]);
+    assert_eq!((r[0].pasid, status(r[1])), (3, Status::Ok));
+    assert_eq!(held_by(&d, "a"), vec![2, 3]);
+}
+
 #[test]
 fn a_second_frontend_on_a_busy_slot_is_turned_away() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
