@@ -503,6 +503,11 @@ fn hostile_cases() -> Vec<Case> {
             alloc_ok,
         ),
         case(
+            "zero-length readable descriptor after the response",
+            linked(&[rd(REQ_AT, 24), wr(RESP_AT, 16), rd(REQ_AT, 0)]),
+            None,
+        ),
+        case(
             "zero-length writable descriptor before the response",
             linked(&[rd(REQ_AT, 24), wr(RESP_AT + 0x100, 0), wr(RESP_AT, 16)]),
             alloc_ok,
