@@ -747,6 +747,49 @@ mod tests {
         assert_eq!(reg.vms()[0].counters.statuses.get("RATE_LIMITED"), Some(&2));
     }
 
+    /// 5.x.6.11: malformed chains take no token. With a burst of 1 and no
+    /// refill to speak of, three malformed chains ahead of an ALLOC leave
+    /// the token for it; the next ALLOC finds none.
+    #[test]
+    fn malformed_chains_take_no_token() {
+        let f = fixture();
+        f.registry
+            .lock()
+            .unwrap()
+            .set_rate_limit(Some(crate::rate_limit::RateLimit {
+                per_second: 1,
+                burst: 1,
+            }));
+        let mem = f.mem.memory();
+        let alloc = |tag| Request::Alloc {
+            tag,
+            min: 1,
+            max: 100,
+        };
+        mem.write_slice(&alloc(1).encode(), GuestAddress(0x10_0000))
+            .unwrap();
+        mem.write_slice(&alloc(2).encode(), GuestAddress(0x10_0100))
+            .unwrap();
+        let short = vec![desc(0x10_0000, 4, false), desc(0x30_0000, 16, true)];
+        let rings = queue_chains(
+            &f,
+            &[
+                short.clone(),
+                short.clone(),
+                short,
+                vec![desc(0x10_0000, 24, false), desc(0x20_0000, 16, true)],
+                vec![desc(0x10_0100, 24, false), desc(0x20_0100, 16, true)],
+            ],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 5);
+        assert!((0..5).all(|i| used_entry(&f, &rings, i).1 == RESPONSE_SIZE as u32));
+        let mut b = [0u8; RESPONSE_SIZE];
+        mem.read_slice(&mut b, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(Response::decode(&b), Response::ok(1, 1));
+        mem.read_slice(&mut b, GuestAddress(0x20_0100)).unwrap();
+        assert_eq!(Response::decode(&b), Response::new(Status::RateLimited, 2));
+    }
+
     /// vhost-user-backend registers the exit event's read end by raw
     /// descriptor and never closes it; the device closes it when dropped,
     /// so sessions do not leak a descriptor each.
