@@ -451,8 +451,8 @@ fn wait_log_count(d: &Daemon, needle: &str, count: usize) -> String {
 
 /// 5.x.2: queue sizes that are powers of two up to 1024 are served. Any
 /// other size up to 32768 leaves the queue unserved for the session (one
-/// log line names it) while the connection stays; above 32768 the vhost
-/// crate refuses SET_VRING_NUM and the connection ends.
+/// log line names it) while the connection stays; above 32768
+/// vhost-user-backend refuses SET_VRING_NUM and the connection ends.
 #[test]
 fn queue_sizes_are_powers_of_two_up_to_1024() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
