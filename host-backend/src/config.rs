@@ -157,6 +157,34 @@ pub enum ConfigError {
     /// A range is malformed.
     #[error("invalid range {0:?}: expected LO-HI or N (decimal or 0x hex) with LO <= HI")]
     InvalidRange(String),
+    /// A VM's range lies outside `1..=2^pasid_bits - 1`.
+    #[error(
+        "VM {vm:?}: range {start}-{end} lies outside the PASID space 1-{max} (--pasid-bits): \
+         the VM could never be given a PASID"
+    )]
+    VmRangeOutsideSpace {
+        /// VM name.
+        vm: String,
+        /// First PASID of the range as given.
+        start: u32,
+        /// Last PASID of the range as given.
+        end: u32,
+        /// Highest PASID of the space.
+        max: u32,
+    },
+    /// Every PASID of a VM's range is host-reserved.
+    #[error(
+        "VM {vm:?}: every PASID of its range {start}-{end} is reserved (--reserve): the VM could \
+         never be given a PASID"
+    )]
+    VmRangeReserved {
+        /// VM name.
+        vm: String,
+        /// First PASID of the range, clamped to the space.
+        start: u32,
+        /// Last PASID of the range, clamped to the space.
+        end: u32,
+    },
     /// --pasid-bits out of range.
     #[error("--pasid-bits must be between 1 and {MAX_PASID_BITS}, got {0}")]
     InvalidPasidBits(u32),
@@ -291,6 +319,48 @@ pub fn parse_range(s: &str) -> Result<RangeInclusive<u32>, ConfigError> {
     Ok(lo..=hi)
 }
 
+/// Checks that every VM can be given some PASID: its range, clamped to
+/// `1..=2^pasid_bits - 1` as the space clamps it, is not empty and not all
+/// reserved. A range that only partly lies outside the space is clamped
+/// (the config space reports the clamped range). `pasid_bits` is valid.
+fn check_vm_ranges(
+    slots: &[SlotConfig],
+    pasid_bits: u32,
+    reserved: &[RangeInclusive<u32>],
+) -> Result<(), ConfigError> {
+    let max = u32::MAX >> (32 - pasid_bits);
+    for slot in slots {
+        let (start, end) = ((*slot.range.start()).max(1), (*slot.range.end()).min(max));
+        if start > end {
+            return Err(ConfigError::VmRangeOutsideSpace {
+                vm: slot.name.clone(),
+                start: *slot.range.start(),
+                end: *slot.range.end(),
+                max,
+            });
+        }
+        if first_unreserved(start..=end, reserved).is_none() {
+            return Err(ConfigError::VmRangeReserved {
+                vm: slot.name.clone(),
+                start,
+                end,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The lowest PASID of `range` that no `reserved` range covers.
+fn first_unreserved(range: RangeInclusive<u32>, reserved: &[RangeInclusive<u32>]) -> Option<u32> {
+    let mut candidate = *range.start();
+    // Each step moves past the end of a reserved range holding `candidate`,
+    // so no range is visited twice.
+    while let Some(covering) = reserved.iter().find(|r| r.contains(&candidate)) {
+        candidate = covering.end().checked_add(1)?;
+    }
+    range.contains(&candidate).then_some(candidate)
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -420,6 +490,7 @@ impl TryFrom<Args> for Config {
             }
         }
         check_path(&args.control_socket)?;
+        check_vm_ranges(&slots, args.pasid_bits, &reserved)?;
 
         let mode = match &args.socket_mode {
             Some(m) => Some(
@@ -461,6 +532,54 @@ mod tests {
         let mut full = vec!["vhost-user-pasid"];
         full.extend_from_slice(args);
         Config::try_from(Args::parse_from(full))
+    }
+
+    /// A VM range with no PASID the VM could be given is a start-up error;
+    /// one that only partly lies outside the space is clamped.
+    #[test]
+    fn vm_ranges_must_hold_a_grantable_pasid() {
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a.sock,range=200-300", "--pasid-bits", "7"]),
+            Err(ConfigError::VmRangeOutsideSpace { vm, start: 200, end: 300, max: 127 }) if vm == "a"
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a.sock,range=0-0"]),
+            Err(ConfigError::VmRangeOutsideSpace {
+                start: 0,
+                end: 0,
+                ..
+            })
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a.sock,range=10-20", "--reserve", "10-15", "--reserve", "14-20"]),
+            Err(ConfigError::VmRangeReserved { vm, start: 10, end: 20 }) if vm == "a"
+        );
+        assert_matches!(
+            parse(&[
+                "--range",
+                "0-127",
+                "--pasid-bits",
+                "7",
+                "--vm",
+                "b=/tmp/b.sock",
+                "--reserve",
+                "1-127"
+            ]),
+            Err(ConfigError::VmRangeReserved {
+                start: 1,
+                end: 127,
+                ..
+            })
+        );
+        let cfg = parse(&["--vm", "a=/tmp/a.sock,range=100-200", "--pasid-bits", "7"]).unwrap();
+        assert_eq!(
+            cfg.slots[0].range,
+            100..=200,
+            "clamped by the space, not here"
+        );
+        parse(&["--vm", "a=/tmp/a.sock,range=10-20", "--reserve", "10-19"]).unwrap();
+        assert_eq!(first_unreserved(10..=20, &[10..=12, 13..=19]), Some(20));
+        assert_eq!(first_unreserved(1..=u32::MAX, &[0..=u32::MAX]), None);
     }
 
     #[test]

@@ -166,6 +166,28 @@ mod tests {
         assert!(!b.take_at(t0));
     }
 
+    /// 5.x.6.11: a refused request costs nothing. However often a VM
+    /// retries while the bucket is empty, the next token arrives exactly
+    /// 1/`per_second` s after the last one was taken (the refill is
+    /// continuous, not in whole-second steps), and no more than that.
+    #[test]
+    fn refused_requests_cost_no_token() {
+        let mut b = TokenBucket::new(RateLimit {
+            per_second: 4,
+            burst: 1,
+        });
+        let t0 = b.last;
+        assert!(b.take_at(t0));
+        for ms in (0..250).step_by(10) {
+            assert!(!b.take_at(t0 + Duration::from_millis(ms)), "{ms} ms");
+        }
+        assert!(b.take_at(t0 + Duration::from_millis(250)));
+        assert!(!b.take_at(t0 + Duration::from_millis(250)));
+        // Half a token saved up by 375 ms is kept through refusals.
+        assert!(!b.take_at(t0 + Duration::from_millis(375)));
+        assert!(b.take_at(t0 + Duration::from_millis(500)));
+    }
+
     /// A zero rate with a zero burst refuses everything.
     #[test]
     fn empty_bucket_refuses() {

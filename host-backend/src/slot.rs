@@ -4,26 +4,33 @@
 //!
 //! Each connection gets a fresh `VhostUserDaemon` (one daemon serves exactly
 //! one connection). When the connection ends, for any reason, the VM's
-//! references are reclaimed. While a VM is connected, a second frontend that
-//! connects to the same socket is turned away with a clear log line instead
-//! of waiting silently in the listen backlog.
+//! references are reclaimed before the next connection is served. While a VM
+//! is connected, a second frontend that connects to the same socket is
+//! turned away with a clear log line instead of waiting silently in the
+//! listen backlog, unless the session ends within [`HANDOVER_WAIT`]: a VM
+//! that reconnects at once is served.
 
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use log::{error, info};
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon, VhostUserHandlerError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::registry::{ReclaimReason, Registry, VmId};
 use crate::vhu_vpasid::PasidDevice;
 
-/// How often the busy-slot guard looks for a second frontend, in ms.
-const BUSY_POLL_MS: i32 = 100;
+/// How long a frontend that connects while the slot is busy waits for the
+/// current session to end before it is turned away. A frontend that closes
+/// its connection and connects again at once arrives before the slot loop
+/// has noticed the close; this covers that hand-over.
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(1);
 
 /// Errors that stop a slot from serving.
 #[derive(Debug, thiserror::Error)]
@@ -70,59 +77,112 @@ pub struct VmSlot {
 }
 
 /// Turns away frontends that connect while the slot is busy.
+///
+/// A newcomer is left in the listen backlog, for the slot loop to accept
+/// next, if the current session ends within [`HANDOVER_WAIT`] of its
+/// arrival; only a session that is still going after that turns it away.
+/// The session's stream belongs to the vhost-user-backend daemon, which
+/// does not expose it, so its end is what the slot loop reports (dropping
+/// the guard), not a hang-up seen on the stream.
 struct BusyGuard {
-    stop: Arc<AtomicBool>,
+    stop: Option<EventFd>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl BusyGuard {
-    fn start(listener: UnixListener, name: String, socket: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+    fn start(listener: UnixListener, name: String, socket: String) -> io::Result<Self> {
+        let stop = EventFd::new(libc::EFD_CLOEXEC)?;
+        let stopped = stop.try_clone()?;
         let thread = thread::Builder::new()
             .name(format!("busy-{name}"))
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    if !pending_connection(&listener) {
-                        continue;
-                    }
-                    // Accept and close it: QEMU then fails with a socket error
-                    // at once instead of hanging in the handshake.
-                    if let Ok((conn, _)) = listener.accept() {
-                        drop(conn);
-                        error!(
-                            "vm={name} event=rejected-frontend a second frontend connected to \
-                             {socket} while a VM is using this slot: give each VM its own \
-                             socket (--socket-count or --vm NAME=PATH)"
-                        );
-                    }
-                }
-            })
-            .ok();
-        BusyGuard { stop, thread }
+            .spawn(move || guard_slot(&listener, &stopped, &name, &socket))?;
+        Ok(BusyGuard {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the guard at once, wherever it waits.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.write(1);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Waits up to `BUSY_POLL_MS` for a pending connection on `listener`.
-fn pending_connection(listener: &UnixListener) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: listener.as_fd().as_raw_fd(),
+/// The busy guard's loop: returns once the session has ended (`stop`).
+fn guard_slot(listener: &UnixListener, stop: &EventFd, name: &str, socket: &str) {
+    loop {
+        match wait_readable(stop, Some(listener), None) {
+            Wake::Stop => return,
+            Wake::Timeout => continue,
+            Wake::Pending => {}
+        }
+        // The newcomer may be this slot's own VM, connecting again right
+        // after it closed: the session is then about to end.
+        if wait_readable(stop, None, Some(HANDOVER_WAIT)) == Wake::Stop {
+            return;
+        }
+        // Accept and close it: QEMU then fails with a socket error at once
+        // instead of hanging in the handshake.
+        if let Ok((conn, _)) = listener.accept() {
+            drop(conn);
+            error!(
+                "vm={name} event=rejected-frontend a second frontend connected to {socket} \
+                 while a VM is using this slot: give each VM its own socket (--socket-count \
+                 or --vm NAME=PATH)"
+            );
+        }
+    }
+}
+
+/// What ended a [`wait_readable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// The slot loop asked the guard to stop.
+    Stop,
+    /// A connection waits on the listener.
+    Pending,
+    /// Neither, within the time given (or a signal interrupted the wait).
+    Timeout,
+}
+
+/// Waits until `stop` is signalled or, if given, `listener` has a pending
+/// connection; `timeout` `None` waits without a bound.
+fn wait_readable(
+    stop: &EventFd,
+    listener: Option<&UnixListener>,
+    timeout: Option<Duration>,
+) -> Wake {
+    let pollfd = |fd: i32| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call and the
-    // count passed is 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, BUSY_POLL_MS) };
-    rc > 0 && (pfd.revents & libc::POLLIN) != 0
+    // A negative fd is ignored by poll(2).
+    let mut fds = [
+        pollfd(stop.as_raw_fd()),
+        pollfd(listener.map_or(-1, |l| l.as_fd().as_raw_fd())),
+    ];
+    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
+    // SAFETY: `fds` is a valid array of two pollfds for the duration of the
+    // call and the count passed is its length.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    let [stop_fd, listener_fd] = fds;
+    if rc <= 0 {
+        Wake::Timeout
+    } else if stop_fd.revents != 0 {
+        Wake::Stop
+    } else if listener_fd.revents & libc::POLLIN != 0 {
+        Wake::Pending
+    } else {
+        Wake::Timeout
+    }
 }
 
 /// A hint for session errors that stem from QEMU's configuration.
@@ -163,12 +223,14 @@ fn serve_session(
     let guard = slot
         .listener
         .try_clone()
-        .map(|dup| BusyGuard::start(dup, slot.name.clone(), slot.socket.clone()))
-        .map_err(|source| SlotError::Dup {
-            vm: slot.name.clone(),
-            source,
-        });
+        .and_then(|dup| BusyGuard::start(dup, slot.name.clone(), slot.socket.clone()));
+    if let Err(e) = &guard {
+        // Serving goes on; newcomers then wait in the listen backlog.
+        error!("vm={} event=busy-guard-failed error=\"{e}\"", slot.name);
+    }
     let result = daemon.wait();
+    // The session is over: a newcomer already waiting is left for the next
+    // `daemon.start`, after the reclaim below.
     drop(guard);
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();

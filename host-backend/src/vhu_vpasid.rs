@@ -34,8 +34,24 @@ use crate::state::CommitPoint;
 /// Event id of the request queue's kick.
 pub const REQUEST_QUEUE_EVENT: u16 = pasid_protocol::VQ_REQUEST;
 
-/// Queue size the device offers; QEMU's default `vq_size` is 64.
+/// Largest request queue the device serves; QEMU's default `vq_size` is 64
+/// and its own limit 1024.
 pub const QUEUE_SIZE: usize = 1024;
+
+/// The queue size vhost-user-backend is told the device takes: the largest
+/// split virtqueue there is. virtio-queue ignores a SET_VRING_NUM that is
+/// not a power of two (it logs and keeps the size it had) and
+/// vhost-user-backend gives the device no say in SET_VRING_NUM, so the
+/// queue starts at this size, which the device never serves: a queue still
+/// this large, or any other size above [`QUEUE_SIZE`], is refused when it is
+/// first used (see [`queue_size_served`]).
+const UNSET_QUEUE_SIZE: usize = 32768;
+
+/// Whether the device serves a request queue of `size` entries: a power of
+/// two from 1 to [`QUEUE_SIZE`].
+pub fn queue_size_served(size: u16) -> bool {
+    size.is_power_of_two() && usize::from(size) <= QUEUE_SIZE
+}
 
 /// Errors of the device.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +65,12 @@ pub enum DeviceError {
     /// The request queue is broken (e.g. avail index out of range).
     #[error("request queue error: {0}")]
     Queue(#[from] virtio_queue::Error),
+    /// The frontend set a queue size the device does not serve.
+    #[error(
+        "the request queue size is not a power of two from 1 to {QUEUE_SIZE} (the queue is {0} \
+         entries, {UNSET_QUEUE_SIZE} meaning never validly set)"
+    )]
+    QueueSize(u16),
 }
 
 impl From<DeviceError> for io::Error {
@@ -67,6 +89,7 @@ pub struct PasidDevice {
     event_idx: AtomicBool,
     config_size_warned: AtomicBool,
     memory_warned: AtomicBool,
+    queue_size_warned: AtomicBool,
     warnings: Mutex<WarnLimiter>,
     /// Read ends of the exit events handed to vhost-user-backend. Its
     /// `VringEpollHandler::new` (0.24.0) registers them by `into_raw_fd()`
@@ -109,6 +132,7 @@ impl PasidDevice {
             event_idx: AtomicBool::new(false),
             config_size_warned: AtomicBool::new(false),
             memory_warned: AtomicBool::new(false),
+            queue_size_warned: AtomicBool::new(false),
             warnings: Mutex::new(WarnLimiter::default()),
             exit_consumers: Mutex::new(Vec::new()),
         }
@@ -149,27 +173,41 @@ impl PasidDevice {
         vring: &VringRwLock,
     ) -> Result<(usize, Option<CommitPoint>), DeviceError> {
         let mem = self.guest_memory()?;
-        let (first_position, chains) = {
+        let (first_position, queue_size, chains) = {
             let mut state = vring.get_mut();
             let queue = state.get_queue_mut();
+            let size = queue.size();
+            if !queue_size_served(size) {
+                return Err(DeviceError::QueueSize(size));
+            }
             let first = queue.next_avail();
             let chains: Vec<_> = queue.iter(mem.clone())?.collect();
-            (first, chains)
+            (first, size, chains)
         };
         if chains.is_empty() {
             return Ok((0, None));
         }
         let mut used = Vec::with_capacity(chains.len());
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut position = first_position;
-        for chain in chains {
+        // Each chain's position in the avail ring (the replay key).
+        let positions = std::iter::successors(Some(first_position), |p| Some(p.wrapping_add(1)));
+        for (position, chain) in positions.zip(chains) {
             let head = chain.head_index();
+            if head >= queue_size {
+                // There is no chain, so nothing to return: a used element
+                // names a head index of the table.
+                registry.count_malformed(self.vm);
+                self.warn_guest(format_args!(
+                    "avail ring entry names descriptor {head}, outside the {queue_size}-entry \
+                     table: skipped, nothing returned"
+                ));
+                continue;
+            }
             let started = std::time::Instant::now();
             let outcome = process_chain(chain, |req| {
                 debug!("vm={} request={:?}", self.name, req);
                 registry.answer(self.vm, position, req)
             });
-            position = position.wrapping_add(1);
             match &outcome {
                 ChainOutcome::Answered { .. } => {}
                 ChainOutcome::Rejected(e) => {
@@ -275,7 +313,7 @@ impl VhostUserBackend for PasidDevice {
     }
 
     fn max_queue_size(&self) -> usize {
-        QUEUE_SIZE
+        UNSET_QUEUE_SIZE
     }
 
     fn features(&self) -> u64 {
@@ -330,6 +368,19 @@ impl VhostUserBackend for PasidDevice {
             .unwrap_or_default()
     }
 
+    /// The config space is read-only: a write (QEMU forwards a guest's
+    /// config write as SET_CONFIG) changes nothing and is reported as a
+    /// guest error. It is still acknowledged as done: an error here would
+    /// end the connection when REPLY_ACK is not negotiated, and with it
+    /// every PASID the VM holds.
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        self.warn_guest(format_args!(
+            "config write of {} bytes at offset {offset} ignored: the config space is read-only",
+            buf.len()
+        ));
+        Ok(())
+    }
+
     fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
         let shared = mem.memory().num_regions() > 0;
         *self.mem.write().unwrap_or_else(|p| p.into_inner()) = shared.then_some(mem);
@@ -372,6 +423,15 @@ impl VhostUserBackend for PasidDevice {
         match self.drain(vring) {
             Ok(()) => {}
             Err(DeviceError::NoMemory) => self.memory_not_shared(),
+            Err(e @ DeviceError::QueueSize(_)) => {
+                if !self.queue_size_warned.swap(true, Ordering::Relaxed) {
+                    error!(
+                        "vm={} event=misconfig {e}: nothing on it is served until the frontend \
+                         sets it up with a valid size (QEMU: vq_size=)",
+                        self.name
+                    );
+                }
+            }
             Err(e) => self.warn_guest(format_args!("{e}")),
         }
         Ok(())
@@ -544,6 +604,68 @@ mod tests {
         assert!(f.device.handle_event(9, EventSet::IN, &vrings, 0).is_ok());
     }
 
+    /// 5.x.6.1: an avail ring entry naming a descriptor outside the table
+    /// has no chain to return; it is skipped (nothing used for it), counted
+    /// as malformed, and the entries after it are served.
+    #[test]
+    fn head_index_outside_the_table_is_skipped() {
+        let f = fixture();
+        let mem = f.mem.memory();
+        let alloc = Request::Alloc {
+            tag: 9,
+            min: 1,
+            max: 100,
+        };
+        mem.write_slice(&alloc.encode(), GuestAddress(0x10_0000))
+            .unwrap();
+        let good = vec![
+            desc(0x10_0000, REQUEST_SIZE as u32, false),
+            desc(0x20_0000, 16, true),
+        ];
+        let rings = queue_chains(&f, &[good.clone(), good]);
+        // The first entry names descriptor 999 of a 16-entry table.
+        mem.write_obj(999u16, GuestAddress(rings.avail + 4))
+            .unwrap();
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 1);
+        assert_eq!(used_entry(&f, &rings, 0), (2, RESPONSE_SIZE as u32));
+        let used_idx: u16 = mem.read_obj(GuestAddress(rings.used + 2)).unwrap();
+        assert_eq!(used_idx, 1, "nothing is used for the skipped entry");
+        let reg = f.registry.lock().unwrap();
+        assert_eq!(reg.space().stats().allocated, 1);
+        assert_eq!(reg.vms()[0].counters.malformed, 1);
+    }
+
+    /// 5.x.2: only powers of two from 1 to 1024 are served. A queue whose
+    /// size was never validly set (virtio-queue keeps the initial 32768 when
+    /// SET_VRING_NUM is not a power of two) or is above 1024 serves nothing,
+    /// and the worker survives.
+    #[test]
+    fn queue_sizes_the_device_does_not_serve_are_refused() {
+        assert!((0..=10).all(|b| queue_size_served(1 << b)));
+        for size in [0, 3, 100, 1000, 2048, 32768] {
+            assert!(!queue_size_served(size), "{size}");
+        }
+        let f = fixture();
+        let vring = VringRwLock::new(f.mem.clone(), UNSET_QUEUE_SIZE as u16).unwrap();
+        vring.set_queue_size(100); // ignored by virtio-queue
+        vring.set_queue_ready(true);
+        assert!(matches!(
+            f.device.process_queue(&vring),
+            Err(DeviceError::QueueSize(32768))
+        ));
+        vring.set_queue_size(2048);
+        assert!(matches!(
+            f.device.process_queue(&vring),
+            Err(DeviceError::QueueSize(2048))
+        ));
+        let vrings = [vring];
+        assert!(f
+            .device
+            .handle_event(REQUEST_QUEUE_EVENT, EventSet::IN, &vrings, 0)
+            .is_ok());
+        assert_eq!(f.device.max_queue_size(), UNSET_QUEUE_SIZE);
+    }
+
     #[test]
     fn config_reads_are_bounded_by_the_config_size() {
         let f = fixture();
@@ -623,6 +745,49 @@ mod tests {
         let reg = f.registry.lock().unwrap();
         assert_eq!(reg.space().stats().allocated, 2, "no effect");
         assert_eq!(reg.vms()[0].counters.statuses.get("RATE_LIMITED"), Some(&2));
+    }
+
+    /// 5.x.6.11: malformed chains take no token. With a burst of 1 and no
+    /// refill to speak of, three malformed chains ahead of an ALLOC leave
+    /// the token for it; the next ALLOC finds none.
+    #[test]
+    fn malformed_chains_take_no_token() {
+        let f = fixture();
+        f.registry
+            .lock()
+            .unwrap()
+            .set_rate_limit(Some(crate::rate_limit::RateLimit {
+                per_second: 1,
+                burst: 1,
+            }));
+        let mem = f.mem.memory();
+        let alloc = |tag| Request::Alloc {
+            tag,
+            min: 1,
+            max: 100,
+        };
+        mem.write_slice(&alloc(1).encode(), GuestAddress(0x10_0000))
+            .unwrap();
+        mem.write_slice(&alloc(2).encode(), GuestAddress(0x10_0100))
+            .unwrap();
+        let short = vec![desc(0x10_0000, 4, false), desc(0x30_0000, 16, true)];
+        let rings = queue_chains(
+            &f,
+            &[
+                short.clone(),
+                short.clone(),
+                short,
+                vec![desc(0x10_0000, 24, false), desc(0x20_0000, 16, true)],
+                vec![desc(0x10_0100, 24, false), desc(0x20_0100, 16, true)],
+            ],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 5);
+        assert!((0..5).all(|i| used_entry(&f, &rings, i).1 == RESPONSE_SIZE as u32));
+        let mut b = [0u8; RESPONSE_SIZE];
+        mem.read_slice(&mut b, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(Response::decode(&b), Response::ok(1, 1));
+        mem.read_slice(&mut b, GuestAddress(0x20_0100)).unwrap();
+        assert_eq!(Response::decode(&b), Response::new(Status::RateLimited, 2));
     }
 
     /// vhost-user-backend registers the exit event's read end by raw

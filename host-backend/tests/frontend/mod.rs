@@ -1000,3 +1000,81 @@ impl Daemon {
         String::from_utf8_lossy(&buf).into_owned()
     }
 }
+
+/// A vhost-user message header as it goes over the socket.
+pub const VHOST_USER_HEADER_SIZE: usize = 12;
+/// `flags` of a message a frontend sends: protocol version 1.
+pub const VHOST_USER_VERSION: u32 = 0x1;
+/// `flags` bit of a backend's reply.
+pub const VHOST_USER_REPLY: u32 = 0x4;
+/// `flags` bit asking for a REPLY_ACK.
+pub const VHOST_USER_NEED_REPLY: u32 = 0x8;
+
+/// One vhost-user message read off the socket: header fields and body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawMessage {
+    pub request: u32,
+    pub flags: u32,
+    pub body: Vec<u8>,
+}
+
+impl TestVm {
+    /// This VM's vhost-user connection as a plain stream (a duplicate of
+    /// the frontend's socket), with a 10 s read timeout.
+    fn raw_socket(&self) -> std::os::unix::net::UnixStream {
+        // SAFETY: the frontend's socket stays open while `self` lives, and
+        // the borrow ends within this call (it is duplicated at once).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.frontend.as_raw_fd()) };
+        let stream = std::os::unix::net::UnixStream::from(fd.try_clone_to_owned().unwrap());
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    /// Writes one raw vhost-user message (`request`, `flags`, `body`) on
+    /// this VM's connection, for messages the vhost crate's `Frontend`
+    /// refuses to send.
+    pub fn send_raw_message(&self, request: u32, flags: u32, body: &[u8]) {
+        use std::io::Write;
+        let mut msg = Vec::with_capacity(VHOST_USER_HEADER_SIZE + body.len());
+        msg.extend_from_slice(&request.to_le_bytes());
+        msg.extend_from_slice(&flags.to_le_bytes());
+        msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        msg.extend_from_slice(body);
+        self.raw_socket().write_all(&msg).unwrap();
+    }
+
+    /// Reads one vhost-user message from the daemon; `None` when the daemon
+    /// closed the connection instead.
+    pub fn recv_raw_message(&self) -> Option<RawMessage> {
+        use std::io::Read;
+        let mut sock = self.raw_socket();
+        let mut hdr = [0u8; VHOST_USER_HEADER_SIZE];
+        match sock.read_exact(&mut hdr) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("reading a vhost-user reply: {e}"),
+        }
+        let word = |i: usize| u32::from_le_bytes(hdr[i..i + 4].try_into().unwrap());
+        let mut body = vec![0u8; word(8) as usize];
+        sock.read_exact(&mut body).unwrap();
+        Some(RawMessage {
+            request: word(0),
+            flags: word(4),
+            body,
+        })
+    }
+}
+
+/// The body of a GET_CONFIG or SET_CONFIG message: offset, size, flags,
+/// then `payload`.
+pub fn config_body(offset: u32, size: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for word in [offset, size, flags] {
+        body.extend_from_slice(&word.to_le_bytes());
+    }
+    body.extend_from_slice(payload);
+    body
+}
