@@ -45,9 +45,6 @@ cannot reconnect them): stop the VMs first.
 \fB/run/vhost\-user\-pasid/control.sock\fR
 Default control socket (mode 0600), used by \fBpasidctl\fR(8).
 .TP
-\fB/usr/share/qemu/vhost\-user/50\-vpasid.json\fR
-vhost-user backend descriptor.
-.TP
 \fB/etc/default/vhost\-user\-pasid\fR
 VM slots and options of the packaged systemd unit \fBvhost\-user\-pasid.service\fR.
 .SH EXIT STATUS
