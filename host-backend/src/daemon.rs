@@ -87,9 +87,10 @@ pub fn journal_priority(level: log::Level) -> u8 {
 }
 
 /// Whether `journal_stream` (the `JOURNAL_STREAM` variable systemd sets,
-/// "DEV:INO" in decimal) names standard error's file. It names the
-/// journal's stream whether or not stderr still is that stream: a service
-/// that redirects stderr must not write priority prefixes into a file.
+/// "DEV:INO" in decimal) names the file standard error is now. The
+/// variable is inherited by whatever the service starts, stderr redirected
+/// or not, so only a match means the lines go to journald; priority
+/// prefixes written into a log file would be noise.
 fn stderr_is(journal_stream: &str) -> bool {
     let Some((dev, ino)) = journal_stream.split_once(':') else {
         return false;
@@ -426,4 +427,40 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         remove_socket(path);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_priorities_follow_sd_daemon() {
+        use log::Level;
+        let got: Vec<u8> = [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ]
+        .into_iter()
+        .map(journal_priority)
+        .collect();
+        assert_eq!(got, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn malformed_journal_stream_is_not_stderr() {
+        for bad in ["", "12", "a:b", "1:", ":2", "1:2:3", "-1:5"] {
+            assert!(!stderr_is(bad), "{bad:?}");
+        }
+        // The test harness's stderr, named right, is recognised.
+        let meta = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| std::fs::File::from(fd).metadata())
+            .unwrap();
+        assert!(stderr_is(&format!("{}:{}", meta.dev(), meta.ino())));
+        assert!(!stderr_is(&format!("{}:{}", meta.dev(), meta.ino() + 1)));
+    }
 }
