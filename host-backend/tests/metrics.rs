@@ -621,13 +621,8 @@ fn slow_clients_are_dropped_after_the_timeout() {
     );
 }
 
-/// The standard process metrics are there, read from /proc/self inside
-/// the daemon's sandbox (seccomp `kill`, the default), and sane.
-#[test]
-fn process_metrics_are_sane() {
-    let (d, addr) = metrics_daemon();
-    let (_, _, body) = http_get(addr, "/metrics");
-    let m = parse(&body);
+/// Checks the `process_*` figures of a scrape for sanity.
+fn assert_process_metrics_sane(m: &Scrape, body: &str) {
     assert_eq!(m.types["process_cpu_seconds_total"], "counter");
     let fds = m.get("process_open_fds", &[]);
     // stdin/out/err, the VM socket, control socket, metrics listener, ...
@@ -644,13 +639,43 @@ fn process_metrics_are_sane() {
         .as_secs_f64();
     let start = m.get("process_start_time_seconds", &[]);
     assert!(start <= now + 1.0 && start > now - 60.0, "{start} vs {now}");
-    // The same through the control socket.
+}
+
+/// The standard process metrics are there, read from /proc/self inside
+/// the daemon's sandbox (seccomp `kill`, the default), and sane, over HTTP
+/// and through the control socket.
+#[test]
+fn process_metrics_are_sane() {
+    let (d, addr) = metrics_daemon();
+    let (_, _, body) = http_get(addr, "/metrics");
+    let m = parse(&body);
+    assert_process_metrics_sane(&m, &body);
     let (ok, text, err) = d.ctl(&["metrics"]);
     assert!(ok, "{err}");
-    assert_eq!(
-        parse(&text).get("process_max_fds", &[]),
-        m.get("process_max_fds", &[])
-    );
+    assert_process_metrics_sane(&parse(&text), &text);
+}
+
+/// After `--user nobody` the process is no longer dumpable and its
+/// /proc/self/fd belongs to root; the figures are still all there.
+#[test]
+fn process_metrics_survive_the_privilege_drop() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let d = Daemon::start(&[
+        "--vm",
+        "web={dir}/web.sock",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+    ]);
+    let addr = metrics_addr(&d);
+    d.wait_log("event=sandbox user=nobody");
+    let (_, _, body) = http_get(addr, "/metrics");
+    assert_process_metrics_sane(&parse(&body), &body);
 }
 
 /// `promtool check metrics` (Debian package `prometheus`) finds nothing to
