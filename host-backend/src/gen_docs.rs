@@ -47,8 +47,9 @@ journal keeps the levels (\fBjournalctl \-p warning\fR).
 .TP
 \fBNOTIFY_SOCKET\fR
 Set by systemd for \fBType=notify\fR. The daemon sends \fBREADY=1\fR there once
-every socket (VM slots, control, metrics) is bound and listening and privileges
-are dropped, before its seccomp filter is installed. A path socket is needed;
+every socket (VM slots, control, metrics) is bound and listening, the state of
+\fB\-\-state\-dir\fR is loaded and privileges are dropped, before its seccomp
+filter is installed. A path socket is needed;
 a failure is logged (\fBevent=notify\fR) and the daemon serves anyway.
 .SH SIGNALS
 SIGTERM and SIGINT stop the daemon at once, even with VMs connected; it
