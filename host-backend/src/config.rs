@@ -25,10 +25,39 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vhost-user-pasid/control.sock";
 /// requests/s), yet a bound on how busy one VM can keep the shared space.
 pub const DEFAULT_RATE_LIMIT: &str = "2000000/s,burst=2000000";
 
+/// How much the daemon logs (`--log-level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    /// Failures only.
+    Error,
+    /// Also what a guest or operator did wrong (rejected requests, ...).
+    Warn,
+    /// Also connects, disconnects, reclaims and operator commands.
+    #[default]
+    Info,
+    /// Also one line per request and per control command.
+    Debug,
+    /// Everything, including the vhost-user crates' chatter.
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter for this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
 /// vhost-user backend serving one global PASID space to many VMs.
 ///
 /// Each VM slot is one vhost-user socket with a stable name; all slots share
-/// one PASID space. Set RUST_LOG=debug for a line per request.
+/// one PASID space. Use --log-level debug for a line per request.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(name = "vhost-user-pasid", version, about, long_about = None)]
 pub struct Args {
@@ -114,6 +143,13 @@ pub struct Args {
 
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsArgs,
+
+    /// Log level: error, warn, info, debug (a line per request) or trace.
+    /// RUST_LOG, when set, is applied on top and wins where both speak
+    /// (RUST_LOG=debug overrides it; RUST_LOG=vhost_user_pasid::control=debug
+    /// adds one module's debug lines).
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
 
     /// Keep the PASID space durable in DIR (created mode 0700 if missing):
     /// every answer is on disk before the guest sees it, and a restart
@@ -731,6 +767,27 @@ mod tests {
         assert!(
             Args::try_parse_from(["x", "--socket-path", "/tmp/x", "--seccomp", "maybe"]).is_err()
         );
+    }
+
+    #[test]
+    fn log_level_defaults_to_info_and_takes_every_level() {
+        let args = |extra: &[&str]| {
+            let mut full = vec!["x", "--socket-path", "/tmp/x"];
+            full.extend_from_slice(extra);
+            Args::try_parse_from(full)
+        };
+        assert_eq!(args(&[]).unwrap().log_level, LogLevel::Info);
+        for (word, level) in [
+            ("error", log::LevelFilter::Error),
+            ("warn", log::LevelFilter::Warn),
+            ("info", log::LevelFilter::Info),
+            ("debug", log::LevelFilter::Debug),
+            ("trace", log::LevelFilter::Trace),
+        ] {
+            let parsed = args(&["--log-level", word]).unwrap().log_level;
+            assert_eq!(parsed.filter(), level, "{word}");
+        }
+        assert!(args(&["--log-level", "loud"]).is_err());
     }
 
     #[test]

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! Start-up and shutdown: builds the space, binds every socket, starts a
-//! thread per VM slot and one for the control socket, then waits for
-//! SIGTERM/SIGINT or a slot failure.
+//! Start-up and shutdown: sets up logging, builds the space, binds every
+//! socket, tells systemd it is ready (`Type=notify`), starts a thread per VM
+//! slot and one for the control socket, then waits for SIGTERM/SIGINT or a
+//! slot failure.
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::io::Write as _;
+use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -14,7 +17,7 @@ use log::{error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::{Config, SlotSource};
+use crate::config::{Config, LogLevel, SlotSource};
 use crate::control::serve_control;
 use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig, SpaceError};
 use crate::registry::{Registry, RegistryError};
@@ -69,6 +72,79 @@ pub enum DaemonError {
     /// The durable state could not be opened, read or written.
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// The sd-daemon(3) priority prefix (`<N>`) journald reads for `level`:
+/// error 3, warning 4, info 6, debug 7 (trace too: syslog has nothing
+/// below debug).
+pub fn journal_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Whether `journal_stream` (the `JOURNAL_STREAM` variable systemd sets,
+/// "DEV:INO" in decimal) names the file standard error is now. The
+/// variable is inherited by whatever the service starts, stderr redirected
+/// or not, so only a match means the lines go to journald; priority
+/// prefixes written into a log file would be noise.
+fn stderr_is(journal_stream: &str) -> bool {
+    let Some((dev, ino)) = journal_stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| std::fs::File::from(fd).metadata())
+        .is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino))
+}
+
+/// Installs the logger: `level` (`--log-level`), with `RUST_LOG`'s
+/// directives, when set, applied on top (so `RUST_LOG` wins where both
+/// speak). When standard error is the journal, each line is the message
+/// alone behind its sd-daemon priority prefix, so `journalctl -p warning`
+/// works and journald's own timestamp is the only one.
+pub fn init_logger(level: LogLevel) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level.filter());
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    if std::env::var("JOURNAL_STREAM").is_ok_and(|v| stderr_is(&v)) {
+        builder.format(|out, record| {
+            writeln!(
+                out,
+                "<{}>{}",
+                journal_priority(record.level()),
+                record.args()
+            )
+        });
+    }
+    builder.init();
+}
+
+/// Tells the service manager the daemon is ready, when it asked
+/// (`NOTIFY_SOCKET`, `Type=notify`). A failure is logged and the daemon
+/// goes on: it serves either way, and systemd then fails the start by its
+/// own timeout, which the log line explains.
+fn notify_ready() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = socket.to_string_lossy();
+    match sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        Ok(()) => info!("event=notify state=READY socket={socket}"),
+        Err(e) => warn!(
+            "event=notify socket={socket} error=\"{e}\" (systemd will time the start \
+             out; the socket must be a path socket the daemon's user can write)"
+        ),
+    }
 }
 
 /// What ends the daemon's wait.
@@ -289,6 +365,13 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         hand_over(&bound_paths, &created_dirs, user)?;
         drop_privileges(user)?;
     }
+    // Ready: every listener is bound and listening (a client connecting
+    // now waits in its backlog until the threads below accept), and the
+    // privileges are gone, so a failed drop is a failed start, not a
+    // failure after READY. Not after the filter: sd_notify makes a
+    // datagram socket and connects it, which the allow-list refuses (and
+    // should keep refusing).
+    notify_ready();
     install_seccomp(config.seccomp)?;
     info!(
         "event=sandbox user={} seccomp={:?} rate_limit={}",
@@ -344,4 +427,40 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         remove_socket(path);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_priorities_follow_sd_daemon() {
+        use log::Level;
+        let got: Vec<u8> = [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ]
+        .into_iter()
+        .map(journal_priority)
+        .collect();
+        assert_eq!(got, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn malformed_journal_stream_is_not_stderr() {
+        for bad in ["", "12", "a:b", "1:", ":2", "1:2:3", "-1:5"] {
+            assert!(!stderr_is(bad), "{bad:?}");
+        }
+        // The test harness's stderr, named right, is recognised.
+        let meta = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| std::fs::File::from(fd).metadata())
+            .unwrap();
+        assert!(stderr_is(&format!("{}:{}", meta.dev(), meta.ino())));
+        assert!(!stderr_is(&format!("{}:{}", meta.dev(), meta.ino() + 1)));
+    }
 }

@@ -33,9 +33,24 @@ pub struct GeneratedFile {
 const DAEMON_EXTRA: &str = r#".SH ENVIRONMENT
 .TP
 \fBRUST_LOG\fR
-Log filter (default \fBinfo\fR). \fBdebug\fR logs one line per request. Log
+Log filter in env_logger syntax, applied on top of \fB\-\-log\-level\fR: where
+both speak it wins (\fBRUST_LOG=debug\fR overrides the option), and module
+directives add to it (\fBRUST_LOG=vhost_user_pasid::control=debug\fR). Log
 lines are written to standard error as \fBvm=NAME event=EVENT key=value ...\fR
 (see docs/operations.md for the list of events).
+.TP
+\fBJOURNAL_STREAM\fR
+Set by systemd. When it names the file standard error is (\fIDEV\fR:\fIINO\fR),
+each log line is written as \fB<N>\fImessage\fR with its sd-daemon(3) priority
+(error 3, warning 4, info 6, debug and trace 7) and no timestamp, so that the
+journal keeps the levels (\fBjournalctl \-p warning\fR).
+.TP
+\fBNOTIFY_SOCKET\fR
+Set by systemd for \fBType=notify\fR. The daemon sends \fBREADY=1\fR there once
+every socket (VM slots, control, metrics) is bound and listening, the state of
+\fB\-\-state\-dir\fR is loaded and privileges are dropped, before its seccomp
+filter is installed. A path socket is needed;
+a failure is logged (\fBevent=notify\fR) and the daemon serves anyway.
 .SH SIGNALS
 SIGTERM and SIGINT stop the daemon at once, even with VMs connected; it
 removes the sockets it created. The VMs' devices then stop answering (QEMU
@@ -45,14 +60,27 @@ cannot reconnect them): stop the VMs first.
 \fB/run/vhost\-user\-pasid/control.sock\fR
 Default control socket (mode 0600), used by \fBpasidctl\fR(8).
 .TP
-\fB/usr/share/qemu/vhost\-user/50\-vpasid.json\fR
-vhost-user backend descriptor.
-.TP
 \fB/etc/default/vhost\-user\-pasid\fR
 VM slots and options of the packaged systemd unit \fBvhost\-user\-pasid.service\fR.
 .SH EXIT STATUS
-0 after SIGTERM or SIGINT, or after \-\-print\-capabilities; 1 when the command
-line is invalid, a socket cannot be bound, or a VM slot stops serving.
+.TP
+\fB0\fR
+after SIGTERM or SIGINT, or after \fB\-\-print\-capabilities\fR.
+.TP
+\fB1\fR
+an option's value is invalid, a socket cannot be bound, the state cannot be
+loaded, or a VM slot stops serving (one line on standard error says which).
+.TP
+\fB2\fR
+the command line cannot be parsed (an unknown option, a missing value).
+.TP
+\fB74\fR
+a write or sync of the durable state (\fB\-\-state\-dir\fR) failed
+(\fBevent=state\-failure\fR; EX_IOERR): the daemon stops rather than answer
+from state that is not on disk. A restart recovers from the last durable write.
+.PP
+Killed by SIGSYS: the seccomp filter caught a system call outside its
+allow-list (see \fB\-\-seccomp\fR; the kernel logs it).
 .SH EXAMPLES
 One daemon for all VMs of the host, one socket per VM:
 .PP
@@ -222,5 +250,19 @@ mod tests {
         assert!(before.contains(".SH OPTIONS") && after.contains(".SH VERSION"));
         assert!(text.contains("socket\\-group"));
         assert!(text.contains(".SH ENVIRONMENT"));
+        // Every exit status the daemon uses is listed.
+        let statuses = text
+            .split(".SH EXIT STATUS")
+            .nth(1)
+            .and_then(|t| t.split("\n.SH ").next())
+            .unwrap();
+        let state_io = crate::state::EXIT_STATE_IO;
+        for code in [0, 1, 2, state_io] {
+            assert!(
+                statuses.contains(&format!(".TP\n\\fB{code}\\fR\n")),
+                "exit status {code} missing: {statuses}"
+            );
+        }
+        assert!(text.contains("log\\-level"));
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::error;
 use vhost_user_pasid::config::{Args, Config};
-use vhost_user_pasid::daemon::start_backend;
+use vhost_user_pasid::daemon::{init_logger, start_backend};
 
 /// What `--print-capabilities` prints (QEMU's vhost-user backend conventions).
 const CAPABILITIES: &str = r#"{
@@ -18,8 +18,8 @@ const CAPABILITIES: &str = r#"{
 }"#;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    init_logger(args.log_level);
     if args.print_capabilities {
         println!("{CAPABILITIES}");
         return ExitCode::SUCCESS;

@@ -1,24 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Observability: the daemon's figures in the Prometheus text exposition
 //! format (version 0.0.4), the request latency histogram, rate-limited log
-//! lines for rejected requests, and the optional loopback HTTP listener
-//! (`--metrics-listen`).
+//! lines for rejected requests; [`http`] is the optional loopback HTTP
+//! listener (`--metrics-listen`), [`process`] the standard `process_*`
+//! metrics.
 //!
 //! The same text is served on the control socket (`pasidctl metrics`) and,
-//! when asked for, at `http://ADDR/metrics`. Every metric is named
-//! `vpasid_*`; docs/operations.md lists them. The figures are read under the
+//! when asked for, at `http://ADDR/metrics`. The daemon's own metrics are
+//! named `vpasid_*`; docs/operations.md lists them. They are read under the
 //! registry lock, so one scrape is one consistent snapshot.
+
+mod http;
+mod process;
+
+pub use http::{bind_listener, serve_metrics, spawn_listener, HTTP_TIMEOUT, MAX_HTTP_CLIENTS};
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use log::{debug, info, warn};
+use log::warn;
 use pasid_protocol::{Opcode, Status};
 
 use crate::rate_limit::{WARN_BURST, WARN_WINDOW};
@@ -44,11 +48,6 @@ pub const LATENCY_BUCKETS_NS: [u64; 12] = [
     100_000_000,
     1_000_000_000,
 ];
-
-/// How long an HTTP client may take to send its request or read the reply.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest HTTP request head read.
-const MAX_HTTP_HEAD: usize = 8192;
 
 /// Errors of the metrics listener and its command line.
 #[derive(Debug, thiserror::Error)]
@@ -339,8 +338,13 @@ fn seconds_label(ns: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
-/// The registry's figures in the Prometheus text format.
+/// The registry's figures and the process's in the Prometheus text format.
 pub fn render(reg: &Registry) -> String {
+    render_with(reg, &process::sample())
+}
+
+/// [`render`] with process figures sampled by the caller.
+fn render_with(reg: &Registry, proc_stats: &process::ProcessStats) -> String {
     let stats = reg.stats();
     let vms = reg.vms();
     let mut e = Exposition { out: String::new() };
@@ -355,12 +359,13 @@ pub fn render(reg: &Registry) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
+    // Not `..._bits`: Prometheus reads that as a unit and wants bytes.
     e.family(
-        "vpasid_space_pasid_bits",
+        "vpasid_space_pasid_width",
         "gauge",
-        "Width of the host PASID space in bits.",
+        "Width of the host PASID space: PASIDs lie below 2^width (--pasid-bits).",
     );
-    e.sample("vpasid_space_pasid_bits", &[], stats.space.pasid_bits);
+    e.sample("vpasid_space_pasid_width", &[], stats.space.pasid_bits);
     e.family(
         "vpasid_space_capacity",
         "gauge",
@@ -555,108 +560,19 @@ pub fn render(reg: &Registry) -> String {
             &j.sync,
         );
     }
+    process::render(&mut e, proc_stats);
     e.out
 }
 
 /// Renders under the lock; a poisoned lock still holds readable figures.
+/// /proc is read before the lock is taken, so a scrape holds up VM
+/// requests no longer than rendering the registry's figures takes.
 pub fn render_shared(registry: &Mutex<Registry>) -> String {
-    render(&registry.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
-/// What the HTTP listener answers to one request head.
-fn http_reply(head: &str, registry: &Mutex<Registry>) -> (u16, &'static str, String) {
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (200, "OK", render_shared(registry)),
-        ("GET" | "HEAD", _) => (
-            404,
-            "Not Found",
-            "vhost-user-pasid serves /metrics only\n".into(),
-        ),
-        _ => (405, "Method Not Allowed", "use GET /metrics\n".into()),
-    }
-}
-
-/// Reads a request head (up to the blank line) with a size limit.
-fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        if head.len() >= MAX_HTTP_HEAD {
-            break;
-        }
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(buf.get(..n).unwrap_or_default());
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
-}
-
-fn serve_http_client(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let head = read_head(&mut stream)?;
-    let (code, reason, body) = http_reply(&head, registry);
-    let head_only = head.starts_with("HEAD ");
-    let content_type = if code == 200 {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let mut reply = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if !head_only {
-        reply.push_str(&body);
-    }
-    stream.write_all(reply.as_bytes())
-}
-
-/// Serves scrapes one at a time, forever. Each client gets
-/// [`HTTP_TIMEOUT`] to send its request, so a stuck one delays the next
-/// scrape by at most that and never touches the VMs' requests.
-pub fn serve_metrics(listener: TcpListener, registry: Arc<Mutex<Registry>>) {
-    for stream in listener.incoming() {
-        match stream {
-            Ok(s) => {
-                if let Err(e) = serve_http_client(s, &registry) {
-                    debug!("metrics client ended: {e}");
-                }
-            }
-            Err(e) => warn!("metrics socket accept failed: {e}"),
-        }
-    }
-}
-
-/// Binds the metrics listener at `addr`, when one was given. Call it during
-/// set-up, before the sandbox forbids new sockets.
-pub fn bind_listener(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, MetricsError> {
-    addr.map(|addr| TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source }))
-        .transpose()
-}
-
-/// Serves metrics on `listener` (from [`bind_listener`]) on a thread of its
-/// own and logs the address. Returns that address (the port may have been 0).
-pub fn spawn_listener(
-    listener: Option<TcpListener>,
-    registry: Arc<Mutex<Registry>>,
-) -> Result<Option<SocketAddr>, MetricsError> {
-    let Some(listener) = listener else {
-        return Ok(None);
-    };
-    let addr = listener.local_addr().map_err(MetricsError::Thread)?;
-    thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || serve_metrics(listener, registry))
-        .map_err(MetricsError::Thread)?;
-    info!("event=metrics-listen addr={addr} path=/metrics");
-    Ok(Some(addr))
+    let proc_stats = process::sample();
+    render_with(
+        &registry.lock().unwrap_or_else(|p| p.into_inner()),
+        &proc_stats,
+    )
 }
 
 #[cfg(test)]
@@ -826,18 +742,6 @@ mod tests {
             assert!(text.contains(&format!("# HELP {family} ")), "{line}");
             assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
         }
-    }
-
-    #[test]
-    fn http_answers_metrics_only() {
-        let (reg, _) = registry();
-        let reg = Mutex::new(reg);
-        let (code, _, body) = http_reply("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &reg);
-        assert_eq!(code, 200);
-        assert!(body.contains("vpasid_space_capacity 240\n"));
-        assert_eq!(http_reply("GET / HTTP/1.1\r\n\r\n", &reg).0, 404);
-        assert_eq!(http_reply("POST /metrics HTTP/1.1\r\n\r\n", &reg).0, 405);
-        assert_eq!(http_reply("", &reg).0, 405);
     }
 
     #[test]

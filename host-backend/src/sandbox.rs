@@ -321,7 +321,8 @@ pub fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErro
             arg_in(1, &[libc::FIONBIO as u64, libc::FIOCLEX as u64])?,
         ),
         // Read-only opens (e.g. /proc/self for metrics or a backtrace);
-        // nothing is created, truncated or opened for writing.
+        // nothing is created, truncated or opened for writing. Listing a
+        // directory opened so: process_open_fds counts /proc/self/fd.
         (
             libc::SYS_openat,
             lacks(
@@ -330,6 +331,7 @@ pub fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErro
                     as u64,
             )?,
         ),
+        (libc::SYS_getdents64, any()),
         // Durable state (--state-dir): its files are opened at start-up;
         // serving writes, truncates and syncs them through those descriptors.
         (libc::SYS_pwrite64, any()),

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Observability of the real daemon: Prometheus metrics after known traffic,
-//! scraped through `pasidctl metrics` and through `--metrics-listen`, and
-//! `pasidctl watch`.
+//! scraped through `pasidctl metrics` and through `--metrics-listen` (served
+//! concurrently, with bounded threads and per-client timeouts), the
+//! `process_*` metrics, `promtool check metrics`, and `pasidctl watch`.
 // A test crate: failing loudly is the point.
 #![allow(
     clippy::unwrap_used,
@@ -76,7 +77,8 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
 
 /// Parses the text format strictly: every sample's family must have been
 /// announced by HELP and TYPE before it, names must carry the `vpasid_`
-/// prefix, and histograms must be cumulative with `+Inf` equal to `_count`.
+/// prefix (or be a standard `process_` metric), and histograms must be
+/// cumulative with `+Inf` equal to `_count`.
 fn parse(text: &str) -> Scrape {
     let mut scrape = Scrape::default();
     let mut helped = BTreeMap::new();
@@ -105,7 +107,10 @@ fn parse(text: &str) -> Scrape {
             Some((n, l)) => (n, parse_labels(l.strip_suffix('}').unwrap())),
             None => (series, Vec::new()),
         };
-        assert!(name.starts_with("vpasid_"), "{name}");
+        assert!(
+            name.starts_with("vpasid_") || name.starts_with("process_"),
+            "{name}"
+        );
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| {
@@ -161,6 +166,11 @@ fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     let (head, body) = reply.split_once("\r\n\r\n").unwrap();
     let (status, headers) = head.split_once("\r\n").unwrap();
     (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// The lines of an exposition that are about the daemon's own figures.
+fn vpasid_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.contains("vpasid_")).collect()
 }
 
 /// The address the daemon logged for `--metrics-listen ...:0`.
@@ -255,7 +265,7 @@ fn metrics_count_known_traffic_exactly() {
     fn web_l(status: &str) -> [(&str, &str); 2] {
         [("vm", "web"), ("status", status)]
     }
-    assert_eq!(m.get("vpasid_space_pasid_bits", &[]), 8.0);
+    assert_eq!(m.get("vpasid_space_pasid_width", &[]), 8.0);
     assert_eq!(m.get("vpasid_space_capacity", &[]), 240.0);
     assert_eq!(m.get("vpasid_space_reserved", &[]), 16.0);
     assert_eq!(m.get("vpasid_vms", &[]), 2.0);
@@ -327,14 +337,16 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(m.types["vpasid_allocations_total"], "counter");
     assert_eq!(m.types["vpasid_outstanding_pasids"], "gauge");
 
-    // The same figures over HTTP (nothing happened in between).
+    // The same figures over HTTP (nothing happened in between; the
+    // process's own figures move by themselves).
     let (status, headers, body) = http_get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(
         headers.contains("Content-Type: text/plain; version=0.0.4"),
         "{headers}"
     );
-    assert_eq!(body, text);
+    assert_eq!(vpasid_lines(&body), vpasid_lines(&text));
+    assert!(body.contains("\nprocess_open_fds "), "{body}");
     let (status, _, _) = http_get(addr, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
@@ -494,4 +506,229 @@ fn rejected_requests_are_logged_within_a_budget() {
         .filter(|l| l.contains("vm=web event=rejected op=alloc"))
         .count();
     assert_eq!(lines, 10, "{log}");
+}
+
+/// A daemon serving metrics on an ephemeral loopback port, and that port.
+fn metrics_daemon() -> (Daemon, SocketAddr) {
+    let d = Daemon::start(&[
+        "--vm",
+        "web={dir}/web.sock",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&d);
+    (d, addr)
+}
+
+/// `n` connections that send nothing; each is being served (or turned
+/// away) once its `connect` returned, as the daemon accepts in order.
+fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect()
+}
+
+/// With 10 idle connections open (each holds a client thread until it
+/// times out), a scrape is still answered in under 100 ms: clients are
+/// served concurrently. (Before, one idle connection delayed every scrape
+/// by 2 s.)
+#[test]
+fn scrape_is_answered_while_idle_connections_are_open() {
+    let (d, addr) = metrics_daemon();
+    let idle = idle_connections(addr, 10);
+    // Accepted in order: a scrape on an 11th connection proves the ten
+    // before it were accepted; this one is not timed.
+    let (status, _, _) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, _, body) = http_get(addr, "/metrics");
+        let took = started.elapsed();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains("vpasid_vms 1\n"), "{body}");
+        assert!(took < Duration::from_millis(100), "scrape took {took:?}");
+    }
+    drop(idle);
+    drop(d);
+}
+
+/// Beyond MAX_HTTP_CLIENTS connections, the next one is answered 503 at
+/// once rather than queued; once the idle clients go, scrapes are served
+/// again.
+#[test]
+fn connections_beyond_the_bound_get_503_at_once() {
+    let (_d, addr) = metrics_daemon();
+    let max = vhost_user_pasid::metrics::MAX_HTTP_CLIENTS;
+    let idle = idle_connections(addr, max);
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra.set_read_timeout(Some(LONG)).unwrap();
+    let started = std::time::Instant::now();
+    let mut reply = String::new();
+    extra.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{reply:?}"
+    );
+    assert!(reply.contains("Retry-After: 1\r\n"), "{reply:?}");
+    assert!(
+        started.elapsed() < vhost_user_pasid::metrics::HTTP_TIMEOUT,
+        "turned away only after {:?}",
+        started.elapsed()
+    );
+    // The idle clients hang up: their threads end and a scrape is served
+    // (the daemon notices the hang-ups asynchronously, hence the retries).
+    drop(idle);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let (status, _, _) = http_get(addr, "/metrics");
+        if status == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {status}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A client that never finishes its request is dropped after
+/// HTTP_TIMEOUT, not kept forever; one dripping a byte at a time gets no
+/// longer.
+#[test]
+fn slow_clients_are_dropped_after_the_timeout() {
+    let (_d, addr) = metrics_daemon();
+    let timeout = vhost_user_pasid::metrics::HTTP_TIMEOUT;
+    let mut idle = TcpStream::connect(addr).unwrap();
+    let mut drip = TcpStream::connect(addr).unwrap();
+    let started = std::time::Instant::now();
+    let dripper = std::thread::spawn(move || {
+        // Never reaches the blank line; stops when the daemon hangs up.
+        while drip.write_all(b"X").is_ok() && started.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    });
+    idle.set_read_timeout(Some(LONG)).unwrap();
+    let mut buf = Vec::new();
+    // EOF (or a reset) when the daemon gives up on the client.
+    let _ = idle.read_to_end(&mut buf);
+    let took = started.elapsed();
+    assert!(buf.is_empty(), "{buf:?}");
+    assert!(
+        took >= timeout && took < LONG,
+        "idle client dropped after {took:?}"
+    );
+    let dripped = dripper.join().unwrap();
+    assert!(
+        dripped >= timeout && dripped < LONG,
+        "dripping client dropped after {dripped:?}"
+    );
+}
+
+/// Checks the `process_*` figures of a scrape for sanity.
+fn assert_process_metrics_sane(m: &Scrape, body: &str) {
+    assert_eq!(m.types["process_cpu_seconds_total"], "counter");
+    let fds = m.get("process_open_fds", &[]);
+    // stdin/out/err, the VM socket, control socket, metrics listener, ...
+    assert!(fds >= 6.0, "process_open_fds {fds}");
+    assert!(m.get("process_max_fds", &[]) >= fds);
+    let rss = m.get("process_resident_memory_bytes", &[]);
+    assert!(rss > 0.0, "{rss}");
+    assert!(m.get("process_virtual_memory_bytes", &[]) >= rss);
+    assert!(m.get("process_threads", &[]) >= 4.0, "{body}");
+    assert!(m.get("process_cpu_seconds_total", &[]) >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = m.get("process_start_time_seconds", &[]);
+    assert!(start <= now + 1.0 && start > now - 60.0, "{start} vs {now}");
+}
+
+/// The standard process metrics are there, read from /proc/self inside
+/// the daemon's sandbox (seccomp `kill`, the default), and sane, over HTTP
+/// and through the control socket.
+#[test]
+fn process_metrics_are_sane() {
+    let (d, addr) = metrics_daemon();
+    let (_, _, body) = http_get(addr, "/metrics");
+    let m = parse(&body);
+    assert_process_metrics_sane(&m, &body);
+    let (ok, text, err) = d.ctl(&["metrics"]);
+    assert!(ok, "{err}");
+    assert_process_metrics_sane(&parse(&text), &text);
+}
+
+/// After `--user nobody` the process is no longer dumpable and its
+/// /proc/self/fd belongs to root; the figures are still all there.
+#[test]
+fn process_metrics_survive_the_privilege_drop() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let d = Daemon::start(&[
+        "--vm",
+        "web={dir}/web.sock",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+    ]);
+    let addr = metrics_addr(&d);
+    d.wait_log("event=sandbox user=nobody");
+    let (_, _, body) = http_get(addr, "/metrics");
+    assert_process_metrics_sane(&parse(&body), &body);
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) finds nothing to
+/// complain about in a real scrape with traffic and durable state. Skipped,
+/// saying so, only where promtool is not installed.
+#[test]
+fn promtool_accepts_a_real_scrape() {
+    let d = Daemon::start(&[
+        "--vm",
+        "web={dir}/web.sock,quota=1",
+        "--state-dir",
+        "{dir}/state",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&d);
+    let mut vm = TestVm::connect(&d.path("web.sock"));
+    vm.alloc_ok(1, 100);
+    assert_eq!(
+        Status::from_wire(vm.alloc(1, 100).status),
+        Some(Status::QuotaExceeded)
+    );
+    let (_, _, body) = http_get(addr, "/metrics");
+    assert!(body.contains("vpasid_state_frames_total"), "{body}");
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "skipped: promtool is not installed (apt-get install prometheus; \
+                 bash qemu-tests/run test installs it)"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
