@@ -291,7 +291,7 @@ pub fn parse_range(s: &str) -> Result<RangeInclusive<u32>, ConfigError> {
     Ok(lo..=hi)
 }
 
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -659,6 +659,16 @@ impl PasidSpace {
         (end - start + 1).saturating_sub(reserved)
     }
 
+    /// The error a `put` on `pasid` by an owner that holds nothing gets,
+    /// for a holder that does not exist (any more).
+    pub fn not_held_error(&self, pasid: Pasid) -> RefError {
+        if self.entries.contains_key(&pasid) {
+            RefError::NotOwner(pasid)
+        } else {
+            missing(&self.reserved, self.max, pasid)
+        }
+    }
+
     /// Clamps an owner range to `1..=max`; `None` if nothing is left.
     fn clamp_owner_range(&self, range: &RangeInclusive<Pasid>) -> Option<RangeInclusive<Pasid>> {
         let start = (*range.start()).max(1);

@@ -245,7 +245,7 @@ fn metrics_count_known_traffic_exactly() {
     drop(db);
     d.wait_log(r#"vm=db event=reclaim reason="disconnect""#);
 
-    let (ok, out, err) = d.ctl(&["release", "--vm", "web"]);
+    let (ok, out, err) = d.ctl(&["release", "--vm", "web", "--force"]);
     assert!(ok, "{err}");
     assert!(out.contains("released 2 references"), "{out}");
 
