@@ -204,7 +204,7 @@ pub fn answer_line_as(registry: &Mutex<Registry>, line: &str, access: Access) ->
             )
         }
         Ok(request) => {
-            debug!("control event=request {request}");
+            debug!("control {request}");
             execute(registry, request)
         }
         Err(e) => ControlReply::failure(format!("bad request: {e}")),

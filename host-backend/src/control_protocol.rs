@@ -199,13 +199,10 @@ mod tests {
         };
         assert_eq!(quota.to_string(), "cmd=quota vm=a quota=5");
         let get = ControlRequest::Get {
-            holder: "x\nevent=forged".into(),
+            holder: "x\nvm=forged".into(),
             pasid: 17,
         };
-        assert_eq!(
-            get.to_string(),
-            r#"cmd=get holder="x\nevent=forged" pasid=17"#
-        );
+        assert_eq!(get.to_string(), r#"cmd=get holder="x\nvm=forged" pasid=17"#);
         let release = ControlRequest::Release {
             vm: "web".into(),
             force: true,

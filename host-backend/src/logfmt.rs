@@ -67,8 +67,8 @@ mod tests {
         assert_eq!(show(r#"say "hi""#), r#""say \"hi\"""#);
         assert_eq!(show(r"C:\x"), r#""C:\\x""#);
         assert_eq!(
-            show("a\nvm=evil event=x"),
-            r#""a\nvm=evil event=x""#,
+            show("a\nvm=evil op=x"),
+            r#""a\nvm=evil op=x""#,
             "a newline cannot start a second line"
         );
         assert_eq!(show("tab\there\r"), r#""tab\there\r""#);

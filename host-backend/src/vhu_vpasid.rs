@@ -166,7 +166,7 @@ impl PasidDevice {
             let head = chain.head_index();
             let started = std::time::Instant::now();
             let outcome = process_chain(chain, |req| {
-                debug!("vm={} event=request {req}", self.name);
+                debug!("vm={} {req}", self.name);
                 registry.answer(self.vm, position, req)
             });
             position = position.wrapping_add(1);

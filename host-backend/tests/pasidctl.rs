@@ -231,7 +231,10 @@ fn assert_column_aligned(table: &str, title: &str, cells: &[&str]) {
 /// The last column is right-aligned: every line ends at the same place.
 fn assert_right_aligned_to_the_end(table: &str) {
     let widths: Vec<usize> = table.lines().map(|l| l.chars().count()).collect();
-    assert!(widths.windows(2).all(|w| w[0] == w[1]), "{widths:?}:\n{table}");
+    assert!(
+        widths.windows(2).all(|w| w[0] == w[1]),
+        "{widths:?}:\n{table}"
+    );
 }
 
 /// Tables are as wide as their content: a 64-character VM name and a
