@@ -150,6 +150,9 @@ lines = [
     {"cmd": "put", "holder": "iommu", "pasid": 4},
     {"cmd": "release", "vm": "web"},
     {"cmd": "quota", "vm": "db", "quota": 1},
+    {"cmd": "pasids", "vm": "web"},
+    {"cmd": "release", "vm": "db", "force": True},
+    {"cmd": "get", "holder": "a b", "pasid": 5},
 ]
 text = "\n".join(json.dumps(l, separators=(",", ":")) for l in lines).encode()
 write("all_full", "control_line", b"\x00" + text)
