@@ -634,11 +634,7 @@ impl Registry {
             owner: id.as_u32(),
             pasid,
         });
-        let forgotten = self.space.usage(id).is_some_and(|u| u.held == 0)
-            && self.space.forget_owner(id).is_ok();
-        if forgotten {
-            self.log(&Record::Forget { owner: id.as_u32() });
-        }
+        let forgotten = self.forget_if_empty(id);
         info!(
             "holder={} event=put pasid={pasid} freed={} forgotten={forgotten}",
             Value(holder),
@@ -655,12 +651,36 @@ impl Registry {
 
     /// `pasidctl release`: [`Registry::release_vm`], but a connected VM is
     /// refused unless `force`: its guest is running and its devices may
-    /// still use the PASIDs, which could then be handed to another VM.
+    /// still use the PASIDs, which could then be handed to another VM. A VM
+    /// the command line no longer names (known only from durable state) is
+    /// then forgotten: nothing is left of it.
     pub fn operator_release(&mut self, name: &str, force: bool) -> Result<u64, RegistryError> {
-        if !force && self.is_connected(self.vm(name)?) {
+        let vm = self.vm(name)?;
+        if !force && self.is_connected(vm) {
             return Err(RegistryError::Connected(name.to_string()));
         }
-        self.release_vm(name)
+        let released = self.release_vm(name)?;
+        if self.vms.get(name).is_some_and(|r| r.socket == UNCONFIGURED) {
+            self.forget_if_empty(vm.0);
+        }
+        Ok(released)
+    }
+
+    /// Forgets an owner that holds nothing (a host holder after its last
+    /// put, an unconfigured VM after its release), so that owners without
+    /// PASIDs or configuration do not pile up; journals it. Says whether it
+    /// was forgotten.
+    fn forget_if_empty(&mut self, id: OwnerId) -> bool {
+        if self.space.usage(id).is_none_or(|u| u.held > 0) {
+            return false;
+        }
+        let name = self.space.owner_name(id).unwrap_or_default().to_string();
+        if self.space.forget_owner(id).is_err() {
+            return false;
+        }
+        self.vms.remove(&name);
+        self.log(&Record::Forget { owner: id.as_u32() });
+        true
     }
 
     /// Allocated PASIDs with their holders: every one, or those `vm` holds

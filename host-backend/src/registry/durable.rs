@@ -127,12 +127,9 @@ impl Registry {
             }
             Record::Forget { owner } => {
                 let id = self.owner_at(*owner)?;
-                if self.space.owner_kind(id) != Some(OwnerKind::Host) {
-                    return Err(format!(
-                        "owner index {owner} is a VM, which is never forgotten"
-                    ));
-                }
+                let name = self.space.owner_name(id).unwrap_or_default().to_string();
                 self.space.forget_owner(id).map_err(|e| e.to_string())?;
+                self.vms.remove(&name);
             }
         }
         Ok(())
@@ -309,6 +306,12 @@ mod tests {
     }
 
     fn open_with_limit(dir: &Path, limit: u64) -> (Registry, VmId, VmId) {
+        let (reg, vms) = open_vms(dir, &["a", "b"], limit);
+        (reg, vms[0], vms[1])
+    }
+
+    /// Opens the state in `dir` with the VMs `names` on the command line.
+    fn open_vms(dir: &Path, names: &[&str], limit: u64) -> (Registry, Vec<VmId>) {
         let files = StateFiles::open(dir).unwrap();
         let loaded = files.load().unwrap();
         let space = PasidSpace::new(SpaceConfig::default()).unwrap();
@@ -321,13 +324,18 @@ mod tests {
                 reg.apply(r).unwrap();
             }
         }
-        let a = reg.configure_vm("a", "a.sock", limits()).unwrap();
-        let b = reg.configure_vm("b", "b.sock", limits()).unwrap();
+        let vms = names
+            .iter()
+            .map(|name| {
+                reg.configure_vm(name, &format!("{name}.sock"), limits())
+                    .unwrap()
+            })
+            .collect();
         let slot = loaded.slot ^ usize::from(loaded.generation > 0);
         let journal =
             Journal::start(files, &reg.image(), loaded.generation + 1, slot, limit).unwrap();
         reg.attach_journal(Arc::new(journal));
-        (reg, a, b)
+        (reg, vms)
     }
 
     fn alloc(tag: u64) -> Request {
@@ -448,6 +456,35 @@ mod tests {
         let (reg, _, _) = open(dir.path());
         assert_eq!(reg.space().owner_index_end(), 3);
         assert_eq!(owner_index(&reg, "h4"), Some(2));
+    }
+
+    /// A VM the command line no longer names is forgotten once released:
+    /// `vms` lists it no more, and a restart does not bring it back.
+    #[test]
+    fn a_released_unconfigured_vm_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, vms) = open_vms(dir.path(), &["a", "b", "c"], 1 << 20);
+        let c = vms[2];
+        reg.answer(c, 0, alloc(1));
+        commit(&mut reg, c);
+        drop(reg);
+        // Restarted without c on the command line.
+        let (mut reg, a, _) = open(dir.path());
+        let names =
+            |reg: &Registry| -> Vec<String> { reg.vms().into_iter().map(|v| v.name).collect() };
+        assert_eq!(names(&reg), ["a", "b", "c"]);
+        // A configured VM stays after its release.
+        reg.answer(a, 0, alloc(2));
+        commit(&mut reg, a);
+        assert_eq!(reg.operator_release("a", false), Ok(1));
+        assert_eq!(reg.operator_release("c", false), Ok(1));
+        assert_eq!(names(&reg), ["a", "b"]);
+        assert_eq!(reg.stats().space.owners, 2);
+        settle(&reg);
+        drop(reg);
+        let (reg, _, _) = open(dir.path());
+        assert_eq!(names(&reg), ["a", "b"]);
+        assert_eq!(reg.vm("c"), Err(RegistryError::UnknownVm("c".into())));
     }
 
     #[test]
