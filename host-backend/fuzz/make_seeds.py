@@ -214,6 +214,7 @@ records = b"".join([
     struct.pack("<BB", 4, 2) + name("drv") + limits(0xFFFFFFFF, 1, 4095),
     struct.pack("<BII", 5, 2, 5),
     struct.pack("<BII", 6, 2, 5),
+    struct.pack("<BI", 7, 2),
 ])
 write("records", "state_decode", b"\x01" + records)
 seq = 1
