@@ -859,18 +859,20 @@ mod tests {
             (5, 12, 0x1234567)
         );
         let names: Vec<_> = image.owners.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["web", "db", "iommu"]);
+        assert_eq!(names, ["web", "db", "", "iommu"]);
         assert_eq!(image.owners[0].holdings, [(4, 1), (5, 2), (7, 1)]);
         assert_eq!(image.owners[0].window[0].position, 10);
-        assert_eq!(image.owners[2].kind, OwnerKind::Host);
+        assert!(image.owners[2].is_vacant());
+        assert_eq!(image.owners[3].kind, OwnerKind::Host);
 
         let seed = include_bytes!("../../fuzz/seeds/state_decode/records");
         let records = get_records(&seed[1..]).unwrap();
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 7);
         assert!(
             matches!(&records[0], Record::Batch { owner: 0, answers } if answers.len() == 3 && answers[2].replayed)
         );
         assert_eq!(records[5], Record::Put { owner: 2, pasid: 5 });
+        assert_eq!(records[6], Record::Forget { owner: 2 });
 
         let seed = include_bytes!("../../fuzz/seeds/state_decode/frame");
         let frame = read_commit(&seed[1..], 1).unwrap();
