@@ -57,8 +57,8 @@ pub enum RegistryError {
     Connected(String),
     /// A quota above what the VM's range could ever hold.
     #[error(
-        "quota {quota} for VM {vm:?} is above the {max} PASIDs its range {start}-{end} \
-         could ever hold (reserved PASIDs excluded); the most is {max}"
+        "quota {quota} for VM {vm:?} is more than its range {start}-{end} could ever hold; \
+         the most is {max} (the range's PASIDs minus reserved ones)"
     )]
     QuotaAboveCapacity {
         /// The VM.

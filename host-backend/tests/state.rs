@@ -48,19 +48,43 @@ fn kill9(d: Daemon) {
 }
 
 /// Runs the daemon expecting it to refuse to start; returns its stderr.
+/// A daemon that starts after all is killed after 10 s and fails the test
+/// with its log, instead of hanging it.
 fn refused(state: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vhost-user-pasid"))
         .args(["--vm", &format!("a={}/a.sock", dir.path().display())])
         .args(["--state-dir", &state.display().to_string()])
         .args([
             "--control-socket",
             &format!("{}/c.sock", dir.path().display()),
         ])
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "the daemon started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the daemon started:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !status.success(),
+        "the daemon started and exited 0:\n{stderr}"
+    );
+    stderr
 }
 
 fn vm_json(d: &Daemon, name: &str) -> serde_json::Value {
@@ -192,14 +216,20 @@ fn a_second_daemon_on_the_same_state_is_refused() {
     assert!(err.contains(&state.display().to_string()), "{err}");
 }
 
-/// The snapshot slot with the newest content (the longer-lived one).
+/// The snapshot slot of the newest generation (header bytes 12..20, as
+/// docs/state.md lays them out), not the newest mtime: two writes within
+/// one timer tick share an mtime.
 fn newest_snapshot(state: &Path) -> PathBuf {
-    let mut slots: Vec<PathBuf> = (0..2)
+    (0..2)
         .map(|i| state.join(format!("snapshot.{i}")))
-        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
-        .collect();
-    slots.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
-    slots.pop().unwrap()
+        .filter_map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let generation = u64::from_le_bytes(bytes.get(12..20)?.try_into().unwrap());
+            Some((generation, p))
+        })
+        .max()
+        .unwrap()
+        .1
 }
 
 fn flip(path: &Path, at: usize) {
@@ -222,8 +252,13 @@ fn state_with_frames() -> (tempfile::TempDir, PathBuf, Vec<u32>) {
 #[test]
 fn a_damaged_snapshot_is_refused_naming_the_file() {
     let (_tmp, state, _) = state_with_frames();
-    // Start once more so the allocations are in a snapshot.
-    kill9(start(&state, &[]));
+    // Start once more so the allocations are in a snapshot. The control
+    // socket is bound before the new generation is written: wait for it,
+    // or the kill can land inside that write, and the damaged newer
+    // snapshot is then rightly taken for an unfinished compaction.
+    let d = start(&state, &[]);
+    d.wait_log("event=state-loaded");
+    kill9(d);
     let snap = newest_snapshot(&state);
     flip(&snap, 40);
     let err = refused(&state);

@@ -31,14 +31,11 @@ use vhost_user_pasid::ctl_cli::{Cli, Command, DAEMON_TIMEOUT};
 #[derive(Debug, thiserror::Error)]
 enum CtlError {
     #[error(
-        "no daemon is listening on {}: {source} (is vhost-user-pasid running? \
-         try --socket or PASIDCTL_SOCKET)",
+        "no daemon is listening on {} ({why}; is vhost-user-pasid running? try \
+         --socket or PASIDCTL_SOCKET)",
         path.display()
     )]
-    NoDaemon {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    NoDaemon { path: PathBuf, why: &'static str },
     #[error(
         "permission denied on {}: the control socket is for root and the daemon's \
          user, and for members of the group given to its --control-group (read-only \
@@ -108,9 +105,13 @@ fn io_error(path: &Path, source: std::io::Error) -> CtlError {
 /// connect, hence the socket is made here.
 fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, CtlError> {
     let failed = |source: std::io::Error| match source.raw_os_error() {
-        Some(libc::ENOENT | libc::ECONNREFUSED | libc::ENOTDIR) => CtlError::NoDaemon {
+        Some(libc::ENOENT | libc::ENOTDIR) => CtlError::NoDaemon {
             path: path.to_path_buf(),
-            source,
+            why: "the socket does not exist",
+        },
+        Some(libc::ECONNREFUSED) => CtlError::NoDaemon {
+            path: path.to_path_buf(),
+            why: "nothing accepts connections on the socket",
         },
         Some(libc::EACCES | libc::EPERM) => CtlError::PermissionDenied {
             path: path.to_path_buf(),
