@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `pasidctl`: the operator's view of a running `vhost-user-pasid`.
 //!
-//! Talks to the daemon's control socket. Prints tables for people and, with
-//! `--json`, the daemon's JSON for machines. Any error is one line on stderr
-//! and a non-zero exit. The command line itself is
+//! Talks to the daemon's control socket, waiting at most
+//! [`DAEMON_TIMEOUT`] for an answer. Prints tables for people (one
+//! [`Table`] renderer, columns sized to their content) and, with `--json`,
+//! the daemon's JSON for machines. Any error is one line on stderr naming
+//! its cause and exit status 1; a closed stdout ends quietly with status 0.
+//! The command line itself is
 //! `vhost_user_pasid::ctl_cli`, where the man page generator reads it too.
 
 // It parses what the daemon sends: no unchecked indexing outside tests.
