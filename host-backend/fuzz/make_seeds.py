@@ -150,6 +150,9 @@ lines = [
     {"cmd": "put", "holder": "iommu", "pasid": 4},
     {"cmd": "release", "vm": "web"},
     {"cmd": "quota", "vm": "db", "quota": 1},
+    {"cmd": "pasids", "vm": "web"},
+    {"cmd": "release", "vm": "db", "force": True},
+    {"cmd": "get", "holder": "a b", "pasid": 5},
 ]
 text = "\n".join(json.dumps(l, separators=(",", ":")) for l in lines).encode()
 write("all_full", "control_line", b"\x00" + text)
@@ -191,11 +194,12 @@ def owner(kind, nm, lim, configured, window, holdings):
     return out
 
 
-body = struct.pack("<IQI", 12, 0x1234567, 3)
+body = struct.pack("<IQI", 12, 0x1234567, 4)
 body += owner(1, "web", limits(16, 4, 4095), limits(16, 4, 4095),
               [answered(10, req(ALLOC, 3, 0, 0, 4095), resp(0, 3, 7))],
               [(4, 1), (5, 2), (7, 1)])
 body += owner(1, "db", limits(16, 4, 4095), None, [], [(6, 1)])
+body += owner(2, "", limits(0, 1, 1), None, [], [])  # a vacant index
 body += owner(2, "iommu", limits(0xFFFFFFFF, 1, 4095), None, [], [(4, 3)])
 snap = b"VPASIDS\x01" + struct.pack("<IQQ", 1, 5, len(body)) + body
 snap += struct.pack("<I", zlib.crc32(snap))
@@ -211,6 +215,7 @@ records = b"".join([
     struct.pack("<BB", 4, 2) + name("drv") + limits(0xFFFFFFFF, 1, 4095),
     struct.pack("<BII", 5, 2, 5),
     struct.pack("<BII", 6, 2, 5),
+    struct.pack("<BI", 7, 2),
 ])
 write("records", "state_decode", b"\x01" + records)
 seq = 1

@@ -397,7 +397,9 @@ fn first_unreserved(range: RangeInclusive<u32>, reserved: &[RangeInclusive<u32>]
     range.contains(&candidate).then_some(candidate)
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a VM slot or a host holder: 1-64 characters
+/// that need no quoting in a log line or a path.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -62,7 +62,7 @@ impl Access {
 /// command must be classified here before it builds.
 pub fn changes_state(request: &ControlRequest) -> bool {
     match request {
-        ControlRequest::Pasids {}
+        ControlRequest::Pasids { .. }
         | ControlRequest::Vms {}
         | ControlRequest::Stats {}
         | ControlRequest::Metrics {} => false,
@@ -108,7 +108,7 @@ fn log_denial(request: &ControlRequest) {
     }
     if log.emitted < WARN_BURST {
         log.emitted += 1;
-        warn!("control event=denied request={request:?} (read-only client)");
+        warn!("control event=denied {request} (read-only client)");
     } else {
         log.suppressed += 1;
     }
@@ -163,7 +163,10 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
 
 fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
     match request {
-        ControlRequest::Pasids {} => to_value(reg.pasids()),
+        ControlRequest::Pasids { vm } => match reg.pasids_of(vm.as_deref()) {
+            Ok(list) => to_value(list),
+            Err(e) => ControlReply::failure(e),
+        },
         ControlRequest::Vms {} => to_value(reg.vms()),
         ControlRequest::Stats {} => to_value(reg.stats()),
         ControlRequest::Metrics {} => to_value(crate::metrics::render(reg)),
@@ -175,7 +178,7 @@ fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
             Ok(freed) => to_value(PutResult { pasid, freed }),
             Err(e) => ControlReply::failure(e),
         },
-        ControlRequest::Release { vm } => match reg.release_vm(&vm) {
+        ControlRequest::Release { vm, force } => match reg.operator_release(&vm, force) {
             Ok(released) => to_value(ReleaseResult { vm, released }),
             Err(e) => ControlReply::failure(e),
         },
@@ -201,7 +204,7 @@ pub fn answer_line_as(registry: &Mutex<Registry>, line: &str, access: Access) ->
             )
         }
         Ok(request) => {
-            debug!("control request {request:?}");
+            debug!("control {request}");
             execute(registry, request)
         }
         Err(e) => ControlReply::failure(format!("bad request: {e}")),
@@ -351,6 +354,36 @@ mod tests {
         let reg = reg.lock().unwrap();
         assert_eq!(reg.pasids().len(), 1, "nothing released");
         assert_eq!(reg.vms().first().map(|v| (v.held, v.quota)), Some((1, 4)));
+    }
+
+    /// A quota above what the VM's range could hold is refused with the
+    /// maximum named; the maximum itself is accepted.
+    #[test]
+    fn quota_above_the_range_is_refused() {
+        let reg = registry();
+        let reply = answer_line(&reg, r#"{"cmd":"quota","vm":"vm0","quota":4294967295}"#);
+        assert!(!reply.ok);
+        let error = reply.error.unwrap();
+        assert!(error.contains("the most is 255"), "{error}");
+        let reply = answer_line(&reg, r#"{"cmd":"quota","vm":"vm0","quota":256}"#);
+        assert!(!reply.ok);
+        assert!(answer_line(&reg, r#"{"cmd":"quota","vm":"vm0","quota":255}"#).ok);
+        assert_eq!(reg.lock().unwrap().vms()[0].quota, 255);
+    }
+
+    /// Release of a connected VM needs `force`; of an idle one it does not.
+    #[test]
+    fn releasing_a_connected_vm_needs_force() {
+        let reg = registry();
+        let vm = reg.lock().unwrap().vm("vm0").unwrap();
+        reg.lock().unwrap().set_connected(vm, true);
+        let reply = answer_line(&reg, r#"{"cmd":"release","vm":"vm0"}"#);
+        assert!(!reply.ok);
+        assert!(reply.error.unwrap().contains("--force"));
+        let reply = answer_line(&reg, r#"{"cmd":"release","vm":"vm0","force":true}"#);
+        assert!(reply.ok, "{reply:?}");
+        reg.lock().unwrap().set_connected(vm, false);
+        assert!(answer_line(&reg, r#"{"cmd":"release","vm":"vm0"}"#).ok);
     }
 
     #[test]

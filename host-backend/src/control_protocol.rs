@@ -4,7 +4,11 @@
 //! One JSON object per line in each direction. A request names a command;
 //! the reply is `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+use crate::logfmt::Value;
 
 /// Longest request line the daemon reads.
 pub const MAX_REQUEST_LINE: usize = 4096;
@@ -14,8 +18,13 @@ pub const MAX_REQUEST_LINE: usize = 4096;
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ControlRequest {
     // Unit variants would accept unknown fields; empty structs reject them.
-    /// Every allocated PASID with its holders.
-    Pasids {},
+    /// Every allocated PASID with its holders, or (with `vm`) those that VM
+    /// holds a reference on.
+    Pasids {
+        /// Only PASIDs this VM holds; an unknown VM is an error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vm: Option<String>,
+    },
     /// Every VM slot with usage and quota.
     Vms {},
     /// Whole-host figures.
@@ -36,10 +45,15 @@ pub enum ControlRequest {
         /// The PASID.
         pasid: u32,
     },
-    /// Drop every reference a VM holds.
+    /// Drop every reference a VM holds. A VM whose frontend is connected
+    /// is refused unless `force` is true.
     Release {
         /// VM name.
         vm: String,
+        /// Release even while the VM is connected (its running guest loses
+        /// PASIDs its devices may still use).
+        #[serde(default)]
+        force: bool,
     },
     /// Change a VM's quota.
     Quota {
@@ -48,6 +62,32 @@ pub enum ControlRequest {
         /// New quota.
         quota: u32,
     },
+}
+
+/// The request as `key=value` log fields, e.g. `cmd=quota vm=web quota=5`;
+/// names are quoted when they need it.
+impl fmt::Display for ControlRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlRequest::Pasids { vm: None } => f.write_str("cmd=pasids"),
+            ControlRequest::Pasids { vm: Some(vm) } => write!(f, "cmd=pasids vm={}", Value(vm)),
+            ControlRequest::Vms {} => f.write_str("cmd=vms"),
+            ControlRequest::Stats {} => f.write_str("cmd=stats"),
+            ControlRequest::Metrics {} => f.write_str("cmd=metrics"),
+            ControlRequest::Get { holder, pasid } => {
+                write!(f, "cmd=get holder={} pasid={pasid}", Value(holder))
+            }
+            ControlRequest::Put { holder, pasid } => {
+                write!(f, "cmd=put holder={} pasid={pasid}", Value(holder))
+            }
+            ControlRequest::Release { vm, force } => {
+                write!(f, "cmd=release vm={} force={force}", Value(vm))
+            }
+            ControlRequest::Quota { vm, quota } => {
+                write!(f, "cmd=quota vm={} quota={quota}", Value(vm))
+            }
+        }
+    }
 }
 
 /// A reply.
@@ -125,12 +165,49 @@ mod tests {
         assert_eq!(serde_json::from_str::<ControlRequest>(&text).unwrap(), req);
         assert_eq!(
             serde_json::from_str::<ControlRequest>(r#"{"cmd":"pasids"}"#).unwrap(),
-            ControlRequest::Pasids {}
+            ControlRequest::Pasids { vm: None }
+        );
+        let pasids = ControlRequest::Pasids {
+            vm: Some("web".into()),
+        };
+        let text = serde_json::to_string(&pasids).unwrap();
+        assert_eq!(text, r#"{"cmd":"pasids","vm":"web"}"#);
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(&text).unwrap(),
+            pasids
+        );
+        // A client that does not know `force` asks for the safe release.
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(r#"{"cmd":"release","vm":"a"}"#).unwrap(),
+            ControlRequest::Release {
+                vm: "a".into(),
+                force: false
+            }
         );
         assert_eq!(
             serde_json::to_string(&ControlRequest::Metrics {}).unwrap(),
             r#"{"cmd":"metrics"}"#
         );
+    }
+
+    /// Requests log as fields; a name that would split the line is quoted.
+    #[test]
+    fn requests_display_as_log_fields() {
+        let quota = ControlRequest::Quota {
+            vm: "a".into(),
+            quota: 5,
+        };
+        assert_eq!(quota.to_string(), "cmd=quota vm=a quota=5");
+        let get = ControlRequest::Get {
+            holder: "x\nvm=forged".into(),
+            pasid: 17,
+        };
+        assert_eq!(get.to_string(), r#"cmd=get holder="x\nvm=forged" pasid=17"#);
+        let release = ControlRequest::Release {
+            vm: "web".into(),
+            force: true,
+        };
+        assert_eq!(release.to_string(), "cmd=release vm=web force=true");
     }
 
     #[test]
@@ -142,6 +219,8 @@ mod tests {
             r#"{"cmd":"get","holder":"x"}"#,
             r#"{"cmd":"get","holder":"x","pasid":-1}"#,
             r#"{"cmd":"vms","extra":1}"#,
+            r#"{"cmd":"pasids","vm":7}"#,
+            r#"{"cmd":"release","vm":"a","force":"yes"}"#,
         ] {
             assert!(
                 serde_json::from_str::<ControlRequest>(bad).is_err(),

@@ -18,11 +18,17 @@ pub const DEFAULT_HOLDER: &str = "operator";
 /// Shortest refresh interval of `pasidctl watch`.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long pasidctl waits for the daemon to accept and answer a command.
+pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Inspect and manage the PASIDs of a running vhost-user-pasid.
 ///
 /// Talks to the daemon's control socket (mode 0600: run as the daemon's
-/// user or root). Prints tables for people and, with --json, the daemon's
-/// JSON for machines. Errors are one line on stderr and a non-zero exit.
+/// user or root; 0660 with the daemon's --control-group, whose members may
+/// run the read-only commands). Prints tables for people and, with --json,
+/// the daemon's JSON for machines. A daemon that does not answer within
+/// 2 seconds is an error. Errors are one line on stderr and exit status 1;
+/// output cut short by a closed pipe (`| head`) ends quietly with status 0.
 #[derive(Parser, Debug)]
 #[command(name = "pasidctl", version)]
 pub struct Cli {
@@ -43,17 +49,23 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// List allocated PASIDs with their holders and reference counts.
-    Pasids,
+    Pasids {
+        /// Only the PASIDs this VM holds a reference on.
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
+    },
     /// List VM slots with usage, quota and connection state.
     Vms,
     /// Whole-host figures.
     Stats,
     /// Print every metric in the Prometheus text format.
     Metrics,
-    /// Live view of the VMs and their usage, redrawn in place until Ctrl-C.
+    /// Live view of the VMs and their usage, refreshed until Ctrl-C.
     ///
-    /// Clears the terminal with ANSI escape codes at each refresh. With
-    /// --json, prints one JSON object per refresh instead (no escape codes).
+    /// On a terminal, each refresh clears the screen (ANSI escape codes) and
+    /// redraws it. Otherwise (a pipe or a file) each refresh is printed after
+    /// the last, separated by a blank line, with no escape codes. With
+    /// --json, prints one JSON object per refresh instead.
     Watch {
         /// Seconds between refreshes (fractions allowed, at least 0.1).
         #[arg(long, short = 'i', value_name = "SECONDS", default_value = "2", value_parser = parse_interval)]
@@ -83,13 +95,21 @@ pub enum Command {
     /// Release every PASID reference a VM holds.
     ///
     /// Only for a VM that is shut down: while it runs, its devices may still
-    /// use the PASIDs, which can then be handed to another VM.
+    /// use the PASIDs, which can then be handed to another VM. A VM whose
+    /// frontend is connected is refused unless --force is given.
     Release {
         /// VM name.
         #[arg(long)]
         vm: String,
+        /// Release even while the VM is connected: strips every PASID from
+        /// the running guest, whose devices may still have them programmed.
+        #[arg(long)]
+        force: bool,
     },
     /// Set a VM's quota.
+    ///
+    /// A quota above the number of PASIDs the VM's range holds (reserved ones
+    /// excluded) is refused, with that maximum in the message.
     Quota {
         /// VM name.
         #[arg(long)]
@@ -150,6 +170,18 @@ mod tests {
         assert!(Cli::try_parse_from(["pasidctl", "watch", "--count", "0"]).is_err());
         assert!(Cli::try_parse_from(["pasidctl", "watch", "--interval", "0.01"]).is_err());
         assert!(Cli::try_parse_from(["pasidctl", "watch", "--interval", "-1"]).is_err());
+    }
+
+    #[test]
+    fn release_force_and_pasids_vm_filter() {
+        let cli = Cli::parse_from(["pasidctl", "release", "--vm", "web"]);
+        assert_matches!(cli.command, Command::Release { vm, force: false } if vm == "web");
+        let cli = Cli::parse_from(["pasidctl", "release", "--vm", "web", "--force"]);
+        assert_matches!(cli.command, Command::Release { force: true, .. });
+        let cli = Cli::parse_from(["pasidctl", "pasids", "--vm", "db"]);
+        assert_matches!(cli.command, Command::Pasids { vm: Some(vm) } if vm == "db");
+        let cli = Cli::parse_from(["pasidctl", "pasids"]);
+        assert_matches!(cli.command, Command::Pasids { vm: None });
     }
 
     #[test]

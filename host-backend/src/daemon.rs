@@ -331,8 +331,9 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         registry.warn_unconfigured();
         let stats = registry.stats();
         info!(
-            "event=state-loaded dir={dir} generation={} frames={frames} records={records} \
+            "event=state-loaded dir={} generation={} frames={frames} records={records} \
              owners={} pasids={} references={} ms={}",
+            crate::logfmt::Value(&dir),
             loaded.generation + 1,
             stats.space.owners,
             stats.space.allocated,
@@ -348,7 +349,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         stats.space.capacity,
         stats.space.reserved,
         stats.vms,
-        config.control_socket.display()
+        crate::logfmt::Value(config.control_socket.display())
     );
     let registry = Arc::new(Mutex::new(registry));
 
@@ -374,7 +375,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     notify_ready();
     install_seccomp(config.seccomp)?;
     info!(
-        "event=sandbox user={} seccomp={:?} rate_limit={}",
+        "event=sandbox user={} seccomp={} rate_limit={}",
         config
             .user
             .as_ref()
@@ -396,7 +397,11 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Thread)?;
 
     for slot in slots {
-        info!("vm={} event=listen socket={}", slot.name, slot.socket);
+        info!(
+            "vm={} event=listen socket={}",
+            slot.name,
+            crate::logfmt::Value(&slot.socket)
+        );
         let registry = registry.clone();
         let tx = tx.clone();
         thread::Builder::new()

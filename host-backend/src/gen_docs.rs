@@ -108,16 +108,19 @@ const CTL_EXTRA: &str = r#".SH ENVIRONMENT
 \fBPASIDCTL_SOCKET\fR
 Control socket of the daemon, as \fB\-\-socket\fR.
 .SH EXIT STATUS
-0 on success; 1 when the daemon cannot be reached or refuses the command
-(one line on standard error says why); 2 for a bad command line.
+0 on success, and when standard output is closed early (a pipe into
+\fBhead\fR); 1 when the daemon cannot be reached or refuses the command (one
+line on standard error names the cause: no daemon listening on the socket,
+permission denied, or no answer within 2 seconds); 2 for a bad command line.
 .SH EXAMPLES
 .nf
 pasidctl vms                      # VM slots: state, held, quota, range
 pasidctl pasids                   # PASIDs with holders and reference counts
+pasidctl pasids \-\-vm web          # only those VM web holds
 pasidctl metrics                  # Prometheus text format
 pasidctl watch \-\-interval 1        # live view, Ctrl\-C to quit
 pasidctl quota \-\-vm web 512
-pasidctl release \-\-vm web         # only once the VM is shut down
+pasidctl release \-\-vm web         # refused while the VM is connected
 .fi
 .SH SEE ALSO
 \fBvhost\-user\-pasid\fR(8); docs/operations.md in the vpasid sources.

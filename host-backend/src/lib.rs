@@ -21,6 +21,7 @@
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
 //! - [`sandbox`]: containment after set-up: socket hand-over, privilege
 //!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.
+//! - [`logfmt`]: free-form values in log lines, quoted when they need it.
 //! - [`socket`], [`rate_limit`]: small helpers (the latter also holds the
 //!   per-VM request token bucket, `--rate-limit`).
 //!
@@ -35,6 +36,7 @@ pub mod control_protocol;
 pub mod ctl_cli;
 pub mod daemon;
 pub mod gen_docs;
+pub mod logfmt;
 pub mod metrics;
 pub mod pasid_space;
 pub mod rate_limit;

@@ -14,9 +14,11 @@
 //! * [`PasidSpace::reclaim`] drops every reference of one owner (VM reset).
 //!
 //! Quota accounting: an owner's `held` count is the number of distinct PASIDs
-//! on which it holds at least one reference. Owners are registered once and
-//! never removed, since a VM slot is long-lived; re-use a slot across VM
-//! restarts with [`PasidSpace::reclaim`] and [`PasidSpace::set_limits`].
+//! on which it holds at least one reference. A VM slot is long-lived: re-use
+//! it across VM restarts with [`PasidSpace::reclaim`] and
+//! [`PasidSpace::set_limits`]. An owner that holds nothing can be forgotten
+//! ([`PasidSpace::forget_owner`]; the registry does so for host holders), and
+//! its index is given to the next owner added.
 //!
 //! PASID 0 and the configured reserved ranges are never handed out, and
 //! `get`/`put` on them fail with [`RefError::Invalid`].
@@ -44,7 +46,7 @@ mod free_map;
 mod id_hash;
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::mem::size_of;
@@ -60,9 +62,9 @@ pub type Pasid = u32;
 /// Widest PASID space the PCIe spec allows.
 pub const MAX_PASID_BITS: u32 = 20;
 
-/// Most owners one space accepts. Owners are never removed, so this bounds
-/// the per-owner memory; it is far above the number of VM slots and host
-/// holders one host runs.
+/// Most owners one space holds at once; this bounds the per-owner memory.
+/// It is far above the number of VM slots and host holders one host runs
+/// (host holders holding nothing are forgotten).
 pub const MAX_OWNERS: u32 = 1 << 16;
 
 /// Compact handle for an owner (a VM slot or a host holder), issued by the space.
@@ -108,6 +110,16 @@ pub enum OwnerKind {
     Host,
 }
 
+/// As the control socket spells it: `vm` or `host`.
+impl fmt::Display for OwnerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OwnerKind::Vm => "vm",
+            OwnerKind::Host => "host",
+        })
+    }
+}
+
 /// Construction parameters of a [`PasidSpace`].
 #[derive(Clone, Debug)]
 pub struct SpaceConfig {
@@ -134,6 +146,32 @@ pub struct OwnerLimits {
     pub quota: u32,
     /// PASIDs this owner may be given by `alloc` (clamped to the space).
     pub range: RangeInclusive<Pasid>,
+}
+
+/// As log fields: `quota=N range=LO-HI`.
+impl fmt::Display for OwnerLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "quota={} range={}-{}",
+            self.quota,
+            self.range.start(),
+            self.range.end()
+        )
+    }
+}
+
+/// Ranges as one log value: `0-0,12-13`.
+struct RangeList<'a>(&'a [RangeInclusive<Pasid>]);
+
+impl fmt::Display for RangeList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{}-{}", r.start(), r.end())?;
+        }
+        Ok(())
+    }
 }
 
 /// Errors from construction and owner management.
@@ -179,6 +217,14 @@ pub enum SpaceError {
     TooManyOwners {
         /// The limit, [`MAX_OWNERS`].
         max: u32,
+    },
+    /// Only an owner that holds nothing can be forgotten.
+    #[error("owner {name:?} still holds {held} PASIDs")]
+    OwnerHolds {
+        /// Its name.
+        name: String,
+        /// PASIDs it holds.
+        held: u32,
     },
 }
 
@@ -421,7 +467,10 @@ pub struct PasidSpace {
     entries: HashMap<Pasid, Entry, IdBuildHasher>,
     /// Holder lists of the PASIDs whose entry is `Entry::Shared`.
     shared: HashMap<Pasid, HolderList, IdBuildHasher>,
-    owners: Vec<Owner>,
+    /// Indexed by [`OwnerId`]; `None` where an owner was forgotten.
+    owners: Vec<Option<Owner>>,
+    /// Indexes of forgotten owners, reused lowest first.
+    vacant: BTreeSet<u32>,
     by_name: BTreeMap<String, OwnerId>,
     total_refs: u64,
 }
@@ -556,7 +605,10 @@ impl PasidSpace {
             .map(|r| u64::from(*r.end()) - u64::from(*r.start()) + 1)
             .sum();
         let free = FreeMap::with_used_ranges(1 << bits, &reserved);
-        debug!("pasid-space: {bits}-bit space, reserved {reserved:?}");
+        debug!(
+            "pasid-space: {bits}-bit space, reserved={}",
+            RangeList(&reserved)
+        );
         Ok(PasidSpace {
             bits,
             max,
@@ -566,6 +618,7 @@ impl PasidSpace {
             entries: HashMap::default(),
             shared: HashMap::default(),
             owners: Vec::new(),
+            vacant: BTreeSet::new(),
             by_name: BTreeMap::new(),
             total_refs: 0,
         })
@@ -585,6 +638,35 @@ impl PasidSpace {
     /// of the space are not reserved (they do not exist).
     pub fn is_reserved(&self, pasid: Pasid) -> bool {
         ranges_contain(&self.reserved, pasid)
+    }
+
+    /// How many PASIDs of `range` (clamped to `1..=max`) are not reserved:
+    /// the most an owner with that range could ever hold.
+    pub fn range_capacity(&self, range: &RangeInclusive<Pasid>) -> u64 {
+        let Some(range) = self.clamp_owner_range(range) else {
+            return 0;
+        };
+        let (start, end) = (u64::from(*range.start()), u64::from(*range.end()));
+        let reserved: u64 = self
+            .reserved
+            .iter()
+            .map(|r| {
+                let lo = u64::from(*r.start()).max(start);
+                let hi = u64::from(*r.end()).min(end);
+                (hi + 1).saturating_sub(lo)
+            })
+            .sum();
+        (end - start + 1).saturating_sub(reserved)
+    }
+
+    /// The error a `put` on `pasid` by an owner that holds nothing gets,
+    /// for a holder that does not exist (any more).
+    pub fn not_held_error(&self, pasid: Pasid) -> RefError {
+        if self.entries.contains_key(&pasid) {
+            RefError::NotOwner(pasid)
+        } else {
+            missing(&self.reserved, self.max, pasid)
+        }
     }
 
     /// Clamps an owner range to `1..=max`; `None` if nothing is left.
@@ -609,8 +691,10 @@ impl PasidSpace {
     }
 
     /// Registers an owner. Its range is clamped to `1..=max_pasid`; a range
-    /// that is empty after clamping is `InvalidOwnerRange`. Owners are never
-    /// removed.
+    /// that is empty after clamping is `InvalidOwnerRange`. It gets the
+    /// lowest index a forgotten owner left, else the next new one: the
+    /// same sequence of adds and forgets always gives the same indexes,
+    /// which durable state relies on.
     pub fn add_owner(
         &mut self,
         name: &str,
@@ -621,20 +705,72 @@ impl PasidSpace {
             return Err(SpaceError::DuplicateOwner(name.to_owned()));
         }
         let limits = self.clamp_limits(&limits)?;
-        let id = u32::try_from(self.owners.len())
-            .ok()
-            .filter(|n| *n < MAX_OWNERS)
-            .map(OwnerId)
-            .ok_or(SpaceError::TooManyOwners { max: MAX_OWNERS })?;
-        debug!("pasid-space: owner {name} ({kind:?}) registered as {id}, {limits:?}");
-        self.owners.push(Owner {
+        let id = match self.vacant.first() {
+            Some(&index) => OwnerId(index),
+            None => u32::try_from(self.owners.len())
+                .ok()
+                .filter(|n| *n < MAX_OWNERS)
+                .map(OwnerId)
+                .ok_or(SpaceError::TooManyOwners { max: MAX_OWNERS })?,
+        };
+        debug!(
+            "pasid-space: owner {} kind={kind} registered as {id}, {limits}",
+            crate::logfmt::Value(name)
+        );
+        let owner = Owner {
             name: name.to_owned(),
             kind,
             limits,
             held: Vec::new(),
-        });
+        };
+        match self.owners.get_mut(id.index()) {
+            Some(place) => *place = Some(owner),
+            None => self.owners.push(Some(owner)),
+        }
+        self.vacant.remove(&id.0);
         self.by_name.insert(name.to_owned(), id);
         Ok(id)
+    }
+
+    /// Forgets an owner that holds nothing, so that owners which come and
+    /// go (host holders) do not pile up; its index goes to the next
+    /// [`PasidSpace::add_owner`]. `OwnerHolds` if it still holds a PASID.
+    pub fn forget_owner(&mut self, id: OwnerId) -> Result<(), SpaceError> {
+        let place = self
+            .owners
+            .get_mut(id.index())
+            .filter(|o| o.is_some())
+            .ok_or(SpaceError::UnknownOwner(id))?;
+        if let Some(owner) = place.as_ref().filter(|o| !o.held.is_empty()) {
+            return Err(SpaceError::OwnerHolds {
+                name: owner.name.clone(),
+                held: held_count(owner),
+            });
+        }
+        if let Some(owner) = place.take() {
+            debug!(
+                "pasid-space: owner {} ({id}) forgotten",
+                crate::logfmt::Value(&owner.name)
+            );
+            self.by_name.remove(&owner.name);
+        }
+        self.vacant.insert(id.0);
+        // Trailing vacancies are dropped, so the table follows the owners
+        // down again.
+        while let Some(&last) = self.vacant.last() {
+            if last as usize + 1 != self.owners.len() {
+                break;
+            }
+            self.vacant.pop_last();
+            self.owners.pop();
+        }
+        Ok(())
+    }
+
+    /// Number of owner indexes in use or vacant: one past the highest
+    /// index issued that is still in use.
+    pub fn owner_index_end(&self) -> u32 {
+        u32::try_from(self.owners.len()).unwrap_or(u32::MAX)
     }
 
     /// Looks an owner up by name.
@@ -644,7 +780,10 @@ impl PasidSpace {
 
     /// Name of an owner.
     pub fn owner_name(&self, id: OwnerId) -> Option<&str> {
-        self.owners.get(id.index()).map(|o| o.name.as_str())
+        self.owners
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .map(|o| o.name.as_str())
     }
 
     /// Replaces an owner's limits (range clamped as in `add_owner`). Lowering
@@ -652,22 +791,34 @@ impl PasidSpace {
     /// holds but cannot take new PASIDs until it is under the quota again.
     /// Likewise PASIDs held outside a new range are kept.
     pub fn set_limits(&mut self, id: OwnerId, limits: OwnerLimits) -> Result<(), SpaceError> {
-        if self.owners.get(id.index()).is_none() {
+        if self
+            .owners
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .is_none()
+        {
             return Err(SpaceError::UnknownOwner(id));
         }
         let limits = self.clamp_limits(&limits)?;
         let owner = self
             .owners
             .get_mut(id.index())
+            .and_then(Option::as_mut)
             .ok_or(SpaceError::UnknownOwner(id))?;
-        debug!("pasid-space: owner {} limits now {limits:?}", owner.name);
+        debug!(
+            "pasid-space: owner {} limits now {limits}",
+            crate::logfmt::Value(&owner.name)
+        );
         owner.limits = limits;
         Ok(())
     }
 
     /// An owner's limits, with the range as clamped by the space.
     pub fn limits(&self, id: OwnerId) -> Option<OwnerLimits> {
-        self.owners.get(id.index()).map(|o| o.limits.clone())
+        self.owners
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .map(|o| o.limits.clone())
     }
 
     /// Allocates the lowest free PASID in `[min, max] ∩ owner's range` and
@@ -681,7 +832,10 @@ impl PasidSpace {
     /// well-formed, this owner simply has nothing to get there, the same
     /// answer as for a full range.
     pub fn alloc(&mut self, owner: OwnerId, min: Pasid, max: Pasid) -> Result<Pasid, AllocError> {
-        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+        let (Some(me), Some(rec)) = (
+            owner.slot(),
+            self.owners.get_mut(owner.index()).and_then(Option::as_mut),
+        ) else {
             return Err(AllocError::UnknownOwner);
         };
         if min > max || min > self.max {
@@ -719,7 +873,10 @@ impl PasidSpace {
     /// `Invalid` / `NotFound`, `QuotaExceeded` (first reference only),
     /// `Overflow` (the total would pass `u32::MAX`).
     pub fn get(&mut self, owner: OwnerId, pasid: Pasid) -> Result<u32, RefError> {
-        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+        let (Some(me), Some(rec)) = (
+            owner.slot(),
+            self.owners.get_mut(owner.index()).and_then(Option::as_mut),
+        ) else {
             return Err(RefError::UnknownOwner);
         };
         let Some(entry) = self.entries.get_mut(&pasid) else {
@@ -813,7 +970,10 @@ impl PasidSpace {
     /// reserved), `NotFound` (not allocated), `NotOwner` (allocated but
     /// `owner` holds no reference).
     pub fn put(&mut self, owner: OwnerId, pasid: Pasid) -> Result<PutOutcome, RefError> {
-        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+        let (Some(me), Some(rec)) = (
+            owner.slot(),
+            self.owners.get_mut(owner.index()).and_then(Option::as_mut),
+        ) else {
             return Err(RefError::UnknownOwner);
         };
         let MapEntry::Occupied(mut slot) = self.entries.entry(pasid) else {
@@ -903,7 +1063,10 @@ impl PasidSpace {
     /// and ranges are not checked: the holding was granted under the limits
     /// of its day, and `set_limits` keeps holdings the same way.
     pub fn restore(&mut self, owner: OwnerId, pasid: Pasid, refs: u32) -> Result<(), RestoreError> {
-        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+        let (Some(me), Some(rec)) = (
+            owner.slot(),
+            self.owners.get_mut(owner.index()).and_then(Option::as_mut),
+        ) else {
             return Err(RestoreError::UnknownOwner);
         };
         if refs == 0 {
@@ -975,7 +1138,10 @@ impl PasidSpace {
     /// The PASIDs `owner` holds with its reference count on each, in the
     /// owner's own (unsorted) order; empty for an unknown owner.
     pub fn holdings(&self, owner: OwnerId) -> Vec<(Pasid, u32)> {
-        let Some((me, rec)) = owner.slot().zip(self.owners.get(owner.index())) else {
+        let Some((me, rec)) = owner
+            .slot()
+            .zip(self.owners.get(owner.index()).and_then(Option::as_ref))
+        else {
             return Vec::new();
         };
         rec.held
@@ -994,17 +1160,26 @@ impl PasidSpace {
 
     /// Every owner in the order the space issued them (index order).
     pub fn owner_ids(&self) -> impl Iterator<Item = OwnerId> + '_ {
-        (0..self.owners.len()).filter_map(|i| u32::try_from(i).ok().map(OwnerId))
+        (0..self.owner_index_end())
+            .map(OwnerId)
+            .filter(|id| self.owners.get(id.index()).is_some_and(Option::is_some))
     }
 
     /// The owner with that index, if the space issued it.
     pub fn owner_at(&self, index: u32) -> Option<OwnerId> {
-        ((index as usize) < self.owners.len()).then_some(OwnerId(index))
+        let id = OwnerId(index);
+        self.owners
+            .get(id.index())
+            .is_some_and(Option::is_some)
+            .then_some(id)
     }
 
     /// An owner's kind.
     pub fn owner_kind(&self, id: OwnerId) -> Option<OwnerKind> {
-        self.owners.get(id.index()).map(|o| o.kind)
+        self.owners
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .map(|o| o.kind)
     }
 
     /// Drops every reference `owner` holds, in O(held). PASIDs other owners
@@ -1012,7 +1187,10 @@ impl PasidSpace {
     /// gets an empty summary.
     pub fn reclaim(&mut self, owner: OwnerId) -> ReclaimSummary {
         let mut summary = ReclaimSummary::default();
-        let (Some(me), Some(rec)) = (owner.slot(), self.owners.get_mut(owner.index())) else {
+        let (Some(me), Some(rec)) = (
+            owner.slot(),
+            self.owners.get_mut(owner.index()).and_then(Option::as_mut),
+        ) else {
             return summary;
         };
         // Taking the list also releases its memory; no positions need fixing
@@ -1063,9 +1241,7 @@ impl PasidSpace {
             debug!(
                 "pasid-space: reclaimed {} references from {}, {} PASIDs freed",
                 summary.references,
-                self.owners
-                    .get(owner.index())
-                    .map_or("?", |o| o.name.as_str()),
+                crate::logfmt::Value(self.owner_name(owner).unwrap_or("?")),
                 summary.pasids_freed
             );
         }
@@ -1077,6 +1253,7 @@ impl PasidSpace {
         let (name, kind) = self
             .owners
             .get(owner.index())
+            .and_then(Option::as_ref)
             .map_or((String::new(), OwnerKind::Host), |o| {
                 (o.name.clone(), o.kind)
             });
@@ -1120,6 +1297,7 @@ impl PasidSpace {
         let mut pasids: Vec<Pasid> = self
             .owners
             .get(owner.index())
+            .and_then(Option::as_ref)
             .map(|o| o.held.clone())
             .unwrap_or_default();
         pasids.sort_unstable();
@@ -1140,7 +1318,10 @@ impl PasidSpace {
 
     /// Limits and usage of one owner.
     pub fn usage(&self, owner: OwnerId) -> Option<OwnerUsage> {
-        self.owners.get(owner.index()).map(Self::usage_of)
+        self.owners
+            .get(owner.index())
+            .and_then(Option::as_ref)
+            .map(Self::usage_of)
     }
 
     /// Limits and usage of every owner, sorted by name.
@@ -1160,7 +1341,7 @@ impl PasidSpace {
             reserved: self.reserved_count,
             allocated: self.entries.len() as u64,
             total_refs: self.total_refs,
-            owners: self.owners.len() as u64,
+            owners: self.by_name.len() as u64,
         }
     }
 
@@ -1192,6 +1373,7 @@ impl PasidSpace {
         let owner_bytes: usize = self
             .owners
             .iter()
+            .flatten()
             .map(|o| o.name.capacity() + o.held.capacity() * size_of::<Pasid>())
             .sum();
         // BTreeMap nodes hold up to 11 keys; assume they are about 2/3 full
@@ -1206,7 +1388,8 @@ impl PasidSpace {
             + table_bytes(self.entries.capacity(), entry_slot)
             + table_bytes(self.shared.capacity(), shared_slot)
             + holder_bytes
-            + self.owners.capacity() * size_of::<Owner>()
+            + self.owners.capacity() * size_of::<Option<Owner>>()
+            + self.vacant.len() * size_of::<u32>() * 2
             + owner_bytes
             + by_name_bytes
     }
@@ -1261,7 +1444,10 @@ mod tests {
         let mut shared_seen = 0;
         // The held-list position recorded for (owner, PASID) must point back.
         let check_pos = |owner: OwnerSlot, pos: HeldPos, p: Pasid| {
-            let held = &s.owners[usize::from(owner)].held;
+            let held = &s.owners[usize::from(owner)]
+                .as_ref()
+                .expect("live owner")
+                .held;
             assert_eq!(held.get(pos as usize), Some(&p), "pos of {p} for {owner}");
         };
         for (p, entry) in &s.entries {
@@ -1301,6 +1487,11 @@ mod tests {
         assert_eq!(total, s.total_refs);
         for (i, owner) in s.owners.iter().enumerate() {
             let id = OwnerId(u32::try_from(i).unwrap());
+            let Some(owner) = owner else {
+                assert!(s.vacant.contains(&id.0), "{id} is neither live nor vacant");
+                continue;
+            };
+            assert!(!s.vacant.contains(&id.0), "{id} is live and vacant");
             let held: BTreeSet<Pasid> = owner.held.iter().copied().collect();
             assert_eq!(held.len(), owner.held.len(), "duplicates in {}", owner.name);
             assert_eq!(
@@ -1315,7 +1506,11 @@ mod tests {
             holdings.is_empty(),
             "holders that are not owners: {holdings:?}"
         );
-        assert_eq!(s.by_name.len(), s.owners.len());
+        assert_eq!(s.by_name.len() + s.vacant.len(), s.owners.len());
+        assert!(
+            s.owners.last().is_none_or(Option::is_some),
+            "a trailing vacancy is kept"
+        );
     }
 
     // ---- construction -----------------------------------------------------
@@ -1460,6 +1655,66 @@ mod tests {
         );
         assert_eq!(s.owner("one-more"), None);
         assert_eq!(s.owner("o65535"), Some(OwnerId(65535)));
+    }
+
+    /// Owners that come and go leave no trace: a forgotten owner's index
+    /// is reused lowest first, the owner count and the table stay bounded,
+    /// and an owner that still holds a PASID cannot be forgotten.
+    #[test]
+    fn forgotten_owners_do_not_pile_up() {
+        let (mut s, vm, host) = vm_and_host(8);
+        let p = s.alloc(vm, 1, 255).unwrap();
+        s.get(host, p).unwrap();
+        assert_eq!(
+            s.forget_owner(host),
+            Err(SpaceError::OwnerHolds {
+                name: "host".into(),
+                held: 1
+            })
+        );
+        let base_bytes = s.memory_bytes();
+        for round in 0..1000 {
+            let a = s
+                .add_owner(&format!("a{round}"), OwnerKind::Host, unlimited())
+                .unwrap();
+            let b = s
+                .add_owner(&format!("b{round}"), OwnerKind::Host, unlimited())
+                .unwrap();
+            assert_eq!((a, b), (OwnerId(2), OwnerId(3)), "round {round}");
+            s.get(a, p).unwrap();
+            s.put(a, p).unwrap();
+            // Forgetting a hole below the last owner keeps the table ...
+            s.forget_owner(a).unwrap();
+            assert_eq!(s.owner_at(2), None);
+            assert_eq!(s.owner_index_end(), 4);
+            check_internal(&s);
+            // ... forgetting the last one shrinks it past every hole.
+            s.forget_owner(b).unwrap();
+            assert_eq!(s.owner_index_end(), 2);
+            assert_eq!(s.owner(&format!("a{round}")), None);
+        }
+        assert_eq!(s.stats().owners, 2);
+        assert_eq!(s.owner_ids().collect::<Vec<_>>(), vec![vm, host]);
+        assert!(s.memory_bytes() <= base_bytes + 256, "owner memory grew");
+        // A hole below a live owner goes to the next add.
+        s.put(host, p).unwrap();
+        s.forget_owner(host).unwrap();
+        assert_eq!(s.forget_owner(host), Err(SpaceError::UnknownOwner(host)));
+        let last = s.add_owner("z", OwnerKind::Host, unlimited()).unwrap();
+        assert_eq!(last, host, "the vacant index is reused");
+        check_internal(&s);
+    }
+
+    #[test]
+    fn range_capacity_counts_what_an_owner_could_hold() {
+        let s = space(20, vec![0..=15]);
+        assert_eq!(s.range_capacity(&(0..=Pasid::MAX)), 1_048_560);
+        assert_eq!(s.range_capacity(&(10..=20)), 5);
+        assert_eq!(s.range_capacity(&(16..=16)), 1);
+        assert_eq!(s.range_capacity(&(3..=15)), 0);
+        let s = space(8, vec![10..=20, 200..=255]);
+        assert_eq!(s.range_capacity(&(1..=255)), 255 - 11 - 56);
+        assert_eq!(s.range_capacity(&(300..=400)), 0);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 mod durable;
 
+use crate::logfmt::Value;
 use crate::metrics::{Histogram, VmMetrics};
 use crate::pasid_space::{
     AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError,
@@ -41,6 +42,36 @@ pub enum RegistryError {
     /// The name belongs to a host holder, not a VM.
     #[error("{0:?} is a host holder in the durable state, not a VM slot")]
     NotAVm(String),
+    /// A new host holder's name is not one a VM could have.
+    #[error(
+        "invalid holder name {0:?}: like a VM name, 1-64 characters of letters, digits, \
+         '-', '_' or '.'"
+    )]
+    InvalidHolder(String),
+    /// `release` of a VM whose frontend is connected, without `force`.
+    #[error(
+        "VM {0:?} is connected: releasing would strip every PASID from the running guest, \
+         whose devices may still have them programmed; shut the VM down first, or use \
+         --force to release them anyway"
+    )]
+    Connected(String),
+    /// A quota above what the VM's range could ever hold.
+    #[error(
+        "quota {quota} for VM {vm:?} is more than its range {start}-{end} could ever hold; \
+         the most is {max} (the range's PASIDs minus reserved ones)"
+    )]
+    QuotaAboveCapacity {
+        /// The VM.
+        vm: String,
+        /// The quota asked for.
+        quota: u32,
+        /// PASIDs its range holds, reserved ones excluded.
+        max: u64,
+        /// First PASID of its range.
+        start: Pasid,
+        /// Last PASID of its range.
+        end: Pasid,
+    },
     /// A PASID-space operation failed.
     #[error("{0}")]
     Ref(#[from] RefError),
@@ -492,13 +523,25 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownVm(name.to_string()))
     }
 
-    /// Changes a VM's quota.
+    /// Changes a VM's quota; a quota above the PASIDs its range could ever
+    /// hold is refused (it would mean "unlimited" while reading as a
+    /// number).
     pub fn set_quota(&mut self, name: &str, quota: u32) -> Result<(), RegistryError> {
         let vm = self.vm(name)?;
         let limits = self
             .space
             .limits(vm.0)
             .ok_or_else(|| RegistryError::UnknownVm(name.to_string()))?;
+        let max = self.space.range_capacity(&limits.range);
+        if u64::from(quota) > max {
+            return Err(RegistryError::QuotaAboveCapacity {
+                vm: name.to_string(),
+                quota,
+                max,
+                start: *limits.range.start(),
+                end: *limits.range.end(),
+            });
+        }
         self.space.set_limits(
             vm.0,
             OwnerLimits {
@@ -514,61 +557,145 @@ impl Registry {
         Ok(())
     }
 
-    /// Returns the host holder of that name, creating it on first use.
-    fn holder(&mut self, name: &str) -> Result<OwnerId, RegistryError> {
+    /// The host holder of that name, if it holds anything; a VM's name is
+    /// `NotAHolder`.
+    fn existing_holder(&self, name: &str) -> Result<Option<OwnerId>, RegistryError> {
         if self.vms.contains_key(name) {
             return Err(RegistryError::NotAHolder(name.to_string()));
         }
-        if let Some(id) = self.space.owner(name) {
-            return Ok(id);
-        }
-        let full: RangeInclusive<Pasid> = 1..=self.space.max_pasid();
-        let limits = OwnerLimits {
-            quota: u32::MAX,
-            range: full,
-        };
-        let id = self
-            .space
-            .add_owner(name, OwnerKind::Host, limits.clone())?;
-        self.log(&Record::AddOwner {
-            kind: OwnerKind::Host,
-            name: name.to_string(),
-            limits,
-        });
-        Ok(id)
+        Ok(self.space.owner(name))
     }
 
-    /// A host holder takes a reference on an allocated PASID.
+    /// A host holder takes a reference on an allocated PASID. A new holder
+    /// comes into being with its first reference; its name must be a valid
+    /// VM name (it shows in listings and log lines).
     pub fn host_get(&mut self, holder: &str, pasid: Pasid) -> Result<u32, RegistryError> {
-        let id = self.holder(holder)?;
-        let refs = self.space.get(id, pasid)?;
+        let (id, new) = match self.existing_holder(holder)? {
+            Some(id) => (id, false),
+            None if !crate::config::valid_name(holder) => {
+                return Err(RegistryError::InvalidHolder(holder.to_string()))
+            }
+            None => {
+                let limits = self.holder_limits();
+                (self.space.add_owner(holder, OwnerKind::Host, limits)?, true)
+            }
+        };
+        let refs = match self.space.get(id, pasid) {
+            Ok(refs) => refs,
+            Err(e) => {
+                if new {
+                    // Never journaled: the holder leaves no trace.
+                    let _ = self.space.forget_owner(id);
+                }
+                return Err(e.into());
+            }
+        };
+        if new {
+            self.log(&Record::AddOwner {
+                kind: OwnerKind::Host,
+                name: holder.to_string(),
+                limits: self.holder_limits(),
+            });
+        }
         self.log(&Record::Get {
             owner: id.as_u32(),
             pasid,
         });
-        info!("holder={holder} event=get pasid={pasid} refs={refs}");
+        info!(
+            "holder={} event=get pasid={pasid} refs={refs}",
+            Value(holder)
+        );
         Ok(refs)
     }
 
+    /// Limits of a host holder: the whole space, no quota.
+    fn holder_limits(&self) -> OwnerLimits {
+        let full: RangeInclusive<Pasid> = 1..=self.space.max_pasid();
+        OwnerLimits {
+            quota: u32::MAX,
+            range: full,
+        }
+    }
+
     /// A host holder drops a reference; says whether the PASID was freed.
+    /// A holder left holding nothing is forgotten, so holders that come and
+    /// go do not pile up.
     pub fn host_put(&mut self, holder: &str, pasid: Pasid) -> Result<bool, RegistryError> {
-        let id = self.holder(holder)?;
+        let Some(id) = self.existing_holder(holder)? else {
+            // Holders exist only while they hold something.
+            return Err(if crate::config::valid_name(holder) {
+                self.space.not_held_error(pasid).into()
+            } else {
+                RegistryError::InvalidHolder(holder.to_string())
+            });
+        };
         let outcome = self.space.put(id, pasid)?;
         self.log(&Record::Put {
             owner: id.as_u32(),
             pasid,
         });
+        let forgotten = self.forget_if_empty(id);
         info!(
-            "holder={holder} event=put pasid={pasid} freed={}",
+            "holder={} event=put pasid={pasid} freed={} forgotten={forgotten}",
+            Value(holder),
             outcome.freed
         );
         Ok(outcome.freed)
     }
 
-    /// Operator release of everything a VM holds.
+    /// Operator release of everything a VM holds, connected or not.
     pub fn release_vm(&mut self, name: &str) -> Result<u64, RegistryError> {
         let vm = self.vm(name)?;
         Ok(self.reclaim_vm(vm, ReclaimReason::Operator))
+    }
+
+    /// `pasidctl release`: [`Registry::release_vm`], but a connected VM is
+    /// refused unless `force`: its guest is running and its devices may
+    /// still use the PASIDs, which could then be handed to another VM. A VM
+    /// the command line no longer names (known only from durable state) is
+    /// then forgotten: nothing is left of it.
+    pub fn operator_release(&mut self, name: &str, force: bool) -> Result<u64, RegistryError> {
+        let vm = self.vm(name)?;
+        if !force && self.is_connected(vm) {
+            return Err(RegistryError::Connected(name.to_string()));
+        }
+        let released = self.release_vm(name)?;
+        if self.vms.get(name).is_some_and(|r| r.socket == UNCONFIGURED) {
+            self.forget_if_empty(vm.0);
+        }
+        Ok(released)
+    }
+
+    /// Forgets an owner that holds nothing (a host holder after its last
+    /// put, an unconfigured VM after its release), so that owners without
+    /// PASIDs or configuration do not pile up; journals it. Says whether it
+    /// was forgotten.
+    fn forget_if_empty(&mut self, id: OwnerId) -> bool {
+        if self.space.usage(id).is_none_or(|u| u.held > 0) {
+            return false;
+        }
+        let name = self.space.owner_name(id).unwrap_or_default().to_string();
+        if self.space.forget_owner(id).is_err() {
+            return false;
+        }
+        self.vms.remove(&name);
+        self.log(&Record::Forget { owner: id.as_u32() });
+        true
+    }
+
+    /// Allocated PASIDs with their holders: every one, or those `vm` holds
+    /// a reference on.
+    pub fn pasids_of(&self, vm: Option<&str>) -> Result<Vec<PasidInfo>, RegistryError> {
+        let Some(name) = vm else {
+            return Ok(self.pasids());
+        };
+        let id = self.vm(name)?;
+        Ok(self
+            .space
+            .held_by(id.0)
+            .into_iter()
+            .filter_map(|p| self.space.info(p))
+            .collect())
     }
 
     /// Every allocated PASID with its holders.

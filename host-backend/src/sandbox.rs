@@ -41,6 +41,16 @@ pub enum SeccompMode {
     Off,
 }
 
+/// The mode as `--seccomp` spells it, for log lines.
+impl std::fmt::Display for SeccompMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The account `--user` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

@@ -218,7 +218,11 @@ fn serve_session(
         cause,
     })?;
     lock(registry).set_connected(slot.vm, true);
-    info!("vm={} event=connect socket={}", slot.name, slot.socket);
+    info!(
+        "vm={} event=connect socket={}",
+        slot.name,
+        crate::logfmt::Value(&slot.socket)
+    );
 
     let guard = slot
         .listener
@@ -250,8 +254,16 @@ fn serve_session(
             VhostUserError::Disconnected | VhostUserError::PartialMessage,
         )) => info!("vm={} event=disconnect", slot.name),
         Err(e) => match session_hint(e) {
-            Some(hint) => error!("vm={} event=disconnect error=\"{e}\": {hint}", slot.name),
-            None => info!("vm={} event=disconnect reason=\"{e}\"", slot.name),
+            Some(hint) => error!(
+                "vm={} event=disconnect error={}: {hint}",
+                slot.name,
+                crate::logfmt::Value(e)
+            ),
+            None => info!(
+                "vm={} event=disconnect reason={}",
+                slot.name,
+                crate::logfmt::Value(e)
+            ),
         },
     }
     reg.reclaim_vm(slot.vm, ReclaimReason::Disconnect);

@@ -205,7 +205,7 @@ impl PasidDevice {
             }
             let started = std::time::Instant::now();
             let outcome = process_chain(chain, |req| {
-                debug!("vm={} request={:?}", self.name, req);
+                debug!("vm={} {req}", self.name);
                 registry.answer(self.vm, position, req)
             });
             match &outcome {
@@ -408,7 +408,7 @@ impl VhostUserBackend for PasidDevice {
         _thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
-            self.warn_guest(format_args!("unexpected event set {evset:?}"));
+            self.warn_guest(format_args!("unexpected event set {:#x}", evset.bits()));
             return Ok(());
         }
         let vring = match (device_event, vrings.first()) {

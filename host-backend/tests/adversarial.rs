@@ -1084,7 +1084,7 @@ fn seccomp_is_on_by_default() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
         assert!(status.contains("Seccomp:\t2"), "{status}");
     }
-    d.wait_log("event=sandbox user=(unchanged) seccomp=Kill");
+    d.wait_log("event=sandbox user=(unchanged) seccomp=kill");
     let (exit, log) = d.stop();
     assert!(exit.success(), "SIGTERM under seccomp: {log}");
 

@@ -243,7 +243,7 @@ fn operator_release_drops_a_vm() {
     let mut vm = TestVm::connect(&d.path("a.sock"));
     vm.alloc_ok(1, 100);
     vm.alloc_ok(1, 100);
-    let r = d.ctl_json(&["release", "--vm", "a"]);
+    let r = d.ctl_json(&["release", "--vm", "a", "--force"]);
     assert_eq!(r["released"].as_u64(), Some(2));
     assert_eq!(vm.free(1), Status::NotFound);
 }

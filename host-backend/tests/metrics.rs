@@ -2,7 +2,8 @@
 //! Observability of the real daemon: Prometheus metrics after known traffic,
 //! scraped through `pasidctl metrics` and through `--metrics-listen` (served
 //! concurrently, with bounded threads and per-client timeouts), the
-//! `process_*` metrics, `promtool check metrics`, and `pasidctl watch`.
+//! `process_*` metrics and `promtool check metrics` (`pasidctl watch` is
+//! tested in tests/pasidctl.rs).
 // A test crate: failing loudly is the point.
 #![allow(
     clippy::unwrap_used,
@@ -255,7 +256,7 @@ fn metrics_count_known_traffic_exactly() {
     drop(db);
     d.wait_log(r#"vm=db event=reclaim reason="disconnect""#);
 
-    let (ok, out, err) = d.ctl(&["release", "--vm", "web"]);
+    let (ok, out, err) = d.ctl(&["release", "--vm", "web", "--force"]);
     assert!(ok, "{err}");
     assert!(out.contains("released 2 references"), "{out}");
 
@@ -401,80 +402,6 @@ fn metrics_listen_must_be_loopback() {
         assert!(err.contains(says) && err.contains(addr), "{addr}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
-}
-
-/// `pasidctl watch --count 2` draws two frames, each after a clear-screen
-/// sequence, with the VM table, then exits 0 by itself.
-#[test]
-fn watch_redraws_count_times_and_exits() {
-    let d = Daemon::start(&["--vm", "web={dir}/web.sock,quota=8"]);
-    let mut vm = TestVm::connect(&d.path("web.sock"));
-    vm.alloc_ok(1, 100);
-    vm.alloc_ok(1, 100);
-    let started = std::time::Instant::now();
-    let (ok, out, err) = d.ctl(&["watch", "--interval", "0.2", "--count", "2"]);
-    assert!(ok, "{err}");
-    assert!(started.elapsed() < LONG);
-    let frames: Vec<&str> = out.split("\x1b[H\x1b[2J").collect();
-    assert_eq!(frames.len(), 3, "{out:?}");
-    assert_eq!(frames[0], "");
-    for (i, frame) in frames[1..].iter().enumerate() {
-        assert!(
-            frame.contains(&format!("refresh {} of 2", i + 1)),
-            "{frame}"
-        );
-        assert!(frame.contains("2 of 1048575 PASIDs allocated"), "{frame}");
-        let row = frame
-            .lines()
-            .find(|l| l.starts_with("web "))
-            .unwrap_or_else(|| panic!("no row for web in {frame}"));
-        let cols: Vec<&str> = row.split_whitespace().collect();
-        // VM STATE HELD QUOTA USE% REQ/S FAILED MALFORMED RECLAIMED
-        assert_eq!(&cols[..5], ["web", "connected", "2", "8", "25.0%"], "{row}");
-        assert_eq!(cols[5], if i == 0 { "-" } else { "0.0" }, "{row}");
-    }
-
-    // --json: one object per refresh, no escape codes.
-    let (ok, out, err) = d.ctl(&["--json", "watch", "--interval", "0.1", "--count", "3"]);
-    assert!(ok, "{err}");
-    assert!(!out.contains('\x1b'));
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[2]["refresh"], 3);
-    assert_eq!(lines[0]["vms"][0]["held"], 2);
-    assert_eq!(lines[0]["stats"]["connected_vms"], 1);
-}
-
-/// Ctrl-C (SIGINT) ends an endless watch cleanly with status 0.
-#[test]
-fn watch_exits_cleanly_on_sigint() {
-    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pasidctl"))
-        .arg("--socket")
-        .arg(&d.control)
-        .args(["watch", "--interval", "0.1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first frame, so the handler is installed.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 64];
-    let n = stdout.read(&mut first).unwrap();
-    assert!(first[..n].starts_with(b"\x1b[H\x1b[2J"));
-    // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = std::time::Instant::now() + LONG;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "watch ignored SIGINT");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(0));
 }
 
 /// Requests a VM makes with its quota at zero are counted and logged, and

@@ -235,6 +235,20 @@ pub enum Request {
     },
 }
 
+/// The request as `key=value` log fields: `op=ALLOC tag=0x1 min=1 max=100`.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = self.opcode().name();
+        match *self {
+            Request::Alloc { tag, min, max } => {
+                write!(f, "op={op} tag={tag:#x} min={min} max={max}")
+            }
+            Request::Free { tag, pasid } => write!(f, "op={op} tag={tag:#x} pasid={pasid}"),
+            Request::Reset { tag } => write!(f, "op={op} tag={tag:#x}"),
+        }
+    }
+}
+
 impl Request {
     /// The driver's tag.
     pub fn tag(&self) -> u64 {
@@ -480,6 +494,19 @@ mod tests {
         assert_eq!(offset_of!(RawRequest, max), 20);
         assert_eq!(offset_of!(Response, tag), 8);
         assert_eq!(offset_of!(Config, space_id), 24);
+    }
+
+    #[test]
+    fn requests_display_as_log_fields() {
+        let alloc = Request::Alloc {
+            tag: 17,
+            min: 1,
+            max: 100,
+        };
+        assert_eq!(alloc.to_string(), "op=ALLOC tag=0x11 min=1 max=100");
+        let free = Request::Free { tag: 2, pasid: 5 };
+        assert_eq!(free.to_string(), "op=FREE tag=0x2 pasid=5");
+        assert_eq!(Request::Reset { tag: 0 }.to_string(), "op=RESET tag=0x0");
     }
 
     #[test]

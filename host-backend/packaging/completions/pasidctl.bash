@@ -295,12 +295,16 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__pasids)
-            opts="-h --socket --json --help"
+            opts="-h --vm --socket --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -357,7 +361,7 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__release)
-            opts="-h --vm --socket --json --help"
+            opts="-h --vm --force --socket --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `pasidctl`: the operator's view of a running `vhost-user-pasid`.
 //!
-//! Talks to the daemon's control socket. Prints tables for people and, with
-//! `--json`, the daemon's JSON for machines. Any error is one line on stderr
-//! and a non-zero exit. The command line itself is
+//! Talks to the daemon's control socket, waiting at most
+//! [`DAEMON_TIMEOUT`] for an answer. Prints tables for people (one
+//! [`Table`] renderer, columns sized to their content) and, with `--json`,
+//! the daemon's JSON for machines. Any error is one line on stderr naming
+//! its cause and exit status 1; a closed stdout ends quietly with status 0.
+//! The command line itself is
 //! `vhost_user_pasid::ctl_cli`, where the man page generator reads it too.
 
 // It parses what the daemon sends: no unchecked indexing outside tests.
 #![deny(clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,35 +28,179 @@ use serde_json::Value;
 use vhost_user_pasid::control_protocol::{
     ControlReply, ControlRequest, GetResult, PutResult, ReleaseResult,
 };
-use vhost_user_pasid::ctl_cli::{Cli, Command};
+use vhost_user_pasid::ctl_cli::{Cli, Command, DAEMON_TIMEOUT};
 
-/// Errors of pasidctl.
+/// Errors of pasidctl, each naming its real cause.
 #[derive(Debug, thiserror::Error)]
 enum CtlError {
-    #[error("cannot connect to {path:?}: {source} (is vhost-user-pasid running? try --socket)")]
+    #[error(
+        "no daemon is listening on {} ({why}; is vhost-user-pasid running? try \
+         --socket or PASIDCTL_SOCKET)",
+        path.display()
+    )]
+    NoDaemon { path: PathBuf, why: &'static str },
+    #[error(
+        "permission denied on {}: the control socket is for root and the daemon's \
+         user, and for members of the group given to its --control-group (read-only \
+         commands); run with sudo or join that group",
+        path.display()
+    )]
+    PermissionDenied { path: PathBuf },
+    #[error(
+        "the daemon on {} did not answer within {} s (is it stopped or overloaded?)",
+        path.display(),
+        timeout.as_secs_f64()
+    )]
+    Timeout { path: PathBuf, timeout: Duration },
+    #[error("cannot connect to {}: {source}", path.display())]
     Connect {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("control socket: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("control socket {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the daemon closed {} without answering", path.display())]
+    Closed { path: PathBuf },
     #[error("daemon sent an unreadable reply: {0}")]
     Reply(#[from] serde_json::Error),
     #[error("{0}")]
     Daemon(String),
+    /// Writing our own output failed; a closed pipe is not an error.
+    #[error("cannot write output: {0}")]
+    Output(std::io::Error),
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
 }
 
-fn call(socket: &PathBuf, request: &ControlRequest) -> Result<Value, CtlError> {
-    let mut stream = UnixStream::connect(socket).map_err(|source| CtlError::Connect {
-        path: socket.clone(),
-        source,
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// Whether an I/O error means the peer did not answer in time.
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// The error for a failed step of a control call on `path`.
+fn io_error(path: &Path, source: std::io::Error) -> CtlError {
+    let path = path.to_path_buf();
+    if timed_out(&source) {
+        return CtlError::Timeout {
+            path,
+            timeout: DAEMON_TIMEOUT,
+        };
+    }
+    match source.kind() {
+        std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::UnexpectedEof => CtlError::Closed { path },
+        _ => CtlError::Io { path, source },
+    }
+}
+
+/// Connects to the Unix socket `path`, waiting at most `timeout`.
+///
+/// `UnixStream::connect` can block without bound when the daemon is stuck
+/// and its accept queue full. Linux bounds a Unix-socket connect by the
+/// socket's send timeout (SO_SNDTIMEO), which can only be set before the
+/// connect, hence the socket is made here.
+fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, CtlError> {
+    let failed = |source: std::io::Error| match source.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => CtlError::NoDaemon {
+            path: path.to_path_buf(),
+            why: "the socket does not exist",
+        },
+        Some(libc::ECONNREFUSED) => CtlError::NoDaemon {
+            path: path.to_path_buf(),
+            why: "nothing accepts connections on the socket",
+        },
+        Some(libc::EACCES | libc::EPERM) => CtlError::PermissionDenied {
+            path: path.to_path_buf(),
+        },
+        _ if timed_out(&source) => CtlError::Timeout {
+            path: path.to_path_buf(),
+            timeout,
+        },
+        _ => CtlError::Connect {
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    // SAFETY: socket(2) takes no pointers; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a socket just created here and owned by nothing else.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    stream.set_write_timeout(Some(timeout)).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    // AF_UNIX is 1: no truncation.
+    #[allow(clippy::cast_possible_truncation)]
+    let family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = family;
+    let bytes = path.as_os_str().as_bytes();
+    // Room for the terminating NUL the zeroed tail provides.
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the path is {} bytes; Unix sockets allow at most {}",
+                bytes.len(),
+                addr.sun_path.len() - 1
+            ),
+        )));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // size_of::<sockaddr_un>() is 110: no truncation.
+    #[allow(clippy::cast_possible_truncation)]
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the
+    // call, and the descriptor is the open socket `stream` owns.
+    let rc = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
+    Ok(stream)
+}
+
+/// Sends one command and reads its reply, within [`DAEMON_TIMEOUT`] from
+/// connect to reply.
+fn call(socket: &Path, request: &ControlRequest) -> Result<Value, CtlError> {
+    let deadline = Instant::now() + DAEMON_TIMEOUT;
+    let mut stream = connect(socket, DAEMON_TIMEOUT)?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| io_error(socket, e))?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    stream
+        .set_read_timeout(Some(left))
+        .map_err(|e| io_error(socket, e))?;
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply)?;
+    let n = BufReader::new(stream)
+        .read_line(&mut reply)
+        .map_err(|e| io_error(socket, e))?;
+    if n == 0 {
+        return Err(CtlError::Closed {
+            path: socket.to_path_buf(),
+        });
+    }
     let reply: ControlReply = serde_json::from_str(&reply)?;
     if reply.ok {
         Ok(reply.result.unwrap_or(Value::Null))
@@ -60,6 +209,14 @@ fn call(socket: &PathBuf, request: &ControlRequest) -> Result<Value, CtlError> {
             reply.error.unwrap_or_else(|| "unknown error".into()),
         ))
     }
+}
+
+/// Writes `text` to stdout now.
+fn emit(text: &str) -> Result<(), CtlError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CtlError::Output)
 }
 
 fn decode<T: DeserializeOwned>(v: Value) -> Result<T, CtlError> {
@@ -82,8 +239,84 @@ fn rows(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
-fn print_pasids(v: &Value) {
-    println!("{:>8}  {:>5}  HOLDERS", "PASID", "REFS");
+/// How a column's cells line up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A table whose columns are as wide as their widest cell: every listing
+/// of pasidctl is drawn with it.
+#[derive(Debug)]
+struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, Align)]) -> Self {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table, header first, columns two spaces apart, no trailing
+    /// spaces.
+    fn render(&self) -> String {
+        let widths: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (title, _))| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .chain([title.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let header: Vec<String> = self.columns.iter().map(|(t, _)| t.to_string()).collect();
+        let mut out = String::new();
+        for cells in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, ((_, align), width)) in self.columns.iter().zip(&widths).enumerate() {
+                let cell = cells.get(i).map_or("", String::as_str);
+                let pad = width.saturating_sub(cell.chars().count());
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                match align {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    Align::Right => {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                        line.push_str(cell);
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn render_pasids(v: &Value) -> String {
+    let mut table = Table::new(&[
+        ("PASID", Align::Right),
+        ("REFS", Align::Right),
+        ("HOLDERS", Align::Left),
+    ]);
     for p in rows(v) {
         let holders: Vec<String> = rows(field(p, "holders"))
             .iter()
@@ -96,36 +329,40 @@ fn print_pasids(v: &Value) {
                 )
             })
             .collect();
-        println!(
-            "{:>8}  {:>5}  {}",
+        table.row(vec![
             text(field(p, "pasid")),
             text(field(p, "total_refs")),
-            holders.join(", ")
-        );
+            holders.join(", "),
+        ]);
     }
-    println!("{} PASIDs allocated", rows(v).len());
+    format!("{}{} PASIDs allocated\n", table.render(), rows(v).len())
 }
 
-fn print_vms(v: &Value) {
-    println!(
-        "{:<16} {:<9} {:>6} {:>7} {:>15} {:>9} {:>9}  SOCKET",
-        "VM", "STATE", "HELD", "QUOTA", "RANGE", "REQUESTS", "MALFORMED"
-    );
+/// "connected" or "idle".
+fn vm_state(vm: &Value) -> &'static str {
+    if field(vm, "connected").as_bool() == Some(true) {
+        "connected"
+    } else {
+        "idle"
+    }
+}
+
+fn render_vms(v: &Value) -> String {
+    let mut table = Table::new(&[
+        ("VM", Align::Left),
+        ("STATE", Align::Left),
+        ("HELD", Align::Right),
+        ("QUOTA", Align::Right),
+        ("RANGE", Align::Right),
+        ("REQUESTS", Align::Right),
+        ("MALFORMED", Align::Right),
+        ("SOCKET", Align::Left),
+    ]);
     for vm in rows(v) {
         let counters = field(vm, "counters");
-        let requests: u64 = field(counters, "requests")
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
-        let state = if field(vm, "connected").as_bool() == Some(true) {
-            "connected"
-        } else {
-            "idle"
-        };
-        println!(
-            "{:<16} {:<9} {:>6} {:>7} {:>15} {:>9} {:>9}  {}",
+        table.row(vec![
             text(field(vm, "name")),
-            state,
+            vm_state(vm).into(),
             text(field(vm, "held")),
             text(field(vm, "quota")),
             format!(
@@ -133,14 +370,15 @@ fn print_vms(v: &Value) {
                 text(field(vm, "range_start")),
                 text(field(vm, "range_end"))
             ),
-            requests,
+            object_sum(field(counters, "requests"), "").to_string(),
             text(field(counters, "malformed")),
-            text(field(vm, "socket"))
-        );
+            text(field(vm, "socket")),
+        ]);
     }
+    table.render()
 }
 
-fn print_stats(v: Value) {
+fn render_stats(v: &Value) -> String {
     let flat = |prefix: &str, v: &Value| -> Vec<(String, String)> {
         match v.as_object() {
             Some(map) => map
@@ -151,13 +389,14 @@ fn print_stats(v: Value) {
             None => Vec::new(),
         }
     };
-    let mut rows = flat("", &v);
-    if let Some(space) = v.get("space") {
-        rows.extend(flat("space.", space));
+    let mut table = Table::new(&[("FIGURE", Align::Left), ("VALUE", Align::Right)]);
+    for (k, val) in flat("", v)
+        .into_iter()
+        .chain(flat("space.", field(v, "space")))
+    {
+        table.row(vec![k, val]);
     }
-    for (k, val) in rows {
-        println!("{k:<22} {val}");
-    }
+    table.render()
 }
 
 /// ANSI escape codes: cursor to the top left, then clear the screen.
@@ -243,10 +482,17 @@ fn watch_frame(
         text(field(stats, "malformed")),
         text(field(stats, "reclaimed")),
     );
-    out += &format!(
-        "{:<16} {:<9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>9} {:>9}\n",
-        "VM", "STATE", "HELD", "QUOTA", "USE%", "REQ/S", "FAILED", "MALFORMED", "RECLAIMED"
-    );
+    let mut table = Table::new(&[
+        ("VM", Align::Left),
+        ("STATE", Align::Left),
+        ("HELD", Align::Right),
+        ("QUOTA", Align::Right),
+        ("USE%", Align::Right),
+        ("REQ/S", Align::Right),
+        ("FAILED", Align::Right),
+        ("MALFORMED", Align::Right),
+        ("RECLAIMED", Align::Right),
+    ]);
     for vm in rows(vms) {
         let name = text(field(vm, "name"));
         let counters = field(vm, "counters");
@@ -263,42 +509,66 @@ fn watch_frame(
             .unwrap_or_else(|| "-".into());
         let held = field(vm, "held").as_u64().unwrap_or(0);
         let quota = field(vm, "quota").as_u64().unwrap_or(0);
-        let state = if field(vm, "connected").as_bool() == Some(true) {
-            "connected"
-        } else {
-            "idle"
-        };
-        out += &format!(
-            "{:<16} {:<9} {:>7} {:>7} {:>5.1}% {:>8} {:>7} {:>9} {:>9}\n",
+        table.row(vec![
             name,
-            state,
-            held,
-            quota,
-            percent(held, quota),
+            vm_state(vm).into(),
+            held.to_string(),
+            quota.to_string(),
+            format!("{:.1}%", percent(held, quota)),
             rate,
-            object_sum(field(counters, "statuses"), "OK"),
+            object_sum(field(counters, "statuses"), "OK").to_string(),
             text(field(counters, "malformed")),
             text(field(counters, "reclaimed")),
-        );
+        ]);
     }
-    out
+    out + &table.render()
 }
 
-/// `pasidctl watch`: redraws the VM table every `interval` until Ctrl-C,
+/// How `watch` shows each refresh after the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refresh {
+    /// Clear the terminal and draw the frame in place.
+    Redraw,
+    /// Print the frame after the last one, a blank line between: for a pipe
+    /// or a file, where escape codes would only be noise.
+    Append,
+}
+
+impl Refresh {
+    /// Redraw only when stdout is a terminal.
+    fn for_output(is_terminal: bool) -> Self {
+        if is_terminal {
+            Refresh::Redraw
+        } else {
+            Refresh::Append
+        }
+    }
+
+    /// What goes before frame number `refresh` (1 for the first).
+    fn prefix(self, refresh: u64) -> &'static str {
+        match self {
+            Refresh::Redraw => CLEAR_SCREEN,
+            Refresh::Append if refresh > 1 => "\n",
+            Refresh::Append => "",
+        }
+    }
+}
+
+/// `pasidctl watch`: shows the VM table every `interval` until Ctrl-C,
 /// SIGTERM or `count` refreshes.
 fn watch(
-    socket: &PathBuf,
+    socket: &Path,
     json: bool,
     interval: Duration,
     count: Option<u64>,
 ) -> Result<(), CtlError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(CtlError::Signal)?;
     }
+    let refresh_mode = Refresh::for_output(std::io::stdout().is_terminal());
     let mut previous: Option<Sample> = None;
     let mut refresh = 0u64;
-    let mut stdout = std::io::stdout();
     loop {
         let stats = call(socket, &ControlRequest::Stats {})?;
         let vms = call(socket, &ControlRequest::Vms {})?;
@@ -306,7 +576,7 @@ fn watch(
         refresh += 1;
         if json {
             let line = serde_json::json!({ "refresh": refresh, "stats": stats, "vms": vms });
-            writeln!(stdout, "{line}")?;
+            emit(&format!("{line}\n"))?;
         } else {
             let frame = watch_frame(
                 &stats,
@@ -317,9 +587,8 @@ fn watch(
                 previous.as_ref(),
                 now,
             );
-            write!(stdout, "{CLEAR_SCREEN}{frame}")?;
+            emit(&format!("{}{frame}", refresh_mode.prefix(refresh)))?;
         }
-        stdout.flush()?;
         previous = Some(Sample {
             at: now,
             requests: rows(&vms)
@@ -340,8 +609,7 @@ fn watch(
         loop {
             if stop.load(Ordering::Relaxed) {
                 // Leave the prompt on a line of its own after "^C".
-                writeln!(stdout)?;
-                return Ok(());
+                return emit("\n");
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -354,7 +622,7 @@ fn watch(
 
 fn run(cli: Cli) -> Result<(), CtlError> {
     let request = match &cli.command {
-        Command::Pasids => ControlRequest::Pasids {},
+        Command::Pasids { vm } => ControlRequest::Pasids { vm: vm.clone() },
         Command::Vms => ControlRequest::Vms {},
         Command::Stats => ControlRequest::Stats {},
         Command::Metrics => ControlRequest::Metrics {},
@@ -369,7 +637,10 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             holder: holder.clone(),
             pasid: *pasid,
         },
-        Command::Release { vm } => ControlRequest::Release { vm: vm.clone() },
+        Command::Release { vm, force } => ControlRequest::Release {
+            vm: vm.clone(),
+            force: *force,
+        },
         Command::Quota { vm, quota } => ControlRequest::Quota {
             vm: vm.clone(),
             quota: *quota,
@@ -377,39 +648,95 @@ fn run(cli: Cli) -> Result<(), CtlError> {
     };
     let result = call(&cli.socket, &request)?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        return Ok(());
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&result)?));
     }
-    match cli.command {
-        Command::Pasids => print_pasids(&result),
-        Command::Vms => print_vms(&result),
-        Command::Stats => print_stats(result),
-        Command::Metrics => print!("{}", text(&result)),
-        Command::Watch { .. } => {}
+    let out = match cli.command {
+        Command::Pasids { .. } => render_pasids(&result),
+        Command::Vms => render_vms(&result),
+        Command::Stats => render_stats(&result),
+        Command::Metrics => text(&result),
+        Command::Watch { .. } => String::new(),
         Command::Get { .. } => {
             let r: GetResult = decode(result)?;
-            println!("PASID {} pinned ({} references)", r.pasid, r.refs);
+            format!("PASID {} pinned ({} references)\n", r.pasid, r.refs)
         }
         Command::Put { .. } => {
             let r: PutResult = decode(result)?;
             let what = if r.freed { "freed" } else { "still referenced" };
-            println!("PASID {} {what}", r.pasid);
+            format!("PASID {} {what}\n", r.pasid)
         }
         Command::Release { .. } => {
             let r: ReleaseResult = decode(result)?;
-            println!("VM {}: released {} references", r.vm, r.released);
+            format!("VM {}: released {} references\n", r.vm, r.released)
         }
-        Command::Quota { vm, quota } => println!("VM {vm}: quota {quota}"),
-    }
-    Ok(())
+        Command::Quota { vm, quota } => format!("VM {vm}: quota {quota}\n"),
+    };
+    emit(&out)
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`pasidctl ... | head`): like other Unix
+        // tools, end quietly.
+        Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pasidctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_fit_their_widest_cell() {
+        let mut t = Table::new(&[("VM", Align::Left), ("HELD", Align::Right)]);
+        t.row(vec!["a-very-long-vm-name-that-is-long".into(), "7".into()]);
+        t.row(vec!["b".into(), "12345".into()]);
+        assert_eq!(
+            t.render(),
+            "VM                                 HELD\n\
+             a-very-long-vm-name-that-is-long      7\n\
+             b                                 12345\n"
+        );
+    }
+
+    #[test]
+    fn vm_listing_is_sized_to_long_names() {
+        let name = "x".repeat(64);
+        let vms = serde_json::json!([
+            {"name": name, "connected": true, "held": 1, "quota": 2,
+             "range_start": 1, "range_end": 9, "socket": "/s",
+             "counters": {"requests": {"ALLOC": 3}, "malformed": 0}},
+            {"name": "b", "connected": false, "held": 0, "quota": 2,
+             "range_start": 1, "range_end": 9, "socket": "/t",
+             "counters": {"requests": {}, "malformed": 0}},
+        ]);
+        let out = render_vms(&vms);
+        let lines: Vec<&str> = out.lines().collect();
+        // Every column starts at the same place on each line.
+        let state_at: Vec<usize> = lines
+            .iter()
+            .map(|l| {
+                l.find("STATE")
+                    .or_else(|| l.find("connected"))
+                    .or_else(|| l.find("idle"))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(state_at, vec![66, 66, 66], "{out}");
+        assert!(lines[1].starts_with(&format!("{name}  connected")), "{out}");
+    }
+
+    /// Only a terminal gets screen-clearing codes.
+    #[test]
+    fn watch_redraws_only_on_a_terminal() {
+        assert_eq!(Refresh::for_output(true).prefix(1), CLEAR_SCREEN);
+        assert_eq!(Refresh::for_output(true).prefix(2), CLEAR_SCREEN);
+        assert_eq!(Refresh::for_output(false).prefix(1), "");
+        assert_eq!(Refresh::for_output(false).prefix(2), "\n");
     }
 }

@@ -24,7 +24,22 @@ impl Registry {
             kept => kept,
         };
         let mut reg = Registry::new(space, space_id);
+        // A vacant index holds a placeholder while the owners after it are
+        // added in order, so each keeps its index; then it is forgotten.
+        let mut vacant = Vec::new();
         for (index, owner) in image.owners.iter().enumerate() {
+            if owner.is_vacant() {
+                let placeholder = reg
+                    .space
+                    .add_owner(
+                        &format!("\0vacant-{index}"),
+                        OwnerKind::Host,
+                        owner.limits.clone(),
+                    )
+                    .map_err(|e| format!("owner {index} (vacant): {e}"))?;
+                vacant.push(placeholder);
+                continue;
+            }
             let id = reg
                 .space
                 .add_owner(&owner.name, owner.kind, owner.limits.clone())
@@ -47,6 +62,9 @@ impl Registry {
                 rec.replay = owner.window.clone();
                 reg.vms.insert(owner.name.clone(), rec);
             }
+        }
+        for id in vacant {
+            reg.space.forget_owner(id).map_err(|e| e.to_string())?;
         }
         Ok(reg)
     }
@@ -106,6 +124,12 @@ impl Registry {
             Record::Put { owner, pasid } => {
                 let id = self.owner_at(*owner)?;
                 self.space.put(id, *pasid).map_err(|e| e.to_string())?;
+            }
+            Record::Forget { owner } => {
+                let id = self.owner_at(*owner)?;
+                let name = self.space.owner_name(id).unwrap_or_default().to_string();
+                self.space.forget_owner(id).map_err(|e| e.to_string())?;
+                self.vms.remove(&name);
             }
         }
         Ok(())
@@ -205,10 +229,11 @@ impl Registry {
 
     /// Everything durable, as a snapshot holds it.
     pub fn image(&self) -> StateImage {
-        let owners = self
-            .space
-            .owner_ids()
-            .map(|id| {
+        let owners = (0..self.space.owner_index_end())
+            .map(|index| {
+                let Some(id) = self.space.owner_at(index) else {
+                    return OwnerImage::vacant();
+                };
                 let name = self.space.owner_name(id).unwrap_or_default().to_string();
                 let rec = self.vms.get(&name);
                 OwnerImage {
@@ -281,6 +306,12 @@ mod tests {
     }
 
     fn open_with_limit(dir: &Path, limit: u64) -> (Registry, VmId, VmId) {
+        let (reg, vms) = open_vms(dir, &["a", "b"], limit);
+        (reg, vms[0], vms[1])
+    }
+
+    /// Opens the state in `dir` with the VMs `names` on the command line.
+    fn open_vms(dir: &Path, names: &[&str], limit: u64) -> (Registry, Vec<VmId>) {
         let files = StateFiles::open(dir).unwrap();
         let loaded = files.load().unwrap();
         let space = PasidSpace::new(SpaceConfig::default()).unwrap();
@@ -293,13 +324,18 @@ mod tests {
                 reg.apply(r).unwrap();
             }
         }
-        let a = reg.configure_vm("a", "a.sock", limits()).unwrap();
-        let b = reg.configure_vm("b", "b.sock", limits()).unwrap();
+        let vms = names
+            .iter()
+            .map(|name| {
+                reg.configure_vm(name, &format!("{name}.sock"), limits())
+                    .unwrap()
+            })
+            .collect();
         let slot = loaded.slot ^ usize::from(loaded.generation > 0);
         let journal =
             Journal::start(files, &reg.image(), loaded.generation + 1, slot, limit).unwrap();
         reg.attach_journal(Arc::new(journal));
-        (reg, a, b)
+        (reg, vms)
     }
 
     fn alloc(tag: u64) -> Request {
@@ -354,6 +390,143 @@ mod tests {
         let again = reg.answer(a, 0, alloc(2));
         assert_ne!(again.pasid, second.pasid);
         assert_eq!(replayed(&reg, "a"), 2);
+    }
+
+    fn settle(reg: &Registry) {
+        if let Some(point) = reg.commit_point() {
+            point.wait();
+        }
+    }
+
+    fn owner_index(reg: &Registry, name: &str) -> Option<u32> {
+        reg.space().owner(name).map(OwnerId::as_u32)
+    }
+
+    /// Host holders are forgotten at their last put, and their indexes are
+    /// reused, the same way live, from the journal and from a snapshot
+    /// with vacant indexes: every restart finds each holder at its index.
+    #[test]
+    fn forgotten_holders_survive_restarts_at_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, _) = open(dir.path());
+        let p = reg.answer(a, 0, alloc(1)).pasid;
+        commit(&mut reg, a);
+        for h in ["h1", "h2", "h3"] {
+            reg.host_get(h, p).unwrap();
+        }
+        // A get that fails leaves no holder behind, and nothing to replay.
+        assert!(reg.host_get("ghost", p + 100).is_err());
+        assert_eq!(owner_index(&reg, "ghost"), None);
+        reg.host_put("h1", p).unwrap();
+        reg.host_put("h2", p).unwrap();
+        assert_eq!(reg.stats().space.owners, 3, "a, b and h3");
+        settle(&reg);
+        drop(reg);
+
+        // From the journal: the same holes.
+        let (mut reg, _, _) = open(dir.path());
+        assert_eq!(reg.stats().space.owners, 3);
+        assert_eq!(owner_index(&reg, "h1"), None);
+        assert_eq!(owner_index(&reg, "h3"), Some(4));
+        // The lowest hole goes to the next holder.
+        reg.host_get("h4", p).unwrap();
+        assert_eq!(owner_index(&reg, "h4"), Some(2));
+        settle(&reg);
+        drop(reg);
+
+        // From the snapshot written at that start (holes 2 and 3) plus the
+        // journal after it (h4 into hole 2).
+        let (mut reg, _, _) = open(dir.path());
+        assert_eq!(owner_index(&reg, "h4"), Some(2));
+        assert_eq!(owner_index(&reg, "h3"), Some(4));
+        assert_eq!(reg.stats().space.owners, 4);
+        let holders: Vec<String> = reg
+            .space()
+            .info(p)
+            .unwrap()
+            .holders
+            .into_iter()
+            .map(|h| h.owner)
+            .collect();
+        assert_eq!(holders, ["a", "h3", "h4"]);
+        reg.host_put("h3", p).unwrap();
+        assert_eq!(reg.space().owner_index_end(), 3, "trailing holes dropped");
+        settle(&reg);
+        drop(reg);
+        let (reg, _, _) = open(dir.path());
+        assert_eq!(reg.space().owner_index_end(), 3);
+        assert_eq!(owner_index(&reg, "h4"), Some(2));
+    }
+
+    /// A VM the command line no longer names is forgotten once released:
+    /// `vms` lists it no more, and a restart does not bring it back.
+    #[test]
+    fn a_released_unconfigured_vm_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, vms) = open_vms(dir.path(), &["a", "b", "c"], 1 << 20);
+        let c = vms[2];
+        reg.answer(c, 0, alloc(1));
+        commit(&mut reg, c);
+        drop(reg);
+        // Restarted without c on the command line.
+        let (mut reg, a, _) = open(dir.path());
+        let names =
+            |reg: &Registry| -> Vec<String> { reg.vms().into_iter().map(|v| v.name).collect() };
+        assert_eq!(names(&reg), ["a", "b", "c"]);
+        // A configured VM stays after its release.
+        reg.answer(a, 0, alloc(2));
+        commit(&mut reg, a);
+        assert_eq!(reg.operator_release("a", false), Ok(1));
+        assert_eq!(reg.operator_release("c", false), Ok(1));
+        assert_eq!(names(&reg), ["a", "b"]);
+        assert_eq!(reg.stats().space.owners, 2);
+        settle(&reg);
+        drop(reg);
+        let (reg, _, _) = open(dir.path());
+        assert_eq!(names(&reg), ["a", "b"]);
+        assert_eq!(reg.vm("c"), Err(RegistryError::UnknownVm("c".into())));
+    }
+
+    #[test]
+    fn holder_names_are_validated_like_vm_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reg, a, _) = open(dir.path());
+        let p = reg.answer(a, 0, alloc(1)).pasid;
+        for bad in [
+            "",
+            "two words",
+            "tab\there",
+            "line\nbreak",
+            "q\"uote",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                reg.host_get(bad, p),
+                Err(RegistryError::InvalidHolder(bad.to_string())),
+                "{bad:?}"
+            );
+            assert_eq!(
+                reg.host_put(bad, p),
+                Err(RegistryError::InvalidHolder(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(reg.stats().space.owners, 2);
+        assert_eq!(reg.host_get("drv-0.a_b", p), Ok(2));
+        // A holder that holds nothing (any more) gets the PASID's own error.
+        assert_eq!(reg.host_put("drv-0.a_b", p), Ok(false));
+        assert_eq!(
+            reg.host_put("drv-0.a_b", p),
+            Err(RegistryError::Ref(crate::pasid_space::RefError::NotOwner(
+                p
+            )))
+        );
+        assert_eq!(
+            reg.host_put("drv-0.a_b", p + 1),
+            Err(RegistryError::Ref(crate::pasid_space::RefError::NotFound(
+                p + 1
+            )))
+        );
     }
 
     #[test]

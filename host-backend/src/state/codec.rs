@@ -68,7 +68,8 @@ pub enum Record {
         /// The limits.
         limits: OwnerLimits,
     },
-    /// A new owner (a host holder's first use); its index is the next one.
+    /// A new owner (a host holder's first use); its index is the lowest one
+    /// a [`Record::Forget`] left vacant, else the next one.
     AddOwner {
         /// VM or host holder.
         kind: OwnerKind,
@@ -91,6 +92,12 @@ pub enum Record {
         /// The PASID.
         pasid: Pasid,
     },
+    /// An owner holding nothing was forgotten (a host holder's last put);
+    /// its index is vacant until the next [`Record::AddOwner`].
+    Forget {
+        /// Owner index.
+        owner: u32,
+    },
 }
 
 const REC_BATCH: u8 = 1;
@@ -99,6 +106,7 @@ const REC_LIMITS: u8 = 3;
 const REC_ADD_OWNER: u8 = 4;
 const REC_GET: u8 = 5;
 const REC_PUT: u8 = 6;
+const REC_FORGET: u8 = 7;
 
 const KIND_VM: u8 = 1;
 const KIND_HOST: u8 = 2;
@@ -323,6 +331,10 @@ pub fn put_record(out: &mut Vec<u8>, record: &Record) {
             put_u32(out, *owner);
             put_u32(out, *pasid);
         }
+        Record::Forget { owner } => {
+            out.push(REC_FORGET);
+            put_u32(out, *owner);
+        }
     }
 }
 
@@ -359,6 +371,7 @@ pub fn get_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             owner: r.u32()?,
             pasid: r.u32()?,
         },
+        REC_FORGET => Record::Forget { owner: r.u32()? },
         other => {
             return Err(DecodeError {
                 at,
@@ -397,7 +410,32 @@ pub struct OwnerImage {
     pub holdings: Vec<(Pasid, u32)>,
 }
 
-/// Everything durable: what a snapshot holds. Owners are in index order.
+impl OwnerImage {
+    /// What a snapshot holds at a vacant index (an owner was forgotten and
+    /// no other took its place yet): a host owner with an empty name that
+    /// holds nothing. Host holder names are never empty.
+    pub fn vacant() -> Self {
+        OwnerImage {
+            kind: OwnerKind::Host,
+            name: String::new(),
+            limits: OwnerLimits {
+                quota: 0,
+                range: 1..=1,
+            },
+            configured: None,
+            window: Vec::new(),
+            holdings: Vec::new(),
+        }
+    }
+
+    /// Whether this stands for a vacant index ([`OwnerImage::vacant`]).
+    pub fn is_vacant(&self) -> bool {
+        self.kind == OwnerKind::Host && self.name.is_empty() && self.holdings.is_empty()
+    }
+}
+
+/// Everything durable: what a snapshot holds. Owners are in index order,
+/// vacant indexes included ([`OwnerImage::vacant`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateImage {
     /// Width of the space when the snapshot was written (informational; the
@@ -776,6 +814,7 @@ mod tests {
             },
             Record::Get { owner: 4, pasid: 9 },
             Record::Put { owner: 4, pasid: 9 },
+            Record::Forget { owner: 4 },
         ];
         let mut buf = Vec::new();
         for r in &records {
@@ -820,18 +859,20 @@ mod tests {
             (5, 12, 0x1234567)
         );
         let names: Vec<_> = image.owners.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["web", "db", "iommu"]);
+        assert_eq!(names, ["web", "db", "", "iommu"]);
         assert_eq!(image.owners[0].holdings, [(4, 1), (5, 2), (7, 1)]);
         assert_eq!(image.owners[0].window[0].position, 10);
-        assert_eq!(image.owners[2].kind, OwnerKind::Host);
+        assert!(image.owners[2].is_vacant());
+        assert_eq!(image.owners[3].kind, OwnerKind::Host);
 
         let seed = include_bytes!("../../fuzz/seeds/state_decode/records");
         let records = get_records(&seed[1..]).unwrap();
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 7);
         assert!(
             matches!(&records[0], Record::Batch { owner: 0, answers } if answers.len() == 3 && answers[2].replayed)
         );
         assert_eq!(records[5], Record::Put { owner: 2, pasid: 5 });
+        assert_eq!(records[6], Record::Forget { owner: 2 });
 
         let seed = include_bytes!("../../fuzz/seeds/state_decode/frame");
         let frame = read_commit(&seed[1..], 1).unwrap();

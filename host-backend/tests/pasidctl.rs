@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The real `pasidctl` binary against the real daemon: guarded release,
+//! holder names and owner forgetting, log values, the `pasids --vm`
+//! filter, tables, quota bounds, `watch` on a pipe and on a terminal, a
+//! closed stdout, and errors that name their cause.
+// A test crate: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod frontend;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use frontend::{held_by, Daemon, TestVm};
+use pasid_protocol::Status;
+
+const LONG: Duration = Duration::from_secs(10);
+
+/// ANSI clear-screen sequence `watch` draws on a terminal.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+/// `pasidctl --socket SOCKET ARGS`, not yet run.
+fn pasidctl(socket: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pasidctl"));
+    cmd.arg("--socket").arg(socket).args(args);
+    cmd
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits (bounded) for `child` to exit.
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "pasidctl did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `release` of a connected VM is refused and changes nothing; the
+/// message says what --force does. With --force the running guest loses
+/// its PASIDs. An idle VM needs no --force.
+#[test]
+fn release_of_a_connected_vm_needs_force() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let mine = vec![vm.alloc_ok(1, 100), vm.alloc_ok(1, 100)];
+
+    let (ok, _, err) = d.ctl(&["release", "--vm", "a"]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "pasidctl: VM \"a\" is connected: releasing would strip every PASID from the \
+         running guest, whose devices may still have them programmed; shut the VM down \
+         first, or use --force to release them anyway"
+    );
+    assert_eq!(held_by(&d, "a"), mine, "a refused release changes nothing");
+    assert_eq!(vm.free(mine[0]), Status::Ok, "the guest still owns them");
+
+    let (ok, out, err) = d.ctl(&["release", "--vm", "a", "--force"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "VM a: released 1 references");
+    assert!(held_by(&d, "a").is_empty());
+    assert_eq!(
+        vm.free(mine[1]),
+        Status::NotFound,
+        "stripped from the guest"
+    );
+    d.wait_log("vm=a event=reclaim reason=\"operator release\" references=1");
+
+    // Once the VM is gone, release needs no --force.
+    vm.alloc_ok(1, 100);
+    drop(vm);
+    d.wait_log("vm=a event=reclaim reason=\"disconnect\" references=1");
+    let r = d.ctl_json(&["release", "--vm", "a"]);
+    assert_eq!(r["released"].as_u64(), Some(0));
+}
+
+/// Holder names follow the VM-name rules: an empty name, spaces, tabs,
+/// newlines or quotes are refused before anything is created or logged.
+#[test]
+fn holder_names_are_validated() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let p = vm.alloc_ok(1, 100).to_string();
+    for bad in [
+        "",
+        "two words",
+        "tab\there",
+        "line\nvm=a event=forged",
+        "q\"x",
+    ] {
+        for cmd in ["get", "put"] {
+            let (ok, _, err) = d.ctl(&[cmd, &p, "--holder", bad]);
+            assert!(!ok, "{cmd} {bad:?}");
+            assert!(
+                err.starts_with("pasidctl: invalid holder name ")
+                    && err.contains("1-64 characters of letters, digits"),
+                "{cmd} {bad:?}: {err}"
+            );
+        }
+    }
+    assert_eq!(d.ctl_json(&["stats"])["space"]["owners"], 1);
+    assert!(!d.log().contains("event=forged"), "{}", d.log());
+    let (ok, _, err) = d.ctl(&["get", &p, "--holder", "iommu-0.dev_1"]);
+    assert!(ok, "{err}");
+}
+
+/// Host holders that come and go do not pile up: after 100 distinct
+/// holders each took and dropped a reference, the space has the VM as its
+/// only owner, through a restart of the durable state as well.
+#[test]
+fn owners_with_nothing_held_are_forgotten() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    let p = vm.alloc_ok(1, 100).to_string();
+    for i in 0..100 {
+        let holder = format!("drv{i}");
+        let got = d.ctl_json(&["get", &p, "--holder", &holder]);
+        assert_eq!(got["refs"], 2, "{holder}");
+        if i == 50 {
+            // Mid-way: the holder is listed while it holds the reference.
+            assert_eq!(d.ctl_json(&["stats"])["space"]["owners"], 2);
+        }
+        let put = d.ctl_json(&["put", &p, "--holder", &holder]);
+        assert_eq!(put["freed"], false, "{holder}");
+    }
+    // A get that fails creates no holder either.
+    let (ok, _, _) = d.ctl(&["get", "99", "--holder", "ghost"]);
+    assert!(!ok);
+    assert_eq!(d.ctl_json(&["stats"])["space"]["owners"], 1);
+    d.wait_log("holder=drv99 event=put");
+    assert!(d.log().contains("forgotten=true"), "{}", d.log());
+
+    // One holder stays; durable state keeps it, and only it, at restart.
+    d.ctl_json(&["get", &p, "--holder", "keeper"]);
+    drop(vm);
+    d.wait_log("vm=a event=reclaim reason=\"disconnect\"");
+    let mut d = d;
+    d.kill9();
+    d.restart();
+    let stats = d.ctl_json(&["stats"]);
+    assert_eq!(stats["space"]["owners"], 2, "{stats}");
+    assert_eq!(held_by(&d, "keeper"), vec![p.parse::<u32>().unwrap()]);
+}
+
+/// A free-form value with a space is quoted in its log field, so the line
+/// still splits into the right fields.
+#[test]
+fn log_values_with_spaces_are_quoted() {
+    let d = Daemon::start(&["--vm", "a={dir}/my vm.sock"]);
+    let path = d.path("my vm.sock");
+    d.wait_log(&format!("vm=a event=listen socket=\"{}\"", path.display()));
+    drop(TestVm::connect(&path));
+    let log = d.wait_log(&format!("vm=a event=connect socket=\"{}\"", path.display()));
+    for debug_form in ["Some(", " { ", "\\\""] {
+        assert!(!log.contains(debug_form), "{debug_form:?} in\n{log}");
+    }
+}
+
+/// `pasids --vm NAME` lists only what that VM holds, in both forms; an
+/// unknown VM is an error naming it.
+#[test]
+fn pasids_filter_by_vm() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock", "--vm", "b={dir}/b.sock"]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    let pa = a.alloc_ok(1, 100);
+    let pb = b.alloc_ok(1, 100);
+    let shared = b.alloc_ok(1, 100);
+    d.ctl_json(&["get", &shared.to_string(), "--holder", "drv"]);
+    let listed = |vm: &str| -> Vec<u64> {
+        d.ctl_json(&["pasids", "--vm", vm])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pasid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(listed("a"), [u64::from(pa)]);
+    assert_eq!(listed("b"), [u64::from(pb), u64::from(shared)]);
+    let (ok, out, err) = d.ctl(&["pasids", "--vm", "a"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("a (vm) x1") && !out.contains("b (vm)"),
+        "{out}"
+    );
+    assert!(out.ends_with("1 PASIDs allocated\n"), "{out}");
+    let (ok, _, err) = d.ctl(&["pasids", "--vm", "nope"]);
+    assert!(!ok);
+    assert_eq!(err.trim(), "pasidctl: no VM named \"nope\"");
+    let (ok, _, err) = d.ctl(&["pasids", "--vm", "drv"]);
+    assert!(!ok && err.contains("no VM named \"drv\""), "{err}");
+}
+
+/// Column `title` starts at the same place in the header and every row.
+fn assert_column_aligned(table: &str, title: &str, cells: &[&str]) {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let at = header
+        .find(title)
+        .unwrap_or_else(|| panic!("{title} in {table}"));
+    for (line, cell) in lines.zip(cells) {
+        assert_eq!(
+            line.get(at..at + cell.len()),
+            Some(*cell),
+            "{title}:\n{table}"
+        );
+        assert_eq!(line.as_bytes()[at - 1], b' ', "{title}:\n{table}");
+    }
+}
+
+/// The last column is right-aligned: every line ends at the same place.
+fn assert_right_aligned_to_the_end(table: &str) {
+    let widths: Vec<usize> = table.lines().map(|l| l.chars().count()).collect();
+    assert!(
+        widths.windows(2).all(|w| w[0] == w[1]),
+        "{widths:?}:\n{table}"
+    );
+}
+
+/// Tables are as wide as their content: a 64-character VM name and a
+/// 64-character holder name keep every column in line.
+#[test]
+fn tables_fit_long_names() {
+    let long_vm = "v".repeat(64);
+    let long_holder = "h".repeat(64);
+    let d = Daemon::start(&[
+        "--vm",
+        &format!("{long_vm}={{dir}}/long.sock"),
+        "--vm",
+        "b={dir}/b.sock",
+    ]);
+    let mut vm = TestVm::connect(&d.path("long.sock"));
+    let p = vm.alloc_ok(1, 100).to_string();
+    d.ctl_json(&["get", &p, "--holder", &long_holder]);
+
+    let (ok, out, err) = d.ctl(&["vms"]);
+    assert!(ok, "{err}");
+    // Rows in name order: b, then the long name.
+    assert!(
+        out.lines()
+            .nth(2)
+            .unwrap()
+            .starts_with(&format!("{long_vm}  connected")),
+        "{out}"
+    );
+    assert_column_aligned(&out, "STATE", &["idle", "connected"]);
+    assert_column_aligned(&out, "SOCKET", &["/", "/"]);
+
+    let (ok, out, err) = d.ctl(&["pasids"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("{long_holder} (host) x1, {long_vm} (vm) x1")),
+        "{out}"
+    );
+
+    let (ok, out, err) = d.ctl(&["watch", "--count", "1"]);
+    assert!(ok, "{err}");
+    let table = &out[out.find("VM ").unwrap()..];
+    assert_column_aligned(table, "STATE", &["idle", "connected"]);
+    assert_right_aligned_to_the_end(table);
+
+    let (ok, out, err) = d.ctl(&["stats"]);
+    assert!(ok, "{err}");
+    assert_right_aligned_to_the_end(&out);
+    assert!(out.contains("space.owners"), "{out}");
+}
+
+/// A quota above the PASIDs the VM's range could ever hold is refused with
+/// that maximum; the maximum itself is accepted.
+#[test]
+fn quota_above_capacity_is_refused() {
+    let d = Daemon::start(&[
+        "--vm",
+        "web={dir}/web.sock",
+        "--vm",
+        "db={dir}/db.sock,range=100-199",
+    ]);
+    let capacity = d.ctl_json(&["stats"])["space"]["capacity"]
+        .as_u64()
+        .unwrap();
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "web", "4294967295"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("the most is {capacity}")),
+        "capacity {capacity}: {err}"
+    );
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "web", &(capacity + 1).to_string()]);
+    assert!(!ok, "{err}");
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "web", &capacity.to_string()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "db", "101"]);
+    assert!(
+        !ok && err.contains("range 100-199") && err.contains("the most is 100"),
+        "{err}"
+    );
+    let (ok, _, err) = d.ctl(&["quota", "--vm", "db", "100"]);
+    assert!(ok, "{err}");
+}
+
+/// The frames of `watch` output printed plainly one after another.
+fn frames(out: &str) -> Vec<&str> {
+    let starts: Vec<usize> = out
+        .match_indices("pasidctl watch:")
+        .map(|(i, _)| i)
+        .collect();
+    starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&out.len()]))
+        .map(|(a, b)| &out[*a..*b])
+        .collect()
+}
+
+/// On a pipe, `watch --count 2` prints two plain frames one after the
+/// other, with no escape codes, then exits 0 by itself.
+#[test]
+fn watch_on_a_pipe_prints_frames_plainly() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock,quota=8"]);
+    let mut vm = TestVm::connect(&d.path("web.sock"));
+    vm.alloc_ok(1, 100);
+    vm.alloc_ok(1, 100);
+    let (ok, out, err) = d.ctl(&["watch", "--interval", "0.2", "--count", "2"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    let frames = frames(&out);
+    assert_eq!(frames.len(), 2, "{out}");
+    for (i, frame) in frames.iter().enumerate() {
+        assert!(
+            frame.contains(&format!("refresh {} of 2", i + 1)),
+            "{frame}"
+        );
+        assert!(frame.contains("2 of 1048575 PASIDs allocated"), "{frame}");
+        let row = frame.lines().find(|l| l.starts_with("web ")).unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // VM STATE HELD QUOTA USE% REQ/S FAILED MALFORMED RECLAIMED
+        assert_eq!(&cols[..5], ["web", "connected", "2", "8", "25.0%"], "{row}");
+        assert_eq!(cols[5], if i == 0 { "-" } else { "0.0" }, "{row}");
+    }
+    assert!(frames[0].ends_with("\n\n"), "a blank line between frames");
+
+    // --json: one object per refresh.
+    let (ok, out, err) = d.ctl(&["--json", "watch", "--interval", "0.1", "--count", "3"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["refresh"], 3);
+    assert_eq!(lines[0]["vms"][0]["held"], 2);
+    assert_eq!(lines[0]["stats"]["connected_vms"], 1);
+}
+
+/// On a terminal (a pseudo-terminal here), each frame clears the screen
+/// and is drawn in place.
+#[test]
+fn watch_on_a_terminal_redraws() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the given ints; the
+    // name, termios and winsize pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned
+    // by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = pasidctl(&d.control, &["watch", "--interval", "0.1", "--count", "2"])
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read until the child's end closes (EIO on a pty master).
+    let mut screen = Vec::new();
+    let mut master = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        screen.extend_from_slice(&buf[..n]);
+    }
+    assert!(wait(&mut child).success());
+    let screen = String::from_utf8_lossy(&screen);
+    assert_eq!(screen.matches(CLEAR_SCREEN).count(), 2, "{screen:?}");
+    assert!(screen.starts_with(CLEAR_SCREEN), "{screen:?}");
+    assert!(screen.contains("refresh 2 of 2"), "{screen:?}");
+}
+
+/// Ctrl-C (SIGINT) ends an endless watch cleanly with status 0.
+#[test]
+fn watch_exits_cleanly_on_sigint() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
+    let mut child = pasidctl(&d.control, &["watch", "--interval", "0.1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first frame, so the handler is installed.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("pasidctl watch:"), "{first:?}");
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(wait(&mut child).code(), Some(0));
+}
+
+/// A reader that goes away (`pasidctl watch --json | head -1`) ends
+/// pasidctl quietly with status 0, and so does a stdout closed before
+/// anything was written.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
+    let mut child = pasidctl(&d.control, &["--json", "watch", "--interval", "0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    serde_json::from_str::<serde_json::Value>(&first).unwrap();
+    drop(stdout); // `head -1` exits
+    let status = wait(&mut child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!((status.code(), err.as_str()), (Some(0), ""));
+
+    for args in [&["vms"][..], &["metrics"], &["--json", "pasids"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = pasidctl(&d.control, args).stdout(writer).output().unwrap();
+        let (_, err) = text(&out);
+        assert_eq!((out.status.code(), err.as_str()), (Some(0), ""), "{args:?}");
+    }
+}
+
+/// Without a daemon, pasidctl says so at once: for a missing socket and
+/// for a socket file nobody listens on.
+#[test]
+fn no_daemon_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sock");
+    let stale = dir.path().join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap()); // the file stays behind
+    for (path, why) in [
+        (&missing, "the socket does not exist"),
+        (&stale, "nothing accepts connections on the socket"),
+    ] {
+        let started = Instant::now();
+        let out = pasidctl(path, &["vms"]).output().unwrap();
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            err,
+            format!(
+                "pasidctl: no daemon is listening on {} ({why}; is vhost-user-pasid \
+                 running? try --socket or PASIDCTL_SOCKET)\n",
+                path.display()
+            )
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
+
+/// A daemon that does not answer (stopped with SIGSTOP) is reported as
+/// such after about 2 s, not 10.
+#[test]
+fn a_daemon_that_does_not_answer_times_out() {
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(d.pid(), libc::SIGSTOP) };
+    let started = Instant::now();
+    let out = pasidctl(&d.control, &["stats"]).output().unwrap();
+    let took = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(d.pid(), libc::SIGCONT) };
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "pasidctl: the daemon on {} did not answer within 2 s (is it stopped or \
+             overloaded?)",
+            d.control.display()
+        )
+    );
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(5)).contains(&took),
+        "{took:?}"
+    );
+    // Running again, it answers.
+    assert!(d.ctl(&["stats"]).0);
+}
+
+/// A user who may not use the control socket is told so, with who may.
+#[test]
+fn permission_denied_names_who_may_connect() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run pasidctl as another user");
+        return;
+    }
+    let d = Daemon::start(&["--vm", "web={dir}/web.sock"]);
+    // The socket's directory must be reachable: only the socket's own mode
+    // (0600) may stop the other user.
+    std::fs::set_permissions(
+        d.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = pasidctl(&d.control, &["vms"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "pasidctl: permission denied on {}: the control socket is for root and the \
+             daemon's user, and for members of the group given to its --control-group \
+             (read-only commands); run with sudo or join that group",
+            d.control.display()
+        )
+    );
+}
