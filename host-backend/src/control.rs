@@ -156,7 +156,7 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
     let commit = reg.commit_point();
     drop(reg);
     if let Some(point) = commit {
-        point.settle(registry);
+        point.settle();
     }
     reply
 }

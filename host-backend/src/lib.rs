@@ -5,7 +5,7 @@
 //! - [`pasid_space`]: the allocator: lowest-free search, references, owners,
 //!   quotas.
 //! - [`registry`]: the space plus per-VM records; guest requests and operator
-//!   commands both land here.
+//!   commands both land here, and replayed requests get their first answer.
 //! - [`request`]: turns one descriptor chain into a request and writes its
 //!   response, validating everything the guest wrote.
 //! - [`vhu_vpasid`]: the `VhostUserBackend` of one VM session.
@@ -17,7 +17,9 @@
 //! - [`gen_docs`]: man pages and shell completions generated from the clap
 //!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
 //! - [`state`]: durable state (`--state-dir`): snapshot, journal with
-//!   group commit, recovery; replayed requests get their first answer.
+//!   group commit and compaction, recovery. It records the registry's
+//!   changes ([`registry::record`]) as values handed to it through
+//!   [`registry::record::ChangeLog`]; the registry never imports it.
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
 //! - [`sandbox`]: containment after set-up: socket hand-over, privilege
 //!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.

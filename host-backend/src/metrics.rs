@@ -157,6 +157,21 @@ impl Histogram {
     }
 }
 
+/// Durable-state figures for the metrics (`vpasid_state_*`).
+#[derive(Clone, Debug)]
+pub struct JournalStats {
+    /// Frames written and synced since start-up.
+    pub frames: u64,
+    /// Records appended since start-up.
+    pub records: u64,
+    /// Compactions since start-up.
+    pub compactions: u64,
+    /// Current journal size.
+    pub journal_bytes: u64,
+    /// Write-and-sync time per frame.
+    pub sync: Histogram,
+}
+
 /// Metric label of an opcode.
 pub fn op_label(op: Opcode) -> &'static str {
     match op {

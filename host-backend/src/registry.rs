@@ -14,7 +14,8 @@ use log::info;
 use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
 use serde::Serialize;
 
-mod durable;
+mod image;
+pub mod record;
 
 use crate::logfmt::Value;
 use crate::metrics::{Histogram, VmMetrics};
@@ -23,8 +24,7 @@ use crate::pasid_space::{
     SpaceError, SpaceStats,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
-use crate::state::codec::{put_batch, put_record};
-use crate::state::{Answered, CommitPoint, Journal, JournalStats, Record};
+use record::{Answered, ChangeLog, CommitTicket, Record};
 
 /// Socket label of a VM that durable state knows but the command line
 /// does not name.
@@ -241,7 +241,7 @@ pub struct Registry {
     /// Request rate limit of each VM; `None` means unlimited.
     rate_limit: Option<RateLimit>,
     /// Where changes are made durable (`--state-dir`).
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<dyn ChangeLog>>,
 }
 
 /// Handle for a VM slot, cheap to copy into sessions.
@@ -374,34 +374,34 @@ impl Registry {
     /// Closes the batch of answers [`Registry::answer`] gave `vm`: appends
     /// it to the journal, and returns the point to wait for before putting
     /// any of them on the used ring. `None` without durable state.
-    pub fn end_batch(&mut self, vm: VmId) -> Option<CommitPoint> {
+    pub fn end_batch(&mut self, vm: VmId) -> Option<CommitTicket> {
         let journal = self.journal.clone()?;
         if let Some(rec) = self.record_mut(vm) {
             if !rec.batch.is_empty() {
                 let batch = std::mem::take(&mut rec.batch);
                 let owner = rec.owner.as_u32();
-                journal.append(|out| put_batch(out, owner, &batch));
+                journal.batch(owner, &batch);
                 rec.window = batch;
             }
         }
-        Some(CommitPoint::latest(journal))
+        Some(CommitTicket::latest(journal))
     }
 
     /// The point to wait for before acting on an operator command's result
     /// (or anything else just changed). `None` without durable state.
-    pub fn commit_point(&self) -> Option<CommitPoint> {
-        self.journal.clone().map(CommitPoint::latest)
+    pub fn commit_point(&self) -> Option<CommitTicket> {
+        self.journal.clone().map(CommitTicket::latest)
     }
 
     /// Durable-state figures for the metrics; `None` without `--state-dir`.
-    pub fn journal_stats(&self) -> Option<JournalStats> {
+    pub fn journal_stats(&self) -> Option<crate::metrics::JournalStats> {
         self.journal.as_ref().map(|j| j.stats())
     }
 
-    /// Appends `record` to the journal, if there is one.
+    /// Records `record` in the change log, if there is one.
     fn log(&self, record: &Record) {
         if let Some(journal) = &self.journal {
-            journal.append(|out| put_record(out, record));
+            journal.record(record);
         }
     }
 
@@ -572,7 +572,7 @@ impl Registry {
     pub fn host_get(&mut self, holder: &str, pasid: Pasid) -> Result<u32, RegistryError> {
         let (id, new) = match self.existing_holder(holder)? {
             Some(id) => (id, false),
-            None if !crate::config::valid_name(holder) => {
+            None if !valid_name(holder) => {
                 return Err(RegistryError::InvalidHolder(holder.to_string()))
             }
             None => {
@@ -623,7 +623,7 @@ impl Registry {
     pub fn host_put(&mut self, holder: &str, pasid: Pasid) -> Result<bool, RegistryError> {
         let Some(id) = self.existing_holder(holder)? else {
             // Holders exist only while they hold something.
-            return Err(if crate::config::valid_name(holder) {
+            return Err(if valid_name(holder) {
                 self.space.not_held_error(pasid).into()
             } else {
                 RegistryError::InvalidHolder(holder.to_string())
@@ -761,6 +761,16 @@ impl Registry {
             reclaimed,
         }
     }
+}
+
+/// Whether `name` may name a VM slot or a host holder: 1-64 characters
+/// that need no quoting in a log line or a path.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn alloc_status(e: AllocError) -> Status {

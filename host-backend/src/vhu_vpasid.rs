@@ -27,9 +27,9 @@ use vmm_sys_util::event::{
 };
 
 use crate::rate_limit::WarnLimiter;
+use crate::registry::record::CommitTicket;
 use crate::registry::{Registry, VmId};
 use crate::request::{process_chain, ChainOutcome};
-use crate::state::CommitPoint;
 
 /// Event id of the request queue's kick.
 pub const REQUEST_QUEUE_EVENT: u16 = pasid_protocol::VQ_REQUEST;
@@ -162,7 +162,7 @@ impl PasidDevice {
     /// guest never saw.
     pub fn process_queue(&self, vring: &VringRwLock) -> Result<usize, DeviceError> {
         let (count, commit) = self.answer_available(vring)?;
-        self.compact_if_needed(commit);
+        compact_if_due(commit);
         Ok(count)
     }
 
@@ -171,7 +171,7 @@ impl PasidDevice {
     fn answer_available(
         &self,
         vring: &VringRwLock,
-    ) -> Result<(usize, Option<CommitPoint>), DeviceError> {
+    ) -> Result<(usize, Option<CommitTicket>), DeviceError> {
         let mem = self.guest_memory()?;
         let (first_position, queue_size, chains) = {
             let mut state = vring.get_mut();
@@ -273,14 +273,6 @@ impl PasidDevice {
         }
     }
 
-    /// Compacts durable state if the drain just made it due, once the guest
-    /// has its answers.
-    fn compact_if_needed(&self, commit: Option<CommitPoint>) {
-        if let Some(point) = commit {
-            point.compact_if_needed(&self.registry);
-        }
-    }
-
     /// Drains the queue, re-checking after re-enabling notifications so a
     /// request that races with the re-enable is not missed (EVENT_IDX).
     fn drain(&self, vring: &VringRwLock) -> Result<(), DeviceError> {
@@ -289,14 +281,14 @@ impl PasidDevice {
         if !self.event_idx.load(Ordering::Relaxed) {
             let (_, commit) = self.answer_available(vring)?;
             self.signal(vring);
-            self.compact_if_needed(commit);
+            compact_if_due(commit);
             return Ok(());
         }
         loop {
             vring.disable_notification()?;
             let (_, commit) = self.answer_available(vring)?;
             self.signal(vring);
-            self.compact_if_needed(commit);
+            compact_if_due(commit);
             if !vring.enable_notification()? {
                 return Ok(());
             }
@@ -435,6 +427,14 @@ impl VhostUserBackend for PasidDevice {
             Err(e) => self.warn_guest(format_args!("{e}")),
         }
         Ok(())
+    }
+}
+
+/// Compacts durable state if the drain just made it due, once the guest
+/// has its answers.
+fn compact_if_due(commit: Option<CommitTicket>) {
+    if let Some(ticket) = commit {
+        ticket.compact_if_due();
     }
 }
 
