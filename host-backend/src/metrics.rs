@@ -25,7 +25,7 @@ use clap::Args;
 use log::warn;
 use pasid_protocol::{Opcode, Status};
 
-use crate::rate_limit::{WARN_BURST, WARN_WINDOW};
+use crate::rate_limit::LogThrottle;
 use crate::registry::{ReclaimReason, Registry};
 
 /// Content type of the text exposition format.
@@ -210,8 +210,9 @@ pub struct VmMetrics {
     results: BTreeMap<(&'static str, &'static str), u64>,
     /// Reclaims by reason: (times, references released).
     reclaims: BTreeMap<&'static str, (u64, u64)>,
-    /// Log budget for rejected requests.
-    rejections: RejectLog,
+    /// Budget of `event=rejected` lines, so that a guest looping on a
+    /// failing ALLOC cannot flood the host's log.
+    rejections: LogThrottle,
 }
 
 impl VmMetrics {
@@ -248,43 +249,24 @@ impl VmMetrics {
 
     /// Logs a rejected request, within the VM's log budget.
     pub fn log_rejection(&mut self, vm: &str, op: Opcode, status: Status, detail: fmt::Arguments) {
-        self.rejections.log(Instant::now(), vm, op, status, detail);
+        self.log_rejection_at(Instant::now(), vm, op, status, detail);
     }
-}
 
-/// At most [`WARN_BURST`] `event=rejected` lines per VM per [`WARN_WINDOW`];
-/// the rest are counted and summarised when the next window opens, so a
-/// guest that loops on a failing ALLOC cannot flood the host's log.
-#[derive(Debug, Default)]
-struct RejectLog {
-    window_start: Option<Instant>,
-    emitted: u32,
-    suppressed: u64,
-}
-
-impl RejectLog {
-    fn log(&mut self, now: Instant, vm: &str, op: Opcode, status: Status, detail: fmt::Arguments) {
-        let start = *self.window_start.get_or_insert(now);
-        if now.duration_since(start) >= WARN_WINDOW {
-            if self.suppressed > 0 {
-                warn!(
-                    "vm={vm} event=rejected suppressed={} (rate limit)",
-                    self.suppressed
-                );
-            }
-            self.window_start = Some(now);
-            self.emitted = 0;
-            self.suppressed = 0;
-        }
-        if self.emitted < WARN_BURST {
-            self.emitted += 1;
+    fn log_rejection_at(
+        &mut self,
+        now: Instant,
+        vm: &str,
+        op: Opcode,
+        status: Status,
+        detail: fmt::Arguments,
+    ) {
+        let summarise = |n| warn!("vm={vm} event=rejected suppressed={n} (rate limit)");
+        if self.rejections.admit(now, summarise) {
             warn!(
                 "vm={vm} event=rejected op={} status={} {detail}",
                 op_label(op),
                 status_label(status)
             );
-        } else {
-            self.suppressed += 1;
         }
     }
 }
@@ -594,6 +576,7 @@ pub fn render_shared(registry: &Mutex<Registry>) -> String {
 mod tests {
     use super::*;
     use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
+    use crate::rate_limit::{WARN_BURST, WARN_WINDOW};
     use assert_matches::assert_matches;
     use pasid_protocol::Request;
 
@@ -761,10 +744,10 @@ mod tests {
 
     #[test]
     fn rejection_log_is_rate_limited() {
-        let mut log = RejectLog::default();
+        let mut log = VmMetrics::default();
         let t0 = Instant::now();
         for _ in 0..25 {
-            log.log(
+            log.log_rejection_at(
                 t0,
                 "web",
                 Opcode::Alloc,
@@ -772,15 +755,18 @@ mod tests {
                 format_args!("x"),
             );
         }
-        assert_eq!(log.emitted, WARN_BURST);
-        assert_eq!(log.suppressed, 25 - u64::from(WARN_BURST));
-        log.log(
+        assert_eq!(log.rejections.emitted(), WARN_BURST);
+        assert_eq!(log.rejections.suppressed(), 25 - u64::from(WARN_BURST));
+        log.log_rejection_at(
             t0 + WARN_WINDOW,
             "web",
             Opcode::Free,
             Status::NotOwner,
             format_args!("y"),
         );
-        assert_eq!((log.emitted, log.suppressed), (1, 0));
+        assert_eq!(
+            (log.rejections.emitted(), log.rejections.suppressed()),
+            (1, 0)
+        );
     }
 }
