@@ -140,7 +140,7 @@ fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
         },
         ControlRequest::Vms {} => to_value(reg.vms()),
         ControlRequest::Stats {} => to_value(reg.stats()),
-        ControlRequest::Metrics {} => to_value(crate::metrics::render(reg)),
+        ControlRequest::Metrics {} => to_value(crate::scrape::render(reg)),
         ControlRequest::Get { holder, pasid } => match reg.host_get(&holder, pasid) {
             Ok(refs) => to_value(GetResult { pasid, refs }),
             Err(e) => ControlReply::failure(e),

@@ -413,7 +413,11 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         .name("control".into())
         .spawn(move || serve_control(control, control_registry))
         .map_err(DaemonError::Thread)?;
-    crate::metrics::spawn_listener(metrics, registry.clone())?;
+    let scraped = registry.clone();
+    crate::metrics::spawn_listener(
+        metrics,
+        Arc::new(move || crate::scrape::render_shared(&scraped)),
+    )?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {

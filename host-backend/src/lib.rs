@@ -12,8 +12,11 @@
 //! - [`slot`]: a VM slot's socket served in a loop, one session after another.
 //! - [`control`], [`control_protocol`]: the operator's control socket;
 //!   [`ctl_cli`]: the command line of `pasidctl`, its client.
-//! - [`metrics`]: Prometheus metrics (control command `metrics`, optional
-//!   loopback HTTP listener) and rate-limited logs of rejected requests.
+//! - [`metrics`]: the Prometheus text format, the optional loopback HTTP
+//!   listener and the `process_*` metrics; [`scrape`]: the collector that
+//!   reads the registry's figures into it at scrape time (control command
+//!   `metrics`, HTTP); [`figures`]: what is counted, as plain values (the
+//!   duration histogram, labels), so the registry never imports `metrics`.
 //! - [`gen_docs`]: man pages and shell completions generated from the clap
 //!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
 //! - [`state`]: durable state (`--state-dir`): snapshot, journal with
@@ -37,6 +40,7 @@ pub mod control;
 pub mod control_protocol;
 pub mod ctl_cli;
 pub mod daemon;
+pub mod figures;
 pub mod gen_docs;
 pub mod logfmt;
 pub mod metrics;
@@ -45,6 +49,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod request;
 pub mod sandbox;
+pub mod scrape;
 pub mod slot;
 pub mod socket;
 pub mod state;

@@ -16,9 +16,12 @@ use serde::Serialize;
 
 mod image;
 pub mod record;
+mod tally;
 
+pub use tally::VmTally;
+
+use crate::figures::Histogram;
 use crate::logfmt::Value;
-use crate::metrics::{Histogram, VmMetrics};
 use crate::pasid_space::{
     AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError,
     SpaceError, SpaceStats,
@@ -80,7 +83,8 @@ pub enum RegistryError {
     Space(#[from] SpaceError),
 }
 
-/// Per-VM request counters.
+/// Per-VM request counters as `pasidctl vms` shows them, read from the
+/// VM's [`VmTally`].
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VmCounters {
     /// Requests answered, by opcode name.
@@ -104,9 +108,8 @@ struct VmRecord {
     owner: OwnerId,
     socket: String,
     connected: bool,
-    counters: VmCounters,
-    /// Figures kept for `metrics` only.
-    metrics: VmMetrics,
+    /// Everything counted about it.
+    tally: VmTally,
     /// Request budget (`--rate-limit`); `None` means unlimited.
     bucket: Option<TokenBucket>,
     /// The limits the command line gave (durable state keeps them to tell
@@ -127,8 +130,7 @@ impl VmRecord {
             owner,
             socket: socket.to_string(),
             connected: false,
-            counters: VmCounters::default(),
-            metrics: VmMetrics::default(),
+            tally: VmTally::default(),
             bucket,
             configured: None,
             batch: Vec::new(),
@@ -319,7 +321,7 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             rec.connected = connected;
             if connected {
-                rec.counters.connects += 1;
+                rec.tally.connects += 1;
             }
         }
     }
@@ -335,7 +337,7 @@ impl Registry {
     /// Counts a malformed chain against a VM.
     pub fn count_malformed(&mut self, vm: VmId) {
         if let Some(rec) = self.record_mut(vm) {
-            rec.counters.malformed += 1;
+            rec.tally.malformed += 1;
         }
     }
 
@@ -351,7 +353,7 @@ impl Registry {
         let bytes = request.encode();
         if let Some(rec) = self.record_mut(vm) {
             if let Some(first) = rec.replayed(position, &bytes) {
-                rec.counters.replayed += 1;
+                rec.tally.replayed += 1;
                 rec.batch.push(Answered {
                     replayed: true,
                     ..first
@@ -394,7 +396,7 @@ impl Registry {
     }
 
     /// Durable-state figures for the metrics; `None` without `--state-dir`.
-    pub fn journal_stats(&self) -> Option<crate::metrics::JournalStats> {
+    pub fn journal_stats(&self) -> Option<crate::figures::JournalStats> {
         self.journal.as_ref().map(|j| j.stats())
     }
 
@@ -428,14 +430,6 @@ impl Registry {
                 Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1))
             }
         };
-        if let Some(rec) = self.record_mut(vm) {
-            *rec.counters
-                .requests
-                .entry(request.opcode().name())
-                .or_default() += 1;
-            let status = Status::from_wire(response.status).unwrap_or(Status::Internal);
-            *rec.counters.statuses.entry(status.name()).or_default() += 1;
-        }
         self.count_result(vm, request, &response);
         response
     }
@@ -450,7 +444,7 @@ impl Registry {
         let Some(rec) = self.vms.get_mut(name) else {
             return;
         };
-        rec.metrics.count_result(request.opcode(), status);
+        rec.tally.count_result(request.opcode(), status);
         if status == Status::Ok {
             return;
         }
@@ -462,7 +456,7 @@ impl Registry {
             Request::Free { tag, pasid } => format!("tag={tag:#x} pasid={pasid}"),
             Request::Reset { tag } => format!("tag={tag:#x}"),
         };
-        rec.metrics
+        rec.tally
             .log_rejection(name, request.opcode(), status, format_args!("{detail}"));
     }
 
@@ -492,8 +486,7 @@ impl Registry {
         let summary = self.space.reclaim(vm.0);
         let name = self.vm_name(vm).to_string();
         if let Some(rec) = self.record_mut(vm) {
-            rec.counters.reclaimed += summary.references;
-            rec.metrics.count_reclaim(reason, summary.references);
+            rec.tally.count_reclaim(reason, summary.references);
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }
@@ -717,7 +710,7 @@ impl Registry {
                     quota: usage.as_ref().map_or(0, |u| u.quota),
                     range_start: usage.as_ref().map_or(0, |u| u.range_start),
                     range_end: usage.as_ref().map_or(0, |u| u.range_end),
-                    counters: rec.counters.clone(),
+                    counters: rec.tally.counters(),
                 }
             })
             .collect()
@@ -734,11 +727,11 @@ impl Registry {
         &self.latency
     }
 
-    /// Each VM slot's name with its metrics-only figures, in name order.
-    pub fn vm_metrics(&self) -> impl Iterator<Item = (&str, &VmMetrics)> {
+    /// Each VM slot's name with its counters, in name order.
+    pub fn vm_tallies(&self) -> impl Iterator<Item = (&str, &VmTally)> {
         self.vms
             .iter()
-            .map(|(name, rec)| (name.as_str(), &rec.metrics))
+            .map(|(name, rec)| (name.as_str(), &rec.tally))
     }
 
     /// Whole-host figures.
@@ -747,9 +740,10 @@ impl Registry {
         let mut malformed = 0;
         let mut reclaimed = 0;
         for rec in self.vms.values() {
-            requests += rec.counters.requests.values().sum::<u64>();
-            malformed += rec.counters.malformed;
-            reclaimed += rec.counters.reclaimed;
+            let counters = rec.tally.counters();
+            requests += counters.requests.values().sum::<u64>();
+            malformed += counters.malformed;
+            reclaimed += counters.reclaimed;
         }
         HostStats {
             space_id: self.space_id,

@@ -168,7 +168,7 @@ pub trait ChangeLog: Send + Sync + fmt::Debug {
     /// Takes the registry lock itself: never called with it held.
     fn compact_if_due(&self);
     /// Figures for the metrics.
-    fn stats(&self) -> crate::metrics::JournalStats;
+    fn stats(&self) -> crate::figures::JournalStats;
 }
 
 /// The point every change made so far becomes durable at: answers and

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use log::{error, info};
 
-use crate::metrics::{Histogram, JournalStats};
+use crate::figures::{Histogram, JournalStats};
 use crate::registry::record::{Answered, ChangeLog, Record, StateImage};
 
 use super::codec::{
