@@ -159,6 +159,12 @@ impl Recovery {
                     .map_err(|e| e.to_string())?;
             }
             Record::AddOwner { kind, name, limits } => {
+                // Live owners always have a name (a VM's or holder's); an
+                // empty host name is how a snapshot marks a vacant index,
+                // so such an owner could not survive the next snapshot.
+                if name.is_empty() {
+                    return Err("a new owner with an empty name".into());
+                }
                 self.space
                     .add_owner(name, *kind, limits.clone())
                     .map_err(|e| e.to_string())?;
@@ -585,6 +591,24 @@ mod tests {
         drop(reg);
         let (reg, _, _) = open(dir.path());
         assert!(held_by(&reg, "a").is_empty());
+    }
+
+    /// Found by fuzzing (state_decode): an owner added with an empty name
+    /// would read back from the next snapshot as a vacant index.
+    #[test]
+    fn a_new_owner_without_a_name_is_refused() {
+        let space = PasidSpace::new(SpaceConfig::default()).unwrap();
+        let mut recovery = Recovery::from_image(space, 1, &StateImage::default()).unwrap();
+        let add = |name: &str| Record::AddOwner {
+            kind: OwnerKind::Host,
+            name: name.into(),
+            limits: limits(),
+        };
+        assert_eq!(
+            recovery.apply(&add("")),
+            Err("a new owner with an empty name".to_string())
+        );
+        assert_eq!(recovery.apply(&add("drv")), Ok(()));
     }
 
     #[test]
