@@ -50,8 +50,9 @@ use std::time::{Duration, Instant};
 
 use frontend::{Daemon, TestVm};
 use pasid_protocol::{Request, Status};
+use vhost_user_pasid::registry::record::Record;
 use vhost_user_pasid::state::codec::{
-    decode_journal_header, get_records, read_commit, Record, JOURNAL_HEADER_LEN,
+    decode_journal_header, get_records, read_commit, JOURNAL_HEADER_LEN,
 };
 use vmm_sys_util::eventfd::EventFd;
 

@@ -44,7 +44,7 @@ use frontend::Daemon;
 use pasid_protocol::{Request, Status};
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 use vhost_user_pasid::registry::{Registry, VmId};
-use vhost_user_pasid::state::{Journal, StateFiles, DEFAULT_JOURNAL_LIMIT};
+use vhost_user_pasid::state::{Journal, Recovery, StateFiles, DEFAULT_JOURNAL_LIMIT};
 
 /// VM slots, as `--socket-count` names them.
 const VMS: usize = 1000;
@@ -124,7 +124,7 @@ fn build_state(dir: &Path, pasids: u32, journal_bytes: u64) -> Built {
     let files = StateFiles::open(dir).unwrap();
     let journal =
         Arc::new(Journal::start(files, &reg.image(), 1, 0, DEFAULT_JOURNAL_LIMIT).unwrap());
-    reg.attach_journal(journal);
+    reg.attach_change_log(journal);
     let journal_path = dir.join("journal");
     let len = |p: &Path| std::fs::metadata(p).unwrap().len();
     let snapshot_bytes = len(&dir.join("snapshot.0"));
@@ -296,18 +296,20 @@ fn library_steps(master: &Path) -> Steps {
     let load = t.elapsed();
     let t = Instant::now();
     let space = PasidSpace::new(SpaceConfig::default()).unwrap();
-    let mut reg = Registry::restore(space, 1, &loaded.image).unwrap();
+    let mut recovery = Recovery::from_image(space, 1, &loaded.image).unwrap();
     let restore = t.elapsed();
     let t = Instant::now();
     let mut records = 0;
     for commit in &loaded.commits {
         for record in &commit.records {
-            reg.apply(record).unwrap();
+            recovery.apply(record).unwrap();
             records += 1;
         }
     }
     let replay = t.elapsed();
     let t = Instant::now();
+    let (space, space_id, vms) = recovery.into_parts();
+    let mut reg = Registry::restored(space, space_id, vms);
     for i in 0..VMS {
         reg.configure_vm(&format!("vm{i}"), "bench", limits())
             .unwrap();
@@ -480,8 +482,8 @@ fn main() {
     }
     println!(
         "open = StateFiles::open; load = StateFiles::load (read, decode); restore = \
-         Registry::restore; replay = Registry::apply of every journal record; configure = \
-         Registry::configure_vm x {VMS}; image = Registry::image; Journal::start = encode, \
+         Recovery::from_image; replay = Recovery::apply of every journal record; configure = \
+         Registry::restored, then Registry::configure_vm x {VMS}; image = Registry::image; Journal::start = encode, \
          write and sync the new snapshot, empty the journal"
     );
     for (label, inside, outside) in gaps {

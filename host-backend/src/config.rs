@@ -11,6 +11,7 @@ use clap::Parser;
 use pasid_protocol::MAX_PASID_BITS;
 
 use crate::rate_limit::RateLimit;
+pub use crate::registry::valid_name;
 use crate::sandbox::{lookup_user, SandboxError, SeccompMode, User};
 use crate::socket::{check_path, group_id, SocketAccess, SocketError};
 
@@ -395,16 +396,6 @@ fn first_unreserved(range: RangeInclusive<u32>, reserved: &[RangeInclusive<u32>]
         candidate = covering.end().checked_add(1)?;
     }
     range.contains(&candidate).then_some(candidate)
-}
-
-/// Whether `name` may name a VM slot or a host holder: 1-64 characters
-/// that need no quoting in a log line or a path.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn parse_vm_spec(

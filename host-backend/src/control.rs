@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::control_protocol::{
     ControlReply, ControlRequest, GetResult, PutResult, ReleaseResult, MAX_REQUEST_LINE,
 };
-use crate::rate_limit::{WARN_BURST, WARN_WINDOW};
+use crate::rate_limit::LogThrottle;
 use crate::registry::Registry;
 
 /// How long a client may take to send a request.
@@ -73,44 +73,15 @@ pub fn changes_state(request: &ControlRequest) -> bool {
     }
 }
 
-/// Denial lines logged so far in the current window (all clients).
-#[derive(Debug)]
-struct DenialLog {
-    window_start: Option<Instant>,
-    emitted: u32,
-    suppressed: u64,
-}
-
-/// Logs a refused command, at most [`WARN_BURST`] lines per [`WARN_WINDOW`]
-/// for all clients together, so that a read-only client looping on a
-/// forbidden command cannot flood the log.
+/// Logs a refused command, at most [`crate::rate_limit::WARN_BURST`] lines
+/// per [`crate::rate_limit::WARN_WINDOW`] for all clients together, so that
+/// a read-only client looping on a forbidden command cannot flood the log.
 fn log_denial(request: &ControlRequest) {
-    static LOG: Mutex<DenialLog> = Mutex::new(DenialLog {
-        window_start: None,
-        emitted: 0,
-        suppressed: 0,
-    });
-    let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
-    let now = Instant::now();
-    let start = *log.window_start.get_or_insert(now);
-    if now.duration_since(start) >= WARN_WINDOW {
-        if log.suppressed > 0 {
-            warn!(
-                "control event=denied suppressed={} (rate limit)",
-                log.suppressed
-            );
-        }
-        *log = DenialLog {
-            window_start: Some(now),
-            emitted: 0,
-            suppressed: 0,
-        };
-    }
-    if log.emitted < WARN_BURST {
-        log.emitted += 1;
+    static THROTTLE: Mutex<LogThrottle> = Mutex::new(LogThrottle::new());
+    let mut throttle = THROTTLE.lock().unwrap_or_else(|p| p.into_inner());
+    let summarise = |n| warn!("control event=denied suppressed={n} (rate limit)");
+    if throttle.admit(Instant::now(), summarise) {
         warn!("control event=denied {request} (read-only client)");
-    } else {
-        log.suppressed += 1;
     }
 }
 
@@ -156,7 +127,7 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
     let commit = reg.commit_point();
     drop(reg);
     if let Some(point) = commit {
-        point.settle(registry);
+        point.settle();
     }
     reply
 }
@@ -169,7 +140,7 @@ fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
         },
         ControlRequest::Vms {} => to_value(reg.vms()),
         ControlRequest::Stats {} => to_value(reg.stats()),
-        ControlRequest::Metrics {} => to_value(crate::metrics::render(reg)),
+        ControlRequest::Metrics {} => to_value(crate::scrape::render(reg)),
         ControlRequest::Get { holder, pasid } => match reg.host_get(&holder, pasid) {
             Ok(refs) => to_value(GetResult { pasid, refs }),
             Err(e) => ControlReply::failure(e),

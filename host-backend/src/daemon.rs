@@ -24,7 +24,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::sandbox::{drop_privileges, hand_over, install_seccomp, SandboxError};
 use crate::slot::{serve_slot, SlotError, VmSlot};
 use crate::socket::{bind, SocketAccess, SocketError};
-use crate::state::{Journal, Loaded, StateError, StateFiles};
+use crate::state::{recover, ImageSource, Journal, StateError, StateFiles};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -217,29 +217,16 @@ fn remove_socket(path: &Path) {
     }
 }
 
-/// Rebuilds the registry from what the state directory holds: the snapshot,
-/// then every journal record on top of it.
-fn recover(space: PasidSpace, files: &StateFiles, loaded: &Loaded) -> Result<Registry, StateError> {
-    let mut registry = Registry::restore(space, space_id(), &loaded.image).map_err(|problem| {
-        StateError::Corrupt {
-            path: files.snapshot_path(loaded.slot),
-            problem,
+/// Where compactions get the state they write: the registry's image,
+/// built and written under its lock. Weak: the registry holds the journal.
+fn image_source(registry: &Arc<Mutex<Registry>>) -> ImageSource {
+    let registry = Arc::downgrade(registry);
+    ImageSource::new(move |compact| {
+        if let Some(registry) = registry.upgrade() {
+            let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+            compact(&|| reg.image());
         }
-    })?;
-    for commit in &loaded.commits {
-        for record in &commit.records {
-            registry
-                .apply(record)
-                .map_err(|problem| StateError::Corrupt {
-                    path: files.journal_path(),
-                    problem: format!(
-                        "frame {} at byte {} cannot follow the state before it: {problem}",
-                        commit.seq, commit.offset
-                    ),
-                })?;
-        }
-    }
-    Ok(registry)
+    })
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a failure (Err).
@@ -258,7 +245,10 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let mut registry = match &state {
-        Some((files, loaded)) => recover(space, files, loaded)?,
+        Some((files, loaded)) => {
+            let (space, space_id, vms) = recover(space, space_id(), files, loaded)?.into_parts();
+            Registry::restored(space, space_id, vms)
+        }
         None => Registry::new(space, space_id()),
     };
     // State work only: binding the slots' sockets below is not counted.
@@ -314,19 +304,21 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     )?;
     bound_paths.push(config.control_socket.clone());
 
+    let mut journal = None;
     if let Some((files, loaded)) = state {
         let dir = files.dir().display().to_string();
         let records: usize = loaded.commits.iter().map(|c| c.records.len()).sum();
         let frames = loaded.commits.len();
         let starting = std::time::Instant::now();
-        let journal = Journal::start(
+        let started = Arc::new(Journal::start(
             files,
             &registry.image(),
             loaded.generation + 1,
             loaded.slot ^ usize::from(loaded.generation > 0),
             config.journal_limit,
-        )?;
-        registry.attach_journal(Arc::new(journal));
+        )?);
+        registry.attach_change_log(started.clone());
+        journal = Some(started);
         state_time += starting.elapsed();
         registry.warn_unconfigured();
         let stats = registry.stats();
@@ -352,6 +344,9 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         crate::logfmt::Value(config.control_socket.display())
     );
     let registry = Arc::new(Mutex::new(registry));
+    if let Some(journal) = journal {
+        journal.set_image_source(image_source(&registry));
+    }
 
     let (tx, rx) = mpsc::channel();
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
@@ -418,7 +413,11 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         .name("control".into())
         .spawn(move || serve_control(control, control_registry))
         .map_err(DaemonError::Thread)?;
-    crate::metrics::spawn_listener(metrics, registry.clone())?;
+    let scraped = registry.clone();
+    crate::metrics::spawn_listener(
+        metrics,
+        Arc::new(move || crate::scrape::render_shared(&scraped)),
+    )?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {

@@ -5,19 +5,24 @@
 //! - [`pasid_space`]: the allocator: lowest-free search, references, owners,
 //!   quotas.
 //! - [`registry`]: the space plus per-VM records; guest requests and operator
-//!   commands both land here.
+//!   commands both land here, and replayed requests get their first answer.
 //! - [`request`]: turns one descriptor chain into a request and writes its
 //!   response, validating everything the guest wrote.
 //! - [`vhu_vpasid`]: the `VhostUserBackend` of one VM session.
 //! - [`slot`]: a VM slot's socket served in a loop, one session after another.
 //! - [`control`], [`control_protocol`]: the operator's control socket;
 //!   [`ctl_cli`]: the command line of `pasidctl`, its client.
-//! - [`metrics`]: Prometheus metrics (control command `metrics`, optional
-//!   loopback HTTP listener) and rate-limited logs of rejected requests.
+//! - [`metrics`]: the Prometheus text format, the optional loopback HTTP
+//!   listener and the `process_*` metrics; [`scrape`]: the collector that
+//!   reads the registry's figures into it at scrape time (control command
+//!   `metrics`, HTTP); [`figures`]: what is counted, as plain values (the
+//!   duration histogram, labels), so the registry never imports `metrics`.
 //! - [`gen_docs`]: man pages and shell completions generated from the clap
 //!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
 //! - [`state`]: durable state (`--state-dir`): snapshot, journal with
-//!   group commit, recovery; replayed requests get their first answer.
+//!   group commit and compaction, recovery. It records the registry's
+//!   changes ([`registry::record`]) as values handed to it through
+//!   [`registry::record::ChangeLog`]; the registry never imports it.
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
 //! - [`sandbox`]: containment after set-up: socket hand-over, privilege
 //!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.
@@ -35,6 +40,7 @@ pub mod control;
 pub mod control_protocol;
 pub mod ctl_cli;
 pub mod daemon;
+pub mod figures;
 pub mod gen_docs;
 pub mod logfmt;
 pub mod metrics;
@@ -43,6 +49,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod request;
 pub mod sandbox;
+pub mod scrape;
 pub mod slot;
 pub mod socket;
 pub mod state;

@@ -1,64 +1,65 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! Rate limits: warnings about guest misbehaviour, and guest requests.
+//! Rate limits: log lines a guest or client can cause, and guest requests.
 //!
 //! A hostile guest can send a malformed chain per microsecond; logging each
-//! would turn the host's log into the guest's weapon. At most
-//! [`WARN_BURST`] warnings per VM are logged per [`WARN_WINDOW`]; the rest are
+//! would turn the host's log into the guest's weapon. A [`LogThrottle`]
+//! logs at most [`WARN_BURST`] lines per [`WARN_WINDOW`]; the rest are
 //! counted and summarised when the next window opens.
 //!
 //! [`TokenBucket`] caps the requests per second each VM has carried out on
 //! the shared PASID space; the excess is answered `RATE_LIMITED`.
 
-use std::fmt;
 use std::time::{Duration, Instant};
-
-use log::warn;
 
 /// Warnings logged per window before suppression starts.
 pub const WARN_BURST: u32 = 10;
 /// Length of a window.
 pub const WARN_WINDOW: Duration = Duration::from_secs(5);
 
-/// Per-VM warning budget.
-#[derive(Debug)]
-pub struct WarnLimiter {
-    window_start: Instant,
+/// One log line's budget: at most [`WARN_BURST`] lines per [`WARN_WINDOW`];
+/// the rest are counted, and the count is handed over for a summary line
+/// when the next window opens. Every rate-limited log line of the daemon
+/// goes through one: guest errors (per VM), rejected requests (per VM) and
+/// denied control commands (all clients).
+#[derive(Debug, Default)]
+pub struct LogThrottle {
+    /// Start of the current window; `None` until the first line.
+    window_start: Option<Instant>,
     emitted: u32,
     suppressed: u64,
 }
 
-impl Default for WarnLimiter {
-    fn default() -> Self {
-        WarnLimiter {
-            window_start: Instant::now(),
+impl LogThrottle {
+    /// A throttle whose first window opens with its first line.
+    pub const fn new() -> Self {
+        LogThrottle {
+            window_start: None,
             emitted: 0,
             suppressed: 0,
         }
     }
-}
 
-impl WarnLimiter {
-    /// Logs `args` as a warning about VM `vm` unless its budget is spent.
-    /// Returns whether the warning was logged.
-    pub fn warn(&mut self, vm: &str, args: fmt::Arguments<'_>) -> bool {
-        self.warn_at(Instant::now(), vm, args)
+    /// A throttle whose first window opens at `start`.
+    pub fn starting(start: Instant) -> Self {
+        LogThrottle {
+            window_start: Some(start),
+            ..LogThrottle::new()
+        }
     }
 
-    fn warn_at(&mut self, now: Instant, vm: &str, args: fmt::Arguments<'_>) -> bool {
-        if now.duration_since(self.window_start) >= WARN_WINDOW {
+    /// Whether a line may be logged at `now`. When `now` opens a new
+    /// window and the last one suppressed lines, `summarise` gets their
+    /// count first, to log it.
+    pub fn admit(&mut self, now: Instant, summarise: impl FnOnce(u64)) -> bool {
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) >= WARN_WINDOW {
             if self.suppressed > 0 {
-                warn!(
-                    "vm={vm} event=guest-error suppressed={} (rate limit)",
-                    self.suppressed
-                );
+                summarise(self.suppressed);
             }
-            self.window_start = now;
-            self.emitted = 0;
-            self.suppressed = 0;
+            *self = LogThrottle::starting(now);
         }
         if self.emitted < WARN_BURST {
             self.emitted += 1;
-            warn!("vm={vm} event=guest-error {args}");
             true
         } else {
             self.suppressed += 1;
@@ -66,21 +67,20 @@ impl WarnLimiter {
         }
     }
 
-    /// Warnings suppressed in the current window.
+    /// Lines logged in the current window.
+    pub fn emitted(&self) -> u32 {
+        self.emitted
+    }
+
+    /// Lines suppressed in the current window.
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }
 
-    /// Logs how many warnings the current window suppressed, if any (when
-    /// the session ends, so that no count is lost).
-    pub fn flush(&mut self, vm: &str) {
-        if self.suppressed > 0 {
-            warn!(
-                "vm={vm} event=guest-error suppressed={} (rate limit)",
-                self.suppressed
-            );
-            self.suppressed = 0;
-        }
+    /// The lines suppressed in the current window, now counted as
+    /// summarised (when the logging ends, so that no count is lost).
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
     }
 }
 
@@ -200,14 +200,14 @@ mod tests {
 
     #[test]
     fn burst_then_suppress_then_new_window() {
-        let mut l = WarnLimiter::default();
-        let t0 = l.window_start;
-        let logged = (0..25)
-            .filter(|i| l.warn_at(t0, "vm0", format_args!("bad {i}")))
-            .count();
+        let t0 = Instant::now();
+        let mut l = LogThrottle::starting(t0);
+        let logged = (0..25).filter(|_| l.admit(t0, |_| {})).count();
         assert_eq!(logged, WARN_BURST as usize);
         assert_eq!(l.suppressed(), 25 - u64::from(WARN_BURST));
-        assert!(l.warn_at(t0 + WARN_WINDOW, "vm0", format_args!("again")));
+        let mut summarised = None;
+        assert!(l.admit(t0 + WARN_WINDOW, |n| summarised = Some(n)));
+        assert_eq!(summarised, Some(25 - u64::from(WARN_BURST)));
         assert_eq!(l.suppressed(), 0);
     }
 }

@@ -14,17 +14,20 @@ use log::info;
 use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
 use serde::Serialize;
 
-mod durable;
+mod image;
+pub mod record;
+mod tally;
 
+pub use tally::VmTally;
+
+use crate::figures::Histogram;
 use crate::logfmt::Value;
-use crate::metrics::{Histogram, VmMetrics};
 use crate::pasid_space::{
     AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError,
     SpaceError, SpaceStats,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
-use crate::state::codec::{put_batch, put_record};
-use crate::state::{Answered, CommitPoint, Journal, JournalStats, Record};
+use record::{Answered, ChangeLog, CommitTicket, Record};
 
 /// Socket label of a VM that durable state knows but the command line
 /// does not name.
@@ -80,7 +83,8 @@ pub enum RegistryError {
     Space(#[from] SpaceError),
 }
 
-/// Per-VM request counters.
+/// Per-VM request counters as `pasidctl vms` shows them, read from the
+/// VM's [`VmTally`].
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VmCounters {
     /// Requests answered, by opcode name.
@@ -104,9 +108,8 @@ struct VmRecord {
     owner: OwnerId,
     socket: String,
     connected: bool,
-    counters: VmCounters,
-    /// Figures kept for `metrics` only.
-    metrics: VmMetrics,
+    /// Everything counted about it.
+    tally: VmTally,
     /// Request budget (`--rate-limit`); `None` means unlimited.
     bucket: Option<TokenBucket>,
     /// The limits the command line gave (durable state keeps them to tell
@@ -127,8 +130,7 @@ impl VmRecord {
             owner,
             socket: socket.to_string(),
             connected: false,
-            counters: VmCounters::default(),
-            metrics: VmMetrics::default(),
+            tally: VmTally::default(),
             bucket,
             configured: None,
             batch: Vec::new(),
@@ -241,7 +243,7 @@ pub struct Registry {
     /// Request rate limit of each VM; `None` means unlimited.
     rate_limit: Option<RateLimit>,
     /// Where changes are made durable (`--state-dir`).
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<dyn ChangeLog>>,
 }
 
 /// Handle for a VM slot, cheap to copy into sessions.
@@ -319,7 +321,7 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             rec.connected = connected;
             if connected {
-                rec.counters.connects += 1;
+                rec.tally.connects += 1;
             }
         }
     }
@@ -335,7 +337,7 @@ impl Registry {
     /// Counts a malformed chain against a VM.
     pub fn count_malformed(&mut self, vm: VmId) {
         if let Some(rec) = self.record_mut(vm) {
-            rec.counters.malformed += 1;
+            rec.tally.malformed += 1;
         }
     }
 
@@ -351,7 +353,7 @@ impl Registry {
         let bytes = request.encode();
         if let Some(rec) = self.record_mut(vm) {
             if let Some(first) = rec.replayed(position, &bytes) {
-                rec.counters.replayed += 1;
+                rec.tally.replayed += 1;
                 rec.batch.push(Answered {
                     replayed: true,
                     ..first
@@ -374,34 +376,34 @@ impl Registry {
     /// Closes the batch of answers [`Registry::answer`] gave `vm`: appends
     /// it to the journal, and returns the point to wait for before putting
     /// any of them on the used ring. `None` without durable state.
-    pub fn end_batch(&mut self, vm: VmId) -> Option<CommitPoint> {
+    pub fn end_batch(&mut self, vm: VmId) -> Option<CommitTicket> {
         let journal = self.journal.clone()?;
         if let Some(rec) = self.record_mut(vm) {
             if !rec.batch.is_empty() {
                 let batch = std::mem::take(&mut rec.batch);
                 let owner = rec.owner.as_u32();
-                journal.append(|out| put_batch(out, owner, &batch));
+                journal.batch(owner, &batch);
                 rec.window = batch;
             }
         }
-        Some(CommitPoint::latest(journal))
+        Some(CommitTicket::latest(journal))
     }
 
     /// The point to wait for before acting on an operator command's result
     /// (or anything else just changed). `None` without durable state.
-    pub fn commit_point(&self) -> Option<CommitPoint> {
-        self.journal.clone().map(CommitPoint::latest)
+    pub fn commit_point(&self) -> Option<CommitTicket> {
+        self.journal.clone().map(CommitTicket::latest)
     }
 
     /// Durable-state figures for the metrics; `None` without `--state-dir`.
-    pub fn journal_stats(&self) -> Option<JournalStats> {
+    pub fn journal_stats(&self) -> Option<crate::figures::JournalStats> {
         self.journal.as_ref().map(|j| j.stats())
     }
 
-    /// Appends `record` to the journal, if there is one.
+    /// Records `record` in the change log, if there is one.
     fn log(&self, record: &Record) {
         if let Some(journal) = &self.journal {
-            journal.append(|out| put_record(out, record));
+            journal.record(record);
         }
     }
 
@@ -428,14 +430,6 @@ impl Registry {
                 Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1))
             }
         };
-        if let Some(rec) = self.record_mut(vm) {
-            *rec.counters
-                .requests
-                .entry(request.opcode().name())
-                .or_default() += 1;
-            let status = Status::from_wire(response.status).unwrap_or(Status::Internal);
-            *rec.counters.statuses.entry(status.name()).or_default() += 1;
-        }
         self.count_result(vm, request, &response);
         response
     }
@@ -450,7 +444,7 @@ impl Registry {
         let Some(rec) = self.vms.get_mut(name) else {
             return;
         };
-        rec.metrics.count_result(request.opcode(), status);
+        rec.tally.count_result(request.opcode(), status);
         if status == Status::Ok {
             return;
         }
@@ -462,7 +456,7 @@ impl Registry {
             Request::Free { tag, pasid } => format!("tag={tag:#x} pasid={pasid}"),
             Request::Reset { tag } => format!("tag={tag:#x}"),
         };
-        rec.metrics
+        rec.tally
             .log_rejection(name, request.opcode(), status, format_args!("{detail}"));
     }
 
@@ -492,8 +486,7 @@ impl Registry {
         let summary = self.space.reclaim(vm.0);
         let name = self.vm_name(vm).to_string();
         if let Some(rec) = self.record_mut(vm) {
-            rec.counters.reclaimed += summary.references;
-            rec.metrics.count_reclaim(reason, summary.references);
+            rec.tally.count_reclaim(reason, summary.references);
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }
@@ -572,7 +565,7 @@ impl Registry {
     pub fn host_get(&mut self, holder: &str, pasid: Pasid) -> Result<u32, RegistryError> {
         let (id, new) = match self.existing_holder(holder)? {
             Some(id) => (id, false),
-            None if !crate::config::valid_name(holder) => {
+            None if !valid_name(holder) => {
                 return Err(RegistryError::InvalidHolder(holder.to_string()))
             }
             None => {
@@ -623,7 +616,7 @@ impl Registry {
     pub fn host_put(&mut self, holder: &str, pasid: Pasid) -> Result<bool, RegistryError> {
         let Some(id) = self.existing_holder(holder)? else {
             // Holders exist only while they hold something.
-            return Err(if crate::config::valid_name(holder) {
+            return Err(if valid_name(holder) {
                 self.space.not_held_error(pasid).into()
             } else {
                 RegistryError::InvalidHolder(holder.to_string())
@@ -717,7 +710,7 @@ impl Registry {
                     quota: usage.as_ref().map_or(0, |u| u.quota),
                     range_start: usage.as_ref().map_or(0, |u| u.range_start),
                     range_end: usage.as_ref().map_or(0, |u| u.range_end),
-                    counters: rec.counters.clone(),
+                    counters: rec.tally.counters(),
                 }
             })
             .collect()
@@ -734,11 +727,11 @@ impl Registry {
         &self.latency
     }
 
-    /// Each VM slot's name with its metrics-only figures, in name order.
-    pub fn vm_metrics(&self) -> impl Iterator<Item = (&str, &VmMetrics)> {
+    /// Each VM slot's name with its counters, in name order.
+    pub fn vm_tallies(&self) -> impl Iterator<Item = (&str, &VmTally)> {
         self.vms
             .iter()
-            .map(|(name, rec)| (name.as_str(), &rec.metrics))
+            .map(|(name, rec)| (name.as_str(), &rec.tally))
     }
 
     /// Whole-host figures.
@@ -747,9 +740,10 @@ impl Registry {
         let mut malformed = 0;
         let mut reclaimed = 0;
         for rec in self.vms.values() {
-            requests += rec.counters.requests.values().sum::<u64>();
-            malformed += rec.counters.malformed;
-            reclaimed += rec.counters.reclaimed;
+            let counters = rec.tally.counters();
+            requests += counters.requests.values().sum::<u64>();
+            malformed += counters.malformed;
+            reclaimed += counters.reclaimed;
         }
         HostStats {
             space_id: self.space_id,
@@ -761,6 +755,16 @@ impl Registry {
             reclaimed,
         }
     }
+}
+
+/// Whether `name` may name a VM slot or a host holder: 1-64 characters
+/// that need no quoting in a log line or a path.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn alloc_status(e: AllocError) -> Status {

@@ -270,7 +270,7 @@ fn serve_session(
     let commit = reg.commit_point();
     drop(reg);
     if let Some(point) = commit {
-        point.settle(registry);
+        point.settle();
     }
     Ok(())
 }

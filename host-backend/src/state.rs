@@ -6,10 +6,14 @@
 //! The directory holds two snapshot slots (`snapshot.0`, `snapshot.1`), a
 //! journal of the changes since the newer snapshot (`journal`), and `lock`
 //! (an exclusive `flock`: one daemon per directory). Start-up loads the
-//! newest valid snapshot, replays the journal on top of it, then writes the
-//! result as the next generation's snapshot and starts an empty journal.
-//! [`journal`] has the write path; [`codec`] the byte layout, which
-//! docs/state.md documents.
+//! newest valid snapshot, replays the journal on top of it ([`recover`]),
+//! then writes the result as the next generation's snapshot and starts an
+//! empty journal. [`journal`] has the write path (group commit and
+//! compaction; [`Journal`] is the registry's change log); [`codec`] the
+//! byte layout, which docs/state.md documents. What is recorded (records,
+//! answers, the snapshot image) is the registry's own vocabulary
+//! (`registry::record`): this module takes it as values and never reaches
+//! into the registry.
 //!
 //! Damage is refused, never papered over: the one exception is the
 //! unfinished tail of the journal's last write (a crash in mid-write), which
@@ -17,24 +21,24 @@
 
 pub mod codec;
 mod journal;
+mod recovery;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use log::{info, warn};
 
-pub use codec::{Answered, OwnerImage, Record, StateImage};
-pub use journal::{Journal, JournalStats, EXIT_STATE_IO};
+pub use journal::{ImageSource, Journal, EXIT_STATE_IO};
+pub use recovery::{recover, Recovery};
 
 use codec::{
     claimed_seq, decode_journal_header, decode_snapshot, get_records, read_commit, SnapshotProblem,
     JOURNAL_HEADER_LEN,
 };
 
-use crate::registry::Registry;
+use crate::registry::record::{Record, StateImage};
 
 /// Default `--journal-limit`: compaction rewrites at most this much.
 pub const DEFAULT_JOURNAL_LIMIT: u64 = 64 << 20;
@@ -414,41 +418,4 @@ fn later_frame(journal: &[u8], from: usize, generation: u64, min_seq: u64) -> Op
         claimed_seq(rest).is_some_and(|seq| seq >= min_seq && seq - min_seq < journal.len() as u64)
             && read_commit(rest, generation).is_some()
     })
-}
-
-/// A point in the journal that answers wait for: everything appended up to
-/// it is to be on disk before they are released.
-#[derive(Debug)]
-pub struct CommitPoint {
-    journal: Arc<Journal>,
-    ticket: u64,
-}
-
-impl CommitPoint {
-    /// The latest point of `journal`.
-    pub fn latest(journal: Arc<Journal>) -> CommitPoint {
-        let ticket = journal.latest();
-        CommitPoint { journal, ticket }
-    }
-
-    /// Waits until the point is on disk (group commit). Call without the
-    /// registry lock: the writer thread never takes it.
-    pub fn wait(&self) {
-        self.journal.commit(self.ticket);
-    }
-
-    /// Compacts the journal if it has grown past its limit; takes the
-    /// registry lock to do so. Call after the answers are released.
-    pub fn compact_if_needed(&self, registry: &Mutex<Registry>) {
-        if self.journal.needs_compaction() {
-            let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-            self.journal.compact(|| reg.image());
-        }
-    }
-
-    /// [`CommitPoint::wait`], then [`CommitPoint::compact_if_needed`].
-    pub fn settle(&self, registry: &Mutex<Registry>) {
-        self.wait();
-        self.compact_if_needed(registry);
-    }
 }

@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use log::{debug, error, warn};
 use pasid_protocol::{CONFIG_SIZE, VQ_MAX};
@@ -26,10 +27,10 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::rate_limit::WarnLimiter;
+use crate::rate_limit::LogThrottle;
+use crate::registry::record::CommitTicket;
 use crate::registry::{Registry, VmId};
 use crate::request::{process_chain, ChainOutcome};
-use crate::state::CommitPoint;
 
 /// Event id of the request queue's kick.
 pub const REQUEST_QUEUE_EVENT: u16 = pasid_protocol::VQ_REQUEST;
@@ -90,7 +91,8 @@ pub struct PasidDevice {
     config_size_warned: AtomicBool,
     memory_warned: AtomicBool,
     queue_size_warned: AtomicBool,
-    warnings: Mutex<WarnLimiter>,
+    /// Budget of `event=guest-error` lines.
+    warnings: Mutex<LogThrottle>,
     /// Read ends of the exit events handed to vhost-user-backend. Its
     /// `VringEpollHandler::new` (0.24.0) registers them by `into_raw_fd()`
     /// and never closes them: one descriptor per session, which a frontend
@@ -103,10 +105,12 @@ pub struct PasidDevice {
 
 impl Drop for PasidDevice {
     fn drop(&mut self) {
-        self.warnings
+        let suppressed = self
+            .warnings
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
-            .flush(&self.name);
+            .take_suppressed();
+        guest_errors_suppressed(&self.name, suppressed);
         let fds = std::mem::take(
             self.exit_consumers
                 .get_mut()
@@ -133,14 +137,16 @@ impl PasidDevice {
             config_size_warned: AtomicBool::new(false),
             memory_warned: AtomicBool::new(false),
             queue_size_warned: AtomicBool::new(false),
-            warnings: Mutex::new(WarnLimiter::default()),
+            warnings: Mutex::new(LogThrottle::starting(Instant::now())),
             exit_consumers: Mutex::new(Vec::new()),
         }
     }
 
     fn warn_guest(&self, args: std::fmt::Arguments<'_>) {
-        let mut limiter = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        limiter.warn(&self.name, args);
+        let mut throttle = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        if throttle.admit(Instant::now(), |n| guest_errors_suppressed(&self.name, n)) {
+            warn!("vm={} event=guest-error {args}", self.name);
+        }
     }
 
     /// The guest memory the frontend shared, if any.
@@ -162,7 +168,7 @@ impl PasidDevice {
     /// guest never saw.
     pub fn process_queue(&self, vring: &VringRwLock) -> Result<usize, DeviceError> {
         let (count, commit) = self.answer_available(vring)?;
-        self.compact_if_needed(commit);
+        compact_if_due(commit);
         Ok(count)
     }
 
@@ -171,7 +177,7 @@ impl PasidDevice {
     fn answer_available(
         &self,
         vring: &VringRwLock,
-    ) -> Result<(usize, Option<CommitPoint>), DeviceError> {
+    ) -> Result<(usize, Option<CommitTicket>), DeviceError> {
         let mem = self.guest_memory()?;
         let (first_position, queue_size, chains) = {
             let mut state = vring.get_mut();
@@ -273,14 +279,6 @@ impl PasidDevice {
         }
     }
 
-    /// Compacts durable state if the drain just made it due, once the guest
-    /// has its answers.
-    fn compact_if_needed(&self, commit: Option<CommitPoint>) {
-        if let Some(point) = commit {
-            point.compact_if_needed(&self.registry);
-        }
-    }
-
     /// Drains the queue, re-checking after re-enabling notifications so a
     /// request that races with the re-enable is not missed (EVENT_IDX).
     fn drain(&self, vring: &VringRwLock) -> Result<(), DeviceError> {
@@ -289,14 +287,14 @@ impl PasidDevice {
         if !self.event_idx.load(Ordering::Relaxed) {
             let (_, commit) = self.answer_available(vring)?;
             self.signal(vring);
-            self.compact_if_needed(commit);
+            compact_if_due(commit);
             return Ok(());
         }
         loop {
             vring.disable_notification()?;
             let (_, commit) = self.answer_available(vring)?;
             self.signal(vring);
-            self.compact_if_needed(commit);
+            compact_if_due(commit);
             if !vring.enable_notification()? {
                 return Ok(());
             }
@@ -435,6 +433,21 @@ impl VhostUserBackend for PasidDevice {
             Err(e) => self.warn_guest(format_args!("{e}")),
         }
         Ok(())
+    }
+}
+
+/// Logs how many `event=guest-error` lines the throttle held back, if any.
+fn guest_errors_suppressed(vm: &str, suppressed: u64) {
+    if suppressed > 0 {
+        warn!("vm={vm} event=guest-error suppressed={suppressed} (rate limit)");
+    }
+}
+
+/// Compacts durable state if the drain just made it due, once the guest
+/// has its answers.
+fn compact_if_due(commit: Option<CommitTicket>) {
+    if let Some(ticket) = commit {
+        ticket.compact_if_due();
     }
 }
 

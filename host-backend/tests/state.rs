@@ -404,19 +404,16 @@ fn metrics_count_frames_records_and_syncs() {
 
 /// The state in `state`, loaded as the daemon would (snapshot plus
 /// journal), as a snapshot image.
-fn loaded_image(state: &Path) -> vhost_user_pasid::state::StateImage {
+fn loaded_image(state: &Path) -> vhost_user_pasid::registry::record::StateImage {
     use vhost_user_pasid::pasid_space::{PasidSpace, SpaceConfig};
     use vhost_user_pasid::registry::Registry;
     let files = vhost_user_pasid::state::StateFiles::open(state).unwrap();
     let loaded = files.load().unwrap();
     let space = PasidSpace::new(SpaceConfig::default()).unwrap();
-    let mut reg = Registry::restore(space, 1, &loaded.image).unwrap();
-    for c in &loaded.commits {
-        for r in &c.records {
-            reg.apply(r).unwrap();
-        }
-    }
-    reg.image()
+    let (space, space_id, vms) = vhost_user_pasid::state::recover(space, 1, &files, &loaded)
+        .unwrap()
+        .into_parts();
+    Registry::restored(space, space_id, vms).image()
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Fuzzes the durable state's decoders (`state::codec`) and recovery
-//! (`Registry::restore`, `Registry::apply`) with arbitrary bytes, as a
+//! (`state::Recovery`, `Registry::restored`) with arbitrary bytes, as a
 //! damaged or hostile state directory would present them. Nothing may
 //! panic; whatever decodes must encode back to the same thing; and any
 //! state recovery reaches must snapshot and restore again.
@@ -12,7 +12,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
+use vhost_user_pasid::registry::record::StateImage;
 use vhost_user_pasid::registry::Registry;
+use vhost_user_pasid::state::Recovery;
 use vhost_user_pasid::state::codec::{
     decode_snapshot, encode_snapshot, get_records, put_record, read_commit,
 };
@@ -51,10 +53,16 @@ fn registry() -> Registry {
     reg
 }
 
+/// The registry `image` recovers into, if it can be recovered.
+fn restored(image: &StateImage) -> Option<Registry> {
+    let (space, space_id, vms) = Recovery::from_image(space(), 1, image).ok()?.into_parts();
+    Some(Registry::restored(space, space_id, vms))
+}
+
 /// A registry's image must restore into an equal registry.
 fn restores_again(reg: &Registry) {
     let image = reg.image();
-    let again = Registry::restore(space(), 1, &image).unwrap();
+    let again = restored(&image).unwrap();
     assert_eq!(again.image().owners.len(), image.owners.len());
 }
 
@@ -68,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
                 let bytes = encode_snapshot(&image, generation);
                 let (g, back) = decode_snapshot(&bytes).unwrap();
                 assert_eq!((g, &back), (generation, &image));
-                if let Ok(reg) = Registry::restore(space(), 1, &image) {
+                if let Some(reg) = restored(&image) {
                     restores_again(&reg);
                 }
             }
@@ -80,13 +88,14 @@ fuzz_target!(|data: &[u8]| {
                     put_record(&mut bytes, r);
                 }
                 assert_eq!(get_records(&bytes).unwrap(), records);
-                let mut reg = registry();
+                let mut recovery = Recovery::from_image(space(), 1, &registry().image()).unwrap();
                 for r in &records {
                     // Recovery refuses a record that cannot follow; it must
                     // never panic, and what it accepted must stay restorable.
-                    let _ = reg.apply(r);
+                    let _ = recovery.apply(r);
                 }
-                restores_again(&reg);
+                let (space, space_id, vms) = recovery.into_parts();
+                restores_again(&Registry::restored(space, space_id, vms));
             }
         }
         _ => {

@@ -11,14 +11,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{render_shared, MetricsError, CONTENT_TYPE};
-use crate::registry::Registry;
+use super::{MetricsError, CONTENT_TYPE};
+
+/// What a scrape answers: the whole exposition text, rendered when asked
+/// (the daemon gives `scrape::render_shared` over its registry).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Clients served at once. Far above what one Prometheus and a person with
 /// curl need, and a bound on the threads a local process can make us start.
@@ -35,12 +38,12 @@ const BUSY_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     Retry-After: 1\r\nConnection: close\r\n\r\ntoo many metrics clients, retry\r\n";
 
 /// What the listener answers to one request head.
-fn http_reply(head: &str, registry: &Mutex<Registry>) -> (u16, &'static str, String) {
+fn http_reply(head: &str, render: &dyn Fn() -> String) -> (u16, &'static str, String) {
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (200, "OK", render_shared(registry)),
+        ("GET" | "HEAD", "/metrics") => (200, "OK", render()),
         ("GET" | "HEAD", _) => (
             404,
             "Not Found",
@@ -74,10 +77,10 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-fn serve_client(mut stream: TcpStream, registry: &Mutex<Registry>) -> io::Result<()> {
+fn serve_client(mut stream: TcpStream, render: &dyn Fn() -> String) -> io::Result<()> {
     let head = read_head(&mut stream, Instant::now() + HTTP_TIMEOUT)?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let (code, reason, body) = http_reply(&head, registry);
+    let (code, reason, body) = http_reply(&head, render);
     let head_only = head.starts_with("HEAD ");
     let content_type = if code == 200 {
         CONTENT_TYPE
@@ -106,7 +109,7 @@ fn turn_away(mut stream: TcpStream) {
 
 /// Accepts scrapes forever, each on its own thread, at most
 /// [`MAX_HTTP_CLIENTS`] at once.
-pub fn serve_metrics(listener: TcpListener, registry: Arc<Mutex<Registry>>) {
+pub fn serve_metrics(listener: TcpListener, render: Render) {
     // Every client thread holds a clone: the strong count less this one is
     // the number being served. Only this thread adds clones, so the count
     // cannot grow between the check and the clone.
@@ -125,12 +128,12 @@ pub fn serve_metrics(listener: TcpListener, registry: Arc<Mutex<Registry>>) {
             continue;
         }
         let client = Arc::clone(&clients);
-        let registry = registry.clone();
+        let render = render.clone();
         let spawned = thread::Builder::new()
             .name("metrics-client".into())
             .spawn(move || {
                 let _client = client;
-                if let Err(e) = serve_client(stream, &registry) {
+                if let Err(e) = serve_client(stream, &*render) {
                     debug!("metrics client ended: {e}");
                 }
             });
@@ -151,7 +154,7 @@ pub fn bind_listener(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, Me
 /// own and logs the address. Returns that address (the port may have been 0).
 pub fn spawn_listener(
     listener: Option<TcpListener>,
-    registry: Arc<Mutex<Registry>>,
+    render: Render,
 ) -> Result<Option<SocketAddr>, MetricsError> {
     let Some(listener) = listener else {
         return Ok(None);
@@ -159,7 +162,7 @@ pub fn spawn_listener(
     let addr = listener.local_addr().map_err(MetricsError::Thread)?;
     thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || serve_metrics(listener, registry))
+        .spawn(move || serve_metrics(listener, render))
         .map_err(MetricsError::Thread)?;
     info!("event=metrics-listen addr={addr} path=/metrics");
     Ok(Some(addr))
@@ -167,8 +170,12 @@ pub fn spawn_listener(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::pasid_space::{PasidSpace, SpaceConfig};
+    use crate::registry::Registry;
+    use crate::scrape::render_shared;
 
     fn registry() -> Mutex<Registry> {
         let space = PasidSpace::new(SpaceConfig {
@@ -182,6 +189,7 @@ mod tests {
     #[test]
     fn http_answers_metrics_only() {
         let reg = registry();
+        let reg = || render_shared(&reg);
         let (code, _, body) = http_reply("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &reg);
         assert_eq!(code, 200);
         assert!(body.contains("vpasid_space_capacity 240\n"));

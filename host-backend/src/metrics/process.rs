@@ -150,7 +150,7 @@ impl Exposition {
 }
 
 /// Appends the `process_*` families of `p` to `e`.
-pub(super) fn render(e: &mut Exposition, p: &ProcessStats) {
+pub fn render(e: &mut Exposition, p: &ProcessStats) {
     e.single(
         "process_cpu_seconds_total",
         "counter",

@@ -8,7 +8,8 @@
 
 use pasid_protocol::{REQUEST_SIZE, RESPONSE_SIZE};
 
-use crate::pasid_space::{OwnerKind, OwnerLimits, Pasid};
+use crate::pasid_space::{OwnerKind, OwnerLimits};
+use crate::registry::record::{Answered, OwnerImage, Record, StateImage};
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VPASIDS\x01";
@@ -26,79 +27,8 @@ pub const COMMIT_HEADER_LEN: usize = 4 + 8 + 4;
 /// writers stay far below it).
 pub const MAX_COMMIT_PAYLOAD: u32 = 1 << 30;
 
-/// One answered guest request as the state keeps it: enough to recognise a
-/// replay of it and to give the same answer again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Answered {
-    /// Position of the chain in the avail ring (the free-running index).
-    pub position: u16,
-    /// The request as the driver wrote it (canonical encoding).
-    pub request: [u8; REQUEST_SIZE],
-    /// The response given.
-    pub response: [u8; RESPONSE_SIZE],
-    /// Given again from the record of an earlier answer; changed nothing.
-    pub replayed: bool,
-}
-
 /// Bytes of one encoded [`Answered`].
 pub const ANSWERED_LEN: usize = 2 + 1 + REQUEST_SIZE + RESPONSE_SIZE;
-
-/// One change to the state, as the journal records it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
-    /// A VM's answers to one queue drain, in ring order. Replaying it applies
-    /// each answer's effect (ALLOC OK: the PASID is the VM's; FREE OK: one
-    /// reference dropped; RESET OK: everything reclaimed) and makes the
-    /// batch the VM's replay window.
-    Batch {
-        /// Owner index.
-        owner: u32,
-        /// The answers.
-        answers: Vec<Answered>,
-    },
-    /// Everything the owner holds was released (disconnect, operator).
-    Reclaim {
-        /// Owner index.
-        owner: u32,
-    },
-    /// New limits for an owner (`pasidctl quota`).
-    Limits {
-        /// Owner index.
-        owner: u32,
-        /// The limits.
-        limits: OwnerLimits,
-    },
-    /// A new owner (a host holder's first use); its index is the lowest one
-    /// a [`Record::Forget`] left vacant, else the next one.
-    AddOwner {
-        /// VM or host holder.
-        kind: OwnerKind,
-        /// Its name.
-        name: String,
-        /// Its limits.
-        limits: OwnerLimits,
-    },
-    /// A host holder took a reference (`pasidctl get`).
-    Get {
-        /// Owner index.
-        owner: u32,
-        /// The PASID.
-        pasid: Pasid,
-    },
-    /// A host holder dropped a reference (`pasidctl put`).
-    Put {
-        /// Owner index.
-        owner: u32,
-        /// The PASID.
-        pasid: Pasid,
-    },
-    /// An owner holding nothing was forgotten (a host holder's last put);
-    /// its index is vacant until the next [`Record::AddOwner`].
-    Forget {
-        /// Owner index.
-        owner: u32,
-    },
-}
 
 const REC_BATCH: u8 = 1;
 const REC_RECLAIM: u8 = 2;
@@ -389,63 +319,6 @@ pub fn get_records(payload: &[u8]) -> Result<Vec<Record>, DecodeError> {
         out.push(get_record(&mut r)?);
     }
     Ok(out)
-}
-
-/// One owner as a snapshot holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OwnerImage {
-    /// VM slot or host holder.
-    pub kind: OwnerKind,
-    /// Its name (a VM's slot name).
-    pub name: String,
-    /// Limits in force.
-    pub limits: OwnerLimits,
-    /// For a VM: the limits its command line gave at the last start, so a
-    /// restart can tell an operator's `pasidctl quota` (kept) from an edited
-    /// command line (applied).
-    pub configured: Option<OwnerLimits>,
-    /// The VM's last answered batch (its replay window).
-    pub window: Vec<Answered>,
-    /// PASIDs held, with this owner's reference count on each.
-    pub holdings: Vec<(Pasid, u32)>,
-}
-
-impl OwnerImage {
-    /// What a snapshot holds at a vacant index (an owner was forgotten and
-    /// no other took its place yet): a host owner with an empty name that
-    /// holds nothing. Host holder names are never empty.
-    pub fn vacant() -> Self {
-        OwnerImage {
-            kind: OwnerKind::Host,
-            name: String::new(),
-            limits: OwnerLimits {
-                quota: 0,
-                range: 1..=1,
-            },
-            configured: None,
-            window: Vec::new(),
-            holdings: Vec::new(),
-        }
-    }
-
-    /// Whether this stands for a vacant index ([`OwnerImage::vacant`]).
-    pub fn is_vacant(&self) -> bool {
-        self.kind == OwnerKind::Host && self.name.is_empty() && self.holdings.is_empty()
-    }
-}
-
-/// Everything durable: what a snapshot holds. Owners are in index order,
-/// vacant indexes included ([`OwnerImage::vacant`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateImage {
-    /// Width of the space when the snapshot was written (informational; the
-    /// command line decides, and holdings that do not fit are refused).
-    pub pasid_bits: u32,
-    /// The space's identifier as guests read it (`space_id` in the config
-    /// space): kept, since the space is the same one after a restart.
-    pub space_id: u64,
-    /// Owners by index.
-    pub owners: Vec<OwnerImage>,
 }
 
 /// Encodes a whole snapshot file of `generation`.

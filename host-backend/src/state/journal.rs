@@ -20,17 +20,19 @@
 //! opened at start-up are used (pwrite, ftruncate, fdatasync), so the
 //! seccomp filter need not allow opening files.
 
+use std::fmt;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use log::{error, info};
 
-use crate::metrics::Histogram;
+use crate::figures::{Histogram, JournalStats};
+use crate::registry::record::{Answered, ChangeLog, Record, StateImage};
 
 use super::codec::{
-    encode_journal_header, encode_snapshot, seal_commit, StateImage, COMMIT_HEADER_LEN,
+    encode_journal_header, encode_snapshot, put_batch, put_record, seal_commit, COMMIT_HEADER_LEN,
 };
 use super::{StateError, StateFiles};
 
@@ -106,27 +108,37 @@ fn prepare_chunk(limit: u64) -> u64 {
     (limit / 16).clamp(64 << 10, 4 << 20)
 }
 
-/// Figures for the metrics.
-#[derive(Clone, Debug)]
-pub struct JournalStats {
-    /// Frames written and synced since start-up.
-    pub frames: u64,
-    /// Records appended since start-up.
-    pub records: u64,
-    /// Compactions since start-up.
-    pub compactions: u64,
-    /// Current journal size.
-    pub journal_bytes: u64,
-    /// Write-and-sync time per frame.
-    pub sync: Histogram,
-}
-
 /// The durable log of state changes. See the module docs.
 #[derive(Debug)]
 pub struct Journal {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     limit: u64,
+    /// Where a compaction gets the state it writes ([`ImageSource`]).
+    image_source: OnceLock<ImageSource>,
+}
+
+/// How a compaction gets the state to write: called with the compaction,
+/// it takes the lock of whatever holds the state, and calls it with a
+/// closure that builds the image under that lock (so every record appended
+/// so far is in the image, and none is appended until it is written).
+pub struct ImageSource(Box<dyn Fn(Compaction<'_>) + Send + Sync>);
+
+/// A compaction waiting for its image: call it with the closure that
+/// builds the image, under the lock that keeps the state still.
+pub type Compaction<'a> = &'a dyn Fn(&dyn Fn() -> StateImage);
+
+impl ImageSource {
+    /// `source` takes the state's lock and hands the compaction its image.
+    pub fn new(source: impl Fn(Compaction<'_>) + Send + Sync + 'static) -> Self {
+        ImageSource(Box::new(source))
+    }
+}
+
+impl fmt::Debug for ImageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ImageSource")
+    }
 }
 
 fn fresh_frame(mut buf: Vec<u8>) -> Vec<u8> {
@@ -197,6 +209,7 @@ impl Journal {
             shared,
             writer: Some(writer),
             limit,
+            image_source: OnceLock::new(),
         })
     }
 
@@ -269,6 +282,45 @@ impl Journal {
                 .wait(p)
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+impl Journal {
+    /// Sets where compactions get the state from; until then, and for any
+    /// later call, nothing is compacted or changed.
+    pub fn set_image_source(&self, source: ImageSource) {
+        let _ = self.image_source.set(source);
+    }
+}
+
+impl ChangeLog for Journal {
+    fn record(&self, record: &Record) {
+        self.append(|out| put_record(out, record));
+    }
+
+    fn batch(&self, owner: u32, answers: &[Answered]) {
+        self.append(|out| put_batch(out, owner, answers));
+    }
+
+    fn latest(&self) -> u64 {
+        Journal::latest(self)
+    }
+
+    fn wait(&self, position: u64) {
+        self.commit(position);
+    }
+
+    fn compact_if_due(&self) {
+        if !self.needs_compaction() {
+            return;
+        }
+        if let Some(source) = self.image_source.get() {
+            (source.0)(&|image| self.compact(image));
+        }
+    }
+
+    fn stats(&self) -> JournalStats {
+        Journal::stats(self)
     }
 }
 

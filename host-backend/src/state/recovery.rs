@@ -1,36 +1,76 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! The registry's side of durable state: building it back from a snapshot
-//! and the journal, taking a snapshot of it, and matching the command line
-//! against what the state remembers.
+//! Recovery: the space and the VMs' replay windows built back from a
+//! snapshot image and the journal records after it. The result is handed
+//! over as values ([`Recovery::into_parts`]) for the registry to take.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
-use log::{info, warn};
 use pasid_protocol::{RawRequest, Request, Response, Status};
 
-use super::{Registry, RegistryError, VmId, VmRecord, UNCONFIGURED};
-use crate::pasid_space::{OwnerId, OwnerKind, OwnerLimits, PasidSpace};
-use crate::rate_limit::TokenBucket;
-use crate::state::{Answered, Journal, OwnerImage, Record, StateImage};
+use super::{Loaded, StateError, StateFiles};
+use crate::pasid_space::{OwnerId, OwnerKind, PasidSpace};
+use crate::registry::record::{Answered, Record, RememberedVm, StateImage};
 
-impl Registry {
-    /// Rebuilds a registry from a snapshot image over a fresh `space`. VMs
-    /// the image knows start unconfigured until [`Registry::configure_vm`]
-    /// names their socket. Errors say what in the image cannot be true.
-    /// `space_id` is used only if the image has none (a new directory).
-    pub fn restore(space: PasidSpace, space_id: u64, image: &StateImage) -> Result<Self, String> {
+/// The state being recovered: the space, its identifier, and what durable
+/// state remembers of each VM.
+#[derive(Debug)]
+pub struct Recovery {
+    space: PasidSpace,
+    space_id: u64,
+    vms: BTreeMap<String, RememberedVm>,
+}
+
+/// Rebuilds the state the directory holds over a fresh `space`: the
+/// snapshot, then every journal record on top of it. `space_id` is used
+/// only if the snapshot has none (a new directory).
+pub fn recover(
+    space: PasidSpace,
+    space_id: u64,
+    files: &StateFiles,
+    loaded: &Loaded,
+) -> Result<Recovery, StateError> {
+    let mut recovery = Recovery::from_image(space, space_id, &loaded.image).map_err(|problem| {
+        StateError::Corrupt {
+            path: files.snapshot_path(loaded.slot),
+            problem,
+        }
+    })?;
+    for commit in &loaded.commits {
+        for record in &commit.records {
+            recovery
+                .apply(record)
+                .map_err(|problem| StateError::Corrupt {
+                    path: files.journal_path(),
+                    problem: format!(
+                        "frame {} at byte {} cannot follow the state before it: {problem}",
+                        commit.seq, commit.offset
+                    ),
+                })?;
+        }
+    }
+    Ok(recovery)
+}
+
+impl Recovery {
+    /// Rebuilds the state of a snapshot image over a fresh `space`. Errors
+    /// say what in the image cannot be true. `space_id` is used only if the
+    /// image has none (a new directory).
+    pub fn from_image(
+        mut space: PasidSpace,
+        space_id: u64,
+        image: &StateImage,
+    ) -> Result<Self, String> {
         let space_id = match image.space_id {
             0 => space_id,
             kept => kept,
         };
-        let mut reg = Registry::new(space, space_id);
+        let mut vms = BTreeMap::new();
         // A vacant index holds a placeholder while the owners after it are
         // added in order, so each keeps its index; then it is forgotten.
         let mut vacant = Vec::new();
         for (index, owner) in image.owners.iter().enumerate() {
             if owner.is_vacant() {
-                let placeholder = reg
-                    .space
+                let placeholder = space
                     .add_owner(
                         &format!("\0vacant-{index}"),
                         OwnerKind::Host,
@@ -40,33 +80,39 @@ impl Registry {
                 vacant.push(placeholder);
                 continue;
             }
-            let id = reg
-                .space
+            let id = space
                 .add_owner(&owner.name, owner.kind, owner.limits.clone())
                 .map_err(|e| format!("owner {index} ({:?}): {e}", owner.name))?;
             for &(pasid, refs) in &owner.holdings {
-                reg.space.restore(id, pasid, refs).map_err(|e| {
+                space.restore(id, pasid, refs).map_err(|e| {
                     format!(
                         "{} {:?} holds PASID {pasid} ({refs} references), which cannot be \
                          restored: {e}{}",
                         kind_name(owner.kind),
                         owner.name,
-                        hint_for(&reg.space, pasid)
+                        hint_for(&space, pasid)
                     )
                 })?;
             }
             if owner.kind == OwnerKind::Vm {
-                let mut rec = VmRecord::new(id, UNCONFIGURED, None);
-                rec.configured = owner.configured.clone();
-                rec.window = owner.window.clone();
-                rec.replay = owner.window.clone();
-                reg.vms.insert(owner.name.clone(), rec);
+                vms.insert(
+                    owner.name.clone(),
+                    RememberedVm {
+                        name: owner.name.clone(),
+                        configured: owner.configured.clone(),
+                        window: owner.window.clone(),
+                    },
+                );
             }
         }
         for id in vacant {
-            reg.space.forget_owner(id).map_err(|e| e.to_string())?;
+            space.forget_owner(id).map_err(|e| e.to_string())?;
         }
-        Ok(reg)
+        Ok(Recovery {
+            space,
+            space_id,
+            vms,
+        })
     }
 
     fn owner_at(&self, index: u32) -> Result<OwnerId, String> {
@@ -75,30 +121,35 @@ impl Registry {
             .ok_or_else(|| format!("owner index {index} does not exist"))
     }
 
-    /// Applies one journal record, as recovery does. Errors say why the
-    /// record cannot follow the state before it.
+    fn name_of(&self, id: OwnerId) -> String {
+        self.space.owner_name(id).unwrap_or_default().to_string()
+    }
+
+    /// Applies one journal record. Errors say why the record cannot follow
+    /// the state before it.
     pub fn apply(&mut self, record: &Record) -> Result<(), String> {
         match record {
             Record::Batch { owner, answers } => {
                 let id = self.owner_at(*owner)?;
-                let name = self.space.owner_name(id).unwrap_or("?").to_string();
+                let name = self.name_of(id);
                 for a in answers.iter().filter(|a| !a.replayed) {
                     self.apply_answer(id, a).map_err(|e| {
                         format!("{name}'s answer at ring position {}: {e}", a.position)
                     })?;
                 }
-                let rec = self
+                let vm = self
                     .vms
                     .get_mut(&name)
                     .ok_or_else(|| format!("batch for {name:?}, which is not a VM"))?;
-                rec.window = answers.clone();
-                rec.replay = answers.clone();
+                vm.window = answers.clone();
             }
             Record::Reclaim { owner } => {
                 let id = self.owner_at(*owner)?;
                 self.space.reclaim(id);
-                if let Some(rec) = self.record_mut(VmId(id)) {
-                    rec.forget_device();
+                // The device is gone: nothing of it can be re-delivered.
+                let name = self.name_of(id);
+                if let Some(vm) = self.vms.get_mut(&name) {
+                    vm.window = Vec::new();
                 }
             }
             Record::Limits { owner, limits } => {
@@ -108,13 +159,24 @@ impl Registry {
                     .map_err(|e| e.to_string())?;
             }
             Record::AddOwner { kind, name, limits } => {
-                let id = self
-                    .space
+                // Live owners always have a name (a VM's or holder's); an
+                // empty host name is how a snapshot marks a vacant index,
+                // so such an owner could not survive the next snapshot.
+                if name.is_empty() {
+                    return Err("a new owner with an empty name".into());
+                }
+                self.space
                     .add_owner(name, *kind, limits.clone())
                     .map_err(|e| e.to_string())?;
                 if *kind == OwnerKind::Vm {
-                    self.vms
-                        .insert(name.clone(), VmRecord::new(id, UNCONFIGURED, None));
+                    self.vms.insert(
+                        name.clone(),
+                        RememberedVm {
+                            name: name.clone(),
+                            configured: None,
+                            window: Vec::new(),
+                        },
+                    );
                 }
             }
             Record::Get { owner, pasid } => {
@@ -127,7 +189,7 @@ impl Registry {
             }
             Record::Forget { owner } => {
                 let id = self.owner_at(*owner)?;
-                let name = self.space.owner_name(id).unwrap_or_default().to_string();
+                let name = self.name_of(id);
                 self.space.forget_owner(id).map_err(|e| e.to_string())?;
                 self.vms.remove(&name);
             }
@@ -164,101 +226,10 @@ impl Registry {
         }
     }
 
-    /// Names the socket of VM `name` from the command line and applies its
-    /// limits; a VM the registry does not know yet (always so without
-    /// durable state) is added. A VM the state knows keeps its PASIDs; its
-    /// limits follow the command line if that changed since the last start,
-    /// and otherwise stay as they were (a `pasidctl quota` survives a
-    /// restart).
-    pub fn configure_vm(
-        &mut self,
-        name: &str,
-        socket: &str,
-        limits: OwnerLimits,
-    ) -> Result<VmId, RegistryError> {
-        let bucket = self.rate_limit.map(TokenBucket::new);
-        let Some(rec) = self.vms.get_mut(name) else {
-            if self.space.owner(name).is_some() {
-                return Err(RegistryError::NotAVm(name.to_string()));
-            }
-            let vm = self.add_vm(name, socket, limits.clone())?;
-            if let Some(rec) = self.record_mut(vm) {
-                rec.configured = Some(limits);
-            }
-            return Ok(vm);
-        };
-        rec.socket = socket.to_string();
-        rec.bucket = bucket;
-        let id = rec.owner;
-        if rec.configured.as_ref() != Some(&limits) {
-            rec.configured = Some(limits.clone());
-            self.space.set_limits(id, limits.clone())?;
-            info!(
-                "vm={name} event=limits quota={} range={}-{} source=command-line",
-                limits.quota,
-                limits.range.start(),
-                limits.range.end()
-            );
-        } else if let Some(current) = self.space.limits(id).filter(|l| l.quota != limits.quota) {
-            info!(
-                "vm={name} event=limits quota={} source=state (set by pasidctl quota; the \
-                 command line's {} is unchanged since the last start)",
-                current.quota, limits.quota
-            );
-        }
-        Ok(VmId(id))
-    }
-
-    /// Warns about VMs the state holds PASIDs for but the command line no
-    /// longer names: their PASIDs stay reserved until released.
-    pub fn warn_unconfigured(&self) {
-        for (name, rec) in &self.vms {
-            if rec.socket != UNCONFIGURED {
-                continue;
-            }
-            let held = self.space.usage(rec.owner).map_or(0, |u| u.held);
-            if held > 0 {
-                warn!(
-                    "vm={name} event=unconfigured held={held} the state holds PASIDs for a VM \
-                     the command line does not name; they stay reserved until \
-                     `pasidctl release --vm {name}`"
-                );
-            }
-        }
-    }
-
-    /// Everything durable, as a snapshot holds it.
-    pub fn image(&self) -> StateImage {
-        let owners = (0..self.space.owner_index_end())
-            .map(|index| {
-                let Some(id) = self.space.owner_at(index) else {
-                    return OwnerImage::vacant();
-                };
-                let name = self.space.owner_name(id).unwrap_or_default().to_string();
-                let rec = self.vms.get(&name);
-                OwnerImage {
-                    kind: self.space.owner_kind(id).unwrap_or(OwnerKind::Host),
-                    limits: self.space.limits(id).unwrap_or(OwnerLimits {
-                        quota: 0,
-                        range: 1..=1,
-                    }),
-                    configured: rec.and_then(|r| r.configured.clone()),
-                    window: rec.map(|r| r.window.clone()).unwrap_or_default(),
-                    holdings: self.space.holdings(id),
-                    name,
-                }
-            })
-            .collect();
-        StateImage {
-            pasid_bits: self.space.pasid_bits(),
-            space_id: self.space_id,
-            owners,
-        }
-    }
-
-    /// From now on every change is journaled.
-    pub fn attach_journal(&mut self, journal: Arc<Journal>) {
-        self.journal = Some(journal);
+    /// The recovered space, its identifier, and the VMs durable state
+    /// remembers, in name order: what `Registry::restored` takes.
+    pub fn into_parts(self) -> (PasidSpace, u64, Vec<RememberedVm>) {
+        (self.space, self.space_id, self.vms.into_values().collect())
     }
 }
 
@@ -287,10 +258,12 @@ mod tests {
 
     use pasid_protocol::{Request, Status};
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::pasid_space::SpaceConfig;
-    use crate::registry::ReclaimReason;
-    use crate::state::StateFiles;
+    use crate::pasid_space::{OwnerLimits, SpaceConfig};
+    use crate::registry::{ReclaimReason, Registry, RegistryError, VmId};
+    use crate::state::Journal;
 
     fn limits() -> OwnerLimits {
         OwnerLimits {
@@ -306,24 +279,21 @@ mod tests {
     }
 
     fn open_with_limit(dir: &Path, limit: u64) -> (Registry, VmId, VmId) {
-        let (reg, vms) = open_vms(dir, &["a", "b"], limit);
+        let (reg, vms, _) = open_vms(dir, &["a", "b"], limit);
         (reg, vms[0], vms[1])
     }
 
     /// Opens the state in `dir` with the VMs `names` on the command line.
-    fn open_vms(dir: &Path, names: &[&str], limit: u64) -> (Registry, Vec<VmId>) {
+    fn open_vms(dir: &Path, names: &[&str], limit: u64) -> (Registry, Vec<VmId>, Arc<Journal>) {
         let files = StateFiles::open(dir).unwrap();
         let loaded = files.load().unwrap();
         let space = PasidSpace::new(SpaceConfig::default()).unwrap();
         // A new ID each time, as each daemon start draws one.
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
         let fresh = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut reg = Registry::restore(space, fresh, &loaded.image).unwrap();
-        for c in &loaded.commits {
-            for r in &c.records {
-                reg.apply(r).unwrap();
-            }
-        }
+        let (space, space_id, remembered) =
+            recover(space, fresh, &files, &loaded).unwrap().into_parts();
+        let mut reg = Registry::restored(space, space_id, remembered);
         let vms = names
             .iter()
             .map(|name| {
@@ -332,10 +302,16 @@ mod tests {
             })
             .collect();
         let slot = loaded.slot ^ usize::from(loaded.generation > 0);
-        let journal =
-            Journal::start(files, &reg.image(), loaded.generation + 1, slot, limit).unwrap();
-        reg.attach_journal(Arc::new(journal));
-        (reg, vms)
+        let journal = Arc::new(
+            Journal::start(files, &reg.image(), loaded.generation + 1, slot, limit).unwrap(),
+        );
+        reg.attach_change_log(journal.clone());
+        (reg, vms, journal)
+    }
+
+    /// PASIDs the owner `name` holds.
+    fn held_by(reg: &Registry, name: &str) -> Vec<u32> {
+        reg.space().held_by(reg.space().owner(name).unwrap())
     }
 
     fn alloc(tag: u64) -> Request {
@@ -352,9 +328,10 @@ mod tests {
     }
 
     fn replayed(reg: &Registry, name: &str) -> u64 {
-        reg.vms
-            .get(name)
-            .map(|r| r.counters.replayed)
+        reg.vms()
+            .into_iter()
+            .find(|v| v.name == name)
+            .map(|v| v.counters.replayed)
             .unwrap_or_default()
     }
 
@@ -362,7 +339,7 @@ mod tests {
     fn re_delivered_requests_get_their_first_answer() {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
-        let space_id = reg.space_id;
+        let space_id = reg.stats().space_id;
         let first = reg.answer(a, 65535, alloc(1));
         let second = reg.answer(a, 0, alloc(2));
         commit(&mut reg, a);
@@ -370,7 +347,11 @@ mod tests {
         drop(reg);
 
         let (mut reg, a, b) = open(dir.path());
-        assert_eq!(reg.space_id, space_id, "the same space, the same ID");
+        assert_eq!(
+            reg.stats().space_id,
+            space_id,
+            "the same space, the same ID"
+        );
         assert_eq!(reg.answer(a, 65535, alloc(1)), first);
         assert_eq!(reg.answer(a, 0, alloc(2)), second);
         let third = reg.answer(a, 1, alloc(3));
@@ -380,7 +361,7 @@ mod tests {
         held.sort_unstable();
         held.dedup();
         assert_eq!(held.len(), 3, "one PASID per request: {held:?}");
-        assert_eq!(reg.space().held_by(a.0), held);
+        assert_eq!(held_by(&reg, "a"), held);
         // b never gets any of them.
         let theirs = reg.answer(b, 0, alloc(9));
         assert!(!held.contains(&theirs.pasid));
@@ -463,7 +444,7 @@ mod tests {
     #[test]
     fn a_released_unconfigured_vm_is_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut reg, vms) = open_vms(dir.path(), &["a", "b", "c"], 1 << 20);
+        let (mut reg, vms, _) = open_vms(dir.path(), &["a", "b", "c"], 1 << 20);
         let c = vms[2];
         reg.answer(c, 0, alloc(1));
         commit(&mut reg, c);
@@ -543,7 +524,7 @@ mod tests {
         drop(reg);
         let (mut reg, a, _) = open(dir.path());
         assert_eq!(reg.answer(a, 7, alloc(1)), first);
-        assert_eq!(reg.space().held_by(a.0), vec![first.pasid]);
+        assert_eq!(held_by(&reg, "a"), vec![first.pasid]);
     }
 
     #[test]
@@ -586,13 +567,17 @@ mod tests {
         reg.commit_point().unwrap().wait();
         drop(reg);
 
-        let (reg, a, b) = open(dir.path());
-        assert_eq!(reg.space().held_by(a.0), vec![after.pasid]);
-        assert!(reg.space().held_by(b.0).is_empty());
+        let (mut reg, _, b) = open(dir.path());
+        assert_eq!(held_by(&reg, "a"), vec![after.pasid]);
+        assert!(held_by(&reg, "b").is_empty());
         let drv = reg.space().owner("drv").unwrap();
         assert_eq!(reg.space().held_by(drv), vec![q.pasid]);
         // The disconnect ended b's device: nothing of it is replayed.
-        assert!(reg.vms.get("b").unwrap().replay.is_empty());
+        // b's window held alloc(20) at position 0: the same bytes there
+        // are a new request now.
+        let again = reg.answer(b, 0, alloc(20));
+        assert_eq!(replayed(&reg, "b"), 0);
+        assert_ne!(again.pasid, q.pasid);
     }
 
     #[test]
@@ -604,27 +589,46 @@ mod tests {
         reg.undo(a, req, resp);
         commit(&mut reg, a);
         drop(reg);
-        let (reg, a, _) = open(dir.path());
-        assert!(reg.space().held_by(a.0).is_empty());
+        let (reg, _, _) = open(dir.path());
+        assert!(held_by(&reg, "a").is_empty());
+    }
+
+    /// Found by fuzzing (state_decode): an owner added with an empty name
+    /// would read back from the next snapshot as a vacant index.
+    #[test]
+    fn a_new_owner_without_a_name_is_refused() {
+        let space = PasidSpace::new(SpaceConfig::default()).unwrap();
+        let mut recovery = Recovery::from_image(space, 1, &StateImage::default()).unwrap();
+        let add = |name: &str| Record::AddOwner {
+            kind: OwnerKind::Host,
+            name: name.into(),
+            limits: limits(),
+        };
+        assert_eq!(
+            recovery.apply(&add("")),
+            Err("a new owner with an empty name".to_string())
+        );
+        assert_eq!(recovery.apply(&add("drv")), Ok(()));
     }
 
     #[test]
     fn compaction_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
         // Every frame takes the journal past 64 bytes: each commit compacts.
-        let (mut reg, a, _) = open_with_limit(dir.path(), 64);
+        let (mut reg, vms, journal) = open_vms(dir.path(), &["a", "b"], 64);
+        let a = vms[0];
         let mut held = Vec::new();
         for t in 0..64u16 {
             held.push(reg.answer(a, t, alloc(u64::from(t))).pasid);
             let point = reg.end_batch(a).unwrap();
             point.wait();
-            let journal = reg.journal.clone().unwrap();
             assert!(journal.needs_compaction());
             journal.compact(|| reg.image());
             assert!(!journal.needs_compaction());
         }
         // Only the header is left, then the zeros written ahead: everything
         // is in the snapshot.
+        drop(journal);
         let journal = std::fs::read(dir.path().join("journal")).unwrap();
         assert!(journal[24..].iter().all(|&b| b == 0));
         assert_eq!(reg.journal_stats().unwrap().journal_bytes, 24);
@@ -632,7 +636,7 @@ mod tests {
         drop(reg);
         let (mut reg, a, _) = open(dir.path());
         held.sort_unstable();
-        assert_eq!(reg.space().held_by(a.0), held);
+        assert_eq!(held_by(&reg, "a"), held);
         // The last batch is still the replay window after compaction.
         let last = reg.answer(a, 63, alloc(63));
         assert_eq!(replayed(&reg, "a"), 1);
