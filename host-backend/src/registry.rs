@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use log::info;
 use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
-use serde::Serialize;
 
 mod durable;
 
@@ -81,7 +80,7 @@ pub enum RegistryError {
 }
 
 /// Per-VM request counters.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct VmCounters {
     /// Requests answered, by opcode name.
     pub requests: BTreeMap<&'static str, u64>,
@@ -191,7 +190,7 @@ impl ReclaimReason {
 }
 
 /// One VM as the control socket shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct VmView {
     /// Slot name.
     pub name: String,
@@ -212,7 +211,7 @@ pub struct VmView {
 }
 
 /// Whole-host figures as the control socket shows them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct HostStats {
     /// Identifier of this PASID space.
     pub space_id: u64,

@@ -51,8 +51,7 @@ impl fmt::Display for OwnerId {
 }
 
 /// What kind of party an owner is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerKind {
     /// A VM slot (a vhost-user frontend).
     Vm,
@@ -264,7 +263,7 @@ pub struct PutOutcome {
 }
 
 /// What [`PasidSpace::reclaim`] dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReclaimSummary {
     /// References dropped.
     pub references: u64,
@@ -273,7 +272,7 @@ pub struct ReclaimSummary {
 }
 
 /// One holder of a PASID, as reported by [`PasidSpace::info`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
     /// Owner name.
     pub owner: String,
@@ -284,7 +283,7 @@ pub struct Holder {
 }
 
 /// State of one allocated PASID.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasidInfo {
     /// The PASID.
     pub pasid: Pasid,
@@ -295,7 +294,7 @@ pub struct PasidInfo {
 }
 
 /// Limits and usage of one owner.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnerUsage {
     /// Owner name.
     pub name: String,
@@ -312,7 +311,7 @@ pub struct OwnerUsage {
 }
 
 /// Space-wide counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpaceStats {
     /// Width of the space in bits.
     pub pasid_bits: u32,
