@@ -4,7 +4,10 @@
 //! Talks to the daemon's control socket, waiting at most
 //! [`DAEMON_TIMEOUT`] for an answer. Prints tables for people (one
 //! [`Table`] renderer, columns sized to their content) and, with `--json`,
-//! the daemon's JSON for machines. Any error is one line on stderr naming
+//! the daemon's JSON for machines. Each reply is read as the command's own
+//! result type from `vhost_user_pasid::control_protocol`, the types the
+//! daemon writes it from, so a reply of the wrong shape is an error, not a
+//! blank cell. Any error is one line on stderr naming
 //! its cause and exit status 1; a closed stdout ends quietly with status 0.
 //! The command line itself is
 //! `vhost_user_pasid::ctl_cli`, where the man page generator reads it too.

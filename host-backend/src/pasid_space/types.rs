@@ -5,6 +5,8 @@ use std::fmt;
 use std::ops::RangeInclusive;
 
 use super::holders::OwnerSlot;
+#[cfg(doc)]
+use super::PasidSpace;
 
 /// A PCIe Process Address Space ID (at most 20 bits).
 pub type Pasid = u32;
