@@ -17,10 +17,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use serde::Serialize;
 
 use crate::control_protocol::{
-    ControlReply, ControlRequest, GetResult, PutResult, ReleaseResult, MAX_REQUEST_LINE,
+    ControlReply, ControlRequest, GetResult, PasidEntry, PutResult, QuotaResult, ReleaseResult,
+    ReplyResult, StatsResult, VmEntry, MAX_REQUEST_LINE,
 };
 use crate::rate_limit::LogThrottle;
 use crate::registry::Registry;
@@ -112,13 +112,6 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     Ok(cred.uid)
 }
 
-fn to_value<T: Serialize>(v: T) -> ControlReply {
-    match serde_json::to_value(v) {
-        Ok(v) => ControlReply::success(v),
-        Err(e) => ControlReply::failure(format!("internal error: {e}")),
-    }
-}
-
 /// Carries out one control command.
 pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlReply {
     let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,30 +126,31 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
 }
 
 fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
-    match request {
-        ControlRequest::Pasids { vm } => match reg.pasids_of(vm.as_deref()) {
-            Ok(list) => to_value(list),
-            Err(e) => ControlReply::failure(e),
-        },
-        ControlRequest::Vms {} => to_value(reg.vms()),
-        ControlRequest::Stats {} => to_value(reg.stats()),
-        ControlRequest::Metrics {} => to_value(crate::scrape::render(reg)),
-        ControlRequest::Get { holder, pasid } => match reg.host_get(&holder, pasid) {
-            Ok(refs) => to_value(GetResult { pasid, refs }),
-            Err(e) => ControlReply::failure(e),
-        },
-        ControlRequest::Put { holder, pasid } => match reg.host_put(&holder, pasid) {
-            Ok(freed) => to_value(PutResult { pasid, freed }),
-            Err(e) => ControlReply::failure(e),
-        },
-        ControlRequest::Release { vm, force } => match reg.operator_release(&vm, force) {
-            Ok(released) => to_value(ReleaseResult { vm, released }),
-            Err(e) => ControlReply::failure(e),
-        },
-        ControlRequest::Quota { vm, quota } => match reg.set_quota(&vm, quota) {
-            Ok(()) => to_value(serde_json::json!({ "vm": vm, "quota": quota })),
-            Err(e) => ControlReply::failure(e),
-        },
+    let result = match request {
+        ControlRequest::Pasids { vm } => reg
+            .pasids_of(vm.as_deref())
+            .map(|list| ReplyResult::Pasids(list.into_iter().map(PasidEntry::from).collect())),
+        ControlRequest::Vms {} => Ok(ReplyResult::Vms(
+            reg.vms().into_iter().map(VmEntry::from).collect(),
+        )),
+        ControlRequest::Stats {} => Ok(ReplyResult::Stats(StatsResult::from(reg.stats()))),
+        ControlRequest::Metrics {} => Ok(ReplyResult::Metrics(crate::scrape::render(reg))),
+        ControlRequest::Get { holder, pasid } => reg
+            .host_get(&holder, pasid)
+            .map(|refs| ReplyResult::Get(GetResult { pasid, refs })),
+        ControlRequest::Put { holder, pasid } => reg
+            .host_put(&holder, pasid)
+            .map(|freed| ReplyResult::Put(PutResult { freed, pasid })),
+        ControlRequest::Release { vm, force } => reg
+            .operator_release(&vm, force)
+            .map(|released| ReplyResult::Release(ReleaseResult { released, vm })),
+        ControlRequest::Quota { vm, quota } => reg
+            .set_quota(&vm, quota)
+            .map(|()| ReplyResult::Quota(QuotaResult { quota, vm })),
+    };
+    match result {
+        Ok(result) => ControlReply::success(result),
+        Err(e) => ControlReply::failure(e),
     }
 }
 

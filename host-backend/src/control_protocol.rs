@@ -3,12 +3,18 @@
 //!
 //! One JSON object per line in each direction. A request names a command;
 //! the reply is `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+//! The results are typed here once ([`ReplyResult`] and the types it
+//! holds), built from the daemon's own values by `From`, serialised by the
+//! daemon and read back by `pasidctl`; the allocator core knows no serde.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::logfmt::Value;
+use crate::pasid_space::{Holder, OwnerKind, PasidInfo, SpaceStats};
+use crate::registry::{HostStats, VmCounters, VmView};
 
 /// Longest request line the daemon reads.
 pub const MAX_REQUEST_LINE: usize = 4096;
@@ -90,22 +96,26 @@ impl fmt::Display for ControlRequest {
     }
 }
 
-/// A reply.
+/// A reply: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+///
+/// `T` is the result: [`ReplyResult`] (any command's) where the daemon
+/// sends it, the one type the command answers with where `pasidctl` reads
+/// it (for `vms`, `Vec<VmEntry>`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ControlReply {
+pub struct ControlReply<T = ReplyResult> {
     /// Whether the command succeeded.
     pub ok: bool,
-    /// Its result, when it succeeded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    /// Its result, when it succeeded (absent reads as `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
     /// One line saying what went wrong, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-impl ControlReply {
+impl<T> ControlReply<T> {
     /// A success carrying `result`.
-    pub fn success(result: serde_json::Value) -> Self {
+    pub fn success(result: T) -> Self {
         ControlReply {
             ok: true,
             result: Some(result),
@@ -123,6 +133,150 @@ impl ControlReply {
     }
 }
 
+// The result types below declare their fields in alphabetical order: that
+// is the order of the keys on the wire and in `pasidctl --json` since the
+// first release (results went through `serde_json::Value`, whose objects
+// are sorted), and scripts may compare the text.
+
+/// The result of any command, as the daemon sends it: its JSON is that of
+/// the variant's content alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ReplyResult {
+    /// `pasids`.
+    Pasids(Vec<PasidEntry>),
+    /// `vms`.
+    Vms(Vec<VmEntry>),
+    /// `stats`.
+    Stats(StatsResult),
+    /// `metrics`: the Prometheus text exposition.
+    Metrics(String),
+    /// `get`.
+    Get(GetResult),
+    /// `put`.
+    Put(PutResult),
+    /// `release`.
+    Release(ReleaseResult),
+    /// `quota`.
+    Quota(QuotaResult),
+}
+
+/// One allocated PASID with its holders (`pasids`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasidEntry {
+    /// Holders, sorted by owner name.
+    pub holders: Vec<HolderEntry>,
+    /// The PASID.
+    pub pasid: u32,
+    /// References summed over all holders.
+    pub total_refs: u32,
+}
+
+/// One holder of a PASID.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderEntry {
+    /// What kind of holder it is.
+    pub kind: HolderKind,
+    /// Its name.
+    pub owner: String,
+    /// References it holds on the PASID.
+    pub refs: u32,
+}
+
+/// What kind of party holds a PASID: `vm` or `host` on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HolderKind {
+    /// A VM slot.
+    Vm,
+    /// A host holder.
+    Host,
+}
+
+/// As on the wire: `vm` or `host`.
+impl fmt::Display for HolderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HolderKind::Vm => "vm",
+            HolderKind::Host => "host",
+        })
+    }
+}
+
+/// One VM slot with usage, quota and counters (`vms`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmEntry {
+    /// Whether a frontend is connected.
+    pub connected: bool,
+    /// Its request counters.
+    pub counters: VmCountersEntry,
+    /// PASIDs it holds references on.
+    pub held: u32,
+    /// Slot name.
+    pub name: String,
+    /// Its quota.
+    pub quota: u32,
+    /// Highest PASID it may be given.
+    pub range_end: u32,
+    /// Lowest PASID it may be given.
+    pub range_start: u32,
+    /// Socket path (or `fd:N`).
+    pub socket: String,
+}
+
+/// Request counters of one VM slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCountersEntry {
+    /// Times the slot was connected.
+    pub connects: u64,
+    /// Chains that were malformed.
+    pub malformed: u64,
+    /// PASIDs released by RESET, disconnect or operator release.
+    pub reclaimed: u64,
+    /// Re-delivered requests answered from the record of their first answer.
+    pub replayed: u64,
+    /// Requests answered, by opcode name.
+    pub requests: BTreeMap<String, u64>,
+    /// Responses sent, by status name.
+    pub statuses: BTreeMap<String, u64>,
+}
+
+/// Whole-host figures (`stats`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsResult {
+    /// Slots with a frontend connected.
+    pub connected_vms: usize,
+    /// Malformed chains, all VMs.
+    pub malformed: u64,
+    /// PASIDs reclaimed, all VMs.
+    pub reclaimed: u64,
+    /// Requests answered, all VMs.
+    pub requests: u64,
+    /// Figures of the PASID space.
+    pub space: SpaceFigures,
+    /// Identifier of the PASID space.
+    pub space_id: u64,
+    /// Number of VM slots.
+    pub vms: usize,
+}
+
+/// Figures of the PASID space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceFigures {
+    /// Allocated PASIDs.
+    pub allocated: u64,
+    /// Usable IDs: 2^bits minus the reserved ones.
+    pub capacity: u64,
+    /// Registered owners.
+    pub owners: u64,
+    /// Width of the space in bits.
+    pub pasid_bits: u32,
+    /// Reserved IDs, PASID 0 included.
+    pub reserved: u64,
+    /// References summed over all PASIDs.
+    pub total_refs: u64,
+}
+
 /// Result of `get`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetResult {
@@ -135,19 +289,119 @@ pub struct GetResult {
 /// Result of `put`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutResult {
-    /// The PASID.
-    pub pasid: u32,
     /// Whether the put freed it.
     pub freed: bool,
+    /// The PASID.
+    pub pasid: u32,
 }
 
 /// Result of `release`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseResult {
-    /// The VM.
-    pub vm: String,
     /// References released.
     pub released: u64,
+    /// The VM.
+    pub vm: String,
+}
+
+/// Result of `quota`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaResult {
+    /// The new quota.
+    pub quota: u32,
+    /// The VM.
+    pub vm: String,
+}
+
+// ---- built from the daemon's own types ----------------------------------
+
+impl From<OwnerKind> for HolderKind {
+    fn from(kind: OwnerKind) -> Self {
+        match kind {
+            OwnerKind::Vm => HolderKind::Vm,
+            OwnerKind::Host => HolderKind::Host,
+        }
+    }
+}
+
+impl From<Holder> for HolderEntry {
+    fn from(h: Holder) -> Self {
+        HolderEntry {
+            kind: h.kind.into(),
+            owner: h.owner,
+            refs: h.refs,
+        }
+    }
+}
+
+impl From<PasidInfo> for PasidEntry {
+    fn from(info: PasidInfo) -> Self {
+        PasidEntry {
+            holders: info.holders.into_iter().map(HolderEntry::from).collect(),
+            pasid: info.pasid,
+            total_refs: info.total_refs,
+        }
+    }
+}
+
+impl From<VmCounters> for VmCountersEntry {
+    fn from(c: VmCounters) -> Self {
+        let names = |map: BTreeMap<&'static str, u64>| {
+            map.into_iter()
+                .map(|(name, n)| (name.to_string(), n))
+                .collect()
+        };
+        VmCountersEntry {
+            connects: c.connects,
+            malformed: c.malformed,
+            reclaimed: c.reclaimed,
+            replayed: c.replayed,
+            requests: names(c.requests),
+            statuses: names(c.statuses),
+        }
+    }
+}
+
+impl From<VmView> for VmEntry {
+    fn from(vm: VmView) -> Self {
+        VmEntry {
+            connected: vm.connected,
+            counters: vm.counters.into(),
+            held: vm.held,
+            name: vm.name,
+            quota: vm.quota,
+            range_end: vm.range_end,
+            range_start: vm.range_start,
+            socket: vm.socket,
+        }
+    }
+}
+
+impl From<SpaceStats> for SpaceFigures {
+    fn from(s: SpaceStats) -> Self {
+        SpaceFigures {
+            allocated: s.allocated,
+            capacity: s.capacity,
+            owners: s.owners,
+            pasid_bits: s.pasid_bits,
+            reserved: s.reserved,
+            total_refs: s.total_refs,
+        }
+    }
+}
+
+impl From<HostStats> for StatsResult {
+    fn from(s: HostStats) -> Self {
+        StatsResult {
+            connected_vms: s.connected_vms,
+            malformed: s.malformed,
+            reclaimed: s.reclaimed,
+            requests: s.requests,
+            space: s.space.into(),
+            space_id: s.space_id,
+            vms: s.vms,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +462,139 @@ mod tests {
             force: true,
         };
         assert_eq!(release.to_string(), "cmd=release vm=web force=true");
+    }
+
+    /// Owner kinds read `vm` and `host` on the wire, as they always have.
+    #[test]
+    fn serialised_shapes() {
+        assert_eq!(
+            serde_json::to_string(&HolderKind::from(OwnerKind::Vm)).unwrap(),
+            "\"vm\""
+        );
+        assert_eq!(
+            serde_json::to_string(&HolderKind::from(OwnerKind::Host)).unwrap(),
+            "\"host\""
+        );
+        assert_eq!(HolderKind::Host.to_string(), "host");
+    }
+
+    /// Each result, built from the daemon's own values, has the JSON it had
+    /// when results went through `serde_json::Value` (keys sorted), and
+    /// reads back as the same value.
+    #[test]
+    fn replies_have_stable_json() {
+        fn round_trip<T>(result: T, wire: &str)
+        where
+            T: Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug + Clone,
+        {
+            let text = serde_json::to_string(&ControlReply::success(result.clone())).unwrap();
+            assert_eq!(text, format!(r#"{{"ok":true,"result":{wire}}}"#));
+            let back: ControlReply<T> = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.result, Some(result));
+        }
+        let info = PasidInfo {
+            pasid: 6,
+            total_refs: 3,
+            holders: vec![
+                Holder {
+                    owner: "b".into(),
+                    kind: OwnerKind::Vm,
+                    refs: 1,
+                },
+                Holder {
+                    owner: "drv".into(),
+                    kind: OwnerKind::Host,
+                    refs: 2,
+                },
+            ],
+        };
+        round_trip(
+            vec![PasidEntry::from(info)],
+            r#"[{"holders":[{"kind":"vm","owner":"b","refs":1},{"kind":"host","owner":"drv","refs":2}],"pasid":6,"total_refs":3}]"#,
+        );
+        let mut counters = VmCounters {
+            malformed: 1,
+            reclaimed: 2,
+            connects: 3,
+            replayed: 4,
+            ..VmCounters::default()
+        };
+        counters.requests.insert("FREE", 2);
+        counters.requests.insert("ALLOC", 5);
+        counters.statuses.insert("OK", 6);
+        counters.statuses.insert("NOT_OWNER", 1);
+        let vm = VmView {
+            name: "a".into(),
+            socket: "/run/a.sock".into(),
+            connected: true,
+            held: 2,
+            quota: 8,
+            range_start: 1,
+            range_end: 1023,
+            counters,
+        };
+        round_trip(
+            vec![VmEntry::from(vm)],
+            r#"[{"connected":true,"counters":{"connects":3,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2},"statuses":{"NOT_OWNER":1,"OK":6}},"held":2,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
+        );
+        let stats = HostStats {
+            space_id: 0x77,
+            space: SpaceStats {
+                pasid_bits: 10,
+                capacity: 1020,
+                reserved: 4,
+                allocated: 1,
+                total_refs: 2,
+                owners: 3,
+            },
+            vms: 2,
+            connected_vms: 1,
+            requests: 5,
+            malformed: 6,
+            reclaimed: 7,
+        };
+        round_trip(
+            StatsResult::from(stats),
+            r#"{"connected_vms":1,"malformed":6,"reclaimed":7,"requests":5,"space":{"allocated":1,"capacity":1020,"owners":3,"pasid_bits":10,"reserved":4,"total_refs":2},"space_id":119,"vms":2}"#,
+        );
+        round_trip(GetResult { pasid: 6, refs: 2 }, r#"{"pasid":6,"refs":2}"#);
+        round_trip(
+            PutResult {
+                freed: false,
+                pasid: 6,
+            },
+            r#"{"freed":false,"pasid":6}"#,
+        );
+        round_trip(
+            ReleaseResult {
+                released: 3,
+                vm: "a".into(),
+            },
+            r#"{"released":3,"vm":"a"}"#,
+        );
+        round_trip(
+            QuotaResult {
+                quota: 3,
+                vm: "a".into(),
+            },
+            r#"{"quota":3,"vm":"a"}"#,
+        );
+        // The daemon's any-result sends the content alone; metrics is a string.
+        let metrics = ReplyResult::Metrics("# HELP x\n".into());
+        assert_eq!(
+            serde_json::to_string(&ControlReply::success(metrics)).unwrap(),
+            r##"{"ok":true,"result":"# HELP x\n"}"##
+        );
+        let get = ReplyResult::Get(GetResult { pasid: 1, refs: 1 });
+        assert_eq!(
+            serde_json::to_string(&get).unwrap(),
+            r#"{"pasid":1,"refs":1}"#
+        );
+        let failure: ControlReply = ControlReply::failure("no VM named \"x\"");
+        assert_eq!(
+            serde_json::to_string(&failure).unwrap(),
+            r#"{"ok":false,"error":"no VM named \"x\""}"#
+        );
     }
 
     #[test]

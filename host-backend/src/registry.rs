@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use log::info;
 use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
-use serde::Serialize;
 
 mod image;
 pub mod record;
@@ -85,7 +84,7 @@ pub enum RegistryError {
 
 /// Per-VM request counters as `pasidctl vms` shows them, read from the
 /// VM's [`VmTally`].
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct VmCounters {
     /// Requests answered, by opcode name.
     pub requests: BTreeMap<&'static str, u64>,
@@ -193,7 +192,7 @@ impl ReclaimReason {
 }
 
 /// One VM as the control socket shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct VmView {
     /// Slot name.
     pub name: String,
@@ -214,7 +213,7 @@ pub struct VmView {
 }
 
 /// Whole-host figures as the control socket shows them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct HostStats {
     /// Identifier of this PASID space.
     pub space_id: u64,

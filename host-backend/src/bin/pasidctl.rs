@@ -4,7 +4,10 @@
 //! Talks to the daemon's control socket, waiting at most
 //! [`DAEMON_TIMEOUT`] for an answer. Prints tables for people (one
 //! [`Table`] renderer, columns sized to their content) and, with `--json`,
-//! the daemon's JSON for machines. Any error is one line on stderr naming
+//! the daemon's JSON for machines. Each reply is read as the command's own
+//! result type from `vhost_user_pasid::control_protocol`, the types the
+//! daemon writes it from, so a reply of the wrong shape is an error, not a
+//! blank cell. Any error is one line on stderr naming
 //! its cause and exit status 1; a closed stdout ends quietly with status 0.
 //! The command line itself is
 //! `vhost_user_pasid::ctl_cli`, where the man page generator reads it too.
@@ -24,9 +27,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::Serialize;
 use vhost_user_pasid::control_protocol::{
-    ControlReply, ControlRequest, GetResult, PutResult, ReleaseResult,
+    ControlReply, ControlRequest, GetResult, PasidEntry, PutResult, QuotaResult, ReleaseResult,
+    StatsResult, VmEntry,
 };
 use vhost_user_pasid::ctl_cli::{Cli, Command, DAEMON_TIMEOUT};
 
@@ -66,6 +70,8 @@ enum CtlError {
     Closed { path: PathBuf },
     #[error("daemon sent an unreadable reply: {0}")]
     Reply(#[from] serde_json::Error),
+    #[error("daemon sent a success without a result")]
+    NoResult,
     #[error("{0}")]
     Daemon(String),
     /// Writing our own output failed; a closed pipe is not an error.
@@ -177,8 +183,8 @@ fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, CtlError> {
 }
 
 /// Sends one command and reads its reply, within [`DAEMON_TIMEOUT`] from
-/// connect to reply.
-fn call(socket: &Path, request: &ControlRequest) -> Result<Value, CtlError> {
+/// connect to reply; `T` is the result type of the command.
+fn call<T: DeserializeOwned>(socket: &Path, request: &ControlRequest) -> Result<T, CtlError> {
     let deadline = Instant::now() + DAEMON_TIMEOUT;
     let mut stream = connect(socket, DAEMON_TIMEOUT)?;
     let mut line = serde_json::to_string(request)?;
@@ -201,9 +207,9 @@ fn call(socket: &Path, request: &ControlRequest) -> Result<Value, CtlError> {
             path: socket.to_path_buf(),
         });
     }
-    let reply: ControlReply = serde_json::from_str(&reply)?;
+    let reply: ControlReply<T> = serde_json::from_str(&reply)?;
     if reply.ok {
-        Ok(reply.result.unwrap_or(Value::Null))
+        reply.result.ok_or(CtlError::NoResult)
     } else {
         Err(CtlError::Daemon(
             reply.error.unwrap_or_else(|| "unknown error".into()),
@@ -219,24 +225,9 @@ fn emit(text: &str) -> Result<(), CtlError> {
         .map_err(CtlError::Output)
 }
 
-fn decode<T: DeserializeOwned>(v: Value) -> Result<T, CtlError> {
-    Ok(serde_json::from_value(v)?)
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
-    v.get(key).unwrap_or(&Value::Null)
-}
-
-/// A JSON value as table text: strings without quotes.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn rows(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
+/// A result as `--json` prints it: pretty, one value, then a newline.
+fn json_text<T: Serialize>(result: &T) -> Result<String, CtlError> {
+    Ok(format!("{}\n", serde_json::to_string_pretty(result)?))
 }
 
 /// How a column's cells line up.
@@ -311,43 +302,37 @@ impl Table {
     }
 }
 
-fn render_pasids(v: &Value) -> String {
+fn render_pasids(pasids: &[PasidEntry]) -> String {
     let mut table = Table::new(&[
         ("PASID", Align::Right),
         ("REFS", Align::Right),
         ("HOLDERS", Align::Left),
     ]);
-    for p in rows(v) {
-        let holders: Vec<String> = rows(field(p, "holders"))
+    for p in pasids {
+        let holders: Vec<String> = p
+            .holders
             .iter()
-            .map(|h| {
-                format!(
-                    "{} ({}) x{}",
-                    text(field(h, "owner")),
-                    text(field(h, "kind")),
-                    text(field(h, "refs"))
-                )
-            })
+            .map(|h| format!("{} ({}) x{}", h.owner, h.kind, h.refs))
             .collect();
         table.row(vec![
-            text(field(p, "pasid")),
-            text(field(p, "total_refs")),
+            p.pasid.to_string(),
+            p.total_refs.to_string(),
             holders.join(", "),
         ]);
     }
-    format!("{}{} PASIDs allocated\n", table.render(), rows(v).len())
+    format!("{}{} PASIDs allocated\n", table.render(), pasids.len())
 }
 
 /// "connected" or "idle".
-fn vm_state(vm: &Value) -> &'static str {
-    if field(vm, "connected").as_bool() == Some(true) {
+fn vm_state(vm: &VmEntry) -> &'static str {
+    if vm.connected {
         "connected"
     } else {
         "idle"
     }
 }
 
-fn render_vms(v: &Value) -> String {
+fn render_vms(vms: &[VmEntry]) -> String {
     let mut table = Table::new(&[
         ("VM", Align::Left),
         ("STATE", Align::Left),
@@ -358,43 +343,41 @@ fn render_vms(v: &Value) -> String {
         ("MALFORMED", Align::Right),
         ("SOCKET", Align::Left),
     ]);
-    for vm in rows(v) {
-        let counters = field(vm, "counters");
+    for vm in vms {
         table.row(vec![
-            text(field(vm, "name")),
+            vm.name.clone(),
             vm_state(vm).into(),
-            text(field(vm, "held")),
-            text(field(vm, "quota")),
-            format!(
-                "{}-{}",
-                text(field(vm, "range_start")),
-                text(field(vm, "range_end"))
-            ),
-            object_sum(field(counters, "requests"), "").to_string(),
-            text(field(counters, "malformed")),
-            text(field(vm, "socket")),
+            vm.held.to_string(),
+            vm.quota.to_string(),
+            format!("{}-{}", vm.range_start, vm.range_end),
+            count_sum(&vm.counters.requests, "").to_string(),
+            vm.counters.malformed.to_string(),
+            vm.socket.clone(),
         ]);
     }
     table.render()
 }
 
-fn render_stats(v: &Value) -> String {
-    let flat = |prefix: &str, v: &Value| -> Vec<(String, String)> {
-        match v.as_object() {
-            Some(map) => map
-                .iter()
-                .filter(|(_, v)| !v.is_object())
-                .map(|(k, v)| (format!("{prefix}{k}"), v.to_string()))
-                .collect(),
-            None => Vec::new(),
-        }
-    };
+fn render_stats(stats: &StatsResult) -> String {
+    let space = &stats.space;
+    // Named as in the JSON, in its (alphabetical) order, the space last.
+    let figures = [
+        ("connected_vms", stats.connected_vms.to_string()),
+        ("malformed", stats.malformed.to_string()),
+        ("reclaimed", stats.reclaimed.to_string()),
+        ("requests", stats.requests.to_string()),
+        ("space_id", stats.space_id.to_string()),
+        ("vms", stats.vms.to_string()),
+        ("space.allocated", space.allocated.to_string()),
+        ("space.capacity", space.capacity.to_string()),
+        ("space.owners", space.owners.to_string()),
+        ("space.pasid_bits", space.pasid_bits.to_string()),
+        ("space.reserved", space.reserved.to_string()),
+        ("space.total_refs", space.total_refs.to_string()),
+    ];
     let mut table = Table::new(&[("FIGURE", Align::Left), ("VALUE", Align::Right)]);
-    for (k, val) in flat("", v)
-        .into_iter()
-        .chain(flat("space.", field(v, "space")))
-    {
-        table.row(vec![k, val]);
+    for (name, value) in figures {
+        table.row(vec![name.to_string(), value]);
     }
     table.render()
 }
@@ -405,16 +388,13 @@ const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 /// Longest sleep between checks for Ctrl-C while `watch` waits.
 const WATCH_TICK: Duration = Duration::from_millis(50);
 
-/// Sum of the numbers in a JSON object, e.g. requests by opcode.
-fn object_sum(v: &Value, skip: &str) -> u64 {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.as_str() != skip)
-                .filter_map(|(_, v)| v.as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
+/// Sum of counts by name, e.g. requests by opcode, but for `skip`.
+fn count_sum(counts: &std::collections::BTreeMap<String, u64>, skip: &str) -> u64 {
+    counts
+        .iter()
+        .filter(|(name, _)| name.as_str() != skip)
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Wall-clock time of day in UTC, HH:MM:SS.
@@ -450,17 +430,16 @@ struct Sample {
 
 /// One screen of `pasidctl watch`.
 fn watch_frame(
-    stats: &Value,
-    vms: &Value,
+    stats: &StatsResult,
+    vms: &[VmEntry],
     refresh: u64,
     count: Option<u64>,
     interval: Duration,
     previous: Option<&Sample>,
     now: Instant,
 ) -> String {
-    let space = field(stats, "space");
-    let allocated = field(space, "allocated").as_u64().unwrap_or(0);
-    let capacity = field(space, "capacity").as_u64().unwrap_or(0);
+    let space = &stats.space;
+    let (allocated, capacity) = (space.allocated, space.capacity);
     let of = count.map_or(String::new(), |c| format!(" of {c}"));
     let mut out = format!(
         "pasidctl watch: every {}s, refresh {refresh}{of}, {} UTC (Ctrl-C to quit)\n",
@@ -469,18 +448,14 @@ fn watch_frame(
     );
     out += &format!(
         "space {:#x}: {} bits, {allocated} of {capacity} PASIDs allocated ({:.1}%), {} reserved\n",
-        field(stats, "space_id").as_u64().unwrap_or(0),
-        text(field(space, "pasid_bits")),
+        stats.space_id,
+        space.pasid_bits,
         percent(allocated, capacity),
-        text(field(space, "reserved")),
+        space.reserved,
     );
     out += &format!(
         "VMs: {} configured, {} connected; {} requests, {} malformed, {} references reclaimed\n\n",
-        text(field(stats, "vms")),
-        text(field(stats, "connected_vms")),
-        text(field(stats, "requests")),
-        text(field(stats, "malformed")),
-        text(field(stats, "reclaimed")),
+        stats.vms, stats.connected_vms, stats.requests, stats.malformed, stats.reclaimed,
     );
     let mut table = Table::new(&[
         ("VM", Align::Left),
@@ -493,10 +468,9 @@ fn watch_frame(
         ("MALFORMED", Align::Right),
         ("RECLAIMED", Align::Right),
     ]);
-    for vm in rows(vms) {
-        let name = text(field(vm, "name"));
-        let counters = field(vm, "counters");
-        let requests = object_sum(field(counters, "requests"), "");
+    for vm in vms {
+        let name = vm.name.clone();
+        let requests = count_sum(&vm.counters.requests, "");
         let rate = previous
             .and_then(|p| {
                 let before = p.requests.get(&name)?;
@@ -507,8 +481,7 @@ fn watch_frame(
                 (secs > 0.0).then(|| format!("{r:.1}"))
             })
             .unwrap_or_else(|| "-".into());
-        let held = field(vm, "held").as_u64().unwrap_or(0);
-        let quota = field(vm, "quota").as_u64().unwrap_or(0);
+        let (held, quota) = (u64::from(vm.held), u64::from(vm.quota));
         table.row(vec![
             name,
             vm_state(vm).into(),
@@ -516,9 +489,9 @@ fn watch_frame(
             quota.to_string(),
             format!("{:.1}%", percent(held, quota)),
             rate,
-            object_sum(field(counters, "statuses"), "OK").to_string(),
-            text(field(counters, "malformed")),
-            text(field(counters, "reclaimed")),
+            count_sum(&vm.counters.statuses, "OK").to_string(),
+            vm.counters.malformed.to_string(),
+            vm.counters.reclaimed.to_string(),
         ]);
     }
     out + &table.render()
@@ -554,6 +527,14 @@ impl Refresh {
     }
 }
 
+/// One refresh of `watch --json`, keys in the order they have always had.
+#[derive(Serialize)]
+struct WatchFrame<'a> {
+    refresh: u64,
+    stats: &'a StatsResult,
+    vms: &'a [VmEntry],
+}
+
 /// `pasidctl watch`: shows the VM table every `interval` until Ctrl-C,
 /// SIGTERM or `count` refreshes.
 fn watch(
@@ -570,13 +551,17 @@ fn watch(
     let mut previous: Option<Sample> = None;
     let mut refresh = 0u64;
     loop {
-        let stats = call(socket, &ControlRequest::Stats {})?;
-        let vms = call(socket, &ControlRequest::Vms {})?;
+        let stats: StatsResult = call(socket, &ControlRequest::Stats {})?;
+        let vms: Vec<VmEntry> = call(socket, &ControlRequest::Vms {})?;
         let now = Instant::now();
         refresh += 1;
         if json {
-            let line = serde_json::json!({ "refresh": refresh, "stats": stats, "vms": vms });
-            emit(&format!("{line}\n"))?;
+            let frame = WatchFrame {
+                refresh,
+                stats: &stats,
+                vms: &vms,
+            };
+            emit(&format!("{}\n", serde_json::to_string(&frame)?))?;
         } else {
             let frame = watch_frame(
                 &stats,
@@ -591,14 +576,9 @@ fn watch(
         }
         previous = Some(Sample {
             at: now,
-            requests: rows(&vms)
+            requests: vms
                 .iter()
-                .map(|vm| {
-                    (
-                        text(field(vm, "name")),
-                        object_sum(field(field(vm, "counters"), "requests"), ""),
-                    )
-                })
+                .map(|vm| (vm.name.clone(), count_sum(&vm.counters.requests, "")))
                 .collect(),
         });
         if count.is_some_and(|c| refresh >= c) {
@@ -646,30 +626,75 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             quota: *quota,
         },
     };
-    let result = call(&cli.socket, &request)?;
-    if cli.json {
-        return emit(&format!("{}\n", serde_json::to_string_pretty(&result)?));
-    }
+    let socket = &cli.socket;
+    // Each command reads its own result type; --json prints it as read.
     let out = match cli.command {
-        Command::Pasids { .. } => render_pasids(&result),
-        Command::Vms => render_vms(&result),
-        Command::Stats => render_stats(&result),
-        Command::Metrics => text(&result),
+        Command::Pasids { .. } => {
+            let pasids: Vec<PasidEntry> = call(socket, &request)?;
+            if cli.json {
+                json_text(&pasids)?
+            } else {
+                render_pasids(&pasids)
+            }
+        }
+        Command::Vms => {
+            let vms: Vec<VmEntry> = call(socket, &request)?;
+            if cli.json {
+                json_text(&vms)?
+            } else {
+                render_vms(&vms)
+            }
+        }
+        Command::Stats => {
+            let stats: StatsResult = call(socket, &request)?;
+            if cli.json {
+                json_text(&stats)?
+            } else {
+                render_stats(&stats)
+            }
+        }
+        Command::Metrics => {
+            let text: String = call(socket, &request)?;
+            if cli.json {
+                json_text(&text)?
+            } else {
+                text
+            }
+        }
         Command::Watch { .. } => String::new(),
         Command::Get { .. } => {
-            let r: GetResult = decode(result)?;
-            format!("PASID {} pinned ({} references)\n", r.pasid, r.refs)
+            let r: GetResult = call(socket, &request)?;
+            if cli.json {
+                json_text(&r)?
+            } else {
+                format!("PASID {} pinned ({} references)\n", r.pasid, r.refs)
+            }
         }
         Command::Put { .. } => {
-            let r: PutResult = decode(result)?;
+            let r: PutResult = call(socket, &request)?;
             let what = if r.freed { "freed" } else { "still referenced" };
-            format!("PASID {} {what}\n", r.pasid)
+            if cli.json {
+                json_text(&r)?
+            } else {
+                format!("PASID {} {what}\n", r.pasid)
+            }
         }
         Command::Release { .. } => {
-            let r: ReleaseResult = decode(result)?;
-            format!("VM {}: released {} references\n", r.vm, r.released)
+            let r: ReleaseResult = call(socket, &request)?;
+            if cli.json {
+                json_text(&r)?
+            } else {
+                format!("VM {}: released {} references\n", r.vm, r.released)
+            }
         }
-        Command::Quota { vm, quota } => format!("VM {vm}: quota {quota}\n"),
+        Command::Quota { .. } => {
+            let r: QuotaResult = call(socket, &request)?;
+            if cli.json {
+                json_text(&r)?
+            } else {
+                format!("VM {}: quota {}\n", r.vm, r.quota)
+            }
+        }
     };
     emit(&out)
 }
@@ -690,6 +715,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vhost_user_pasid::control_protocol::VmCountersEntry;
 
     #[test]
     fn tables_fit_their_widest_cell() {
@@ -707,14 +733,19 @@ mod tests {
     #[test]
     fn vm_listing_is_sized_to_long_names() {
         let name = "x".repeat(64);
-        let vms = serde_json::json!([
-            {"name": name, "connected": true, "held": 1, "quota": 2,
-             "range_start": 1, "range_end": 9, "socket": "/s",
-             "counters": {"requests": {"ALLOC": 3}, "malformed": 0}},
-            {"name": "b", "connected": false, "held": 0, "quota": 2,
-             "range_start": 1, "range_end": 9, "socket": "/t",
-             "counters": {"requests": {}, "malformed": 0}},
-        ]);
+        let vm = |name: &str, connected: bool, held: u32, socket: &str| VmEntry {
+            connected,
+            counters: VmCountersEntry::default(),
+            held,
+            name: name.into(),
+            quota: 2,
+            range_end: 9,
+            range_start: 1,
+            socket: socket.into(),
+        };
+        let mut long = vm(&name, true, 1, "/s");
+        long.counters.requests.insert("ALLOC".into(), 3);
+        let vms = [long, vm("b", false, 0, "/t")];
         let out = render_vms(&vms);
         let lines: Vec<&str> = out.lines().collect();
         // Every column starts at the same place on each line.
