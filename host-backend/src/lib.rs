@@ -14,8 +14,6 @@
 //!   [`ctl_cli`]: the command line of `pasidctl`, its client.
 //! - [`metrics`]: Prometheus metrics (control command `metrics`, optional
 //!   loopback HTTP listener) and rate-limited logs of rejected requests.
-//! - [`gen_docs`]: man pages and shell completions generated from the clap
-//!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
 //! - [`state`]: durable state (`--state-dir`): snapshot, journal with
 //!   group commit, recovery; replayed requests get their first answer.
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
@@ -35,7 +33,6 @@ pub mod control;
 pub mod control_protocol;
 pub mod ctl_cli;
 pub mod daemon;
-pub mod gen_docs;
 pub mod logfmt;
 pub mod metrics;
 pub mod pasid_space;
