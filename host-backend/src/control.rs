@@ -9,7 +9,6 @@
 //! (the control group) only the read-only commands; see [`Access`].
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::geteuid;
 
 use crate::control_protocol::{
     ControlReply, ControlRequest, GetResult, PasidEntry, PutResult, QuotaResult, ReleaseResult,
@@ -87,29 +88,7 @@ fn log_denial(request: &ControlRequest) {
 
 /// The user id of the process at the other end of `stream`.
 fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    // size_of::<ucred>() is 12: no truncation.
-    #[allow(clippy::cast_possible_truncation)]
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
-    // the descriptor is an open Unix socket owned by `stream`.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
+    Ok(getsockopt(stream, PeerCredentials)?.uid())
 }
 
 /// Carries out one control command.
@@ -178,8 +157,7 @@ pub fn answer_line_as(registry: &Mutex<Registry>, line: &str, access: Access) ->
 
 fn serve_client(stream: UnixStream, registry: &Mutex<Registry>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    // SAFETY: geteuid cannot fail.
-    let access = Access::of_peer(peer_uid(&stream)?, unsafe { libc::geteuid() });
+    let access = Access::of_peer(peer_uid(&stream)?, geteuid().as_raw());
     let mut writer = stream.try_clone()?;
     // The limit keeps a client from growing a line without end.
     let mut reader = BufReader::new(stream.take(MAX_REQUEST_LINE as u64 * 64));
@@ -354,7 +332,6 @@ mod tests {
     #[test]
     fn peer_credentials_are_read() {
         let (a, _b) = UnixStream::pair().unwrap();
-        // SAFETY: geteuid cannot fail.
-        assert_eq!(peer_uid(&a).unwrap(), unsafe { libc::geteuid() });
+        assert_eq!(peer_uid(&a).unwrap(), geteuid().as_raw());
     }
 }

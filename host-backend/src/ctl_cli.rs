@@ -2,8 +2,8 @@
 //! Command line of `pasidctl`, the operator's client of the control socket.
 //!
 //! It lives in the library so that the man page and shell completions can be
-//! generated from it ([`crate::gen_docs`]); `src/bin/pasidctl.rs` carries the
-//! commands out.
+//! generated from it (`cargo xtask gen-docs`, outside this crate);
+//! `src/bin/pasidctl.rs` carries the commands out.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! slot failure.
 
 use std::io::Write as _;
-use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use log::{error, info, warn};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -159,39 +161,30 @@ fn inherited_listener(fd: RawFd) -> Result<UnixListener, DaemonError> {
         fd,
         reason: reason.to_string(),
     };
-    let mut listening: libc::c_int = 0;
-    // size_of::<c_int>() is 4: no truncation.
-    #[allow(clippy::cast_possible_truncation)]
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `listening` and `len` are valid for writes of the sizes given;
-    // getsockopt fails cleanly (EBADF/ENOTSOCK) for a bad descriptor.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut listening as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(bad(&format!(
-            "not a socket ({})",
-            std::io::Error::last_os_error()
-        )));
+    // Only an open descriptor may be owned; /proc/self/fd lists them.
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(bad("not a socket (not an open descriptor)"));
     }
-    if listening == 0 {
-        return Err(bad(
+    // SAFETY: the descriptor is open (checked above) and was inherited for
+    // this purpose (--fd): nothing else in the process owns it. No crate
+    // can make adopting a descriptor number safe.
+    let inherited = unsafe { OwnedFd::from_raw_fd(fd) };
+    let refusal = match getsockopt(&inherited, AcceptConn) {
+        Ok(true) => None,
+        Ok(false) => Some(
             "is a connected socket; vhost-user-pasid needs a listening Unix socket \
-             (bind and listen, then pass it, as libvirt does for virtiofsd)",
-        ));
+             (bind and listen, then pass it, as libvirt does for virtiofsd)"
+                .to_string(),
+        ),
+        Err(e) => Some(format!("not a socket ({})", std::io::Error::from(e))),
+    };
+    if let Some(reason) = refusal {
+        // Refused: left open, as found (it may be standard error).
+        let _ = inherited.into_raw_fd();
+        return Err(bad(&reason));
     }
-    // SAFETY: the descriptor was inherited for this purpose, is an open
-    // listening socket (checked above), and nothing else in the process owns it.
-    let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    // SAFETY: fcntl on an open descriptor with valid flag arguments.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(listener)
+    let _ = fcntl(&inherited, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    Ok(UnixListener::from(inherited))
 }
 
 fn space_id() -> u64 {

@@ -17,8 +17,6 @@
 //!   reads the registry's figures into it at scrape time (control command
 //!   `metrics`, HTTP); [`figures`]: what is counted, as plain values (the
 //!   duration histogram, labels), so the registry never imports `metrics`.
-//! - [`gen_docs`]: man pages and shell completions generated from the clap
-//!   definitions (`vpasid-gen-docs`, committed in `packaging/`).
 //! - [`state`]: durable state (`--state-dir`): snapshot, journal with
 //!   group commit and compaction, recovery. It records the registry's
 //!   changes ([`registry::record`]) as values handed to it through
@@ -41,7 +39,6 @@ pub mod control_protocol;
 pub mod ctl_cli;
 pub mod daemon;
 pub mod figures;
-pub mod gen_docs;
 pub mod logfmt;
 pub mod metrics;
 pub mod pasid_space;

@@ -17,11 +17,13 @@
 //! reading `/proc/net/unix`, name lookups) happens before any of this.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
+use nix::errno::Errno;
+use nix::sys::prctl::set_no_new_privs;
+use nix::unistd::{geteuid, getuid, setgroups, setresgid, setresuid, setuid, Gid, Uid};
 use seccompiler::{
     BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
     SeccompFilter, SeccompRule,
@@ -109,40 +111,18 @@ pub enum SandboxError {
 
 /// Looks up `--user` (a name, or a number) in the password database.
 pub fn lookup_user(user: &str) -> Result<User, SandboxError> {
-    let unknown = || SandboxError::UnknownUser(user.to_string());
-    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); the
-    // lookup below overwrites it.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    let rc = match user.parse::<u32>() {
-        // SAFETY: `pwd`, `buf` and `result` are valid for writes of their
-        // sizes for the duration of the call; `buf.len()` is `buf`'s size.
-        Ok(uid) => unsafe {
-            libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
-        },
-        Err(_) => {
-            let name = CString::new(user).map_err(|_| unknown())?;
-            // SAFETY: as above; `name` is NUL-terminated.
-            unsafe {
-                libc::getpwnam_r(
-                    name.as_ptr(),
-                    &mut pwd,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut result,
-                )
-            }
-        }
+    let found = match user.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(user),
     };
-    if rc != 0 || result.is_null() {
-        return Err(unknown());
+    match found {
+        Ok(Some(account)) => Ok(User {
+            name: user.to_string(),
+            uid: account.uid.as_raw(),
+            gid: account.gid.as_raw(),
+        }),
+        Ok(None) | Err(_) => Err(SandboxError::UnknownUser(user.to_string())),
     }
-    Ok(User {
-        name: user.to_string(),
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
 }
 
 fn chown(path: &Path, uid: u32, gid: Option<u32>, user: &User) -> Result<(), SandboxError> {
@@ -172,23 +152,21 @@ pub fn hand_over(
     Ok(())
 }
 
-fn os_step(user: &User, step: &'static str, rc: libc::c_int) -> Result<(), SandboxError> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(SandboxError::Drop {
-            user: user.name.clone(),
-            step,
-            source: io::Error::last_os_error(),
-        })
+/// Maps a failed step of the privilege drop to its error.
+fn drop_step<'a>(user: &'a User, step: &'static str) -> impl FnOnce(Errno) -> SandboxError + 'a {
+    move |errno| SandboxError::Drop {
+        user: user.name.clone(),
+        step,
+        source: errno.into(),
     }
 }
 
 /// Switches the whole process to `user` for good. Call it before starting
-/// threads (glibc applies the ids to every thread anyway).
+/// threads where possible; the journal writer may already run, so each id
+/// change goes through the C library, which applies it to every thread of
+/// the process (the bare system calls change only the calling thread).
 pub fn drop_privileges(user: &User) -> Result<(), SandboxError> {
-    // SAFETY: getuid/geteuid cannot fail.
-    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    let (uid, euid) = (getuid().as_raw(), geteuid().as_raw());
     if euid != 0 {
         if uid == user.uid && euid == user.uid {
             return Ok(()); // already that user: nothing to drop
@@ -198,28 +176,14 @@ pub fn drop_privileges(user: &User) -> Result<(), SandboxError> {
             uid: euid,
         });
     }
+    let (new_uid, new_gid) = (Uid::from_raw(user.uid), Gid::from_raw(user.gid));
     // Order matters: groups and gid while still root, uid last.
-    // SAFETY: setgroups with a zero count reads no memory.
-    os_step(user, "setgroups", unsafe {
-        libc::setgroups(0, std::ptr::null())
-    })?;
-    // SAFETY: plain system calls on integer arguments.
-    os_step(user, "setresgid", unsafe {
-        libc::setresgid(user.gid, user.gid, user.gid)
-    })?;
-    // SAFETY: as above.
-    os_step(user, "setresuid", unsafe {
-        libc::setresuid(user.uid, user.uid, user.uid)
-    })?;
-    // SAFETY: as above.
-    os_step(user, "prctl(PR_SET_NO_NEW_PRIVS)", unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    })?;
-    if user.uid != 0 {
-        // SAFETY: as above; this must fail now.
-        if unsafe { libc::setuid(0) } == 0 {
-            return Err(SandboxError::NotDropped(user.name.clone()));
-        }
+    setgroups(&[]).map_err(drop_step(user, "setgroups"))?;
+    setresgid(new_gid, new_gid, new_gid).map_err(drop_step(user, "setresgid"))?;
+    setresuid(new_uid, new_uid, new_uid).map_err(drop_step(user, "setresuid"))?;
+    set_no_new_privs().map_err(drop_step(user, "prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    if user.uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
+        return Err(SandboxError::NotDropped(user.name.clone()));
     }
     Ok(())
 }
@@ -424,9 +388,23 @@ pub fn install_seccomp(mode: SeccompMode) -> Result<bool, SandboxError> {
     Ok(!programs.is_empty())
 }
 
+/// Held by a test while it forks, and by a test that needs a socket it
+/// dropped to stop listening: a forked child holds copies of every
+/// descriptor of the test process until it exits.
+#[cfg(test)]
+pub(crate) static FORKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::fcntl::{open, OFlag};
+    use nix::mount::{mount, MsFlags};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use nix::sys::stat::Mode;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, getpid, ForkResult};
+    use std::sync::PoisonError;
 
     /// What a forked child reported back.
     #[derive(Debug, PartialEq, Eq)]
@@ -441,49 +419,44 @@ mod tests {
     /// before the fork.
     fn in_filtered_child(mode: SeccompMode, body: fn() -> i32) -> ChildEnd {
         let programs = filters(mode).unwrap();
+        let _no_rebind = FORKING.lock().unwrap_or_else(PoisonError::into_inner);
         // SAFETY: the child runs only `apply_filter` (prctl + seccomp on a
-        // prepared program), `body` (raw system calls) and `_exit`.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-        if pid == 0 {
-            for p in &programs {
-                if seccompiler::apply_filter(p).is_err() {
-                    // SAFETY: _exit is async-signal-safe.
-                    unsafe { libc::_exit(100) };
-                }
+        // prepared program), `body` (system calls that do not allocate)
+        // and `_exit`, all async-signal-safe.
+        let child = match unsafe { fork() }.unwrap() {
+            ForkResult::Parent { child } => child,
+            ForkResult::Child => {
+                let code = if programs
+                    .iter()
+                    .all(|p| seccompiler::apply_filter(p).is_ok())
+                {
+                    body()
+                } else {
+                    100
+                };
+                // SAFETY: _exit is async-signal-safe; no crate wraps it
+                // (std's exit runs atexit handlers, unsafe in a forked child).
+                unsafe { libc::_exit(code) };
             }
-            let code = body();
-            // SAFETY: as above.
-            unsafe { libc::_exit(code) };
-        }
-        let mut status = 0;
-        // SAFETY: waiting for our own child with a valid status pointer.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(rc, pid);
-        if libc::WIFSIGNALED(status) {
-            ChildEnd::Signalled(libc::WTERMSIG(status))
-        } else {
-            ChildEnd::Exited(libc::WEXITSTATUS(status))
+        };
+        match waitpid(child, None).unwrap() {
+            WaitStatus::Exited(_, code) => ChildEnd::Exited(code),
+            WaitStatus::Signaled(_, signal, _) => ChildEnd::Signalled(signal as i32),
+            other => panic!("child neither exited nor was killed: {other:?}"),
         }
     }
 
     fn errno() -> i32 {
-        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        Errno::last_raw()
     }
 
     /// Allowed calls work under the filter.
     #[test]
     fn allowed_calls_pass() {
         let end = in_filtered_child(SeccompMode::Kill, || {
-            // SAFETY: plain system calls with valid (or no) arguments.
-            unsafe {
-                let pid = libc::getpid();
-                let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
-                let one: u64 = 1;
-                let wrote = libc::write(fd, (&one as *const u64).cast(), 8);
-                libc::close(fd);
-                i32::from(pid > 0 && fd >= 0 && wrote == 8)
-            }
+            let pid = getpid();
+            let wrote = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).and_then(|fd| fd.write(1));
+            i32::from(pid.as_raw() > 0 && wrote == Ok(8))
         });
         assert_eq!(end, ChildEnd::Exited(1));
     }
@@ -500,41 +473,38 @@ mod tests {
                 let argv = [path.as_ptr(), std::ptr::null()];
                 let envp = [std::ptr::null()];
                 // SAFETY: NUL-terminated path and null-terminated arrays.
+                // Not nix's execve: it builds its arrays on the heap, and
+                // the forked child of a threaded process must not allocate.
                 unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
                 0
             }),
             ("ptrace", || {
-                // SAFETY: PTRACE_TRACEME takes no pointers.
-                unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+                let _ = nix::sys::ptrace::traceme();
                 0
             }),
             ("mount", || {
-                let none = c"none";
-                let dir = c"/tmp";
-                // SAFETY: NUL-terminated strings, null data.
-                unsafe {
-                    libc::mount(
-                        none.as_ptr(),
-                        dir.as_ptr(),
-                        c"tmpfs".as_ptr(),
-                        0,
-                        std::ptr::null(),
-                    )
-                };
+                let none: Option<&str> = None;
+                let _ = mount(Some("none"), "/tmp", Some("tmpfs"), MsFlags::empty(), none);
                 0
             }),
             ("socket", || {
-                // SAFETY: no pointers.
-                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                let _ = socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::empty(),
+                    None,
+                );
                 0
             }),
             ("fork", || {
-                // SAFETY: raw clone without CLONE_THREAD (a fork); no pointers.
+                // SAFETY: raw clone without CLONE_THREAD (a fork); no
+                // pointers. Raw on purpose: the filter must see these flags.
                 unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
                 0
             }),
             ("mmap PROT_EXEC", || {
-                // SAFETY: an anonymous mapping the kernel places.
+                // SAFETY: an anonymous mapping the kernel places (nix's
+                // mmap is unsafe too: a mapping can alias memory).
                 unsafe {
                     libc::mmap(
                         std::ptr::null_mut(),
@@ -548,14 +518,11 @@ mod tests {
                 0
             }),
             ("openat for writing", || {
-                // SAFETY: NUL-terminated path.
-                unsafe {
-                    libc::open(
-                        c"/tmp/vpasid-seccomp-test".as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT,
-                        0o600,
-                    )
-                };
+                let _ = open(
+                    "/tmp/vpasid-seccomp-test",
+                    OFlag::O_WRONLY | OFlag::O_CREAT,
+                    Mode::S_IRUSR | Mode::S_IWUSR,
+                );
                 0
             }),
         ];
@@ -574,6 +541,7 @@ mod tests {
     fn clone3_is_refused_with_enosys() {
         let end = in_filtered_child(SeccompMode::Kill, || {
             // SAFETY: a null clone_args with size 0 is rejected before use.
+            // No crate wraps clone3; the filter's answer is what is tested.
             let rc = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
             i32::from(rc == -1 && errno() == libc::ENOSYS)
         });
@@ -584,9 +552,13 @@ mod tests {
     #[test]
     fn log_mode_does_not_kill() {
         let end = in_filtered_child(SeccompMode::Log, || {
-            // SAFETY: no pointers.
-            let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
-            i32::from(fd >= 0)
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            );
+            i32::from(fd.is_ok())
         });
         assert_eq!(end, ChildEnd::Exited(1));
     }

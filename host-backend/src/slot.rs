@@ -11,17 +11,18 @@
 //! that reconnects at once is served.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use log::{error, info};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon, VhostUserHandlerError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 use crate::registry::{ReclaimReason, Registry, VmId};
 use crate::vhu_vpasid::PasidDevice;
@@ -85,14 +86,14 @@ pub struct VmSlot {
 /// does not expose it, so its end is what the slot loop reports (dropping
 /// the guard), not a hang-up seen on the stream.
 struct BusyGuard {
-    stop: Option<EventFd>,
+    stop: Option<Arc<EventFd>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl BusyGuard {
     fn start(listener: UnixListener, name: String, socket: String) -> io::Result<Self> {
-        let stop = EventFd::new(libc::EFD_CLOEXEC)?;
-        let stopped = stop.try_clone()?;
+        let stop = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
+        let stopped = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name(format!("busy-{name}"))
             .spawn(move || guard_slot(&listener, &stopped, &name, &socket))?;
@@ -159,26 +160,22 @@ fn wait_readable(
     listener: Option<&UnixListener>,
     timeout: Option<Duration>,
 ) -> Wake {
-    let pollfd = |fd: i32| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
+    let mut fds = vec![PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+    fds.extend(listener.map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
+    let ms = timeout.map_or(PollTimeout::NONE, |t| {
+        PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX)
+    });
+    let ready = poll(&mut fds, ms).is_ok_and(|n| n > 0);
+    let woke = |pollfd: Option<&PollFd>, on: PollFlags| {
+        pollfd
+            .and_then(PollFd::revents)
+            .is_some_and(|revents| revents.intersects(on))
     };
-    // A negative fd is ignored by poll(2).
-    let mut fds = [
-        pollfd(stop.as_raw_fd()),
-        pollfd(listener.map_or(-1, |l| l.as_fd().as_raw_fd())),
-    ];
-    let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
-    // SAFETY: `fds` is a valid array of two pollfds for the duration of the
-    // call and the count passed is its length.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    let [stop_fd, listener_fd] = fds;
-    if rc <= 0 {
+    if !ready {
         Wake::Timeout
-    } else if stop_fd.revents != 0 {
+    } else if woke(fds.first(), PollFlags::all()) {
         Wake::Stop
-    } else if listener_fd.revents & libc::POLLIN != 0 {
+    } else if woke(fds.get(1), PollFlags::POLLIN) {
         Wake::Pending
     } else {
         Wake::Timeout

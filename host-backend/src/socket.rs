@@ -3,11 +3,12 @@
 //! a crash is replaced, a live one is never stolen, an over-long path is
 //! refused by name, and mode and group are set before anyone connects.
 
-use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use nix::unistd::Group;
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes with NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -116,31 +117,10 @@ pub fn group_id(group: &str) -> Result<u32, SocketError> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
-    let name = CString::new(group).map_err(|_| SocketError::UnknownGroup(group.to_string()))?;
-    let mut grp: libc::group = libc::group {
-        gr_name: std::ptr::null_mut(),
-        gr_passwd: std::ptr::null_mut(),
-        gr_gid: 0,
-        gr_mem: std::ptr::null_mut(),
-    };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: `name` is NUL-terminated; `grp`, `buf` and `result` are valid
-    // for writes of their sizes for the duration of the call, and `buf.len()`
-    // is the size of `buf`.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(SocketError::UnknownGroup(group.to_string()));
+    match Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        Ok(None) | Err(_) => Err(SocketError::UnknownGroup(group.to_string())),
     }
-    Ok(grp.gr_gid)
 }
 
 /// Access settings applied to a freshly bound socket.
@@ -177,6 +157,10 @@ mod tests {
 
     #[test]
     fn stale_socket_is_replaced_live_one_is_not() {
+        // No forked test child may keep `first` listening after its drop.
+        let _no_fork = crate::sandbox::FORKING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let first = bind(&path, &SocketAccess::default()).unwrap();

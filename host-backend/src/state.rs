@@ -24,11 +24,11 @@ mod journal;
 mod recovery;
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
+use rustix::fs::{flock, FlockOperation};
 
 pub use journal::{ImageSource, Journal, EXIT_STATE_IO};
 pub use recovery::{recover, Recovery};
@@ -163,19 +163,23 @@ impl StateFiles {
                 source,
             })?;
         let lock = open_rw(&dir.join("lock"))?;
-        // SAFETY: flock on a descriptor we own, with constant flags.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        // Held until the descriptor closes. (rustix, not nix: nix's flock
+        // is a guard that unlocks on drop with a system call the seccomp
+        // filter does not allow.)
+        match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
                 return Err(StateError::Locked {
                     dir: dir.to_path_buf(),
-                });
+                })
             }
-            return Err(StateError::Io {
-                path: dir.join("lock"),
-                op: "lock",
-                source: e,
-            });
+            Err(e) => {
+                return Err(StateError::Io {
+                    path: dir.join("lock"),
+                    op: "lock",
+                    source: e.into(),
+                })
+            }
         }
         let files = StateFiles {
             dir: dir.to_path_buf(),

@@ -1092,6 +1092,56 @@ fn seccomp_is_on_by_default() {
     assert_eq!(status_field(d.pid(), "Seccomp"), "0");
 }
 
+/// The privilege drop holds on every thread, also on the journal writer
+/// that `--state-dir` starts before the drop: the ids are set through the C
+/// library, which changes them for the whole process (the bare system
+/// calls would change the calling thread only, leaving the writer root).
+#[test]
+fn the_privilege_drop_covers_every_thread() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock",
+        "--state-dir",
+        "{dir}/state",
+        "--user",
+        "nobody",
+    ]);
+    d.wait_log("event=sandbox user=nobody");
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    vm.alloc_ok(1, 10); // committed by the writer, acknowledged once durable
+    let pid = d.pid();
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("status")).unwrap())
+        .collect();
+    assert!(
+        tasks.iter().any(|s| s.contains("Name:\tstate-writer")),
+        "no journal writer among {} threads",
+        tasks.len()
+    );
+    for status in &tasks {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(field("Uid"), "65534 65534 65534 65534", "{status}");
+        assert_eq!(field("Gid"), "65534 65534 65534 65534", "{status}");
+        assert_eq!(field("Groups"), "", "{status}");
+        assert_eq!(field("CapEff"), "0000000000000000", "{status}");
+    }
+    let (exit, log) = d.stop();
+    assert!(exit.success(), "{log}");
+}
+
 /// Started as root with `--user nobody`, the daemon serves as nobody with
 /// no capabilities and no supplementary groups, gives its sockets (and the
 /// control directory it made) to nobody, and removes them at exit. The

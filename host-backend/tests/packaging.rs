@@ -86,15 +86,15 @@ fn install_under(root: &Path) {
 /// generate today.
 #[test]
 fn committed_man_pages_and_completions_are_current() {
-    let stale = vhost_user_pasid::gen_docs::stale_in(&packaging()).unwrap();
+    let stale = xtask::gen_docs::stale_in(&packaging()).unwrap();
     assert!(
         stale.is_empty(),
         "stale in host-backend/packaging: {stale:?}; regenerate with \
-         `make -C host-backend/packaging regenerate` (or cargo run -p vhost-user-pasid \
-         --bin vpasid-gen-docs) and commit the result"
+         `make -C host-backend/packaging regenerate` (or cargo xtask gen-docs) and commit \
+         the result"
     );
     // And nothing is committed there that the generator no longer makes.
-    let generated: Vec<PathBuf> = vhost_user_pasid::gen_docs::generate()
+    let generated: Vec<PathBuf> = xtask::gen_docs::generate()
         .unwrap()
         .into_iter()
         .map(|f| f.path)

@@ -16,8 +16,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vhost_user_pasid::control_protocol::{
@@ -33,6 +33,7 @@ use vhost_user_pasid::control_protocol::{
     StatsResult, VmEntry,
 };
 use vhost_user_pasid::ctl_cli::{Cli, Command, DAEMON_TIMEOUT};
+use vhost_user_pasid::socket::MAX_SOCKET_PATH;
 
 /// Errors of pasidctl, each naming its real cause.
 #[derive(Debug, thiserror::Error)]
@@ -134,51 +135,25 @@ fn connect(path: &Path, timeout: Duration) -> Result<UnixStream, CtlError> {
             source,
         },
     };
-    // SAFETY: socket(2) takes no pointers; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(failed(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a socket just created here and owned by nothing else.
-    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    stream.set_write_timeout(Some(timeout)).map_err(failed)?;
-    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    // AF_UNIX is 1: no truncation.
-    #[allow(clippy::cast_possible_truncation)]
-    let family = libc::AF_UNIX as libc::sa_family_t;
-    addr.sun_family = family;
-    let bytes = path.as_os_str().as_bytes();
-    // Room for the terminating NUL the zeroed tail provides.
-    if bytes.len() >= addr.sun_path.len() {
+    let bytes = path.as_os_str().len();
+    if bytes > MAX_SOCKET_PATH {
         return Err(failed(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!(
-                "the path is {} bytes; Unix sockets allow at most {}",
-                bytes.len(),
-                addr.sun_path.len() - 1
-            ),
+            format!("the path is {bytes} bytes; Unix sockets allow at most {MAX_SOCKET_PATH}"),
         )));
     }
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // size_of::<sockaddr_un>() is 110: no truncation.
-    #[allow(clippy::cast_possible_truncation)]
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the
-    // call, and the descriptor is the open socket `stream` owns.
-    let rc = unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(failed(std::io::Error::last_os_error()));
-    }
+    let address = UnixAddr::new(path).map_err(|e| failed(e.into()))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| failed(e.into()))?;
+    let stream = UnixStream::from(fd);
+    stream.set_write_timeout(Some(timeout)).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    nix::sys::socket::connect(stream.as_raw_fd(), &address).map_err(|e| failed(e.into()))?;
     Ok(stream)
 }
 

@@ -12,6 +12,7 @@
 use std::fs;
 
 use log::debug;
+use nix::unistd::SysconfVar;
 
 use super::Exposition;
 
@@ -86,9 +87,8 @@ fn parse_boot_time(stat: &str) -> Option<u64> {
 
 /// A `sysconf` value that glibc answers from the auxiliary vector (no
 /// system call, so nothing the seccomp filter sees).
-fn sysconf(name: libc::c_int) -> Option<u64> {
-    // SAFETY: sysconf takes no pointers and only reads process constants.
-    let v = unsafe { libc::sysconf(name) };
+fn sysconf(name: SysconfVar) -> Option<u64> {
+    let v = nix::unistd::sysconf(name).ok().flatten()?;
     u64::try_from(v).ok().filter(|v| *v > 0)
 }
 
@@ -107,8 +107,8 @@ fn ticks_to_seconds(ticks: u64, per_second: u64) -> f64 {
 /// Reads the process's figures now.
 pub fn sample() -> ProcessStats {
     let stat = read("/proc/self/stat").as_deref().and_then(parse_stat);
-    let ticks = sysconf(libc::_SC_CLK_TCK);
-    let page = sysconf(libc::_SC_PAGESIZE);
+    let ticks = sysconf(SysconfVar::CLK_TCK);
+    let page = sysconf(SysconfVar::PAGE_SIZE);
     let boot = read("/proc/stat").as_deref().and_then(parse_boot_time);
     let open_fds = fs::read_dir("/proc/self/fd")
         .map_err(|e| debug!("metrics: cannot list /proc/self/fd: {e}"))

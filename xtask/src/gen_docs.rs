@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Man pages and shell completions generated from the clap definitions
-//! ([`crate::config::Args`] and [`crate::ctl_cli::Cli`]), so that they never
-//! drift from `--help`.
+//! ([`vhost_user_pasid::config::Args`] and [`vhost_user_pasid::ctl_cli::Cli`]),
+//! so that they never drift from `--help`.
 //!
-//! `vpasid-gen-docs` writes them into `host-backend/packaging/` where they
-//! are committed; `tests/packaging.rs` regenerates them in memory and fails
-//! if the committed copies are stale.
+//! `cargo xtask gen-docs` writes them into `host-backend/packaging/` where
+//! they are committed; host-backend's `tests/packaging.rs` regenerates them
+//! in memory and fails if the committed copies are stale.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;
 
-use crate::config::Args;
-use crate::ctl_cli::Cli;
+use vhost_user_pasid::config::Args;
+use vhost_user_pasid::ctl_cli::Cli;
 
 /// Man section of both programs: system administration.
 pub const MAN_SECTION: &str = "8";
@@ -259,7 +259,7 @@ mod tests {
             .nth(1)
             .and_then(|t| t.split("\n.SH ").next())
             .unwrap();
-        let state_io = crate::state::EXIT_STATE_IO;
+        let state_io = vhost_user_pasid::state::EXIT_STATE_IO;
         for code in [0, 1, 2, state_io] {
             assert!(
                 statuses.contains(&format!(".TP\n\\fB{code}\\fR\n")),
