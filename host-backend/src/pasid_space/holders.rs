@@ -374,6 +374,11 @@ impl RefTable {
 
     /// The references owner `me` holds on `pasid`, if any.
     pub(super) fn refs_of(&self, me: OwnerSlot, pasid: Pasid) -> Option<u32> {
+        // A free bit means no entry (the table invariant, as in `add_ref`):
+        // restoring a snapshot asks this of every PASID, nearly all free.
+        if self.free.is_free(pasid) {
+            return None;
+        }
         match *self.entries.get(&pasid)? {
             Entry::Single { owner, refs, .. } => (owner == me).then_some(refs),
             Entry::Shared { .. } => self
