@@ -546,6 +546,26 @@ mod tests {
         }
     }
 
+    /// Writes ALLOC `tag` (range 1-100) at request slot `slot` and returns
+    /// the well-formed chain for it: the request at `0x10_0000 + slot *
+    /// 0x100`, its 16-byte response buffer at `0x20_0000 + slot * 0x100`.
+    fn alloc_chain(f: &Fixture, tag: u64, slot: u64) -> Vec<RawDescriptor> {
+        let req = Request::Alloc {
+            tag,
+            min: 1,
+            max: 100,
+        };
+        let at = 0x10_0000 + slot * 0x100;
+        f.mem
+            .memory()
+            .write_slice(&req.encode(), GuestAddress(at))
+            .unwrap();
+        vec![
+            desc(at, REQUEST_SIZE as u32, false),
+            desc(0x20_0000 + slot * 0x100, 16, true),
+        ]
+    }
+
     fn used_entry(f: &Fixture, rings: &Rings, slot: u64) -> (u32, u32) {
         let mem = f.mem.memory();
         let at = rings.used + 4 + slot * 8;
@@ -558,20 +578,10 @@ mod tests {
     fn drains_good_and_bad_chains_in_one_pass() {
         let f = fixture();
         let mem = f.mem.memory();
-        let alloc = Request::Alloc {
-            tag: 5,
-            min: 1,
-            max: 100,
-        };
-        mem.write_slice(&alloc.encode(), GuestAddress(0x10_0000))
-            .unwrap();
         let rings = queue_chains(
             &f,
             &[
-                vec![
-                    desc(0x10_0000, REQUEST_SIZE as u32, false),
-                    desc(0x20_0000, 16, true),
-                ],
+                alloc_chain(&f, 5, 0),
                 vec![desc(0x10_0000, REQUEST_SIZE as u32, false)],
                 vec![desc(0x10_0000, 4, false), desc(0x30_0000, 16, true)],
             ],
@@ -624,17 +634,7 @@ mod tests {
     fn head_index_outside_the_table_is_skipped() {
         let f = fixture();
         let mem = f.mem.memory();
-        let alloc = Request::Alloc {
-            tag: 9,
-            min: 1,
-            max: 100,
-        };
-        mem.write_slice(&alloc.encode(), GuestAddress(0x10_0000))
-            .unwrap();
-        let good = vec![
-            desc(0x10_0000, REQUEST_SIZE as u32, false),
-            desc(0x20_0000, 16, true),
-        ];
+        let good = alloc_chain(&f, 9, 0);
         let rings = queue_chains(&f, &[good.clone(), good]);
         // The first entry names descriptor 999 of a 16-entry table.
         mem.write_obj(999u16, GuestAddress(rings.avail + 4))
@@ -720,20 +720,7 @@ mod tests {
                 burst: 2,
             }));
         let mem = f.mem.memory();
-        let mut chains = Vec::new();
-        for i in 0..4u64 {
-            let req = Request::Alloc {
-                tag: 100 + i,
-                min: 1,
-                max: 100,
-            };
-            mem.write_slice(&req.encode(), GuestAddress(0x10_0000 + i * 0x100))
-                .unwrap();
-            chains.push(vec![
-                desc(0x10_0000 + i * 0x100, REQUEST_SIZE as u32, false),
-                desc(0x20_0000 + i * 0x100, 16, true),
-            ]);
-        }
+        let chains: Vec<_> = (0..4u64).map(|i| alloc_chain(&f, 100 + i, i)).collect();
         let rings = queue_chains(&f, &chains);
         assert_eq!(f.device.process_queue(&f.vring).unwrap(), 4);
         let mut statuses = Vec::new();
@@ -774,26 +761,10 @@ mod tests {
                 burst: 1,
             }));
         let mem = f.mem.memory();
-        let alloc = |tag| Request::Alloc {
-            tag,
-            min: 1,
-            max: 100,
-        };
-        mem.write_slice(&alloc(1).encode(), GuestAddress(0x10_0000))
-            .unwrap();
-        mem.write_slice(&alloc(2).encode(), GuestAddress(0x10_0100))
-            .unwrap();
+        let first = alloc_chain(&f, 1, 0);
+        let second = alloc_chain(&f, 2, 1);
         let short = vec![desc(0x10_0000, 4, false), desc(0x30_0000, 16, true)];
-        let rings = queue_chains(
-            &f,
-            &[
-                short.clone(),
-                short.clone(),
-                short,
-                vec![desc(0x10_0000, 24, false), desc(0x20_0000, 16, true)],
-                vec![desc(0x10_0100, 24, false), desc(0x20_0100, 16, true)],
-            ],
-        );
+        let rings = queue_chains(&f, &[short.clone(), short.clone(), short, first, second]);
         assert_eq!(f.device.process_queue(&f.vring).unwrap(), 5);
         assert!((0..5).all(|i| used_entry(&f, &rings, i).1 == RESPONSE_SIZE as u32));
         let mut b = [0u8; RESPONSE_SIZE];
