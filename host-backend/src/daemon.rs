@@ -139,12 +139,13 @@ fn notify_ready() {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let socket = socket.to_string_lossy();
+    let socket = crate::logfmt::Value(socket.to_string_lossy());
     match sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         Ok(()) => info!("event=notify state=READY socket={socket}"),
         Err(e) => warn!(
-            "event=notify socket={socket} error=\"{e}\" (systemd will time the start \
-             out; the socket must be a path socket the daemon's user can write)"
+            "event=notify socket={socket} error={} (systemd will time the start out; \
+             the socket must be a path socket the daemon's user can write)",
+            crate::logfmt::Value(e)
         ),
     }
 }

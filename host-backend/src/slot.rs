@@ -227,7 +227,11 @@ fn serve_session(
         .and_then(|dup| BusyGuard::start(dup, slot.name.clone(), slot.socket.clone()));
     if let Err(e) = &guard {
         // Serving goes on; newcomers then wait in the listen backlog.
-        error!("vm={} event=busy-guard-failed error=\"{e}\"", slot.name);
+        error!(
+            "vm={} event=busy-guard-failed error={}",
+            slot.name,
+            crate::logfmt::Value(e)
+        );
     }
     let result = daemon.wait();
     // The session is over: a newcomer already waiting is left for the next
