@@ -99,6 +99,8 @@ pub fn op_label(op: Opcode) -> &'static str {
         Opcode::Alloc => "alloc",
         Opcode::Free => "free",
         Opcode::Reset => "reset",
+        Opcode::Grant => "grant",
+        Opcode::Return => "return",
     }
 }
 

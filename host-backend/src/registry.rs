@@ -310,7 +310,7 @@ impl Registry {
             pasid_min: limits.as_ref().map_or(1, |l| *l.range.start()),
             pasid_max: limits.as_ref().map_or(0, |l| *l.range.end()),
             quota: limits.map_or(0, |l| l.quota),
-            reserved: 0,
+            lease_max: 0,
             space_id: self.space_id,
         }
     }
@@ -428,6 +428,8 @@ impl Registry {
                 let released = self.reclaim_vm(vm, ReclaimReason::DriverReset);
                 Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1))
             }
+            // Lease requests need VIRTIO_PASID_F_LEASE, which is not offered yet.
+            Request::Grant { .. } | Request::Return { .. } => Response::new(Status::Invalid, tag),
         };
         self.count_result(vm, request, &response);
         response
@@ -454,6 +456,7 @@ impl Registry {
             }
             Request::Free { tag, pasid } => format!("tag={tag:#x} pasid={pasid}"),
             Request::Reset { tag } => format!("tag={tag:#x}"),
+            other => other.to_string(),
         };
         rec.tally
             .log_rejection(name, request.opcode(), status, format_args!("{detail}"));

@@ -24,8 +24,15 @@
 #define VIRTIO_PASID_VQ_REQUEST			0
 #define VIRTIO_PASID_VQ_MAX			1
 
-/* Device-specific feature bits 0-23 are reserved; none is defined yet. */
+/* Device-specific feature bits 0-23 are reserved for this device. */
 #define VIRTIO_PASID_F_RESERVED_MASK		0x0000000000ffffffULL
+
+/* Feature bit: GRANT and RETURN (PASID leases), and config.lease_max. */
+#define VIRTIO_PASID_F_LEASE			0
+
+/* Most PASIDs in one GRANT or RETURN; highest lease_max a device reports. */
+#define VIRTIO_PASID_LEASE_BATCH_MAX		64
+#define VIRTIO_PASID_LEASE_MAX			4096
 
 /* PASIDs are at most 20 bits wide; 0 is never handed out. */
 #define VIRTIO_PASID_MAX_BITS			20
@@ -35,6 +42,8 @@
 #define VIRTIO_PASID_OP_ALLOC			1
 #define VIRTIO_PASID_OP_FREE			2
 #define VIRTIO_PASID_OP_RESET			3
+#define VIRTIO_PASID_OP_GRANT			4	/* needs F_LEASE */
+#define VIRTIO_PASID_OP_RETURN			5	/* needs F_LEASE */
 
 /* Response status codes. */
 #define VIRTIO_PASID_S_OK			0
@@ -56,11 +65,29 @@ struct virtio_pasid_req {
 	__le32 max;		/* ALLOC: highest acceptable PASID */
 };
 
+/*
+ * Device-readable header of GRANT and RETURN: the same 24 bytes, with the
+ * pasid word split. RETURN: count __le32 PASIDs follow in the readable
+ * part. GRANT: up to count __le32 PASIDs follow the response in the
+ * writable part, which must have room for all count of them.
+ */
+struct virtio_pasid_lease_req {
+	__le16 opcode;		/* GRANT or RETURN */
+	__le16 flags;		/* must be 0 */
+	__le16 count;		/* GRANT: most wanted; RETURN: PASIDs listed;
+				 * 1..VIRTIO_PASID_LEASE_BATCH_MAX */
+	__le16 cached;		/* held but not handed out, before this request */
+	__le64 tag;
+	__le32 min;		/* GRANT: lowest acceptable PASID */
+	__le32 max;		/* GRANT: highest acceptable PASID */
+};
+
 /* Device-writable part of every request chain. */
 struct virtio_pasid_resp {
 	__le16 status;
 	__le16 reserved;
 	__le32 pasid;		/* ALLOC: the PASID; RESET: references released;
+				 * GRANT, RETURN: PASIDs granted, returned;
 				 * otherwise VIRTIO_PASID_NONE */
 	__le64 tag;		/* copy of the request's tag (0 if the request
 				 * was not 24 bytes long) */
@@ -73,7 +100,8 @@ struct virtio_pasid_config {
 	__le32 pasid_min;	/* lowest PASID this VM may be given */
 	__le32 pasid_max;	/* highest PASID this VM may be given */
 	__le32 quota;		/* most PASIDs this VM may hold at once */
-	__le32 reserved;
+	__le32 lease_max;	/* most PASIDs the driver may keep cached;
+				 * 0 without VIRTIO_PASID_F_LEASE */
 	__le64 space_id;	/* identifies the host's PASID space */
 };
 

@@ -27,8 +27,19 @@ pub const VQ_REQUEST: u16 = 0;
 /// Number of virtqueues.
 pub const VQ_MAX: usize = 1;
 
-/// Device-specific feature bits 0..=23 are reserved; none is defined yet.
+/// Device-specific feature bits 0..=23 are reserved for this device.
 pub const FEATURES_RESERVED_MASK: u64 = 0x0000_0000_00ff_ffff;
+
+/// Feature bit: the device serves GRANT and RETURN (PASID leases) and
+/// reports its lease cap in [`Config::lease_max`].
+pub const F_LEASE: u32 = 0;
+
+/// Most PASIDs one GRANT asks for or one RETURN gives back.
+pub const LEASE_BATCH_MAX: u16 = 64;
+/// Highest lease cap a device may report in [`Config::lease_max`].
+pub const LEASE_MAX: u32 = 4096;
+/// Size in bytes of one PASID in a GRANT response or RETURN list.
+pub const PASID_ENTRY_SIZE: usize = 4;
 
 /// Widest PASID space: PCIe PASIDs are 20 bits.
 pub const MAX_PASID_BITS: u32 = 20;
@@ -52,11 +63,23 @@ pub enum Opcode {
     Free = 2,
     /// Drop every reference this VM holds.
     Reset = 3,
+    /// Lease: allocate up to `count` PASIDs in `[min, max]` at once
+    /// (needs [`F_LEASE`]).
+    Grant = 4,
+    /// Lease: drop this VM's reference on each PASID of a list
+    /// (needs [`F_LEASE`]).
+    Return = 5,
 }
 
 impl Opcode {
     /// Every opcode, for tables and tests.
-    pub const ALL: [Opcode; 3] = [Opcode::Alloc, Opcode::Free, Opcode::Reset];
+    pub const ALL: [Opcode; 5] = [
+        Opcode::Alloc,
+        Opcode::Free,
+        Opcode::Reset,
+        Opcode::Grant,
+        Opcode::Return,
+    ];
 
     /// Decodes a wire opcode; `None` for an unknown value.
     pub fn from_wire(value: u16) -> Option<Self> {
@@ -69,6 +92,8 @@ impl Opcode {
             Opcode::Alloc => "ALLOC",
             Opcode::Free => "FREE",
             Opcode::Reset => "RESET",
+            Opcode::Grant => "GRANT",
+            Opcode::Return => "RETURN",
         }
     }
 }
@@ -144,6 +169,8 @@ pub enum DecodeError {
     UnknownOpcode(u16),
     /// The reserved `flags` field is not zero.
     NonZeroFlags(u16),
+    /// A GRANT or RETURN `count` of 0 or above [`LEASE_BATCH_MAX`].
+    BadCount(u16),
 }
 
 impl fmt::Display for DecodeError {
@@ -151,6 +178,9 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::UnknownOpcode(op) => write!(f, "unknown opcode {op}"),
             DecodeError::NonZeroFlags(flags) => write!(f, "reserved flags {flags:#x} not zero"),
+            DecodeError::BadCount(count) => {
+                write!(f, "count {count} not in 1..={LEASE_BATCH_MAX}")
+            }
         }
     }
 }
@@ -175,6 +205,30 @@ pub struct RawRequest {
     pub max: u32,
 }
 
+/// Device-readable header of a GRANT or RETURN chain
+/// (`struct virtio_pasid_lease_req`): the same 24 bytes as [`RawRequest`],
+/// with its `pasid` field split into `count` and `cached`. A RETURN's list
+/// of `count` little-endian 32-bit PASIDs follows it in the readable part;
+/// a GRANT's PASIDs follow the [`Response`] in the writable part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct LeaseHeader {
+    /// [`Opcode::Grant`] or [`Opcode::Return`].
+    pub opcode: u16,
+    /// Reserved, must be zero.
+    pub flags: u16,
+    /// GRANT: most PASIDs wanted; RETURN: PASIDs in the list.
+    pub count: u16,
+    /// PASIDs the driver holds but has not handed out, before this request.
+    pub cached: u16,
+    /// Driver-chosen tag, echoed in the response.
+    pub tag: u64,
+    /// GRANT: lowest acceptable PASID.
+    pub min: u32,
+    /// GRANT: highest acceptable PASID.
+    pub max: u32,
+}
+
 /// Device-writable part of a request chain (`struct virtio_pasid_resp`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -183,7 +237,8 @@ pub struct Response {
     pub status: u16,
     /// Reserved, written as zero.
     pub reserved: u16,
-    /// ALLOC: the PASID; RESET: references released; otherwise [`PASID_NONE`].
+    /// ALLOC: the PASID; RESET: references released; GRANT and RETURN:
+    /// PASIDs granted or returned; otherwise [`PASID_NONE`].
     pub pasid: u32,
     /// The request's tag (0 when the request was not 24 bytes long).
     pub tag: u64,
@@ -203,8 +258,9 @@ pub struct Config {
     pub pasid_max: u32,
     /// Most PASIDs this VM may hold at once.
     pub quota: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Most PASIDs the driver may keep leased but not handed out; 0 unless
+    /// the device offers [`F_LEASE`].
+    pub lease_max: u32,
     /// Identifies the host's PASID space (stable for the space's lifetime).
     pub space_id: u64,
 }
@@ -233,6 +289,30 @@ pub enum Request {
         /// Driver tag.
         tag: u64,
     },
+    /// Allocate up to `count` PASIDs in `[min, max]`.
+    Grant {
+        /// Driver tag.
+        tag: u64,
+        /// Most PASIDs wanted, 1..=[`LEASE_BATCH_MAX`].
+        count: u16,
+        /// PASIDs the driver holds but has not handed out.
+        cached: u16,
+        /// Lowest acceptable PASID.
+        min: u32,
+        /// Highest acceptable PASID.
+        max: u32,
+    },
+    /// Drop this VM's reference on each of `count` PASIDs, whose list
+    /// follows the header ([`decode_pasids`]).
+    Return {
+        /// Driver tag.
+        tag: u64,
+        /// PASIDs in the list, 1..=[`LEASE_BATCH_MAX`].
+        count: u16,
+        /// PASIDs the driver holds but has not handed out, before this
+        /// request (the returned ones included).
+        cached: u16,
+    },
 }
 
 /// The request as `key=value` log fields: `op=ALLOC tag=0x1 min=1 max=100`.
@@ -245,6 +325,19 @@ impl fmt::Display for Request {
             }
             Request::Free { tag, pasid } => write!(f, "op={op} tag={tag:#x} pasid={pasid}"),
             Request::Reset { tag } => write!(f, "op={op} tag={tag:#x}"),
+            Request::Grant {
+                tag,
+                count,
+                cached,
+                min,
+                max,
+            } => write!(
+                f,
+                "op={op} tag={tag:#x} count={count} cached={cached} min={min} max={max}"
+            ),
+            Request::Return { tag, count, cached } => {
+                write!(f, "op={op} tag={tag:#x} count={count} cached={cached}")
+            }
         }
     }
 }
@@ -253,7 +346,31 @@ impl Request {
     /// The driver's tag.
     pub fn tag(&self) -> u64 {
         match *self {
-            Request::Alloc { tag, .. } | Request::Free { tag, .. } | Request::Reset { tag } => tag,
+            Request::Alloc { tag, .. }
+            | Request::Free { tag, .. }
+            | Request::Reset { tag }
+            | Request::Grant { tag, .. }
+            | Request::Return { tag, .. } => tag,
+        }
+    }
+
+    /// Bytes of PASID list that follow the 24-byte header in the readable
+    /// part: `4 * count` for RETURN, 0 otherwise.
+    pub fn list_len(&self) -> usize {
+        match *self {
+            Request::Return { count, .. } => usize::from(count) * PASID_ENTRY_SIZE,
+            _ => 0,
+        }
+    }
+
+    /// Bytes the writable part must hold: the response, plus room for
+    /// `count` PASIDs for GRANT.
+    pub fn writable_len(&self) -> usize {
+        match *self {
+            Request::Grant { count, .. } => {
+                RESPONSE_SIZE + usize::from(count) * PASID_ENTRY_SIZE
+            }
+            _ => RESPONSE_SIZE,
         }
     }
 
@@ -263,10 +380,13 @@ impl Request {
             Request::Alloc { .. } => Opcode::Alloc,
             Request::Free { .. } => Opcode::Free,
             Request::Reset { .. } => Opcode::Reset,
+            Request::Grant { .. } => Opcode::Grant,
+            Request::Return { .. } => Opcode::Return,
         }
     }
 
-    /// Encodes the request as the driver sends it.
+    /// Encodes the request's 24-byte header as the driver sends it (a
+    /// RETURN's list follows it: [`encode_pasids`]).
     pub fn encode(&self) -> [u8; REQUEST_SIZE] {
         let mut raw = RawRequest {
             opcode: self.opcode() as u16,
@@ -280,9 +400,50 @@ impl Request {
             }
             Request::Free { pasid, .. } => raw.pasid = pasid,
             Request::Reset { .. } => {}
+            Request::Grant {
+                count,
+                cached,
+                min,
+                max,
+                ..
+            } => {
+                raw.pasid = lease_word(count, cached);
+                raw.min = min;
+                raw.max = max;
+            }
+            Request::Return { count, cached, .. } => raw.pasid = lease_word(count, cached),
         }
         raw.encode()
     }
+}
+
+/// GRANT and RETURN carry `count` and `cached` where other requests carry
+/// `pasid`: `count` in the low 16 bits (bytes 4-5), `cached` in the high.
+fn lease_word(count: u16, cached: u16) -> u32 {
+    u32::from(count) | u32::from(cached) << 16
+}
+
+/// Splits the `pasid` word of a GRANT or RETURN into `(count, cached)`.
+#[allow(clippy::cast_possible_truncation)]
+fn split_lease_word(word: u32) -> (u16, u16) {
+    (word as u16, (word >> 16) as u16)
+}
+
+/// Decodes a list of little-endian PASIDs (a RETURN's list, a GRANT's
+/// answer). Trailing bytes that do not make a whole entry are ignored.
+pub fn decode_pasids(buf: &[u8]) -> Vec<u32> {
+    buf.chunks_exact(PASID_ENTRY_SIZE)
+        .map(|c| {
+            let mut b = [0u8; PASID_ENTRY_SIZE];
+            b.copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
+        .collect()
+}
+
+/// Encodes PASIDs as the little-endian list GRANT answers and RETURN sends.
+pub fn encode_pasids(pasids: &[u32]) -> Vec<u8> {
+    pasids.iter().flat_map(|p| p.to_le_bytes()).collect()
 }
 
 /// Reads little-endian integers at fixed offsets of a fixed-size buffer.
@@ -348,6 +509,23 @@ impl RawRequest {
                 pasid: self.pasid,
             }),
             Some(Opcode::Reset) => Ok(Request::Reset { tag }),
+            Some(op @ (Opcode::Grant | Opcode::Return)) => {
+                let (count, cached) = split_lease_word(self.pasid);
+                if count == 0 || count > LEASE_BATCH_MAX {
+                    return Err(DecodeError::BadCount(count));
+                }
+                Ok(if op == Opcode::Grant {
+                    Request::Grant {
+                        tag,
+                        count,
+                        cached,
+                        min: self.min,
+                        max: self.max,
+                    }
+                } else {
+                    Request::Return { tag, count, cached }
+                })
+            }
             None => Err(DecodeError::UnknownOpcode(self.opcode)),
         }
     }
@@ -404,7 +582,7 @@ impl Config {
         put_le!(buf, 8, self.pasid_min);
         put_le!(buf, 12, self.pasid_max);
         put_le!(buf, 16, self.quota);
-        put_le!(buf, 20, self.reserved);
+        put_le!(buf, 20, self.lease_max);
         put_le!(buf, 24, self.space_id);
         buf
     }
@@ -417,7 +595,7 @@ impl Config {
             pasid_min: le_field!(buf, u32, 8),
             pasid_max: le_field!(buf, u32, 12),
             quota: le_field!(buf, u32, 16),
-            reserved: le_field!(buf, u32, 20),
+            lease_max: le_field!(buf, u32, 20),
             space_id: le_field!(buf, u64, 24),
         }
     }
@@ -456,6 +634,18 @@ pub fn c_constants() -> Vec<CConstant> {
             value: FEATURES_RESERVED_MASK,
         },
         CConstant {
+            name: "VIRTIO_PASID_F_LEASE".into(),
+            value: F_LEASE.into(),
+        },
+        CConstant {
+            name: "VIRTIO_PASID_LEASE_BATCH_MAX".into(),
+            value: LEASE_BATCH_MAX.into(),
+        },
+        CConstant {
+            name: "VIRTIO_PASID_LEASE_MAX".into(),
+            value: LEASE_MAX.into(),
+        },
+        CConstant {
             name: "VIRTIO_PASID_MAX_BITS".into(),
             value: MAX_PASID_BITS.into(),
         },
@@ -489,6 +679,10 @@ mod tests {
         assert_eq!(size_of::<RawRequest>(), REQUEST_SIZE);
         assert_eq!(size_of::<Response>(), RESPONSE_SIZE);
         assert_eq!(size_of::<Config>(), CONFIG_SIZE);
+        assert_eq!(size_of::<LeaseHeader>(), REQUEST_SIZE);
+        assert_eq!(offset_of!(LeaseHeader, count), offset_of!(RawRequest, pasid));
+        assert_eq!(offset_of!(LeaseHeader, cached), 6);
+        assert_eq!(offset_of!(LeaseHeader, tag), offset_of!(RawRequest, tag));
         // The encoders write fields at these offsets.
         assert_eq!(offset_of!(RawRequest, tag), 8);
         assert_eq!(offset_of!(RawRequest, max), 20);
@@ -533,6 +727,18 @@ mod tests {
             },
             Request::Free { tag: 4, pasid: 5 },
             Request::Reset { tag: 6 },
+            Request::Grant {
+                tag: 7,
+                count: 32,
+                cached: 3,
+                min: 1,
+                max: 0xfffff,
+            },
+            Request::Return {
+                tag: 8,
+                count: LEASE_BATCH_MAX,
+                cached: 0xffff,
+            },
         ] {
             assert_eq!(RawRequest::decode(&req.encode()).parse(), Ok(req));
         }
@@ -565,10 +771,67 @@ mod tests {
             pasid_min: 1,
             pasid_max: 0xfffff,
             quota: 1024,
-            reserved: 0,
+            lease_max: 64,
             space_id: 0xdead_beef_cafe,
         };
         assert_eq!(Config::decode(&cfg.encode()), cfg);
+    }
+
+    #[test]
+    fn lease_requests_put_count_and_cached_in_the_pasid_word() {
+        let grant = Request::Grant {
+            tag: 1,
+            count: 0x0102,
+            cached: 0x0304,
+            min: 5,
+            max: 6,
+        };
+        // count 0x0102 is out of range, but the layout is what matters here.
+        let bytes = grant.encode();
+        assert_eq!(&bytes[4..8], &[0x02, 0x01, 0x04, 0x03]);
+        assert_eq!(
+            RawRequest::decode(&bytes).parse(),
+            Err(DecodeError::BadCount(0x0102))
+        );
+        let ret = Request::Return {
+            tag: 2,
+            count: 3,
+            cached: 9,
+        };
+        assert_eq!(ret.list_len(), 12);
+        assert_eq!(ret.writable_len(), RESPONSE_SIZE);
+        let grant = Request::Grant {
+            tag: 3,
+            count: 32,
+            cached: 0,
+            min: 1,
+            max: 9,
+        };
+        assert_eq!(grant.writable_len(), RESPONSE_SIZE + 128);
+        assert_eq!(grant.list_len(), 0);
+    }
+
+    #[test]
+    fn lease_counts_outside_the_batch_are_rejected() {
+        for count in [0, LEASE_BATCH_MAX + 1, u16::MAX] {
+            for opcode in [Opcode::Grant, Opcode::Return] {
+                let raw = RawRequest {
+                    opcode: opcode as u16,
+                    pasid: u32::from(count),
+                    ..RawRequest::default()
+                };
+                assert_eq!(raw.parse(), Err(DecodeError::BadCount(count)));
+            }
+        }
+    }
+
+    #[test]
+    fn pasid_lists_roundtrip() {
+        let pasids = [1, 0xfffff, 7, u32::MAX];
+        let bytes = encode_pasids(&pasids);
+        assert_eq!(&bytes[4..8], &[0xff, 0xff, 0x0f, 0]);
+        assert_eq!(decode_pasids(&bytes), pasids);
+        assert_eq!(decode_pasids(&bytes[..7]), [1]);
     }
 
     #[test]

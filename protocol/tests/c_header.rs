@@ -76,11 +76,26 @@ fn expected() -> BTreeMap<String, u64> {
         ("pasid_min", offset_of!(Config, pasid_min)),
         ("pasid_max", offset_of!(Config, pasid_max)),
         ("quota", offset_of!(Config, quota)),
-        ("reserved", offset_of!(Config, reserved)),
+        ("lease_max", offset_of!(Config, lease_max)),
         ("space_id", offset_of!(Config, space_id)),
     ] {
         put(
             &format!("offsetof(struct virtio_pasid_config, {field})"),
+            off,
+        );
+    }
+    put("sizeof(struct virtio_pasid_lease_req)", size_of::<LeaseHeader>());
+    for (field, off) in [
+        ("opcode", offset_of!(LeaseHeader, opcode)),
+        ("flags", offset_of!(LeaseHeader, flags)),
+        ("count", offset_of!(LeaseHeader, count)),
+        ("cached", offset_of!(LeaseHeader, cached)),
+        ("tag", offset_of!(LeaseHeader, tag)),
+        ("min", offset_of!(LeaseHeader, min)),
+        ("max", offset_of!(LeaseHeader, max)),
+    ] {
+        put(
+            &format!("offsetof(struct virtio_pasid_lease_req, {field})"),
             off,
         );
     }
@@ -91,6 +106,8 @@ fn expected() -> BTreeMap<String, u64> {
         ("sizeof(((struct virtio_pasid_req *)0)->max)", 4),
         ("sizeof(((struct virtio_pasid_resp *)0)->status)", 2),
         ("sizeof(((struct virtio_pasid_config *)0)->space_id)", 8),
+        ("sizeof(((struct virtio_pasid_lease_req *)0)->count)", 2),
+        ("sizeof(((struct virtio_pasid_lease_req *)0)->cached)", 2),
     ] {
         put(expr, size);
     }

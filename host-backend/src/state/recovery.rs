@@ -223,6 +223,9 @@ impl Recovery {
                 self.space.reclaim(id);
                 Ok(())
             }
+            Request::Grant { .. } | Request::Return { .. } => {
+                Err(format!("{request} answered OK, but leases are not served"))
+            }
         }
     }
 
