@@ -106,6 +106,27 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Re-plug a running VM's vpasid device through QEMU's QMP socket.
+    ///
+    /// QEMU does not reconnect a vhost-user device to a backend that
+    /// restarted. This finds the device connected to the VM's socket,
+    /// unplugs it (device_del, waiting for the guest to release it),
+    /// replaces its chardev (chardev-remove, chardev-add) and plugs a new one
+    /// with the same properties (device_add), then waits for the daemon to
+    /// see the VM connect. The device must sit in a slot that supports PCI
+    /// hotplug (the pc machine's root bus, or a pcie-root-port on q35).
+    Reattach {
+        /// VM name.
+        #[arg(long)]
+        vm: String,
+        /// The VM's QMP socket (QEMU `-qmp unix:PATH,server=on,wait=off`).
+        #[arg(long, value_name = "PATH")]
+        qmp: PathBuf,
+        /// Seconds to wait for the guest to release the old device and for
+        /// the new one to connect.
+        #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
     /// Set a VM's quota.
     ///
     /// A quota above the number of PASIDs the VM's range holds (reserved ones
@@ -126,6 +147,18 @@ pub fn parse_pasid(s: &str) -> Result<u32, String> {
         None => s.parse(),
     };
     parsed.map_err(|e| format!("{s:?} is not a PASID: {e}"))
+}
+
+/// Parses a timeout in whole or fractional seconds, at least 1 s.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(format!("timeout {s} s is shorter than 1 s")),
+        Err(e) => Err(format!("{s:?} is not a number of seconds: {e}")),
+    }
 }
 
 /// Parses a refresh interval in seconds, at least [`MIN_WATCH_INTERVAL`].
@@ -149,6 +182,7 @@ mod tests {
     use super::*;
     use assert_matches::assert_matches;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -182,6 +216,39 @@ mod tests {
         assert_matches!(cli.command, Command::Pasids { vm: Some(vm) } if vm == "db");
         let cli = Cli::parse_from(["pasidctl", "pasids"]);
         assert_matches!(cli.command, Command::Pasids { vm: None });
+    }
+
+    #[test]
+    fn reattach_takes_a_vm_a_qmp_socket_and_a_timeout() {
+        let cli = Cli::parse_from(["pasidctl", "reattach", "--vm", "a", "--qmp", "/run/q.sock"]);
+        assert_matches!(
+            cli.command,
+            Command::Reattach { vm, qmp, timeout }
+                if vm == "a" && qmp == Path::new("/run/q.sock") && timeout == Duration::from_secs(30)
+        );
+        let cli = Cli::parse_from([
+            "pasidctl",
+            "reattach",
+            "--vm",
+            "a",
+            "--qmp",
+            "q",
+            "--timeout",
+            "2.5",
+        ]);
+        assert_matches!(cli.command, Command::Reattach { timeout, .. } if timeout == Duration::from_millis(2500));
+        assert!(Cli::try_parse_from(["pasidctl", "reattach", "--vm", "a"]).is_err());
+        assert!(Cli::try_parse_from([
+            "pasidctl",
+            "reattach",
+            "--vm",
+            "a",
+            "--qmp",
+            "q",
+            "--timeout",
+            "0.5"
+        ])
+        .is_err());
     }
 
     #[test]

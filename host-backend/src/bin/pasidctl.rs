@@ -33,6 +33,8 @@ use vhost_user_pasid::control_protocol::{
     StatsResult, VmEntry,
 };
 use vhost_user_pasid::ctl_cli::{Cli, Command, DAEMON_TIMEOUT};
+use vhost_user_pasid::qmp::{Qmp, QmpError};
+use vhost_user_pasid::reattach::{find_device, replug, ReattachError};
 use vhost_user_pasid::socket::MAX_SOCKET_PATH;
 
 /// Errors of pasidctl, each naming its real cause.
@@ -80,6 +82,18 @@ enum CtlError {
     Output(std::io::Error),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("the daemon serves no VM named {0:?} (pasidctl vms lists them)")]
+    UnknownVm(String),
+    #[error("QMP: {0}")]
+    Qmp(#[from] QmpError),
+    #[error("reattach: {0}")]
+    Reattach(#[from] ReattachError),
+    #[error(
+        "the new device was plugged, but VM {vm} did not connect to the daemon within {} s \
+         (is the daemon serving its socket?)",
+        timeout.as_secs_f64()
+    )]
+    NotReconnected { vm: String, timeout: Duration },
 }
 
 /// Whether an I/O error means the peer did not answer in time.
@@ -575,6 +589,90 @@ fn watch(
     }
 }
 
+/// Bound on each QMP command's answer (device_del's effect is awaited
+/// separately, for `--timeout`).
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often reattach asks the daemon whether the VM connected.
+const RECONNECT_POLL: Duration = Duration::from_millis(50);
+
+/// What `pasidctl reattach` did.
+#[derive(Serialize)]
+struct ReattachReport {
+    vm: String,
+    device: String,
+    chardev: String,
+    unplug_ms: u128,
+    plug_ms: u128,
+    connect_ms: u128,
+    held_before: u32,
+    held_after: u32,
+}
+
+/// The VM named `name` in the daemon's listing.
+fn vm_entry(socket: &Path, name: &str) -> Result<VmEntry, CtlError> {
+    let vms: Vec<VmEntry> = call(socket, &ControlRequest::Vms {})?;
+    vms.into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| CtlError::UnknownVm(name.to_string()))
+}
+
+/// Re-plugs the VM's device through QMP and waits for it to connect.
+fn reattach(
+    socket: &Path,
+    json: bool,
+    vm: &str,
+    qmp_socket: &Path,
+    timeout: Duration,
+) -> Result<(), CtlError> {
+    let before = vm_entry(socket, vm)?;
+    let vm_socket = PathBuf::from(&before.socket);
+    let mut qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT)?;
+    let device = find_device(&mut qmp, &vm_socket)?;
+    let replugged = replug(&mut qmp, &device, &vm_socket, timeout)?;
+    let started = Instant::now();
+    let after = loop {
+        let now = vm_entry(socket, vm)?;
+        if now.connected && now.counters.connects > before.counters.connects {
+            break now;
+        }
+        if started.elapsed() >= timeout {
+            return Err(CtlError::NotReconnected {
+                vm: vm.to_string(),
+                timeout,
+            });
+        }
+        std::thread::sleep(RECONNECT_POLL);
+    };
+    let report = ReattachReport {
+        vm: vm.to_string(),
+        device: replugged.device.id,
+        chardev: replugged.device.chardev,
+        unplug_ms: replugged.unplug.as_millis(),
+        plug_ms: replugged.plug.as_millis(),
+        connect_ms: started.elapsed().as_millis(),
+        held_before: before.held,
+        held_after: after.held,
+    };
+    let out = if json {
+        json_text(&report)?
+    } else {
+        format!(
+            "VM {}: device {} re-plugged on chardev {} (unplug {} ms, plug {} ms, \
+             connected after {} ms); PASIDs held {} -> {}\n",
+            report.vm,
+            report.device,
+            report.chardev,
+            report.unplug_ms,
+            report.plug_ms,
+            report.connect_ms,
+            report.held_before,
+            report.held_after
+        )
+    };
+    emit(&out)
+}
+
 fn run(cli: Cli) -> Result<(), CtlError> {
     let request = match &cli.command {
         Command::Pasids { vm } => ControlRequest::Pasids { vm: vm.clone() },
@@ -583,6 +681,9 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Metrics => ControlRequest::Metrics {},
         Command::Watch { interval, count } => {
             return watch(&cli.socket, cli.json, *interval, *count);
+        }
+        Command::Reattach { vm, qmp, timeout } => {
+            return reattach(&cli.socket, cli.json, vm, qmp, *timeout);
         }
         Command::Get { pasid, holder } => ControlRequest::Get {
             holder: holder.clone(),
@@ -636,7 +737,7 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 text
             }
         }
-        Command::Watch { .. } => String::new(),
+        Command::Watch { .. } | Command::Reattach { .. } => String::new(),
         Command::Get { .. } => {
             let r: GetResult = call(socket, &request)?;
             if cli.json {
