@@ -34,6 +34,9 @@ _pasidctl() {
             pasidctl,quota)
                 cmd="pasidctl__subcmd__quota"
                 ;;
+            pasidctl,reattach)
+                cmd="pasidctl__subcmd__reattach"
+                ;;
             pasidctl,release)
                 cmd="pasidctl__subcmd__release"
                 ;;
@@ -64,6 +67,9 @@ _pasidctl() {
             pasidctl__subcmd__help,quota)
                 cmd="pasidctl__subcmd__help__subcmd__quota"
                 ;;
+            pasidctl__subcmd__help,reattach)
+                cmd="pasidctl__subcmd__help__subcmd__reattach"
+                ;;
             pasidctl__subcmd__help,release)
                 cmd="pasidctl__subcmd__help__subcmd__release"
                 ;;
@@ -83,7 +89,7 @@ _pasidctl() {
 
     case "${cmd}" in
         pasidctl)
-            opts="-h -V --socket --json --help --version pasids vms stats metrics watch get put release quota help"
+            opts="-h -V --socket --json --help --version pasids vms stats metrics watch get put release reattach quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,7 +129,7 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__help)
-            opts="pasids vms stats metrics watch get put release quota help"
+            opts="pasids vms stats metrics watch get put release reattach quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -207,6 +213,20 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__help__subcmd__quota)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__help__subcmd__reattach)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -346,6 +366,36 @@ _pasidctl() {
             fi
             case "${prev}" in
                 --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__reattach)
+            opts="-h --vm --qmp --timeout --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --qmp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

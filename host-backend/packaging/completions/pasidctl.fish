@@ -36,6 +36,7 @@ complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "watch" -d 'Live v
 complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "get" -d 'Take a host reference on a PASID (pins it until put)'
 complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "put" -d 'Drop a host reference on a PASID; says whether it was freed'
 complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "release" -d 'Release every PASID reference a VM holds'
+complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "reattach" -d 'Re-plug a running VM\'s vpasid device through QEMU\'s QMP socket'
 complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "quota" -d 'Set a VM\'s quota'
 complete -c pasidctl -n "__fish_pasidctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand pasids" -l vm -d 'Only the PASIDs this VM holds a reference on' -r
@@ -69,17 +70,24 @@ complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -l socket -d 
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -l force -d 'Release even while the VM is connected: strips every PASID from the running guest, whose devices may still have them programmed'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -l json -d 'Print the daemon\'s JSON instead of a table'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l vm -d 'VM name' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l qmp -d 'The VM\'s QMP socket (QEMU `-qmp unix:PATH,server=on,wait=off`)' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l timeout -d 'Seconds to wait for the guest to release the old device and for the new one to connect' -r
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l json -d 'Print the daemon\'s JSON instead of a table'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l vm -d 'VM name' -r
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l socket -d 'Control socket of the daemon' -r -F
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l json -d 'Print the daemon\'s JSON instead of a table'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "pasids" -d 'List allocated PASIDs with their holders and reference counts'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "vms" -d 'List VM slots with usage, quota and connection state'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "stats" -d 'Whole-host figures'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "metrics" -d 'Print every metric in the Prometheus text format'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "watch" -d 'Live view of the VMs and their usage, refreshed until Ctrl-C'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "get" -d 'Take a host reference on a PASID (pins it until put)'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "put" -d 'Drop a host reference on a PASID; says whether it was freed'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "release" -d 'Release every PASID reference a VM holds'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "quota" -d 'Set a VM\'s quota'
-complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release quota help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "pasids" -d 'List allocated PASIDs with their holders and reference counts'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "vms" -d 'List VM slots with usage, quota and connection state'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "stats" -d 'Whole-host figures'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "metrics" -d 'Print every metric in the Prometheus text format'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "watch" -d 'Live view of the VMs and their usage, refreshed until Ctrl-C'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "get" -d 'Take a host reference on a PASID (pins it until put)'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "put" -d 'Drop a host reference on a PASID; says whether it was freed'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "release" -d 'Release every PASID reference a VM holds'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "reattach" -d 'Re-plug a running VM\'s vpasid device through QEMU\'s QMP socket'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "quota" -d 'Set a VM\'s quota'
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand help; and not __fish_seen_subcommand_from pasids vms stats metrics watch get put release reattach quota help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
