@@ -559,8 +559,10 @@ fn the_replay_window_lasts_until_the_first_connection_after_a_restart_ends() {
     assert_eq!(held_by(&d, "a"), vec![1], "carried out again");
 
     // A restart: the VM keeps PASID 1, and the last batch is the window.
-    drop(vm);
+    // The daemon dies with the connection still up: closing it first would
+    // race the kill with the disconnect's reclaim.
     d.kill9();
+    drop(vm);
     d.restart();
     assert_eq!(held_by(&d, "a"), vec![1], "kept across the restart");
     // A brand-new frontend (ring from 0) posting the old bytes at the old
@@ -801,8 +803,9 @@ fn protocol_features_are_config_mq_and_reply_ack() {
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << pasid_protocol::F_LEASE)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
-        "virtio features {offered:#x}"
+        "virtio features {offered:#x} (F_LEASE: the default --lease is 32)"
     );
     f.set_features((1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
         .unwrap();
