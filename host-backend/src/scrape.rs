@@ -29,7 +29,7 @@ use crate::registry::{HostStats, Registry, VmLabels, VmView};
 /// The counter family of each opcode's answers, by VM and status: opcode,
 /// name (without `_total`), help. An opcode missing here is still counted
 /// (`pasidctl vms`), but not exposed.
-const REQUEST_FAMILIES: [(Opcode, &str, &str); 3] = [
+const REQUEST_FAMILIES: &[(Opcode, &str, &str)] = &[
     (
         Opcode::Alloc,
         "vpasid_allocations",
@@ -51,7 +51,7 @@ const REQUEST_FAMILIES: [(Opcode, &str, &str); 3] = [
 type Gauge<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 /// Whole-host gauges.
-const HOST_GAUGES: [Gauge<HostStats>; 6] = [
+const HOST_GAUGES: &[Gauge<HostStats>] = &[
     // Not `..._bits`: Prometheus reads that as a unit and wants bytes.
     (
         "vpasid_space_pasid_width",
@@ -86,7 +86,7 @@ const HOST_GAUGES: [Gauge<HostStats>; 6] = [
 ];
 
 /// Per-VM gauges, labelled `vm`.
-const VM_GAUGES: [Gauge<VmView>; 3] = [
+const VM_GAUGES: &[Gauge<VmView>] = &[
     (
         "vpasid_vm_connected",
         "1 while the VM's frontend is connected, else 0",
@@ -125,7 +125,7 @@ pub fn render_shared(registry: &Mutex<Registry>) -> String {
 fn render_with(reg: &Registry, process: ProcessStats) -> String {
     let mut metrics = Metrics::default();
     let families = reg.vm_families();
-    for (op, name, help) in REQUEST_FAMILIES {
+    for &(op, name, help) in REQUEST_FAMILIES {
         if let Some(family) = families.requests(op) {
             metrics.register(name, help, family.clone());
         }
@@ -201,11 +201,11 @@ impl Collector for Figures {
         let version = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
         let help = "Version of the running vhost-user-pasid; always 1";
         encode_family(&mut encoder, "vpasid_build", help, None, &version)?;
-        for (name, help, value) in HOST_GAUGES {
+        for &(name, help, value) in HOST_GAUGES {
             let gauge = ConstGauge::new(value(&self.host));
             encode_family(&mut encoder, name, help, None, &gauge)?;
         }
-        for (name, help, value) in VM_GAUGES {
+        for &(name, help, value) in VM_GAUGES {
             let series = self
                 .vms
                 .iter()
