@@ -17,7 +17,7 @@ mod image;
 pub mod record;
 mod tally;
 
-pub use tally::{VmFamilies, VmLabels, VmReasonLabels, VmStatusLabels, VmTally, RECLAIM_REASONS};
+pub use tally::{VmFamilies, VmLabels, VmReasonLabels, VmStatusLabels, VmTally};
 
 use crate::figures::Histogram;
 use crate::logfmt::Value;

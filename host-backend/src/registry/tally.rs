@@ -18,7 +18,7 @@ use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 
 /// Every reclaim reason, in the order the metrics list them.
-pub const RECLAIM_REASONS: [ReclaimReason; 3] = [
+const RECLAIM_REASONS: [ReclaimReason; 3] = [
     ReclaimReason::DriverReset,
     ReclaimReason::Disconnect,
     ReclaimReason::Operator,
