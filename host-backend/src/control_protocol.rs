@@ -35,7 +35,7 @@ pub enum ControlRequest {
     Vms {},
     /// Whole-host figures.
     Stats {},
-    /// Prometheus text exposition of every metric (the result is a string).
+    /// OpenMetrics text exposition of every metric (the result is a string).
     Metrics {},
     /// A host holder takes a reference on a PASID.
     Get {
@@ -149,7 +149,7 @@ pub enum ReplyResult {
     Vms(Vec<VmEntry>),
     /// `stats`.
     Stats(StatsResult),
-    /// `metrics`: the Prometheus text exposition.
+    /// `metrics`: the OpenMetrics text exposition.
     Metrics(String),
     /// `get`.
     Get(GetResult),

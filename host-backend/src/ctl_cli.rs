@@ -58,7 +58,7 @@ pub enum Command {
     Vms,
     /// Whole-host figures.
     Stats,
-    /// Print every metric in the Prometheus text format.
+    /// Print every metric in the OpenMetrics text format.
     Metrics,
     /// Live view of the VMs and their usage, refreshed until Ctrl-C.
     ///

@@ -1,84 +1,58 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! What the daemon measures, as plain values: a duration histogram, the
-//! durable state's figures, and the label each opcode and status has in
-//! metrics and log lines. Counted where the events happen (registry,
-//! state), rendered by `metrics` (through `scrape`): neither side imports
-//! the other.
+//! What the daemon measures, below the registry and durable state: the
+//! duration histogram they observe into, the durable state's figures, and
+//! the label each opcode and status has in metrics and log lines. The
+//! histogram is a `prometheus-client` metric, observed where the event
+//! happens and encoded by `scrape`: neither side imports the other.
 
 use std::time::Duration;
 
 use pasid_protocol::{Opcode, Status};
+use prometheus_client::metrics::histogram;
 
-/// Upper bounds of the latency histogram's buckets, in nanoseconds. One
+/// Upper bounds of the latency histogram's buckets, in seconds. One
 /// request takes a few microseconds; the top buckets catch lock contention
 /// and a stalled host.
-pub const LATENCY_BUCKETS_NS: [u64; 12] = [
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.001,
+    0.01,
+    0.1,
+    1.0,
 ];
 
-/// A fixed-bucket histogram of durations ([`LATENCY_BUCKETS_NS`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last slot is +Inf.
-    counts: [u64; LATENCY_BUCKETS_NS.len() + 1],
-    /// Sum of all observations, in nanoseconds.
-    sum_ns: u128,
-    /// Number of observations.
-    count: u64,
+/// A histogram of durations over [`LATENCY_BUCKETS_SECONDS`]. Clones share
+/// one set of buckets: a clone handed to the metrics is the live histogram.
+#[derive(Clone, Debug)]
+pub struct Histogram(histogram::Histogram);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(histogram::Histogram::new(LATENCY_BUCKETS_SECONDS))
+    }
 }
 
 impl Histogram {
     /// Records one observation.
-    pub fn observe(&mut self, d: Duration) {
-        let ns = d.as_nanos();
-        let slot = LATENCY_BUCKETS_NS
-            .iter()
-            .position(|&le| ns <= u128::from(le))
-            .unwrap_or(LATENCY_BUCKETS_NS.len());
-        if let Some(c) = self.counts.get_mut(slot) {
-            *c += 1;
-        }
-        self.sum_ns += ns;
-        self.count += 1;
+    pub fn observe(&self, d: Duration) {
+        self.0.observe(d.as_secs_f64());
     }
 
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Cumulative counts: one per bound of [`LATENCY_BUCKETS_NS`], then +Inf.
-    pub fn cumulative(&self) -> Vec<u64> {
-        self.counts
-            .iter()
-            .scan(0u64, |acc, c| {
-                *acc += c;
-                Some(*acc)
-            })
-            .collect()
-    }
-
-    /// Sum of the observations in seconds.
-    pub fn sum_seconds(&self) -> f64 {
-        // Precision beyond f64's is of no use to a latency sum.
-        #[allow(clippy::cast_precision_loss)]
-        let s = self.sum_ns as f64 / 1e9;
-        s
+    /// The metric itself, for registering with a metrics registry.
+    pub fn metric(&self) -> histogram::Histogram {
+        self.0.clone()
     }
 }
 
-/// Durable-state figures for the metrics (`vpasid_state_*`).
+/// Durable-state figures for the metrics (`vpasid_state_*`), counted by
+/// the journal as it writes.
 #[derive(Clone, Debug)]
 pub struct JournalStats {
     /// Frames written and synced since start-up.

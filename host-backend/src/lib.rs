@@ -12,11 +12,12 @@
 //! - [`slot`]: a VM slot's socket served in a loop, one session after another.
 //! - [`control`], [`control_protocol`]: the operator's control socket;
 //!   [`ctl_cli`]: the command line of `pasidctl`, its client.
-//! - [`metrics`]: the Prometheus text format, the optional loopback HTTP
-//!   listener and the `process_*` metrics; [`scrape`]: the collector that
-//!   reads the registry's figures into it at scrape time (control command
-//!   `metrics`, HTTP); [`figures`]: what is counted, as plain values (the
-//!   duration histogram, labels), so the registry never imports `metrics`.
+//! - [`metrics`]: OpenMetrics text through `prometheus-client`, the
+//!   optional loopback HTTP listener and the `process_*` metrics;
+//!   [`scrape`]: one scrape (control command `metrics`, HTTP), the
+//!   registry's metric families plus a collector over its figures at
+//!   scrape time; [`figures`]: the duration histogram, the journal's
+//!   figures and labels, so the registry never imports `metrics`.
 //! - [`state`]: durable state (`--state-dir`): snapshot, journal with
 //!   group commit and compaction, recovery. It records the registry's
 //!   changes ([`registry::record`]) as values handed to it through

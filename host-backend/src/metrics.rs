@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! Observability: the Prometheus text exposition format (version 0.0.4)
-//! and the histogram's rendering; [`http`] is the optional loopback HTTP
-//! listener (`--metrics-listen`), [`process`] the standard `process_*`
-//! metrics. What is rendered comes from `scrape` (the registry's figures
-//! at scrape time): this module knows nothing of the registry.
+//! Observability: metrics encoded by `prometheus-client` in the OpenMetrics
+//! 1.0 text format; [`http`] is the optional loopback HTTP listener
+//! (`--metrics-listen`), [`process`] the standard `process_*` metrics. What
+//! is encoded comes from `scrape` (the registry's metric families and its
+//! figures at scrape time): this module knows nothing of the registry.
 //!
 //! The same text is served on the control socket (`pasidctl metrics`) and,
 //! when asked for, at `http://ADDR/metrics`. The daemon's own metrics are
@@ -16,16 +16,19 @@ pub use http::{
     bind_listener, serve_metrics, spawn_listener, Render, HTTP_TIMEOUT, MAX_HTTP_CLIENTS,
 };
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::SocketAddr;
 
 use clap::Args;
+use log::warn;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
 
-pub use crate::figures::{op_label, status_label, Histogram, JournalStats, LATENCY_BUCKETS_NS};
-pub use process::{render as render_process, sample as sample_process, ProcessStats};
+pub use process::{sample as sample_process, ProcessStats};
 
-/// Content type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics 1.0 text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Errors of the metrics listener and its command line.
 #[derive(Debug, thiserror::Error)]
@@ -84,82 +87,54 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, MetricsError> {
     Ok(addr)
 }
 
-/// Writes Prometheus text: HELP and TYPE lines, then samples.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    out: String,
+/// The metrics of `registry` in the OpenMetrics text format, `# EOF` last.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail; only a metric's own encoding could,
+    // and then the text lacks its `# EOF`, so a scraper rejects it whole
+    // rather than store part of it.
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        warn!("metrics: encoding failed; the scrape is incomplete");
+    }
+    text
 }
 
-impl Exposition {
-    /// The text written so far.
-    pub fn finish(self) -> String {
-        self.out
-    }
-
-    /// A histogram family: `_bucket` per bound and +Inf, `_sum`, `_count`.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
-        self.family(name, "histogram", help);
-        let bucket = format!("{name}_bucket");
-        for (le, n) in LATENCY_BUCKETS_NS.iter().zip(&h.cumulative()) {
-            self.sample(&bucket, &[("le", &seconds_label(*le))], n);
-        }
-        self.sample(&bucket, &[("le", "+Inf")], h.count());
-        self.sample(&format!("{name}_sum"), &[], h.sum_seconds());
-        self.sample(&format!("{name}_count"), &[], h.count());
-    }
-
-    /// The HELP and TYPE lines of a family.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    /// One sample line.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl fmt::Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
+/// Encodes, for a [`prometheus_client::collector::Collector`], one family
+/// read at scrape time: its HELP, TYPE (and UNIT) lines, then its samples.
+/// As for a family registered with a [`Registry`], `name` lacks the unit
+/// and type suffixes (`_seconds`, `_total`) and `help` its full stop.
+pub fn encode_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    let help = format!("{help}.");
+    let samples = encoder.encode_descriptor(name, &help, unit, metric.metric_type())?;
+    metric.encode(samples)
 }
 
-/// Escapes a label value as the text format requires.
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
+/// Series read at scrape time, one per label set: a family for
+/// [`encode_family`].
+#[derive(Debug)]
+pub struct ConstFamily<L, M>(pub Vec<(L, M)>);
 
-/// A bucket bound in seconds, exactly (1_000 ns -> "0.000001").
-fn seconds_label(ns: u64) -> String {
-    let whole = ns / 1_000_000_000;
-    let frac = ns % 1_000_000_000;
-    if frac == 0 {
-        return whole.to_string();
+impl<L: EncodeLabelSet, M: EncodeMetric + TypedMetric> EncodeMetric for ConstFamily<L, M> {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        for (labels, metric) in &self.0 {
+            metric.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
     }
-    let digits = format!("{frac:09}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use assert_matches::assert_matches;
 
@@ -189,30 +164,5 @@ mod tests {
         );
         let args = MetricsArgs::default();
         assert_matches!(args.listen_addr(), Ok(None));
-    }
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::default();
-        h.observe(Duration::from_nanos(500));
-        h.observe(Duration::from_nanos(1_000));
-        h.observe(Duration::from_micros(3));
-        h.observe(Duration::from_secs(5));
-        let c = h.cumulative();
-        assert_eq!(c.len(), LATENCY_BUCKETS_NS.len() + 1);
-        assert_eq!(&c[..4], &[2, 2, 3, 3]);
-        assert_eq!(c[LATENCY_BUCKETS_NS.len() - 1], 3);
-        assert_eq!(c[LATENCY_BUCKETS_NS.len()], 4);
-        assert_eq!(h.count(), 4);
-        assert!((h.sum_seconds() - 5.0000045).abs() < 1e-9);
-    }
-
-    #[test]
-    fn bucket_bounds_print_exactly() {
-        assert_eq!(seconds_label(1_000), "0.000001");
-        assert_eq!(seconds_label(2_500), "0.0000025");
-        assert_eq!(seconds_label(100_000_000), "0.1");
-        assert_eq!(seconds_label(1_000_000_000), "1");
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

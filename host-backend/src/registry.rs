@@ -17,7 +17,7 @@ mod image;
 pub mod record;
 mod tally;
 
-pub use tally::VmTally;
+pub use tally::{VmFamilies, VmLabels, VmReasonLabels, VmStatusLabels, VmTally};
 
 use crate::figures::Histogram;
 use crate::logfmt::Value;
@@ -132,12 +132,12 @@ struct VmRecord {
 }
 
 impl VmRecord {
-    fn new(owner: OwnerId, socket: &str, bucket: Option<TokenBucket>) -> Self {
+    fn new(owner: OwnerId, socket: &str, bucket: Option<TokenBucket>, tally: VmTally) -> Self {
         VmRecord {
             owner,
             socket: socket.to_string(),
             connected: false,
-            tally: VmTally::default(),
+            tally,
             bucket,
             configured: None,
             batch: Vec::new(),
@@ -261,6 +261,8 @@ pub struct Registry {
     vms: BTreeMap<String, VmRecord>,
     /// Time to handle one descriptor chain, all VMs.
     latency: Histogram,
+    /// The metric families of every VM's counters.
+    families: VmFamilies,
     /// Request rate limit of each VM; `None` means unlimited.
     rate_limit: Option<RateLimit>,
     /// Where changes are made durable (`--state-dir`).
@@ -279,6 +281,7 @@ impl Registry {
             space_id,
             vms: BTreeMap::new(),
             latency: Histogram::default(),
+            families: VmFamilies::default(),
             rate_limit: None,
             journal: None,
         }
@@ -306,9 +309,10 @@ impl Registry {
         limits: OwnerLimits,
     ) -> Result<VmId, RegistryError> {
         let owner = self.space.add_owner(name, OwnerKind::Vm, limits)?;
+        let tally = VmTally::new(&self.families, name);
         self.vms.insert(
             name.to_string(),
-            VmRecord::new(owner, socket, self.rate_limit.map(TokenBucket::new)),
+            VmRecord::new(owner, socket, self.rate_limit.map(TokenBucket::new), tally),
         );
         Ok(VmId(owner))
     }
@@ -360,7 +364,7 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             rec.connected = connected;
             if connected {
-                rec.tally.connects += 1;
+                rec.tally.count_connect();
             }
         }
     }
@@ -376,7 +380,7 @@ impl Registry {
     /// Counts a malformed chain against a VM.
     pub fn count_malformed(&mut self, vm: VmId) {
         if let Some(rec) = self.record_mut(vm) {
-            rec.tally.malformed += 1;
+            rec.tally.count_malformed();
         }
     }
 
@@ -879,6 +883,11 @@ impl Registry {
     /// The request latency histogram.
     pub fn latency(&self) -> &Histogram {
         &self.latency
+    }
+
+    /// The metric families every VM's counters are series of.
+    pub fn vm_families(&self) -> &VmFamilies {
+        &self.families
     }
 
     /// Each VM slot's name with its counters, in name order.

@@ -1,295 +1,288 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! The collector: at scrape time, the registry's figures (space occupancy,
-//! per-VM state and counters, request latency), durable state's and the
-//! process's, in the Prometheus text format of [`crate::metrics`]. The one
-//! place that knows both the registry and the exposition, so that neither
-//! imports the other. Figures are read under the registry lock, so one
-//! scrape is one consistent snapshot.
+//! One scrape: the registry's metric families, which count events where
+//! they happen, plus a collector over the figures read at scrape time
+//! (space occupancy, per-VM state, durable state's and the process's),
+//! named here and encoded by [`crate::metrics`]. The one place that knows
+//! both the registry and the metric names, so that neither imports the
+//! other. A scrape is encoded under the registry lock, so it is one
+//! consistent snapshot.
+//!
+//! A new figure is one more line in a table below: [`REQUEST_FAMILIES`]
+//! for the answers to a new opcode, [`HOST_GAUGES`] or [`VM_GAUGES`] for a
+//! gauge (with the field it reads in `HostStats` or `VmView`).
 
+use std::fmt;
 use std::sync::Mutex;
 
 use pasid_protocol::{Opcode, Status};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry as Metrics, Unit};
 
-use crate::metrics::{render_process, sample_process, status_label, Exposition, ProcessStats};
-use crate::registry::{ReclaimReason, Registry, VmTally};
+use crate::figures::JournalStats;
+use crate::metrics::{encode, encode_family, sample_process, ConstFamily, ProcessStats};
+use crate::registry::{HostStats, Registry, VmLabels, VmView};
 
-/// Every reclaim reason, in the order the metrics list them.
-const RECLAIM_REASONS: [ReclaimReason; 3] = [
-    ReclaimReason::DriverReset,
-    ReclaimReason::Disconnect,
-    ReclaimReason::Operator,
+/// The counter family of each opcode's answers, by VM and status: opcode,
+/// name (without `_total`), help. An opcode missing here is still counted
+/// (`pasidctl vms`), but not exposed.
+const REQUEST_FAMILIES: &[(Opcode, &str, &str)] = &[
+    (
+        Opcode::Alloc,
+        "vpasid_allocations",
+        "ALLOC requests answered, by status (status!=\"ok\" are failures)",
+    ),
+    (
+        Opcode::Free,
+        "vpasid_frees",
+        "FREE requests answered, by status (status!=\"ok\" are failures)",
+    ),
+    (
+        Opcode::Reset,
+        "vpasid_resets",
+        "RESET requests answered, by status",
+    ),
+    (
+        Opcode::Grant,
+        "vpasid_grants",
+        "GRANT (lease) requests answered, by status",
+    ),
+    (
+        Opcode::Return,
+        "vpasid_returns",
+        "RETURN (lease) requests answered, by status",
+    ),
 ];
 
-/// The registry's figures and the process's in the Prometheus text format.
-pub fn render(reg: &Registry) -> String {
-    render_with(reg, &sample_process())
+/// A gauge read at scrape time: name, help, value.
+type Gauge<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// Whole-host gauges.
+const HOST_GAUGES: &[Gauge<HostStats>] = &[
+    // Not `..._bits`: Prometheus reads that as a unit and wants bytes.
+    (
+        "vpasid_space_pasid_width",
+        "Width of the host PASID space: PASIDs lie below 2^width (--pasid-bits)",
+        |h| u64::from(h.space.pasid_bits),
+    ),
+    (
+        "vpasid_space_capacity",
+        "PASIDs the space can hand out: 2^bits minus the reserved ones",
+        |h| h.space.capacity,
+    ),
+    (
+        "vpasid_space_reserved",
+        "Reserved PASIDs (PASID 0 and --reserve ranges)",
+        |h| h.space.reserved,
+    ),
+    (
+        "vpasid_outstanding_pasids",
+        "Allocated PASIDs in the whole space, whoever holds them",
+        |h| h.space.allocated,
+    ),
+    (
+        "vpasid_vms",
+        "Configured VM slots (one vhost-user socket each)",
+        |h| count(h.vms),
+    ),
+    (
+        "vpasid_connected_vms",
+        "VM slots with a frontend (QEMU) connected",
+        |h| count(h.connected_vms),
+    ),
+];
+
+/// Per-VM gauges, labelled `vm`.
+const VM_GAUGES: &[Gauge<VmView>] = &[
+    (
+        "vpasid_vm_connected",
+        "1 while the VM's frontend is connected, else 0",
+        |vm| u64::from(vm.connected),
+    ),
+    (
+        "vpasid_vm_outstanding_pasids",
+        "PASIDs the VM holds references on",
+        |vm| u64::from(vm.held),
+    ),
+    (
+        "vpasid_vm_cached_pasids",
+        "Of the PASIDs the VM holds, those its driver reports cached (leased, not handed out)",
+        |vm| u64::from(vm.cached),
+    ),
+    (
+        "vpasid_vm_in_use_pasids",
+        "Of the PASIDs the VM holds, those not cached: handed out in the guest",
+        |vm| u64::from(vm.held.saturating_sub(vm.cached)),
+    ),
+    (
+        "vpasid_vm_lease_cap",
+        "Most PASIDs the VM's driver may keep cached (lease_max); 0 when leases are off",
+        |vm| u64::from(vm.lease),
+    ),
+    (
+        "vpasid_vm_quota",
+        "Most PASIDs the VM may hold at once",
+        |vm| u64::from(vm.quota),
+    ),
+];
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// [`render`] with process figures sampled by the caller.
-fn render_with(reg: &Registry, proc_stats: &ProcessStats) -> String {
-    let stats = reg.stats();
-    let vms = reg.vms();
-    let mut e = Exposition::default();
-
-    e.family(
-        "vpasid_build_info",
-        "gauge",
-        "Version of the running vhost-user-pasid; always 1.",
-    );
-    e.sample(
-        "vpasid_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1,
-    );
-    // Not `..._bits`: Prometheus reads that as a unit and wants bytes.
-    e.family(
-        "vpasid_space_pasid_width",
-        "gauge",
-        "Width of the host PASID space: PASIDs lie below 2^width (--pasid-bits).",
-    );
-    e.sample("vpasid_space_pasid_width", &[], stats.space.pasid_bits);
-    e.family(
-        "vpasid_space_capacity",
-        "gauge",
-        "PASIDs the space can hand out: 2^bits minus the reserved ones.",
-    );
-    e.sample("vpasid_space_capacity", &[], stats.space.capacity);
-    e.family(
-        "vpasid_space_reserved",
-        "gauge",
-        "Reserved PASIDs (PASID 0 and --reserve ranges).",
-    );
-    e.sample("vpasid_space_reserved", &[], stats.space.reserved);
-    e.family(
-        "vpasid_outstanding_pasids",
-        "gauge",
-        "Allocated PASIDs in the whole space, whoever holds them.",
-    );
-    e.sample("vpasid_outstanding_pasids", &[], stats.space.allocated);
-    e.family(
-        "vpasid_vms",
-        "gauge",
-        "Configured VM slots (one vhost-user socket each).",
-    );
-    e.sample("vpasid_vms", &[], stats.vms);
-    e.family(
-        "vpasid_connected_vms",
-        "gauge",
-        "VM slots with a frontend (QEMU) connected.",
-    );
-    e.sample("vpasid_connected_vms", &[], stats.connected_vms);
-
-    e.family(
-        "vpasid_vm_connected",
-        "gauge",
-        "1 while the VM's frontend is connected, else 0.",
-    );
-    for vm in &vms {
-        e.sample(
-            "vpasid_vm_connected",
-            &[("vm", &vm.name)],
-            u8::from(vm.connected),
-        );
-    }
-    e.family(
-        "vpasid_vm_outstanding_pasids",
-        "gauge",
-        "PASIDs the VM holds references on.",
-    );
-    for vm in &vms {
-        e.sample("vpasid_vm_outstanding_pasids", &[("vm", &vm.name)], vm.held);
-    }
-    e.family(
-        "vpasid_vm_cached_pasids",
-        "gauge",
-        "Of the PASIDs the VM holds, those its driver reports cached (leased, not handed out).",
-    );
-    for vm in &vms {
-        e.sample("vpasid_vm_cached_pasids", &[("vm", &vm.name)], vm.cached);
-    }
-    e.family(
-        "vpasid_vm_in_use_pasids",
-        "gauge",
-        "Of the PASIDs the VM holds, those not cached: handed out in the guest.",
-    );
-    for vm in &vms {
-        let in_use = vm.held.saturating_sub(vm.cached);
-        e.sample("vpasid_vm_in_use_pasids", &[("vm", &vm.name)], in_use);
-    }
-    e.family(
-        "vpasid_vm_lease_cap",
-        "gauge",
-        "Most PASIDs the VM's driver may keep cached (lease_max); 0 when leases are off.",
-    );
-    for vm in &vms {
-        e.sample("vpasid_vm_lease_cap", &[("vm", &vm.name)], vm.lease);
-    }
-    e.family(
-        "vpasid_vm_quota",
-        "gauge",
-        "Most PASIDs the VM may hold at once.",
-    );
-    for vm in &vms {
-        e.sample("vpasid_vm_quota", &[("vm", &vm.name)], vm.quota);
-    }
-    e.family(
-        "vpasid_vm_connects_total",
-        "counter",
-        "Times a frontend connected to the VM's socket.",
-    );
-    for vm in &vms {
-        e.sample(
-            "vpasid_vm_connects_total",
-            &[("vm", &vm.name)],
-            vm.counters.connects,
-        );
-    }
-
-    let per_vm: Vec<(&str, &VmTally)> = reg.vm_tallies().collect();
-    for (op, name, help) in [
-        (
-            Opcode::Alloc,
-            "vpasid_allocations_total",
-            "ALLOC requests answered, by status (status!=\"ok\" are failures).",
-        ),
-        (
-            Opcode::Free,
-            "vpasid_frees_total",
-            "FREE requests answered, by status (status!=\"ok\" are failures).",
-        ),
-        (
-            Opcode::Reset,
-            "vpasid_resets_total",
-            "RESET requests answered, by status.",
-        ),
-        (
-            Opcode::Grant,
-            "vpasid_grants_total",
-            "GRANT (lease) requests answered, by status.",
-        ),
-        (
-            Opcode::Return,
-            "vpasid_returns_total",
-            "RETURN (lease) requests answered, by status.",
-        ),
-    ] {
-        e.family(name, "counter", help);
-        for (vm, m) in &per_vm {
-            for status in Status::ALL {
-                e.sample(
-                    name,
-                    &[("vm", vm), ("status", status_label(status))],
-                    m.results(op, status),
-                );
-            }
-        }
-    }
-    e.family(
-        "vpasid_quota_rejections_total",
-        "counter",
-        "ALLOC requests refused because the VM was at its quota.",
-    );
-    for (vm, m) in &per_vm {
-        e.sample(
-            "vpasid_quota_rejections_total",
-            &[("vm", vm)],
-            m.results(Opcode::Alloc, Status::QuotaExceeded),
-        );
-    }
-    e.family(
-        "vpasid_malformed_chains_total",
-        "counter",
-        "Descriptor chains that were malformed (answered INVALID or returned unused).",
-    );
-    for vm in &vms {
-        e.sample(
-            "vpasid_malformed_chains_total",
-            &[("vm", &vm.name)],
-            vm.counters.malformed,
-        );
-    }
-    e.family(
-        "vpasid_reclaims_total",
-        "counter",
-        "Times all of a VM's references were dropped, by reason \
-         (driver_reset, disconnect, operator).",
-    );
-    for (vm, m) in &per_vm {
-        for reason in RECLAIM_REASONS {
-            e.sample(
-                "vpasid_reclaims_total",
-                &[("vm", vm), ("reason", reason.label())],
-                m.reclaims(reason).0,
-            );
-        }
-    }
-    e.family(
-        "vpasid_reclaimed_references_total",
-        "counter",
-        "PASID references released by reclaims, by reason.",
-    );
-    for (vm, m) in &per_vm {
-        for reason in RECLAIM_REASONS {
-            e.sample(
-                "vpasid_reclaimed_references_total",
-                &[("vm", vm), ("reason", reason.label())],
-                m.reclaims(reason).1,
-            );
-        }
-    }
-
-    e.histogram(
-        "vpasid_request_duration_seconds",
-        "Time the daemon took to handle one descriptor chain, from reading \
-         the request to writing the response.",
-        reg.latency(),
-    );
-
-    if let Some(j) = reg.journal_stats() {
-        e.family(
-            "vpasid_state_frames_total",
-            "counter",
-            "Journal frames written and synced (--state-dir): one per group \
-             commit, however many VMs' requests it carries.",
-        );
-        e.sample("vpasid_state_frames_total", &[], j.frames);
-        e.family(
-            "vpasid_state_records_total",
-            "counter",
-            "Journal records appended (one per queue drain or operator change).",
-        );
-        e.sample("vpasid_state_records_total", &[], j.records);
-        e.family(
-            "vpasid_state_compactions_total",
-            "counter",
-            "Times the journal was rewritten as a snapshot (--journal-limit).",
-        );
-        e.sample("vpasid_state_compactions_total", &[], j.compactions);
-        e.family(
-            "vpasid_state_journal_bytes",
-            "gauge",
-            "Current size of the journal file.",
-        );
-        e.sample("vpasid_state_journal_bytes", &[], j.journal_bytes);
-        e.histogram(
-            "vpasid_state_sync_duration_seconds",
-            "Time to write and fdatasync one journal frame; answers wait for it.",
-            &j.sync,
-        );
-    }
-    render_process(&mut e, proc_stats);
-    e.finish()
+/// The registry's figures and the process's in the OpenMetrics text format.
+pub fn render(reg: &Registry) -> String {
+    render_with(reg, sample_process())
 }
 
 /// Renders under the lock; a poisoned lock still holds readable figures.
 /// /proc is read before the lock is taken, so a scrape holds up VM
-/// requests no longer than rendering the registry's figures takes.
+/// requests no longer than encoding the registry's figures takes.
 pub fn render_shared(registry: &Mutex<Registry>) -> String {
-    let proc_stats = sample_process();
-    render_with(
-        &registry.lock().unwrap_or_else(|p| p.into_inner()),
-        &proc_stats,
-    )
+    let process = sample_process();
+    render_with(&registry.lock().unwrap_or_else(|p| p.into_inner()), process)
+}
+
+/// [`render`] with process figures sampled by the caller.
+fn render_with(reg: &Registry, process: ProcessStats) -> String {
+    let mut metrics = Metrics::default();
+    let families = reg.vm_families();
+    for &(op, name, help) in REQUEST_FAMILIES {
+        if let Some(family) = families.requests(op) {
+            metrics.register(name, help, family.clone());
+        }
+    }
+    metrics.register(
+        "vpasid_vm_connects",
+        "Times a frontend connected to the VM's socket",
+        families.connects().clone(),
+    );
+    metrics.register(
+        "vpasid_malformed_chains",
+        "Descriptor chains that were malformed (answered INVALID or returned unused)",
+        families.malformed().clone(),
+    );
+    metrics.register(
+        "vpasid_reclaims",
+        "Times all of a VM's references were dropped, by reason \
+         (driver_reset, disconnect, operator)",
+        families.reclaims().clone(),
+    );
+    metrics.register(
+        "vpasid_reclaimed_references",
+        "PASID references released by reclaims, by reason",
+        families.reclaimed_references().clone(),
+    );
+    metrics.register_with_unit(
+        "vpasid_request_duration",
+        "Time the daemon took to handle one descriptor chain, from reading \
+         the request to writing the response",
+        Unit::Seconds,
+        reg.latency().metric(),
+    );
+    let journal = reg.journal_stats();
+    if let Some(j) = &journal {
+        metrics.register_with_unit(
+            "vpasid_state_sync_duration",
+            "Time to write and fdatasync one journal frame; answers wait for it",
+            Unit::Seconds,
+            j.sync.metric(),
+        );
+    }
+    metrics.register_collector(Box::new(Figures {
+        host: reg.stats(),
+        vms: reg.vms(),
+        quota_rejections: ConstFamily(
+            reg.vm_tallies()
+                .map(|(vm, tally)| {
+                    let vm = vm.to_string();
+                    let n = tally.results(Opcode::Alloc, Status::QuotaExceeded);
+                    (VmLabels { vm }, ConstCounter::new(n))
+                })
+                .collect(),
+        ),
+        journal,
+    }));
+    metrics.register_collector(Box::new(process));
+    encode(&metrics)
+}
+
+/// The registry's figures as read at scrape time.
+#[derive(Debug)]
+struct Figures {
+    host: HostStats,
+    vms: Vec<VmView>,
+    /// The ALLOCs answered QUOTA_EXCEEDED: a second view of that series of
+    /// `vpasid_allocations_total`, read from the same counter.
+    quota_rejections: ConstFamily<VmLabels, ConstCounter>,
+    journal: Option<JournalStats>,
+}
+
+impl Collector for Figures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let version = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
+        let help = "Version of the running vhost-user-pasid; always 1";
+        encode_family(&mut encoder, "vpasid_build", help, None, &version)?;
+        for &(name, help, value) in HOST_GAUGES {
+            let gauge = ConstGauge::new(value(&self.host));
+            encode_family(&mut encoder, name, help, None, &gauge)?;
+        }
+        for &(name, help, value) in VM_GAUGES {
+            let series = self
+                .vms
+                .iter()
+                .map(|vm| {
+                    let labels = VmLabels {
+                        vm: vm.name.clone(),
+                    };
+                    (labels, ConstGauge::new(value(vm)))
+                })
+                .collect();
+            encode_family(&mut encoder, name, help, None, &ConstFamily(series))?;
+        }
+        encode_family(
+            &mut encoder,
+            "vpasid_quota_rejections",
+            "ALLOC requests refused because the VM was at its quota",
+            None,
+            &self.quota_rejections,
+        )?;
+        if let Some(j) = &self.journal {
+            for (name, help, value) in [
+                (
+                    "vpasid_state_frames",
+                    "Journal frames written and synced (--state-dir): one per group \
+                     commit, however many VMs' requests it carries",
+                    j.frames,
+                ),
+                (
+                    "vpasid_state_records",
+                    "Journal records appended (one per queue drain or operator change)",
+                    j.records,
+                ),
+                (
+                    "vpasid_state_compactions",
+                    "Times the journal was rewritten as a snapshot (--journal-limit)",
+                    j.compactions,
+                ),
+            ] {
+                encode_family(&mut encoder, name, help, None, &ConstCounter::new(value))?;
+            }
+            let help = "Current size of the journal file";
+            let bytes = ConstGauge::new(j.journal_bytes);
+            encode_family(
+                &mut encoder,
+                "vpasid_state_journal",
+                help,
+                Some(&Unit::Bytes),
+                &bytes,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +326,51 @@ mod tests {
             .collect()
     }
 
+    /// The OpenMetrics framing: `# EOF` once and last; each family's HELP,
+    /// TYPE and (with a unit) UNIT lines name it without the sample
+    /// suffixes, and come before its samples, whose names are the family's
+    /// with the suffix its type asks for.
+    fn assert_openmetrics_framing(text: &str) {
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        let mut kind = "";
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                family = rest.split_once(' ').unwrap().0;
+                kind = "";
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, k) = rest.split_once(' ').unwrap();
+                assert_eq!(name, family, "{line}");
+                kind = k;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# UNIT ") {
+                let (name, unit) = rest.split_once(' ').unwrap();
+                assert_eq!(name, family, "{line}");
+                assert!(family.ends_with(&format!("_{unit}")), "{line}");
+                continue;
+            }
+            if line == "# EOF" {
+                continue;
+            }
+            let name = line.split(['{', ' ']).next().unwrap();
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "info" => &["_info"],
+                "gauge" => &[""],
+                other => panic!("{line}: family {family:?} of type {other:?}"),
+            };
+            assert!(
+                suffixes.iter().any(|s| name == format!("{family}{s}")),
+                "{line} in family {family} ({kind})"
+            );
+        }
+    }
+
     #[test]
     fn render_counts_requests_reclaims_and_latency() {
         let (mut reg, vm) = registry();
@@ -353,6 +391,7 @@ mod tests {
         reg.observe_latency(Duration::from_micros(20));
         reg.release_vm("web").unwrap();
         let text = render(&reg);
+        assert_openmetrics_framing(&text);
         let s = samples(&text);
         let get = |k: &str| s.get(k).map(String::as_str).unwrap_or("missing");
         assert_eq!(get("vpasid_space_capacity"), "240");
@@ -361,6 +400,7 @@ mod tests {
         assert_eq!(get("vpasid_connected_vms"), "1");
         assert_eq!(get(r#"vpasid_vm_connected{vm="web"}"#), "1");
         assert_eq!(get(r#"vpasid_vm_quota{vm="web"}"#), "2");
+        assert_eq!(get(r#"vpasid_vm_connects_total{vm="web"}"#), "1");
         assert_eq!(
             get(r#"vpasid_allocations_total{vm="web",status="ok"}"#),
             "2"
@@ -368,6 +408,11 @@ mod tests {
         assert_eq!(
             get(r#"vpasid_allocations_total{vm="web",status="quota_exceeded"}"#),
             "1"
+        );
+        // Every status is listed, 0 included.
+        assert_eq!(
+            get(r#"vpasid_allocations_total{vm="web",status="rate_limited"}"#),
+            "0"
         );
         assert_eq!(
             get(r#"vpasid_frees_total{vm="web",status="not_found"}"#),
@@ -396,18 +441,48 @@ mod tests {
             "2"
         );
         assert_eq!(get("vpasid_request_duration_seconds_count"), "2");
-        assert_eq!(get("vpasid_request_duration_seconds_sum"), "0.000022");
-        // Every sample belongs to a family announced by HELP and TYPE.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap();
-            let family = name
-                .strip_suffix("_bucket")
-                .or_else(|| name.strip_suffix("_sum"))
-                .or_else(|| name.strip_suffix("_count"))
-                .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
-                .unwrap_or(name);
-            assert!(text.contains(&format!("# HELP {family} ")), "{line}");
-            assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
+        let sum: f64 = get("vpasid_request_duration_seconds_sum").parse().unwrap();
+        assert!((sum - 0.000_022).abs() < 1e-12, "{sum}");
+        assert_eq!(
+            get(&format!(
+                r#"vpasid_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "1"
+        );
+        for family in [
+            "# TYPE vpasid_allocations counter\n",
+            "# TYPE vpasid_vm_quota gauge\n",
+            "# TYPE vpasid_build info\n",
+            "# TYPE vpasid_request_duration_seconds histogram\n\
+             # UNIT vpasid_request_duration_seconds seconds\n",
+        ] {
+            assert!(text.contains(family), "{family} in\n{text}");
         }
+        // No durable state: no vpasid_state_* families.
+        assert!(!text.contains("vpasid_state_"), "{text}");
+    }
+
+    /// A VM the registry forgets leaves the metrics with its series; the
+    /// others' stay.
+    #[test]
+    fn a_forgotten_vm_leaves_the_metrics() {
+        let (mut reg, _) = registry();
+        let limits = OwnerLimits {
+            quota: 2,
+            range: 1..=255,
+        };
+        // A slot only durable state knows, holding nothing: released, it
+        // is forgotten.
+        reg.add_vm("db", crate::registry::UNCONFIGURED, limits)
+            .unwrap();
+        let text = render(&reg);
+        assert!(text.contains("vpasid_vm_quota{vm=\"db\"} 2\n"), "{text}");
+        assert!(text.contains("vpasid_frees_total{vm=\"db\",status=\"ok\"} 0\n"));
+        reg.operator_release("db", false).unwrap();
+        let text = render(&reg);
+        assert!(!text.contains("vm=\"db\""), "{text}");
+        assert!(text.contains("vpasid_frees_total{vm=\"web\",status=\"ok\"} 0\n"));
+        assert_openmetrics_framing(&text);
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The standard Prometheus `process_*` metrics (the names every client
-//! library exports), read from `/proc/self` at scrape time.
+//! library exports), read from `/proc/self` at scrape time and encoded by
+//! their [`Collector`].
 //!
 //! Works inside the sandbox: the files are opened read-only (allowed by the
 //! seccomp filter) and listing `/proc/self/fd` needs `getdents64`, which the
@@ -11,10 +12,17 @@
 
 use std::fs;
 
+use std::fmt;
+
 use log::debug;
 use nix::unistd::SysconfVar;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
 
-use super::Exposition;
+use super::encode_family;
 
 /// One sample of the process's figures; `None` where /proc did not say.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -133,66 +141,69 @@ pub fn sample() -> ProcessStats {
     }
 }
 
-impl Exposition {
-    /// One unlabelled sample, with its HELP and TYPE, when there is a value.
-    fn single(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        value: Option<impl std::fmt::Display>,
-    ) {
-        if let Some(v) = value {
-            self.family(name, kind, help);
-            self.sample(name, &[], v);
+impl Collector for ProcessStats {
+    /// The `process_*` families with a value; the others are left out.
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        if let Some(v) = self.cpu_seconds {
+            let help = "Total user and system CPU time spent in seconds";
+            let cpu = ConstCounter::new(v);
+            encode_family(
+                &mut encoder,
+                "process_cpu",
+                help,
+                Some(&Unit::Seconds),
+                &cpu,
+            )?;
         }
+        for (name, help, unit, value) in [
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes",
+                Some(Unit::Bytes),
+                self.resident_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes",
+                Some(Unit::Bytes),
+                self.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                self.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                None,
+                self.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                None,
+                self.threads,
+            ),
+        ] {
+            if let Some(v) = value {
+                encode_family(&mut encoder, name, help, unit.as_ref(), &ConstGauge::new(v))?;
+            }
+        }
+        if let Some(v) = self.start_time_seconds {
+            let help = "Start time of the process since unix epoch in seconds";
+            let name = "process_start_time";
+            encode_family(
+                &mut encoder,
+                name,
+                help,
+                Some(&Unit::Seconds),
+                &ConstGauge::new(v),
+            )?;
+        }
+        Ok(())
     }
-}
-
-/// Appends the `process_*` families of `p` to `e`.
-pub fn render(e: &mut Exposition, p: &ProcessStats) {
-    e.single(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        p.cpu_seconds,
-    );
-    e.single(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-        p.resident_bytes,
-    );
-    e.single(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-        p.virtual_bytes,
-    );
-    e.single(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-        p.open_fds,
-    );
-    e.single(
-        "process_max_fds",
-        "gauge",
-        "Maximum number of open file descriptors.",
-        p.max_fds,
-    );
-    e.single(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-        p.start_time_seconds,
-    );
-    e.single(
-        "process_threads",
-        "gauge",
-        "Number of OS threads in the process.",
-        p.threads,
-    );
 }
 
 #[cfg(test)]
@@ -263,18 +274,20 @@ mod tests {
 
     #[test]
     fn missing_figures_are_left_out() {
-        let mut e = Exposition { out: String::new() };
-        render(
-            &mut e,
-            &ProcessStats {
-                open_fds: Some(9),
-                ..ProcessStats::default()
-            },
-        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(ProcessStats {
+            open_fds: Some(9),
+            cpu_seconds: Some(1.5),
+            ..ProcessStats::default()
+        }));
         assert_eq!(
-            e.out,
-            "# HELP process_open_fds Number of open file descriptors.\n\
-             # TYPE process_open_fds gauge\nprocess_open_fds 9\n"
+            super::super::encode(&registry),
+            "# HELP process_cpu_seconds Total user and system CPU time spent in seconds.\n\
+             # TYPE process_cpu_seconds counter\n\
+             # UNIT process_cpu_seconds seconds\n\
+             process_cpu_seconds_total 1.5\n\
+             # HELP process_open_fds Number of open file descriptors.\n\
+             # TYPE process_open_fds gauge\nprocess_open_fds 9\n# EOF\n"
         );
     }
 }

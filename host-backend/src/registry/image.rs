@@ -8,7 +8,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use super::record::{ChangeLog, OwnerImage, RememberedVm, StateImage};
-use super::{Registry, RegistryError, VmId, VmRecord, UNCONFIGURED};
+use super::{Registry, RegistryError, VmId, VmRecord, VmTally, UNCONFIGURED};
 use crate::pasid_space::{OwnerKind, OwnerLimits, PasidSpace};
 use crate::rate_limit::TokenBucket;
 
@@ -23,7 +23,8 @@ impl Registry {
             let Some(owner) = reg.space.owner(&vm.name) else {
                 continue;
             };
-            let mut rec = VmRecord::new(owner, UNCONFIGURED, None);
+            let tally = VmTally::new(&reg.families, &vm.name);
+            let mut rec = VmRecord::new(owner, UNCONFIGURED, None, tally);
             rec.configured = vm.configured;
             rec.replay = vm.window.clone();
             rec.window = vm.window;

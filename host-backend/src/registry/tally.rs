@@ -1,31 +1,124 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! One VM's counters, each event counted once: `pasidctl vms` and the
-//! metrics both read them from here.
+//! One VM's counters, each event counted once, where it happens: every
+//! counter is a series of a metric family in [`VmFamilies`], so the metrics
+//! encode the very counter the event incremented, and `pasidctl vms` reads
+//! it too. The families know no metric names: `scrape` registers them.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
 use log::warn;
 use pasid_protocol::{Opcode, Status};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::{ReclaimReason, VmCounters};
 use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 
+/// Every reclaim reason, in the order the metrics list them.
+const RECLAIM_REASONS: [ReclaimReason; 3] = [
+    ReclaimReason::DriverReset,
+    ReclaimReason::Disconnect,
+    ReclaimReason::Operator,
+];
+
+/// Labels of a series about one VM.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmLabels {
+    /// The VM slot's name.
+    pub vm: String,
+}
+
+/// Labels of a VM's answers with one status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmStatusLabels {
+    /// The VM slot's name.
+    pub vm: String,
+    /// [`status_label`] of the answer.
+    pub status: &'static str,
+}
+
+/// Labels of a VM's reclaims for one reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmReasonLabels {
+    /// The VM slot's name.
+    pub vm: String,
+    /// [`ReclaimReason::label`].
+    pub reason: &'static str,
+}
+
+/// A counter family with one series per VM and label value.
+pub type CounterFamily<L> = Family<L, Counter>;
+
+/// The metric families every VM's counters belong to. Clones share the
+/// families. A VM's series are made with its [`VmTally`] (every status and
+/// reason, so a count of 0 is listed too) and removed with it.
+#[derive(Clone, Debug, Default)]
+pub struct VmFamilies {
+    /// Answered requests of each opcode ([`Opcode::ALL`] order), by status.
+    requests: [CounterFamily<VmStatusLabels>; Opcode::ALL.len()],
+    /// Malformed chains.
+    malformed: CounterFamily<VmLabels>,
+    /// Frontend connections.
+    connects: CounterFamily<VmLabels>,
+    /// Reclaims, by reason.
+    reclaims: CounterFamily<VmReasonLabels>,
+    /// References released by reclaims, by reason.
+    reclaimed_references: CounterFamily<VmReasonLabels>,
+}
+
+impl VmFamilies {
+    /// Answers to requests of `op`, by VM and status.
+    pub fn requests(&self, op: Opcode) -> Option<&CounterFamily<VmStatusLabels>> {
+        self.requests.get(position(&Opcode::ALL, op)?)
+    }
+
+    /// Malformed chains, by VM.
+    pub fn malformed(&self) -> &CounterFamily<VmLabels> {
+        &self.malformed
+    }
+
+    /// Frontend connections, by VM.
+    pub fn connects(&self) -> &CounterFamily<VmLabels> {
+        &self.connects
+    }
+
+    /// Reclaims, by VM and reason.
+    pub fn reclaims(&self) -> &CounterFamily<VmReasonLabels> {
+        &self.reclaims
+    }
+
+    /// References released by reclaims, by VM and reason.
+    pub fn reclaimed_references(&self) -> &CounterFamily<VmReasonLabels> {
+        &self.reclaimed_references
+    }
+}
+
+/// Where `item` is in `all`.
+fn position<T: PartialEq>(all: &[T], item: T) -> Option<usize> {
+    all.iter().position(|x| *x == item)
+}
+
 /// What happened to one VM slot, counted as it happened.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VmTally {
-    /// Answered requests by (opcode label, status label).
-    results: BTreeMap<(&'static str, &'static str), u64>,
-    /// Reclaims by reason label: (times, references released).
-    reclaims: BTreeMap<&'static str, (u64, u64)>,
+    /// The families its series are in, and its name in their labels.
+    families: VmFamilies,
+    vm: String,
+    /// Answered requests, by opcode ([`Opcode::ALL`] order), then by
+    /// status ([`Status::ALL`] order).
+    results: [[Counter; Status::ALL.len()]; Opcode::ALL.len()],
+    /// Reclaims by reason ([`RECLAIM_REASONS`] order): (times, references
+    /// released).
+    reclaims: [(Counter, Counter); RECLAIM_REASONS.len()],
     /// Chains that were malformed (answered INVALID or returned unused).
-    pub(super) malformed: u64,
+    malformed: Counter,
     /// Times the slot was connected.
-    pub(super) connects: u64,
+    connects: Counter,
     /// Requests re-delivered after a restart and answered from the record
-    /// of their first answer.
+    /// of their first answer (`pasidctl vms` only).
     pub(super) replayed: u64,
     /// Budget of `event=rejected` lines, so that a guest looping on a
     /// failing ALLOC cannot flood the host's log.
@@ -33,45 +126,93 @@ pub struct VmTally {
 }
 
 impl VmTally {
+    /// The counters of VM `vm`, made as series of `families`. One tally per
+    /// VM name at a time: dropping it removes the series.
+    pub fn new(families: &VmFamilies, vm: &str) -> Self {
+        let labels = VmLabels { vm: vm.to_string() };
+        let status = |status| VmStatusLabels {
+            vm: vm.to_string(),
+            status: status_label(status),
+        };
+        let reason = |reason: ReclaimReason| VmReasonLabels {
+            vm: vm.to_string(),
+            reason: reason.label(),
+        };
+        VmTally {
+            results: families
+                .requests
+                .each_ref()
+                .map(|family| Status::ALL.map(|s| family.get_or_create_owned(&status(s)))),
+            reclaims: RECLAIM_REASONS.map(|r| {
+                (
+                    families.reclaims.get_or_create_owned(&reason(r)),
+                    families
+                        .reclaimed_references
+                        .get_or_create_owned(&reason(r)),
+                )
+            }),
+            malformed: families.malformed.get_or_create_owned(&labels),
+            connects: families.connects.get_or_create_owned(&labels),
+            families: families.clone(),
+            vm: labels.vm,
+            replayed: 0,
+            rejections: LogThrottle::default(),
+        }
+    }
+
+    fn result(&self, op: Opcode, status: Status) -> Option<&Counter> {
+        self.results
+            .get(position(&Opcode::ALL, op)?)?
+            .get(position(&Status::ALL, status)?)
+    }
+
     /// Counts one answered request.
-    pub fn count_result(&mut self, op: Opcode, status: Status) {
-        *self
-            .results
-            .entry((op_label(op), status_label(status)))
-            .or_default() += 1;
+    pub fn count_result(&self, op: Opcode, status: Status) {
+        if let Some(counter) = self.result(op, status) {
+            counter.inc();
+        }
     }
 
     /// Requests of `op` answered with `status`.
     pub fn results(&self, op: Opcode, status: Status) -> u64 {
-        self.results
-            .get(&(op_label(op), status_label(status)))
-            .copied()
-            .unwrap_or(0)
+        self.result(op, status).map_or(0, Counter::get)
     }
 
     /// Counts one reclaim that released `references`.
-    pub fn count_reclaim(&mut self, reason: ReclaimReason, references: u64) {
-        let e = self.reclaims.entry(reason.label()).or_default();
-        e.0 += 1;
-        e.1 += references;
+    pub fn count_reclaim(&self, reason: ReclaimReason, references: u64) {
+        if let Some((times, released)) =
+            position(&RECLAIM_REASONS, reason).and_then(|i| self.reclaims.get(i))
+        {
+            times.inc();
+            released.inc_by(references);
+        }
     }
 
     /// (times, references released) for `reason`.
     pub fn reclaims(&self, reason: ReclaimReason) -> (u64, u64) {
-        self.reclaims
-            .get(reason.label())
-            .copied()
-            .unwrap_or_default()
+        position(&RECLAIM_REASONS, reason)
+            .and_then(|i| self.reclaims.get(i))
+            .map_or((0, 0), |(times, released)| (times.get(), released.get()))
+    }
+
+    /// Counts a malformed chain.
+    pub fn count_malformed(&self) {
+        self.malformed.inc();
     }
 
     /// Chains that were malformed.
     pub fn malformed(&self) -> u64 {
-        self.malformed
+        self.malformed.get()
+    }
+
+    /// Counts a frontend connecting.
+    pub fn count_connect(&self) {
+        self.connects.inc();
     }
 
     /// Times the slot was connected.
     pub fn connects(&self) -> u64 {
-        self.connects
+        self.connects.get()
     }
 
     /// The counters as `pasidctl vms` shows them: requests by opcode and
@@ -79,15 +220,19 @@ impl VmTally {
     /// for any reason.
     pub fn counters(&self) -> VmCounters {
         let mut counters = VmCounters {
-            malformed: self.malformed,
-            connects: self.connects,
+            malformed: self.malformed(),
+            connects: self.connects(),
             replayed: self.replayed,
-            reclaimed: self.reclaims.values().map(|r| r.1).sum(),
+            reclaimed: self
+                .reclaims
+                .iter()
+                .map(|(_, released)| released.get())
+                .sum(),
             ..VmCounters::default()
         };
-        for op in Opcode::ALL {
-            for status in Status::ALL {
-                let n = self.results(op, status);
+        for (op, by_status) in Opcode::ALL.into_iter().zip(&self.results) {
+            for (status, counter) in Status::ALL.into_iter().zip(by_status) {
+                let n = counter.get();
                 if n > 0 {
                     *counters.requests.entry(op.name()).or_default() += n;
                     *counters.statuses.entry(status.name()).or_default() += n;
@@ -121,14 +266,42 @@ impl VmTally {
     }
 }
 
+impl Drop for VmTally {
+    /// The VM is gone from the registry: its series leave the metrics.
+    fn drop(&mut self) {
+        let vm = &self.vm;
+        for family in &self.families.requests {
+            for status in Status::ALL {
+                family.remove(&VmStatusLabels {
+                    vm: vm.clone(),
+                    status: status_label(status),
+                });
+            }
+        }
+        for reason in RECLAIM_REASONS {
+            let labels = VmReasonLabels {
+                vm: vm.clone(),
+                reason: reason.label(),
+            };
+            self.families.reclaims.remove(&labels);
+            self.families.reclaimed_references.remove(&labels);
+        }
+        let labels = VmLabels { vm: vm.clone() };
+        self.families.malformed.remove(&labels);
+        self.families.connects.remove(&labels);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use prometheus_client::encoding::EncodeMetric;
+
     use super::*;
     use crate::rate_limit::{WARN_BURST, WARN_WINDOW};
 
     #[test]
     fn rejection_log_is_rate_limited() {
-        let mut log = VmTally::default();
+        let mut log = VmTally::new(&VmFamilies::default(), "web");
         let t0 = Instant::now();
         for _ in 0..25 {
             log.log_rejection_at(
@@ -152,5 +325,67 @@ mod tests {
             (log.rejections.emitted(), log.rejections.suppressed()),
             (1, 0)
         );
+    }
+
+    /// The tally's counters are the families' series: one count, seen by
+    /// `pasidctl vms` and by the metrics alike, every status listed from
+    /// the start, and gone with the tally.
+    #[test]
+    fn counters_are_the_families_series() {
+        let families = VmFamilies::default();
+        let web = VmTally::new(&families, "web");
+        let db = VmTally::new(&families, "db");
+        let series = |vm: &str, status| VmStatusLabels {
+            vm: vm.to_string(),
+            status: status_label(status),
+        };
+        let allocs = families.requests(Opcode::Alloc).unwrap();
+        for status in Status::ALL {
+            assert_eq!(allocs.get(&series("db", status)).map(|c| c.get()), Some(0));
+        }
+        web.count_result(Opcode::Alloc, Status::Ok);
+        web.count_result(Opcode::Alloc, Status::Ok);
+        web.count_result(Opcode::Free, Status::NotFound);
+        web.count_reclaim(ReclaimReason::Operator, 5);
+        web.count_malformed();
+        assert_eq!(allocs.get_or_create(&series("web", Status::Ok)).get(), 2);
+        assert_eq!(allocs.get_or_create(&series("db", Status::Ok)).get(), 0);
+        let frees = families.requests(Opcode::Free).unwrap();
+        assert_eq!(
+            frees.get_or_create(&series("web", Status::NotFound)).get(),
+            1
+        );
+        let operator = VmReasonLabels {
+            vm: "web".into(),
+            reason: "operator",
+        };
+        assert_eq!(families.reclaims().get_or_create(&operator).get(), 1);
+        assert_eq!(
+            families
+                .reclaimed_references()
+                .get_or_create(&operator)
+                .get(),
+            5
+        );
+        let web_labels = VmLabels { vm: "web".into() };
+        assert_eq!(families.malformed().get_or_create(&web_labels).get(), 1);
+        let c = web.counters();
+        assert_eq!(c.requests.get("ALLOC"), Some(&2));
+        assert_eq!(c.statuses.get("NOT_FOUND"), Some(&1));
+        assert_eq!((c.reclaimed, c.malformed), (5, 1));
+        assert_eq!(web.results(Opcode::Alloc, Status::Ok), 2);
+        assert_eq!(web.reclaims(ReclaimReason::Operator), (1, 5));
+
+        drop(web);
+        for status in Status::ALL {
+            assert!(allocs.get(&series("web", status)).is_none());
+            assert!(allocs.get(&series("db", status)).is_some());
+        }
+        assert!(families.malformed().get(&web_labels).is_none());
+        assert!(families.reclaims().get(&operator).is_none());
+        let db_labels = VmLabels { vm: "db".into() };
+        assert!(families.connects().get(&db_labels).is_some());
+        drop(db);
+        assert!(EncodeMetric::is_empty(allocs) && EncodeMetric::is_empty(families.connects()));
     }
 }
