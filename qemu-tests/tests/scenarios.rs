@@ -25,7 +25,10 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, sole_holdings};
+use common::{
+    assert_guest_knows, assert_v1_path, load_v1_driver, sole_holdings, v1_daemon_config,
+    v1_driver_params,
+};
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{DriverStatus, Found, EXERCISER_CTL, PARAMS_DIR};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
@@ -60,12 +63,13 @@ qemu_tests::per_kernel!(
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// A daemon with one slot per spec.
-fn start_daemon(slots: Vec<VmSlot>) -> Daemon {
+/// A daemon with one slot per spec, leasing or not as `kernel`'s v1
+/// variant says (`common::v1_host_leases_off`).
+fn start_daemon(kernel: Kernel, slots: Vec<VmSlot>) -> Daemon {
     let config = slots
         .into_iter()
         .fold(DaemonConfig::new(), |config, slot| config.vm(slot));
-    Daemon::start(config).unwrap()
+    Daemon::start(v1_daemon_config(kernel, config)).unwrap()
 }
 
 /// The guest config of VM `vm` on `daemon`'s socket for it.
@@ -73,10 +77,11 @@ fn guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> GuestConfig {
     GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap())
 }
 
-/// Loads the driver with `params`, checks it registered (dmesg and
-/// `state`), and loads the exerciser.
+/// Loads the driver with `params` on the v1 request path
+/// (`common::v1_host_leases_off`), checks it registered (dmesg and `state`)
+/// without a lease cache, and loads the exerciser.
 fn load_active(guest: &mut Guest, params: &str) -> DriverStatus {
-    guest.load_driver(params).unwrap();
+    load_v1_driver(guest, params).unwrap();
     guest
         .wait_for_dmesg(
             "IOASID allocator registered after 1 attempt(s): active",
@@ -86,6 +91,7 @@ fn load_active(guest: &mut Guest, params: &str) -> DriverStatus {
     let status = guest.driver_status().unwrap();
     assert_eq!(status.state, "active", "{status:?}");
     assert!(status.backend.starts_with("virtio"), "{status:?}");
+    assert_eq!(status.counter("lease_cap"), 0, "{status:?}");
     guest.load_exerciser().unwrap();
     status
 }
@@ -117,7 +123,7 @@ fn host_vm(daemon: &Daemon, vm: &str) -> VmEntry {
 ///    range and are exactly what the host lists for this VM; free_all
 ///    empties the host's list.
 fn allocations_come_from_the_host(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
 
     let status = load_active(&mut guest, "");
@@ -143,6 +149,7 @@ fn allocations_come_from_the_host(kernel: Kernel) {
     assert!(host.connected, "{host:?}");
     assert_eq!(host.counters.request("RESET"), 1, "{host:?}");
     assert!(daemon.pasids().unwrap().is_empty());
+    assert_v1_path(&mut guest, &daemon, "vm0");
 
     let got = guest.alloc_n(32, MIN, MAX).unwrap();
     assert_eq!(got.count, 32, "{got:?}");
@@ -195,7 +202,7 @@ fn allocations_come_from_the_host(kernel: Kernel) {
 ///    each guest knows its own set and none of the other's.
 fn two_vms_get_disjoint_pasids(kernel: Kernel) {
     const N: u32 = 64;
-    let daemon = start_daemon(vec![VmSlot::new("vm1"), VmSlot::new("vm2")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm1"), VmSlot::new("vm2")]);
     let test = thread::current().name().unwrap_or("two_vms").to_string();
 
     // Boot both guests in parallel.
@@ -207,7 +214,7 @@ fn two_vms_get_disjoint_pasids(kernel: Kernel) {
                 config.test_name = Some(test.clone());
                 s.spawn(move || {
                     let mut guest = Guest::boot(config)?;
-                    guest.load_driver("")?;
+                    guest.load_driver(&v1_driver_params(kernel, ""))?;
                     guest.wait_driver_state("active", CMD)?;
                     guest.load_exerciser()?;
                     Ok::<_, qemu_tests::Error>(guest)
@@ -297,7 +304,7 @@ fn two_vms_get_disjoint_pasids(kernel: Kernel) {
 ///    host allocated, also after `ioasid_set_data` changed it; an ID of
 ///    another set gives EACCES, a freed or unknown one ENOENT.
 fn find_returns_private_data(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "");
 
@@ -357,7 +364,7 @@ fn find_returns_private_data(kernel: Kernel) {
 fn small_range_is_exhausted(kernel: Kernel) {
     const LO: u32 = 64;
     const HI: u32 = 4095;
-    let daemon = start_daemon(vec![VmSlot::new("vm0").range(LO, HI)]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0").range(LO, HI)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "");
 
@@ -413,7 +420,7 @@ fn small_range_is_exhausted(kernel: Kernel) {
 ///    default allocator (the host sees nothing). Loading the driver again
 ///    makes the host the allocator again.
 fn rmmod_refused_while_outstanding(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "");
     let device = guest.device_config().unwrap().device;
@@ -468,7 +475,7 @@ fn rmmod_refused_while_outstanding(kernel: Kernel) {
     assert_eq!(guest.free_all().unwrap(), 1);
 
     // And the driver can come back.
-    guest.load_driver("").unwrap();
+    load_v1_driver(&mut guest, "").unwrap();
     guest.wait_driver_state("active", CMD).unwrap();
     let id = guest.alloc(MIN, MAX, 0).unwrap().unwrap();
     assert_eq!(sole_holdings(&daemon, "vm0"), BTreeSet::from([id]));
@@ -484,14 +491,14 @@ fn rmmod_refused_while_outstanding(kernel: Kernel) {
 fn driver_waits_for_default_ids(kernel: Kernel) {
     /// The driver's back-off tops out at 10 s; allow for a slow guest.
     const ACTIVE_WITHIN: Duration = Duration::from_secs(15);
-    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
 
     guest.load_exerciser().unwrap();
     assert_eq!(guest.alloc_n(3, MIN, MAX).unwrap().count, 3);
     assert!(daemon.pasids().unwrap().is_empty());
 
-    guest.load_driver("").unwrap();
+    load_v1_driver(&mut guest, "").unwrap();
     guest
         .wait_for_dmesg("still holds IDs (-EAGAIN): waiting", CMD)
         .unwrap();
@@ -544,11 +551,11 @@ fn driver_waits_for_default_ids(kernel: Kernel) {
 ///     Bound again once the default IDs are freed, the device registers at
 ///     its first attempt, with counters from zero, and the host allocates.
 fn unbind_while_waiting(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     guest.load_exerciser().unwrap();
     assert_eq!(guest.alloc_n(3, MIN, MAX).unwrap().count, 3);
-    guest.load_driver("").unwrap();
+    load_v1_driver(&mut guest, "").unwrap();
     guest
         .wait_for_dmesg("still holds IDs (-EAGAIN): waiting", CMD)
         .unwrap();
@@ -606,7 +613,7 @@ fn unbind_while_waiting(kernel: Kernel) {
 /// 7a. A VM powered off with PASIDs held: the host logs the reclaim for
 ///     that VM and lists none for it.
 fn poweroff_reclaims(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0"), VmSlot::new("bystander")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0"), VmSlot::new("bystander")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "");
     assert_eq!(guest.alloc_n(6, MIN, MAX).unwrap().count, 6);
@@ -655,7 +662,7 @@ fn poweroff_reclaims(kernel: Kernel) {
 ///     the PASIDs until the new driver's probe sends RESET, then reclaims
 ///     them all; new allocations work.
 fn reboot_resets(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0").allow_reboot()).unwrap();
     load_active(&mut guest, "");
     assert_eq!(guest.alloc_n(6, MIN, MAX).unwrap().count, 6);
@@ -718,7 +725,7 @@ fn daemon_killed_mid_run(kernel: Kernel) {
     /// Requests the driver can have in flight (README: 16 request slots).
     const SLOTS: u64 = 16;
     const LOOP: u64 = 20;
-    let mut daemon = start_daemon(vec![VmSlot::new("vm0")]);
+    let mut daemon = start_daemon(kernel, vec![VmSlot::new("vm0")]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "timeout_ms=500");
     let kept = guest.alloc(MIN, MAX, 0).unwrap().unwrap();
@@ -796,7 +803,7 @@ fn daemon_killed_mid_run(kernel: Kernel) {
 ///    driver counts QUOTA_EXCEEDED once, and the host shows held = 3 and one
 ///    QUOTA_EXCEEDED answer. The quota bounds PASIDs held at once.
 fn quota_is_enforced(kernel: Kernel) {
-    let daemon = start_daemon(vec![VmSlot::new("vm0").quota(3)]);
+    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0").quota(3)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "");
     assert_eq!(guest.device_config().unwrap().quota, 3);
@@ -823,5 +830,6 @@ fn quota_is_enforced(kernel: Kernel) {
     assert_eq!(host_vm(&daemon, "vm0").held, 3);
     assert_eq!(guest.free_all().unwrap(), 3);
     assert_eq!(host_vm(&daemon, "vm0").held, 0);
+    assert_v1_path(&mut guest, &daemon, "vm0");
     finish(guest);
 }
