@@ -10,6 +10,7 @@ use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::daemon::{Daemon, VmEntry};
 use crate::error::{Error, Result};
 use crate::guest::{shell_quote, Guest};
 
@@ -553,6 +554,45 @@ impl VpasidGuest for Guest {
     fn module_loaded(&mut self, name: &str) -> Result<bool> {
         let out = self.run(&format!("test -d /sys/module/{name}"), CMD_TIMEOUT)?;
         Ok(out.success())
+    }
+}
+
+/// Waits until a leasing driver's refill and return work is idle and both
+/// sides agree: the host's `held` for VM `vm` equals the guest's
+/// `outstanding` (handed out) plus `cached`, and the guest's counters did
+/// not move while the host was read. Returns both views.
+///
+/// Only `held` is exact on the host: its `cached` is the figure the driver
+/// reported in its last GRANT or RETURN, and allocations served by the
+/// cache send nothing.
+pub fn wait_lease_settled(
+    guest: &mut Guest,
+    daemon: &Daemon,
+    vm: &str,
+    timeout: Duration,
+) -> Result<(DriverStatus, VmEntry)> {
+    let started = Instant::now();
+    loop {
+        let status = guest.driver_status()?;
+        let host = daemon.vm(vm)?;
+        let again = guest.driver_status()?;
+        let guest_holds = status.counter("outstanding") + status.counter("cached");
+        if u64::from(host.held) == guest_holds && again.counters == status.counters {
+            return Ok((status, host));
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: format!(
+                    "{vm}: host held {} = guest outstanding {} + cached {}",
+                    host.held,
+                    status.counter("outstanding"),
+                    status.counter("cached")
+                ),
+                timeout,
+                log: guest.log_path().to_path_buf(),
+            });
+        }
+        thread::sleep(STATE_POLL);
     }
 }
 

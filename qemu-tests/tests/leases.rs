@@ -12,7 +12,10 @@
 //! While a driver caches, the host holds more than the guest has handed
 //! out: the invariant checked throughout is host `held` = guest
 //! `outstanding` + guest `cached`, once the driver's refill/return work is
-//! idle ([`settled`]).
+//! idle ([`settled`]). The host's `cached` is the figure the driver last
+//! reported in a GRANT or RETURN: allocations and frees served by the cache
+//! send nothing, so the host's `cached`/`in_use` split lags until the next
+//! lease request, and only `in_use + cached = held` is exact there.
 //!
 //! Each scenario runs on both kernels, as `<scenario>::linux_6_1` and
 //! `<scenario>::linux_5_10`.
@@ -28,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use common::sole_holdings;
 use qemu_tests::daemon::VmEntry;
-use qemu_tests::vpasid::{parse_alloc_timed, DriverStatus, Found, TimedAlloc, EXERCISER_CTL};
+use qemu_tests::vpasid::{
+    parse_alloc_timed, wait_lease_settled, DriverStatus, Found, TimedAlloc, EXERCISER_CTL,
+};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on one guest command.
@@ -108,29 +113,10 @@ fn boot_leased(config: GuestConfig) -> Guest {
 /// what it caches, the cache is within the cap, and the host's `in_use` is
 /// `held - cached`. Returns both views.
 fn settled(guest: &mut Guest, daemon: &Daemon, vm: &str) -> (DriverStatus, VmEntry) {
-    let started = Instant::now();
-    loop {
-        let status = guest.driver_status().unwrap();
-        let host = daemon.vm(vm).unwrap();
-        let guest_holds = status.counter("outstanding") + status.counter("cached");
-        // Read the guest again: equal before and after means no work item
-        // moved the cache while the host was read.
-        let again = guest.driver_status().unwrap();
-        if u64::from(host.held) == guest_holds && again.counters == status.counters {
-            assert!(status.counter("cached") <= u64::from(LEASE), "{status:?}");
-            assert_eq!(host.in_use, host.held - host.cached, "{host:?}");
-            return (status, host);
-        }
-        assert!(
-            started.elapsed() < SHOWS_UP,
-            "{vm}: host holds {} but the guest has {} out and {} cached after {SHOWS_UP:?}: \
-             {status:?} {host:?}",
-            host.held,
-            status.counter("outstanding"),
-            status.counter("cached"),
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    let (status, host) = wait_lease_settled(guest, daemon, vm, SHOWS_UP).unwrap();
+    assert!(status.counter("cached") <= u64::from(LEASE), "{status:?}");
+    assert_eq!(host.in_use + host.cached, host.held, "{host:?}");
+    (status, host)
 }
 
 /// Polls the driver's counters (bounded by [`SHOWS_UP`]) until `ok` holds.
@@ -242,9 +228,7 @@ fn pairs_stay_in_the_guest(kernel: Kernel) {
     );
     assert_eq!(after.counter("outstanding"), 0, "{after:?}");
     assert_eq!(after.failures(), [], "{after:?}");
-    // Everything the host holds for the VM is cached, none of it in use.
-    assert_eq!((host.in_use, host.held), (0, host.cached), "{host:?}");
-    assert!(host.held >= 1, "{host:?}");
+    assert!(host.held >= 1, "nothing leased: {host:?}");
     finish(guest);
 }
 
@@ -303,7 +287,6 @@ fn smp_stress(kernel: Kernel) {
     assert_eq!(delta(&before, &after, "frees"), total, "{after:?}");
     assert_eq!(after.counter("outstanding"), 0, "{after:?}");
     assert_eq!(after.failures(), [], "{after:?}");
-    assert_eq!(host.in_use, 0, "{host:?}");
     assert_eq!(host.counters.malformed, 0, "{host:?}");
     finish(guest);
 }
@@ -358,7 +341,6 @@ fn two_vms_hold_disjoint_leases(kernel: Kernel) {
     for (guest, vm) in guests.iter_mut().zip(vms) {
         let (status, host) = settled(guest, &daemon, vm);
         assert_eq!(status.counter("outstanding"), u64::from(KEPT), "{status:?}");
-        assert_eq!(host.in_use + host.cached, host.held, "{host:?}");
         let set = sole_holdings(&daemon, vm);
         assert_eq!(set.len(), host.held as usize, "{set:?} {host:?}");
         eprintln!(
@@ -392,8 +374,8 @@ fn two_vms_hold_disjoint_leases(kernel: Kernel) {
         assert_eq!(guest.free_all().unwrap(), u64::from(KEPT));
     }
     for (guest, vm) in guests.iter_mut().zip(vms) {
-        let (_, host) = settled(guest, &daemon, vm);
-        assert_eq!(host.in_use, 0, "{host:?}");
+        let (status, _) = settled(guest, &daemon, vm);
+        assert_eq!(status.counter("outstanding"), 0, "{status:?}");
     }
     for guest in guests {
         finish(guest);
@@ -416,8 +398,8 @@ fn quota_holds_with_leases(kernel: Kernel) {
     assert_eq!(got.count, QUOTA, "{got:?}");
     let (status, host) = settled(&mut guest, &daemon, "vm0");
     assert_eq!(
-        (host.held, host.in_use, status.counter("outstanding")),
-        (QUOTA, QUOTA, u64::from(QUOTA)),
+        (host.held, status.counter("outstanding")),
+        (QUOTA, u64::from(QUOTA)),
         "{status:?} {host:?}"
     );
     assert!(status.counter("failures/quota_exceeded") >= 1, "{status:?}");
@@ -427,7 +409,6 @@ fn quota_holds_with_leases(kernel: Kernel) {
     assert_eq!(guest.free_all().unwrap(), u64::from(QUOTA));
     let (status, host) = settled(&mut guest, &daemon, "vm0");
     assert!(host.held <= QUOTA, "{host:?}");
-    assert_eq!(host.in_use, 0, "{host:?}");
     let cached_before = status.counter("cached");
     let returns_before = host.counters.request("RETURN");
 
@@ -440,7 +421,12 @@ fn quota_holds_with_leases(kernel: Kernel) {
     let held = sole_holdings(&daemon, "vm0");
     assert_eq!(held.len(), QUOTA as usize, "{held:?}");
     assert!(held.is_subset(&far), "{held:?}");
-    assert_eq!((host.held, host.in_use), (QUOTA, QUOTA), "{host:?}");
+    assert_eq!(host.held, QUOTA, "{host:?}");
+    assert_eq!(
+        status.counter("outstanding"),
+        u64::from(QUOTA),
+        "{status:?}"
+    );
     if cached_before > 0 {
         assert!(
             host.counters.request("RETURN") > returns_before,
@@ -472,7 +458,7 @@ fn unload_returns_the_cache(kernel: Kernel) {
     assert_eq!(guest.free_all().unwrap(), 20);
     let (status, host) = settled(&mut guest, &daemon, "vm0");
     assert!(status.counter("cached") > 0, "nothing cached: {status:?}");
-    assert_eq!((host.in_use, host.held), (0, host.cached), "{host:?}");
+    assert_eq!(u64::from(host.held), status.counter("cached"), "{host:?}");
 
     guest.run_ok("rmmod virtio_pasid", CMD).unwrap();
     assert!(!guest.module_loaded("virtio_pasid").unwrap());
@@ -528,12 +514,11 @@ fn reboot_releases_everything(kernel: Kernel) {
     );
     let (status, after) = settled(&mut guest, &daemon, "vm0");
     assert_eq!(status.counter("outstanding"), 0, "{status:?}");
-    assert_eq!(after.in_use, 0, "{after:?}");
     assert_eq!(after.counters.reclaimed, u64::from(host.held), "{after:?}");
 
     assert_eq!(guest.alloc_n(3, MIN, MAX).unwrap().count, 3);
-    let (_, after) = settled(&mut guest, &daemon, "vm0");
-    assert_eq!(after.in_use, 3, "{after:?}");
+    let (status, _) = settled(&mut guest, &daemon, "vm0");
+    assert_eq!(status.counter("outstanding"), 3, "{status:?}");
     assert_eq!(guest.free_all().unwrap(), 3);
     finish(guest);
 }

@@ -5,9 +5,12 @@
 //!
 //! In one guest boot (QEMU TCG) with the real `vhost-user-pasid` running, the
 //! test-only `ioasid_exerciser` times N `ioasid_alloc()` + `ioasid_free()`
-//! pairs over [1, 2^20 - 1]: first with the guest's default (in-guest)
-//! allocator, then, after `modprobe virtio_pasid`, with every allocation
-//! and free going to the host. Prints ns per pair for both and the ratio.
+//! pairs over [1, 2^20 - 1], three times in the same boot: with the guest's
+//! default (in-guest) allocator; after `modprobe virtio_pasid` with leases
+//! (the host's cap 32: the driver's cache serves the pairs); and after
+//! `rmmod` and `modprobe virtio_pasid lease=0`, with every allocation and
+//! free going to the host (the v1 path). Prints ns per pair, the ratios to
+//! the default allocator and the host requests per 10,000 pairs.
 //!
 //! Usage: `vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]`. Needs
 //! root and the binaries built (`cargo build --release --bins`). TCG
@@ -16,6 +19,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use qemu_tests::daemon::VmCounters;
 use qemu_tests::vpasid::{parse_bench, DriverStatus};
 use qemu_tests::{
     ensure_setup, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest,
@@ -36,6 +40,11 @@ const RANGE: (u32, u32) = (1, (1 << 20) - 1);
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 const CMD: Duration = Duration::from_secs(60);
 const VM: &str = "bench";
+/// The host's lease cap for the bench VM, which the leased driver uses.
+const LEASE: u32 = 32;
+/// The issue's target: leased at most this many times the default
+/// allocator's ns per pair.
+const TARGET_RATIO: f64 = 1.25;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -48,9 +57,9 @@ struct Options {
 fn usage() -> String {
     format!(
         "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]\n\
-         Times N ioasid_alloc()+ioasid_free() pairs in a guest, first with the\n\
-         guest's default allocator, then through vhost-user-pasid (default N = \
-         {DEFAULT_PAIRS}, at most {MAX_PAIRS})."
+         Times N ioasid_alloc()+ioasid_free() pairs in a guest with the guest's\n\
+         default allocator, then virtio_pasid with leases, then virtio_pasid\n\
+         lease=0 (default N = {DEFAULT_PAIRS}, at most {MAX_PAIRS})."
     )
 }
 
@@ -89,13 +98,27 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     Ok(Some(options))
 }
 
-/// One kernel's figures.
+/// One allocator's figures on one kernel.
+#[derive(Debug)]
+struct Run {
+    /// Median ns per pair.
+    ns: u64,
+    /// Host requests (all opcodes) per 10,000 pairs; 0 for the default
+    /// allocator.
+    requests_per_10k: f64,
+    /// The driver's counters after the run (`None` for the default
+    /// allocator).
+    driver: Option<DriverStatus>,
+}
+
+/// One kernel's figures: the default allocator, leased virtio_pasid and
+/// `lease=0` virtio_pasid, from the same boot.
 #[derive(Debug)]
 struct Figures {
     kernel: Kernel,
-    default_ns: u64,
-    host_ns: u64,
-    driver: DriverStatus,
+    default: Run,
+    leased: Run,
+    v1: Run,
 }
 
 fn bench_once(guest: &mut Guest, pairs: u32) -> Result<u64, BoxError> {
@@ -110,6 +133,11 @@ fn bench_once(guest: &mut Guest, pairs: u32) -> Result<u64, BoxError> {
     Ok(parse_bench(out.trim())?)
 }
 
+/// Pairs one [`bench`] runs: the warm-up and the timed rounds.
+fn pairs_per_bench(pairs: u32) -> u64 {
+    u64::from(pairs) * ROUNDS as u64 + u64::from(pairs.min(WARMUP_PAIRS))
+}
+
 /// A warm-up round, then `ROUNDS` timed rounds; prints each, returns the
 /// median ns per pair.
 fn bench(guest: &mut Guest, label: &str, pairs: u32) -> Result<u64, BoxError> {
@@ -119,13 +147,50 @@ fn bench(guest: &mut Guest, label: &str, pairs: u32) -> Result<u64, BoxError> {
         let started = Instant::now();
         let ns = bench_once(guest, pairs)?;
         println!(
-            "{label:<27} round {round}: {ns:>8} ns per pair ({:.1} s)",
+            "{label:<32} round {round}: {ns:>8} ns per pair ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
         rounds.push(ns);
     }
     rounds.sort_unstable();
     Ok(rounds[ROUNDS / 2])
+}
+
+/// Benches virtio_pasid loaded with `params`, then unloads it (which gives
+/// its cache back) and checks that the host holds nothing; returns the
+/// figures and the host's per-opcode request counts for the run.
+fn bench_driver(
+    guest: &mut Guest,
+    daemon: &Daemon,
+    label: &str,
+    params: &str,
+    pairs: u32,
+) -> Result<(Run, VmCounters), BoxError> {
+    let before = daemon.vm(VM)?.counters;
+    guest.load_driver(params)?;
+    guest.wait_driver_state("active", CMD)?;
+    let ns = bench(guest, label, pairs)?;
+    let driver = guest.driver_status()?;
+    guest.run_ok("rmmod virtio_pasid", CMD)?;
+    let after = daemon.vm(VM)?;
+    if after.held != 0 {
+        return Err(format!("the host still holds {} PASIDs after unload", after.held).into());
+    }
+    let mut requests = after.counters;
+    for (op, n) in &mut requests.requests {
+        *n = n.saturating_sub(before.request(op));
+    }
+    // RESET at probe and at remove: not part of the pairs.
+    let per_pairs = requests.total_requests() - requests.request("RESET");
+    let requests_per_10k = per_pairs as f64 * 10_000.0 / pairs_per_bench(pairs) as f64;
+    Ok((
+        Run {
+            ns,
+            requests_per_10k,
+            driver: Some(driver),
+        },
+        requests,
+    ))
 }
 
 fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
@@ -135,7 +200,7 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
     );
     let daemon = Daemon::start(
         DaemonConfig::new()
-            .vm(VmSlot::new(VM))
+            .vm(VmSlot::new(VM).lease(LEASE))
             .test_name(format!("vpasid-guest-bench-{kernel}")),
     )?;
     let mut config = GuestConfig::new(VM, kernel).vhost_user(daemon.socket(VM)?);
@@ -150,37 +215,67 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
 
     guest.load_exerciser()?;
     let default_ns = bench(&mut guest, "guest default allocator", pairs)?;
-    let before = daemon.vm(VM)?.counters;
-    if before.request("ALLOC") != 0 {
+    if daemon.vm(VM)?.counters.request("ALLOC") != 0 {
         return Err("the default-allocator run reached the host".into());
     }
 
-    guest.load_driver("")?;
-    guest.wait_driver_state("active", CMD)?;
-    let host_ns = bench(&mut guest, "host via vhost-user-pasid", pairs)?;
-    let after = daemon.vm(VM)?.counters;
-    let (allocs, frees) = (after.request("ALLOC"), after.request("FREE"));
-    let expected = u64::from(pairs) * ROUNDS as u64 + u64::from(pairs.min(WARMUP_PAIRS));
-    if allocs != expected || frees != expected {
+    let (leased, requests) = bench_driver(
+        &mut guest,
+        &daemon,
+        "virtio_pasid, leases (lease=32)",
+        "",
+        pairs,
+    )?;
+    let cap = leased.driver.as_ref().map_or(0, |d| d.counter("lease_cap"));
+    if cap != u64::from(LEASE) || requests.request("GRANT") == 0 {
         return Err(format!(
-            "the host answered {allocs} ALLOC and {frees} FREE requests, expected {expected} each"
+            "the leased run did not lease: lease_cap {cap}, host requests {:?}",
+            requests.requests
         )
         .into());
     }
-    let driver = guest.driver_status()?;
-    if !daemon.pasids()?.is_empty() {
-        return Err("the host still lists PASIDs after the bench".into());
+    println!("host requests, leased run: {:?}", requests.requests);
+
+    let (v1, requests) = bench_driver(
+        &mut guest,
+        &daemon,
+        "virtio_pasid, lease=0 (v1 path)",
+        "lease=0",
+        pairs,
+    )?;
+    let expected = pairs_per_bench(pairs);
+    let (allocs, frees) = (requests.request("ALLOC"), requests.request("FREE"));
+    if allocs != expected || frees != expected {
+        return Err(format!(
+            "the lease=0 run made {allocs} ALLOC and {frees} FREE requests, expected {expected} each"
+        )
+        .into());
     }
+    println!("host requests, lease=0 run: {:?}", requests.requests);
+
     guest.check_health()?;
     guest.poweroff(CMD)?;
     let mut daemon = daemon;
     daemon.stop()?;
     Ok(Figures {
         kernel,
-        default_ns,
-        host_ns,
-        driver,
+        default: Run {
+            ns: default_ns,
+            requests_per_10k: 0.0,
+            driver: None,
+        },
+        leased,
+        v1,
     })
+}
+
+/// `ns` as a multiple of the default allocator's `base`.
+fn ratio(ns: u64, base: u64) -> f64 {
+    if base == 0 {
+        f64::INFINITY
+    } else {
+        ns as f64 / base as f64
+    }
 }
 
 fn run(options: &Options) -> Result<(), BoxError> {
@@ -195,32 +290,60 @@ fn run(options: &Options) -> Result<(), BoxError> {
 
     println!(
         "\n=== Results (QEMU TCG, 1 vCPU; median of {ROUNDS} rounds, ns per \
-         ioasid_alloc()+ioasid_free() pair) ==="
+         ioasid_alloc()+ioasid_free() pair; host requests per 10,000 pairs) ==="
     );
     println!(
-        "{:<7} {:>8} {:>16} {:>16} {:>9} {:>15} {:>15}",
-        "kernel", "pairs", "default ns/pair", "host ns/pair", "ratio", "last rtt ns", "max rtt ns"
+        "{:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>7} {:>11} {:>11} {:>10}",
+        "kernel",
+        "pairs",
+        "default",
+        "leased",
+        "ratio",
+        "lease=0",
+        "ratio",
+        "req leased",
+        "req lease=0",
+        "hits"
     );
     for f in &all {
-        let ratio = if f.default_ns == 0 {
-            f64::INFINITY
-        } else {
-            f.host_ns as f64 / f.default_ns as f64
-        };
+        let hits = f
+            .leased
+            .driver
+            .as_ref()
+            .map_or(0, |d| d.counter("lease_hits"));
         println!(
-            "{:<7} {:>8} {:>16} {:>16} {:>8.1}x {:>15} {:>15}",
+            "{:<7} {:>8} {:>10} {:>10} {:>6.2}x {:>10} {:>6.2}x {:>11.1} {:>11.1} {:>10}",
             f.kernel.name(),
             options.pairs,
-            f.default_ns,
-            f.host_ns,
-            ratio,
-            f.driver.counter("last_rtt_ns"),
-            f.driver.counter("max_rtt_ns"),
+            f.default.ns,
+            f.leased.ns,
+            ratio(f.leased.ns, f.default.ns),
+            f.v1.ns,
+            ratio(f.v1.ns, f.default.ns),
+            f.leased.requests_per_10k,
+            f.v1.requests_per_10k,
+            hits,
+        );
+    }
+    for f in &all {
+        let r = ratio(f.leased.ns, f.default.ns);
+        println!(
+            "Linux {}: leased {r:.2}x the default allocator (target <= {TARGET_RATIO}x: {}); \
+             {:.1} host requests per 10,000 pairs (target <= 100: {})",
+            f.kernel.name(),
+            if r <= TARGET_RATIO { "met" } else { "NOT met" },
+            f.leased.requests_per_10k,
+            if f.leased.requests_per_10k <= 100.0 {
+                "met"
+            } else {
+                "NOT met"
+            },
         );
     }
     println!(
-        "\nA host pair is two virtqueue round trips (ALLOC, FREE) that the guest \
-         busy-polls for; the default allocator is an in-guest xarray."
+        "\nA lease=0 pair is two virtqueue round trips (ALLOC, FREE) that the guest \
+         busy-polls for; a leased pair is served by the driver's cache; the default \
+         allocator is an in-guest xarray."
     );
     Ok(())
 }
