@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::sole_holdings;
+use common::{boot_in_parallel, sole_holdings};
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{
     parse_alloc_timed, wait_lease_settled, DriverStatus, Found, TimedAlloc, EXERCISER_CTL,
@@ -119,35 +119,22 @@ fn settled(guest: &mut Guest, daemon: &Daemon, vm: &str) -> (DriverStatus, VmEnt
     (status, host)
 }
 
-/// Polls the driver's counters (bounded by [`SHOWS_UP`]) until `ok` holds.
-fn wait_status(guest: &mut Guest, what: &str, ok: impl Fn(&DriverStatus) -> bool) -> DriverStatus {
+/// Polls `read` every 200 ms (bounded by [`SHOWS_UP`]) until its value
+/// passes `ok`, and returns that value.
+fn poll_until<T: std::fmt::Debug>(
+    what: &str,
+    mut read: impl FnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) -> T {
     let started = Instant::now();
     loop {
-        let status = guest.driver_status().unwrap();
-        if ok(&status) {
-            return status;
+        let value = read();
+        if ok(&value) {
+            return value;
         }
         assert!(
             started.elapsed() < SHOWS_UP,
-            "{}: no {what} after {SHOWS_UP:?}: {status:?}",
-            guest.name()
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Polls `pasidctl vms` (bounded by [`SHOWS_UP`]) until VM `vm` passes
-/// `ok`.
-fn wait_host(daemon: &Daemon, vm: &str, what: &str, ok: impl Fn(&VmEntry) -> bool) -> VmEntry {
-    let started = Instant::now();
-    loop {
-        let host = daemon.vm(vm).unwrap();
-        if ok(&host) {
-            return host;
-        }
-        assert!(
-            started.elapsed() < SHOWS_UP,
-            "{vm}: no {what} on the host after {SHOWS_UP:?}: {host:?}"
+            "no {what} after {SHOWS_UP:?}: {value:?}"
         );
         thread::sleep(Duration::from_millis(200));
     }
@@ -300,27 +287,9 @@ fn two_vms_hold_disjoint_leases(kernel: Kernel) {
     const FIRST: u32 = 40;
     const KEPT: u32 = 20;
     let daemon = lease_daemon(vec![VmSlot::new("vm1"), VmSlot::new("vm2")]);
-    let test = thread::current().name().unwrap_or("two_vms").to_string();
     let vms = ["vm1", "vm2"];
-
-    let mut guests: Vec<Guest> = thread::scope(|s| {
-        let handles: Vec<_> = vms
-            .into_iter()
-            .map(|vm| {
-                let mut config = guest_config(kernel, &daemon, vm);
-                config.test_name = Some(test.clone());
-                s.spawn(move || {
-                    let mut guest = Guest::boot(config)?;
-                    load_leased(&mut guest, "")?;
-                    Ok::<_, qemu_tests::Error>(guest)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap().unwrap())
-            .collect()
-    });
+    let configs = vms.map(|vm| guest_config(kernel, &daemon, vm)).to_vec();
+    let mut guests = boot_in_parallel(configs, |guest| load_leased(guest, "").map(drop));
 
     // Both allocate at once, free everything (into their caches), and take
     // KEPT again.
@@ -462,7 +431,7 @@ fn unload_returns_the_cache(kernel: Kernel) {
 
     guest.run_ok("rmmod virtio_pasid", CMD).unwrap();
     assert!(!guest.module_loaded("virtio_pasid").unwrap());
-    let host = wait_host(&daemon, "vm0", "held 0", |h| h.held == 0);
+    let host = poll_until("host held 0", || daemon.vm("vm0").unwrap(), |h| h.held == 0);
     assert_eq!((host.held, host.cached, host.in_use), (0, 0, 0), "{host:?}");
     assert!(host.connected, "{host:?}");
     assert!(daemon.pasids().unwrap().is_empty());
@@ -550,7 +519,11 @@ fn backend_killed_mid_run(kernel: Kernel) {
 
     // One allocation makes the driver lease; wait for its cache to fill.
     let kept = guest.alloc(MIN, MAX, 0).unwrap().unwrap();
-    wait_status(&mut guest, "refill", |s| s.counter("cached") >= 8);
+    poll_until(
+        "refill to 8 cached",
+        || guest.driver_status().unwrap(),
+        |s| s.counter("cached") >= 8,
+    );
     let (status, _) = settled(&mut guest, &daemon, "vm0");
     let cached = status.counter("cached");
     daemon.kill().unwrap();

@@ -26,8 +26,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_guest_knows, assert_v1_path, load_v1_driver, sole_holdings, v1_daemon_config,
-    v1_driver_params,
+    assert_guest_knows, assert_v1_path, boot_in_parallel, load_v1_driver, sole_holdings,
+    v1_daemon_config, v1_driver_params,
 };
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{DriverStatus, Found, EXERCISER_CTL};
@@ -203,28 +203,13 @@ fn allocations_come_from_the_host(kernel: Kernel) {
 fn two_vms_get_disjoint_pasids(kernel: Kernel) {
     const N: u32 = 64;
     let daemon = start_daemon(kernel, vec![VmSlot::new("vm1"), VmSlot::new("vm2")]);
-    let test = thread::current().name().unwrap_or("two_vms").to_string();
-
-    // Boot both guests in parallel.
-    let mut guests: Vec<Guest> = thread::scope(|s| {
-        let handles: Vec<_> = ["vm1", "vm2"]
-            .into_iter()
-            .map(|vm| {
-                let mut config = guest_config(kernel, &daemon, vm);
-                config.test_name = Some(test.clone());
-                s.spawn(move || {
-                    let mut guest = Guest::boot(config)?;
-                    guest.load_driver(&v1_driver_params(kernel, ""))?;
-                    guest.wait_driver_state("active", CMD)?;
-                    guest.load_exerciser()?;
-                    Ok::<_, qemu_tests::Error>(guest)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap().unwrap())
-            .collect()
+    let configs = ["vm1", "vm2"]
+        .map(|vm| guest_config(kernel, &daemon, vm))
+        .to_vec();
+    let mut guests = boot_in_parallel(configs, |guest| {
+        guest.load_driver(&v1_driver_params(kernel, ""))?;
+        guest.wait_driver_state("active", CMD)?;
+        guest.load_exerciser()
     });
 
     // Both allocate at once.

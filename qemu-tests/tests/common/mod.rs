@@ -109,3 +109,34 @@ pub fn assert_v1_path(guest: &mut Guest, daemon: &Daemon, vm: &str) {
         "{kernel}: {host:?}"
     );
 }
+
+/// Boots one guest per config at once (TCG boots are slow, and scenarios
+/// with two VMs want them up together), runs `prepare` on each (e.g. load
+/// the driver), and returns them in the order given.
+pub fn boot_in_parallel(
+    configs: Vec<qemu_tests::GuestConfig>,
+    prepare: impl Fn(&mut Guest) -> qemu_tests::Result<()> + Sync,
+) -> Vec<Guest> {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("parallel")
+        .to_string();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = configs
+            .into_iter()
+            .map(|mut config| {
+                config.test_name.get_or_insert_with(|| test.clone());
+                let prepare = &prepare;
+                s.spawn(move || {
+                    let mut guest = Guest::boot(config)?;
+                    prepare(&mut guest)?;
+                    Ok::<_, qemu_tests::Error>(guest)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    })
+}
