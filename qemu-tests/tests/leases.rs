@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{boot_in_parallel, sole_holdings};
+use common::{boot_in_parallel, finish, guest_config, sole_holdings};
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{
     parse_alloc_timed, wait_lease_settled, DriverStatus, Found, TimedAlloc, EXERCISER_CTL,
@@ -38,8 +38,6 @@ use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, Vpasi
 
 /// Bound on one guest command.
 const CMD: Duration = Duration::from_secs(60);
-/// Bound on a clean power-off.
-const POWEROFF: Duration = Duration::from_secs(60);
 /// Bound on a reboot until the shell is back.
 const REBOOT: Duration = Duration::from_secs(120);
 /// Bound on a daemon log line showing up, and on the driver's refill and
@@ -78,11 +76,6 @@ fn lease_daemon(slots: Vec<VmSlot>) -> Daemon {
             config.vm(slot)
         });
     Daemon::start(config).unwrap()
-}
-
-/// The guest config of VM `vm` on `daemon`'s socket for it.
-fn guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> GuestConfig {
-    GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap())
 }
 
 /// Loads the driver with `params` (its default `lease`), waits until it is
@@ -143,12 +136,6 @@ fn poll_until<T: std::fmt::Debug>(
 /// Counter `name` of `after` minus that of `before`.
 fn delta(before: &DriverStatus, after: &DriverStatus, name: &str) -> u64 {
     after.counter(name) - before.counter(name)
-}
-
-/// The guest's health check, then a clean power-off.
-fn finish(mut guest: Guest) {
-    guest.check_health().unwrap();
-    guest.poweroff(POWEROFF).unwrap();
 }
 
 /// `n` `alloc_timed MIN MAX` calls in one guest command, in order.

@@ -26,17 +26,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_guest_knows, assert_v1_path, boot_in_parallel, load_v1_driver, sole_holdings,
-    v1_daemon_config, v1_driver_params,
+    assert_guest_knows, assert_v1_path, boot_in_parallel, finish, guest_config, load_v1_driver,
+    sole_holdings, v1_daemon_config, v1_driver_params,
 };
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{DriverStatus, Found, EXERCISER_CTL};
-use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
+use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on one guest command.
 const CMD: Duration = Duration::from_secs(60);
-/// Bound on a clean power-off.
-const POWEROFF: Duration = Duration::from_secs(60);
 /// Bound on a reboot until the shell is back.
 const REBOOT: Duration = Duration::from_secs(120);
 /// Bound on a daemon log line or a dmesg line showing up.
@@ -72,11 +70,6 @@ fn start_daemon(kernel: Kernel, slots: Vec<VmSlot>) -> Daemon {
     Daemon::start(v1_daemon_config(kernel, config)).unwrap()
 }
 
-/// The guest config of VM `vm` on `daemon`'s socket for it.
-fn guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> GuestConfig {
-    GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap())
-}
-
 /// Loads the driver with `params` on the v1 request path
 /// (`common::v1_host_leases_off`), checks it registered (dmesg and `state`)
 /// without a lease cache, and loads the exerciser.
@@ -94,12 +87,6 @@ fn load_active(guest: &mut Guest, params: &str) -> DriverStatus {
     assert_eq!(status.counter("lease_cap"), 0, "{status:?}");
     guest.load_exerciser().unwrap();
     status
-}
-
-/// The guest's health check, then a clean power-off.
-fn finish(mut guest: Guest) {
-    guest.check_health().unwrap();
-    guest.poweroff(POWEROFF).unwrap();
 }
 
 /// Up to `n` IDs in `[lo, hi]` outside `ids`.

@@ -140,3 +140,17 @@ pub fn boot_in_parallel(
             .collect()
     })
 }
+
+/// Bound on a clean power-off.
+pub const POWEROFF: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The guest config of VM `vm` on `daemon`'s socket for it.
+pub fn guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> qemu_tests::GuestConfig {
+    qemu_tests::GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap())
+}
+
+/// The guest's health check, then a clean power-off.
+pub fn finish(mut guest: Guest) {
+    guest.check_health().unwrap();
+    guest.poweroff(POWEROFF).unwrap();
+}
