@@ -497,6 +497,10 @@ fn backend_killed_mid_run(kernel: Kernel) {
     const FAILING: u32 = 20;
     let mut daemon = lease_daemon(vec![VmSlot::new("vm0")]);
     let mut guest = boot_leased(guest_config(kernel, &daemon, "vm0"));
+    // The VM's whole range, which the driver's refills draw from: the
+    // cache can serve every allocation in it.
+    let config = guest.device_config().unwrap();
+    let (lo, hi) = (config.pasid_min, config.pasid_max);
     guest
         .run_ok(
             &format!("echo {TIMEOUT_MS} > /sys/module/virtio_pasid/parameters/timeout_ms"),
@@ -505,7 +509,7 @@ fn backend_killed_mid_run(kernel: Kernel) {
         .unwrap();
 
     // One allocation makes the driver lease; wait for its cache to fill.
-    let kept = guest.alloc(MIN, MAX, 0).unwrap().unwrap();
+    let kept = guest.alloc(lo, hi, 0).unwrap().unwrap();
     poll_until(
         "refill to 8 cached",
         || guest.driver_status().unwrap(),
@@ -518,7 +522,7 @@ fn backend_killed_mid_run(kernel: Kernel) {
     // The cache serves; then allocations fail.
     let tries = u32::try_from(cached).unwrap() + 1 + FAILING;
     let started = Instant::now();
-    let results = alloc_timed_loop(&mut guest, tries, MIN, MAX);
+    let results = alloc_timed_loop(&mut guest, tries, lo, hi);
     let wall = started.elapsed();
     let served: Vec<u32> = results.iter().map_while(|r| r.id).collect();
     let failed = &results[served.len()..];
@@ -529,7 +533,7 @@ fn backend_killed_mid_run(kernel: Kernel) {
         failed.iter().map(|r| r.took).collect::<Vec<_>>()
     );
     assert!(served.len() as u64 >= cached, "{results:?}");
-    assert!(served.iter().all(|p| (MIN..=MAX).contains(p)), "{served:?}");
+    assert!(served.iter().all(|p| (lo..=hi).contains(p)), "{served:?}");
     let mut unique: BTreeSet<u32> = served.iter().copied().collect();
     assert_eq!(unique.len(), served.len(), "handed out twice: {served:?}");
     assert!(
@@ -569,7 +573,7 @@ fn backend_killed_mid_run(kernel: Kernel) {
     let status = guest.driver_status().unwrap();
     assert_eq!(status.counter("outstanding"), 0, "{status:?}");
     assert_eq!(status.counter("cached"), freed, "nothing lost: {status:?}");
-    let again = alloc_timed_loop(&mut guest, u32::try_from(freed).unwrap(), MIN, MAX);
+    let again = alloc_timed_loop(&mut guest, u32::try_from(freed).unwrap(), lo, hi);
     let again: BTreeSet<u32> = again
         .iter()
         .map(|r| {
