@@ -216,6 +216,10 @@ fn run() -> Result<(), BoxError> {
     section("8. Host: after the frees, the driver's cache is all the VM holds");
     println!("$ pasidctl vms");
     show(&daemon.pasidctl(&["vms"])?);
+    println!(
+        "HELD is exact; the IN-USE/CACHED split is what the driver last reported in a \
+         GRANT or RETURN (cache hits and frees into the cache send nothing)"
+    );
     ensure(
         status.counter("outstanding") == 0 && u64::from(host.held) == status.counter("cached"),
         || format!("after the frees: guest {status:?}, host {host:?}"),
