@@ -5,12 +5,14 @@
 //!
 //! In one guest boot (QEMU TCG) with the real `vhost-user-pasid` running, the
 //! test-only `ioasid_exerciser` times N `ioasid_alloc()` + `ioasid_free()`
-//! pairs over [1, 2^20 - 1], three times in the same boot: with the guest's
-//! default (in-guest) allocator; after `modprobe virtio_pasid` with leases
-//! (the host's cap 32: the driver's cache serves the pairs); and after
-//! `rmmod` and `modprobe virtio_pasid lease=0`, with every allocation and
-//! free going to the host (the v1 path). Prints ns per pair, the ratios to
-//! the default allocator and the host requests per 10,000 pairs.
+//! pairs over [1, 2^20 - 1] in the same boot with three allocators: the
+//! guest's default (in-guest) allocator; `virtio_pasid` with leases (the
+//! host's cap 32: the driver's cache serves the pairs); and `virtio_pasid
+//! lease=0`, with every allocation and free going to the host (the v1
+//! path). The three take turns in each of 3 rounds (the driver is loaded
+//! and unloaded around its runs), each run after an untimed warm-up.
+//! Prints ns per pair (median round), the ratios to the default allocator
+//! and the host requests per 10,000 pairs.
 //!
 //! Usage: `vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]`. Needs
 //! root and the binaries built (`cargo build --release --bins`). TCG
@@ -133,64 +135,93 @@ fn bench_once(guest: &mut Guest, pairs: u32) -> Result<u64, BoxError> {
     Ok(parse_bench(out.trim())?)
 }
 
-/// Pairs one [`bench`] runs: the warm-up and the timed rounds.
-fn pairs_per_bench(pairs: u32) -> u64 {
-    u64::from(pairs) * ROUNDS as u64 + u64::from(pairs.min(WARMUP_PAIRS))
+/// One allocator under test: `None` for the guest's default allocator,
+/// else `virtio_pasid` loaded with these module parameters.
+struct Side {
+    label: &'static str,
+    driver_params: Option<&'static str>,
+    /// ns per pair of each timed round.
+    rounds: Vec<u64>,
+    /// Host requests answered during this side's rounds, by opcode (RESET
+    /// at probe and remove excluded).
+    requests: VmCounters,
+    /// The driver's counters after its last round.
+    driver: Option<DriverStatus>,
 }
 
-/// A warm-up round, then `ROUNDS` timed rounds; prints each, returns the
-/// median ns per pair.
-fn bench(guest: &mut Guest, label: &str, pairs: u32) -> Result<u64, BoxError> {
-    bench_once(guest, pairs.min(WARMUP_PAIRS))?;
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for round in 1..=ROUNDS {
-        let started = Instant::now();
-        let ns = bench_once(guest, pairs)?;
-        println!(
-            "{label:<32} round {round}: {ns:>8} ns per pair ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-        rounds.push(ns);
+impl Side {
+    fn new(label: &'static str, driver_params: Option<&'static str>) -> Self {
+        Side {
+            label,
+            driver_params,
+            rounds: Vec::with_capacity(ROUNDS),
+            requests: VmCounters::default(),
+            driver: None,
+        }
     }
-    rounds.sort_unstable();
-    Ok(rounds[ROUNDS / 2])
-}
 
-/// Benches virtio_pasid loaded with `params`, then unloads it (which gives
-/// its cache back) and checks that the host holds nothing; returns the
-/// figures and the host's per-opcode request counts for the run.
-fn bench_driver(
-    guest: &mut Guest,
-    daemon: &Daemon,
-    label: &str,
-    params: &str,
-    pairs: u32,
-) -> Result<(Run, VmCounters), BoxError> {
-    let before = daemon.vm(VM)?.counters;
-    guest.load_driver(params)?;
-    guest.wait_driver_state("active", CMD)?;
-    let ns = bench(guest, label, pairs)?;
-    let driver = guest.driver_status()?;
-    guest.run_ok("rmmod virtio_pasid", CMD)?;
-    let after = daemon.vm(VM)?;
-    if after.held != 0 {
-        return Err(format!("the host still holds {} PASIDs after unload", after.held).into());
-    }
-    let mut requests = after.counters;
-    for (op, n) in &mut requests.requests {
-        *n = n.saturating_sub(before.request(op));
-    }
-    // RESET at probe and at remove: not part of the pairs.
-    let per_pairs = requests.total_requests() - requests.request("RESET");
-    let requests_per_10k = per_pairs as f64 * 10_000.0 / pairs_per_bench(pairs) as f64;
-    Ok((
+    /// The median round, and the host requests per 10,000 pairs.
+    fn run(&self, pairs: u32) -> Run {
+        let mut rounds = self.rounds.clone();
+        rounds.sort_unstable();
+        let ns = rounds.get(rounds.len() / 2).copied().unwrap_or(0);
+        let per_pairs = self.requests.total_requests();
         Run {
             ns,
-            requests_per_10k,
-            driver: Some(driver),
-        },
-        requests,
-    ))
+            requests_per_10k: per_pairs as f64 * 10_000.0 / pairs_per_side(pairs) as f64,
+            driver: self.driver.clone(),
+        }
+    }
+}
+
+/// Pairs one side runs over all rounds: a warm-up and a timed run each.
+fn pairs_per_side(pairs: u32) -> u64 {
+    (u64::from(pairs) + u64::from(pairs.min(WARMUP_PAIRS))) * ROUNDS as u64
+}
+
+/// One round of `side`: loads the driver if the side has one, an untimed
+/// warm-up, a timed run (printed), and unloads the driver again (which
+/// gives its cache back: the host must then hold nothing).
+fn round(
+    guest: &mut Guest,
+    daemon: &Daemon,
+    side: &mut Side,
+    round: usize,
+    pairs: u32,
+) -> Result<(), BoxError> {
+    let before = daemon.vm(VM)?.counters;
+    if let Some(params) = side.driver_params {
+        guest.load_driver(params)?;
+        guest.wait_driver_state("active", CMD)?;
+    }
+    bench_once(guest, pairs.min(WARMUP_PAIRS))?;
+    let started = Instant::now();
+    let ns = bench_once(guest, pairs)?;
+    println!(
+        "{:<32} round {round}: {ns:>8} ns per pair ({:.1} s)",
+        side.label,
+        started.elapsed().as_secs_f64()
+    );
+    side.rounds.push(ns);
+    if side.driver_params.is_some() {
+        side.driver = Some(guest.driver_status()?);
+        guest.run_ok("rmmod virtio_pasid", CMD)?;
+    }
+    let after = daemon.vm(VM)?;
+    if after.held != 0 {
+        return Err(format!(
+            "the host still holds {} PASIDs after {}",
+            after.held, side.label
+        )
+        .into());
+    }
+    for (op, n) in after.counters.requests {
+        if op != "RESET" {
+            *side.requests.requests.entry(op.clone()).or_default() +=
+                n.saturating_sub(before.request(&op));
+        }
+    }
+    Ok(())
 }
 
 fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
@@ -212,46 +243,51 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
         started.elapsed().as_secs_f64(),
         guest.log_path().display()
     );
-
     guest.load_exerciser()?;
-    let default_ns = bench(&mut guest, "guest default allocator", pairs)?;
-    if daemon.vm(VM)?.counters.request("ALLOC") != 0 {
-        return Err("the default-allocator run reached the host".into());
-    }
 
-    let (leased, requests) = bench_driver(
-        &mut guest,
-        &daemon,
-        "virtio_pasid, leases (lease=32)",
-        "",
-        pairs,
-    )?;
-    let cap = leased.driver.as_ref().map_or(0, |d| d.counter("lease_cap"));
-    if cap != u64::from(LEASE) || requests.request("GRANT") == 0 {
+    // The three sides take turns in every round, so that a change in the
+    // host's load (2 cores shared) hits all three alike.
+    let mut sides = [
+        Side::new("guest default allocator", None),
+        Side::new("virtio_pasid, leases (lease=32)", Some("")),
+        Side::new("virtio_pasid, lease=0 (v1 path)", Some("lease=0")),
+    ];
+    for n in 1..=ROUNDS {
+        for side in &mut sides {
+            round(&mut guest, &daemon, side, n, pairs)?;
+        }
+    }
+    let [default, leased, v1] = &sides;
+
+    if default.requests.total_requests() != 0 {
         return Err(format!(
-            "the leased run did not lease: lease_cap {cap}, host requests {:?}",
-            requests.requests
+            "the default-allocator runs reached the host: {:?}",
+            default.requests.requests
         )
         .into());
     }
-    println!("host requests, leased run: {:?}", requests.requests);
-
-    let (v1, requests) = bench_driver(
-        &mut guest,
-        &daemon,
-        "virtio_pasid, lease=0 (v1 path)",
-        "lease=0",
-        pairs,
-    )?;
-    let expected = pairs_per_bench(pairs);
-    let (allocs, frees) = (requests.request("ALLOC"), requests.request("FREE"));
+    let cap = leased.driver.as_ref().map_or(0, |d| d.counter("lease_cap"));
+    if cap != u64::from(LEASE) || leased.requests.request("GRANT") == 0 {
+        return Err(format!(
+            "the leased runs did not lease: lease_cap {cap}, host requests {:?}",
+            leased.requests.requests
+        )
+        .into());
+    }
+    let expected = pairs_per_side(pairs);
+    let (allocs, frees) = (v1.requests.request("ALLOC"), v1.requests.request("FREE"));
     if allocs != expected || frees != expected {
         return Err(format!(
-            "the lease=0 run made {allocs} ALLOC and {frees} FREE requests, expected {expected} each"
+            "the lease=0 runs made {allocs} ALLOC and {frees} FREE requests, expected {expected} each"
         )
         .into());
     }
-    println!("host requests, lease=0 run: {:?}", requests.requests);
+    for side in &sides {
+        println!(
+            "host requests, {}: {:?}",
+            side.label, side.requests.requests
+        );
+    }
 
     guest.check_health()?;
     guest.poweroff(CMD)?;
@@ -259,13 +295,9 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
     daemon.stop()?;
     Ok(Figures {
         kernel,
-        default: Run {
-            ns: default_ns,
-            requests_per_10k: 0.0,
-            driver: None,
-        },
-        leased,
-        v1,
+        default: default.run(pairs),
+        leased: leased.run(pairs),
+        v1: v1.run(pairs),
     })
 }
 
