@@ -31,7 +31,9 @@ use qemu_tests::{
 /// takes 1.5-6 s under TCG on the project's 2-core machines.
 const DEFAULT_PAIRS: u32 = 50_000;
 /// Timed rounds per allocator; the median is reported.
-const ROUNDS: usize = 3;
+const DEFAULT_ROUNDS: u32 = 3;
+/// Most rounds `--rounds` takes.
+const MAX_ROUNDS: u32 = 99;
 /// Pairs of the untimed warm-up round (TCG translates the code path first).
 const WARMUP_PAIRS: u32 = 1000;
 /// The exerciser's limit.
@@ -54,14 +56,16 @@ type BoxError = Box<dyn std::error::Error>;
 struct Options {
     kernels: Vec<Kernel>,
     pairs: u32,
+    rounds: u32,
 }
 
 fn usage() -> String {
     format!(
-        "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]\n\
+        "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N] [--rounds R]\n\
          Times N ioasid_alloc()+ioasid_free() pairs in a guest with the guest's\n\
-         default allocator, then virtio_pasid with leases, then virtio_pasid\n\
-         lease=0 (default N = {DEFAULT_PAIRS}, at most {MAX_PAIRS})."
+         default allocator, virtio_pasid with leases and virtio_pasid lease=0,\n\
+         taking turns in each of R rounds (default N = {DEFAULT_PAIRS}, at most\n\
+         {MAX_PAIRS}; default R = {DEFAULT_ROUNDS}, at most {MAX_ROUNDS})."
     )
 }
 
@@ -69,6 +73,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut options = Options {
         kernels: vec![Kernel::V6_1],
         pairs: DEFAULT_PAIRS,
+        rounds: DEFAULT_ROUNDS,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -93,6 +98,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     .ok()
                     .filter(|n| (1..=MAX_PAIRS).contains(n))
                     .ok_or_else(|| format!("--pairs must be 1..={MAX_PAIRS}, got {text:?}"))?;
+            }
+            "--rounds" => {
+                let text = value("--rounds")?;
+                options.rounds = text
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_ROUNDS).contains(n))
+                    .ok_or_else(|| format!("--rounds must be 1..={MAX_ROUNDS}, got {text:?}"))?;
             }
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         }
@@ -154,29 +167,29 @@ impl Side {
         Side {
             label,
             driver_params,
-            rounds: Vec::with_capacity(ROUNDS),
+            rounds: Vec::new(),
             requests: VmCounters::default(),
             driver: None,
         }
     }
 
     /// The median round, and the host requests per 10,000 pairs.
-    fn run(&self, pairs: u32) -> Run {
-        let mut rounds = self.rounds.clone();
-        rounds.sort_unstable();
-        let ns = rounds.get(rounds.len() / 2).copied().unwrap_or(0);
+    fn run(&self, pairs: u32, rounds: u32) -> Run {
+        let mut sorted = self.rounds.clone();
+        sorted.sort_unstable();
+        let ns = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
         let per_pairs = self.requests.total_requests();
         Run {
             ns,
-            requests_per_10k: per_pairs as f64 * 10_000.0 / pairs_per_side(pairs) as f64,
+            requests_per_10k: per_pairs as f64 * 10_000.0 / pairs_per_side(pairs, rounds) as f64,
             driver: self.driver.clone(),
         }
     }
 }
 
 /// Pairs one side runs over all rounds: a warm-up and a timed run each.
-fn pairs_per_side(pairs: u32) -> u64 {
-    (u64::from(pairs) + u64::from(pairs.min(WARMUP_PAIRS))) * ROUNDS as u64
+fn pairs_per_side(pairs: u32, rounds: u32) -> u64 {
+    (u64::from(pairs) + u64::from(pairs.min(WARMUP_PAIRS))) * u64::from(rounds)
 }
 
 /// One round of `side`: loads the driver if the side has one, an untimed
@@ -224,7 +237,7 @@ fn round(
     Ok(())
 }
 
-fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
+fn run_kernel(kernel: Kernel, pairs: u32, rounds: u32) -> Result<Figures, BoxError> {
     println!(
         "\n=== Linux {kernel}: {pairs} ioasid_alloc()+ioasid_free() pairs over [{}, {}] ===",
         RANGE.0, RANGE.1
@@ -252,7 +265,7 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
         Side::new("virtio_pasid, leases (lease=32)", Some("")),
         Side::new("virtio_pasid, lease=0 (v1 path)", Some("lease=0")),
     ];
-    for n in 1..=ROUNDS {
+    for n in 1..=rounds as usize {
         for side in &mut sides {
             round(&mut guest, &daemon, side, n, pairs)?;
         }
@@ -274,7 +287,7 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
         )
         .into());
     }
-    let expected = pairs_per_side(pairs);
+    let expected = pairs_per_side(pairs, rounds);
     let (allocs, frees) = (v1.requests.request("ALLOC"), v1.requests.request("FREE"));
     if allocs != expected || frees != expected {
         return Err(format!(
@@ -295,9 +308,9 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
     daemon.stop()?;
     Ok(Figures {
         kernel,
-        default: default.run(pairs),
-        leased: leased.run(pairs),
-        v1: v1.run(pairs),
+        default: default.run(pairs, rounds),
+        leased: leased.run(pairs, rounds),
+        v1: v1.run(pairs, rounds),
     })
 }
 
@@ -317,12 +330,13 @@ fn run(options: &Options) -> Result<(), BoxError> {
     ensure_setup()?;
     let mut all = Vec::new();
     for &kernel in &options.kernels {
-        all.push(run_kernel(kernel, options.pairs)?);
+        all.push(run_kernel(kernel, options.pairs, options.rounds)?);
     }
 
     println!(
-        "\n=== Results (QEMU TCG, 1 vCPU; median of {ROUNDS} rounds, ns per \
-         ioasid_alloc()+ioasid_free() pair; host requests per 10,000 pairs) ==="
+        "\n=== Results (QEMU TCG, 1 vCPU; median of {} rounds, ns per \
+         ioasid_alloc()+ioasid_free() pair; host requests per 10,000 pairs) ===",
+        options.rounds
     );
     println!(
         "{:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>7} {:>11} {:>11} {:>10}",
