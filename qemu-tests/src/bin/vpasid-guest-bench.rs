@@ -349,7 +349,7 @@ fn run(options: &Options) -> Result<(), BoxError> {
         "ratio",
         "req leased",
         "req lease=0",
-        "hits"
+        "hits/round"
     );
     for f in &all {
         let hits = f
