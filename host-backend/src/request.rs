@@ -403,11 +403,7 @@ fn answer_bytes(answer: &Answer) -> ([u8; WRITTEN_MAX], usize) {
     let mut out = [0u8; WRITTEN_MAX];
     let mut slots = out.chunks_exact_mut(PASID_ENTRY_SIZE);
     let response = answer.response.encode();
-    // The response's chunks drive the zip: zip pulls from its first
-    // iterator first, and with `slots` first it would take (and skip) a
-    // fifth slot before seeing the response end, writing the PASIDs from
-    // byte 20 instead of 16.
-    for (bytes, slot) in response.chunks_exact(PASID_ENTRY_SIZE).zip(slots.by_ref()) {
+    for (slot, bytes) in slots.by_ref().zip(response.chunks_exact(PASID_ENTRY_SIZE)) {
         slot.copy_from_slice(bytes);
     }
     for (slot, pasid) in slots.zip(answer.granted.as_slice()) {
