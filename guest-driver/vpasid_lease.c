@@ -400,7 +400,8 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 /*
  * free() of an active device: into the cache if leases are on and it has
  * room, else a FREE to the host, posted and never waited for with leases
- * on, waited for (bounded) as in protocol v1 with leases off.
+ * on or while the device is unresponsive (the host still learns of it if
+ * it comes back), waited for (bounded) as in protocol v1 otherwise.
  */
 void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
 {
@@ -408,7 +409,7 @@ void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
 
 	if (vpasid_lease_put(vp, pasid))
 		return;
-	if (vp->lease_cap)
+	if (vp->lease_cap || READ_ONCE(vp->unresponsive))
 		vpasid_give_back(vp, pasid);
 	else
 		vpasid_request(vp, VIRTIO_PASID_OP_FREE, pasid, 0, 0, &unused);
