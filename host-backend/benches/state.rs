@@ -44,6 +44,7 @@ use frontend::Daemon;
 use pasid_protocol::{Request, Status};
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 use vhost_user_pasid::registry::{Registry, VmId};
+use vhost_user_pasid::request::PasidList;
 use vhost_user_pasid::state::{Journal, Recovery, StateFiles, DEFAULT_JOURNAL_LIMIT};
 
 /// VM slots, as `--socket-count` names them.
@@ -153,7 +154,9 @@ fn build_state(dir: &Path, pasids: u32, journal_bytes: u64) -> Built {
                 });
             }
             for request in requests {
-                let r = reg.answer(vm, positions[i], request);
+                let r = reg
+                    .answer(vm, positions[i], request, &PasidList::default())
+                    .response;
                 positions[i] = positions[i].wrapping_add(1);
                 assert_eq!(Status::from_wire(r.status), Some(Status::Ok), "{r:?}");
                 if let Request::Alloc { .. } = request {

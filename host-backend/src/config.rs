@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use clap::Parser;
-use pasid_protocol::MAX_PASID_BITS;
+use pasid_protocol::{LEASE_MAX, MAX_PASID_BITS};
 
 use crate::rate_limit::RateLimit;
 pub use crate::registry::valid_name;
@@ -19,6 +19,9 @@ use crate::socket::{check_path, group_id, SocketAccess, SocketError};
 pub const MIN_JOURNAL_LIMIT: u64 = 64 << 10;
 /// Default per-VM quota.
 pub const DEFAULT_QUOTA: u32 = 4096;
+/// Default lease cap: most PASIDs a VM's driver may keep cached (leased
+/// from the host but not handed out). 0 turns leases off.
+pub const DEFAULT_LEASE: u32 = 32;
 /// Default control socket.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vhost-user-pasid/control.sock";
 /// Default per-VM request rate limit: far above what a driver needs and
@@ -72,7 +75,8 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "socket_path")]
     pub socket_count: Option<u32>,
 
-    /// A named VM slot: NAME=PATH[,quota=N][,range=LO-HI]. Repeatable.
+    /// A named VM slot: NAME=PATH[,quota=N][,range=LO-HI][,lease=N].
+    /// Repeatable.
     #[arg(long = "vm", value_name = "SPEC")]
     pub vms: Vec<String>,
 
@@ -97,6 +101,13 @@ pub struct Args {
     /// Default number of PASIDs each VM may hold at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_QUOTA)]
     pub quota: u32,
+
+    /// Default lease cap (0-4096): most PASIDs each VM's driver may keep
+    /// cached, leased ahead of need and not yet handed out; they count
+    /// against its quota. 0 turns leases off (the device does not offer
+    /// VIRTIO_PASID_F_LEASE). Per VM: --vm NAME=PATH,lease=N.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LEASE)]
+    pub lease: u32,
 
     /// Default range of PASIDs a VM may be given (LO-HI); the whole space by
     /// default.
@@ -222,6 +233,9 @@ pub enum ConfigError {
         /// Last PASID of the range, clamped to the space.
         end: u32,
     },
+    /// A lease cap above [`LEASE_MAX`].
+    #[error("lease cap {0} is more than {LEASE_MAX}: use 0 (leases off) to {LEASE_MAX}")]
+    InvalidLease(u32),
     /// --pasid-bits out of range.
     #[error("--pasid-bits must be between 1 and {MAX_PASID_BITS}, got {0}")]
     InvalidPasidBits(u32),
@@ -278,6 +292,8 @@ pub struct SlotConfig {
     pub quota: u32,
     /// PASIDs it may be given.
     pub range: RangeInclusive<u32>,
+    /// Lease cap: most PASIDs its driver may keep cached; 0 = leases off.
+    pub lease: u32,
 }
 
 /// Validated configuration.
@@ -398,11 +414,15 @@ fn first_unreserved(range: RangeInclusive<u32>, reserved: &[RangeInclusive<u32>]
     range.contains(&candidate).then_some(candidate)
 }
 
-fn parse_vm_spec(
-    spec: &str,
-    quota: u32,
-    range: &RangeInclusive<u32>,
-) -> Result<SlotConfig, ConfigError> {
+/// Checks a lease cap (`--lease`, `lease=`): 0 to [`LEASE_MAX`].
+fn check_lease(lease: u32) -> Result<u32, ConfigError> {
+    if lease > LEASE_MAX {
+        return Err(ConfigError::InvalidLease(lease));
+    }
+    Ok(lease)
+}
+
+fn parse_vm_spec(spec: &str, defaults: &SlotDefaults) -> Result<SlotConfig, ConfigError> {
     let bad = |reason: &str| ConfigError::InvalidVmSpec {
         spec: spec.to_string(),
         reason: reason.to_string(),
@@ -423,8 +443,9 @@ fn parse_vm_spec(
     let mut slot = SlotConfig {
         name: name.to_string(),
         source: SlotSource::Path(PathBuf::from(path)),
-        quota,
-        range: range.clone(),
+        quota: defaults.quota,
+        range: defaults.range.clone(),
+        lease: defaults.lease,
     };
     for opt in parts {
         match opt.split_once('=') {
@@ -432,14 +453,39 @@ fn parse_vm_spec(
                 slot.quota = parse_number(v).ok_or_else(|| bad("quota must be a number"))?
             }
             Some(("range", v)) => slot.range = parse_range(v)?,
+            Some(("lease", v)) => {
+                slot.lease = check_lease(
+                    parse_number(v).ok_or_else(|| bad("lease must be a number (0-4096)"))?,
+                )?
+            }
             _ => {
                 return Err(bad(&format!(
-                    "unknown option {opt:?} (known: quota, range)"
+                    "unknown option {opt:?} (known: quota, range, lease)"
                 )))
             }
         }
     }
     Ok(slot)
+}
+
+/// What a slot gets when its `--vm` spec does not say.
+struct SlotDefaults {
+    quota: u32,
+    range: RangeInclusive<u32>,
+    lease: u32,
+}
+
+impl SlotDefaults {
+    /// A slot named `name` on `source` with these defaults.
+    fn slot(&self, name: String, source: SlotSource) -> SlotConfig {
+        SlotConfig {
+            name,
+            source,
+            quota: self.quota,
+            range: self.range.clone(),
+            lease: self.lease,
+        }
+    }
 }
 
 impl TryFrom<Args> for Config {
@@ -461,6 +507,11 @@ impl TryFrom<Args> for Config {
             .iter()
             .map(|r| parse_range(r))
             .collect::<Result<Vec<_>, _>>()?;
+        let defaults = SlotDefaults {
+            quota: args.quota,
+            range,
+            lease: check_lease(args.lease)?,
+        };
 
         let mut slots = Vec::new();
         if let Some(path) = &args.socket_path {
@@ -470,35 +521,22 @@ impl TryFrom<Args> for Config {
                     for i in 0..n {
                         let mut p = path.clone().into_os_string();
                         p.push(i.to_string());
-                        slots.push(SlotConfig {
-                            name: format!("vm{i}"),
-                            source: SlotSource::Path(PathBuf::from(p)),
-                            quota: args.quota,
-                            range: range.clone(),
-                        });
+                        slots.push(
+                            defaults.slot(format!("vm{i}"), SlotSource::Path(PathBuf::from(p))),
+                        );
                     }
                 }
-                None => slots.push(SlotConfig {
-                    name: "vm0".into(),
-                    source: SlotSource::Path(path.clone()),
-                    quota: args.quota,
-                    range: range.clone(),
-                }),
+                None => slots.push(defaults.slot("vm0".into(), SlotSource::Path(path.clone()))),
             }
         }
         if let Some(fd) = args.fd {
             if fd < 3 {
                 return Err(ConfigError::InvalidFd(fd));
             }
-            slots.push(SlotConfig {
-                name: "vm0".into(),
-                source: SlotSource::Fd(fd),
-                quota: args.quota,
-                range: range.clone(),
-            });
+            slots.push(defaults.slot("vm0".into(), SlotSource::Fd(fd)));
         }
         for spec in &args.vms {
-            slots.push(parse_vm_spec(spec, args.quota, &range)?);
+            slots.push(parse_vm_spec(spec, &defaults)?);
         }
         if slots.is_empty() {
             return Err(ConfigError::NoSlots);

@@ -206,12 +206,23 @@ impl fmt::Display for HolderKind {
 /// One VM slot with usage, quota and counters (`vms`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmEntry {
+    /// Of `held`, PASIDs its driver reports cached: leased, not handed
+    /// out (the driver's own figure, informational only).
+    #[serde(default)]
+    pub cached: u32,
     /// Whether a frontend is connected.
     pub connected: bool,
     /// Its request counters.
     pub counters: VmCountersEntry,
     /// PASIDs it holds references on.
     pub held: u32,
+    /// Of `held`, PASIDs in use: `held - cached`.
+    #[serde(default)]
+    pub in_use: u32,
+    /// Its lease cap: most PASIDs its driver may keep cached; 0 when
+    /// leases are off.
+    #[serde(default)]
+    pub lease: u32,
     /// Slot name.
     pub name: String,
     /// Its quota.
@@ -365,9 +376,12 @@ impl From<VmCounters> for VmCountersEntry {
 impl From<VmView> for VmEntry {
     fn from(vm: VmView) -> Self {
         VmEntry {
+            cached: vm.cached,
             connected: vm.connected,
             counters: vm.counters.into(),
             held: vm.held,
+            in_use: vm.held.saturating_sub(vm.cached),
+            lease: vm.lease,
             name: vm.name,
             quota: vm.quota,
             range_end: vm.range_end,
@@ -521,13 +535,16 @@ mod tests {
         };
         counters.requests.insert("FREE", 2);
         counters.requests.insert("ALLOC", 5);
-        counters.statuses.insert("OK", 6);
+        counters.requests.insert("GRANT", 1);
+        counters.statuses.insert("OK", 7);
         counters.statuses.insert("NOT_OWNER", 1);
         let vm = VmView {
             name: "a".into(),
             socket: "/run/a.sock".into(),
             connected: true,
             held: 2,
+            cached: 1,
+            lease: 32,
             quota: 8,
             range_start: 1,
             range_end: 1023,
@@ -535,7 +552,7 @@ mod tests {
         };
         round_trip(
             vec![VmEntry::from(vm)],
-            r#"[{"connected":true,"counters":{"connects":3,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2},"statuses":{"NOT_OWNER":1,"OK":6}},"held":2,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
+            r#"[{"cached":1,"connected":true,"counters":{"connects":3,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
         );
         let stats = HostStats {
             space_id: 0x77,

@@ -257,6 +257,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
             range: slot.range.clone(),
         };
         let vm = registry.configure_vm(&slot.name, &slot.source.label(), limits)?;
+        registry.set_lease_cap(vm, slot.lease);
         let listener = match &slot.source {
             SlotSource::Path(p) => {
                 let l = bind(p, &config.access)?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::info;
-use pasid_protocol::{Config, Request, Response, Status, PASID_NONE, VERSION};
+use pasid_protocol::{Config, Opcode, Request, Response, Status, PASID_NONE, VERSION};
 
 mod image;
 pub mod record;
@@ -26,6 +26,7 @@ use crate::pasid_space::{
     SpaceError, SpaceStats,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
+use crate::request::{Answer, PasidList};
 use record::{Answered, ChangeLog, CommitTicket, Record};
 
 /// Socket label of a VM that durable state knows but the command line
@@ -121,6 +122,13 @@ struct VmRecord {
     /// After a restart, the window as loaded: requests the frontend
     /// re-delivers from it get their first answer again.
     replay: Vec<Answered>,
+    /// Lease cap: most PASIDs the driver may keep cached (`lease_max`);
+    /// 0 means the device does not offer VIRTIO_PASID_F_LEASE.
+    lease: u32,
+    /// PASIDs the driver says it holds but has not handed out: the
+    /// `cached` of its last GRANT or RETURN, moved by that request's
+    /// effect. Untrusted, shown only (and read by GRANT's cap check).
+    cached: u32,
 }
 
 impl VmRecord {
@@ -135,6 +143,8 @@ impl VmRecord {
             batch: Vec::new(),
             window: Vec::new(),
             replay: Vec::new(),
+            lease: 0,
+            cached: 0,
         }
     }
 
@@ -145,10 +155,11 @@ impl VmRecord {
         self.replay = Vec::new();
     }
 
-    /// The first answer of a re-delivered request, if `position` and
-    /// `request` match one in the loaded window. A position past the window
-    /// means the re-delivery is over: the window is dropped.
-    fn replayed(&mut self, position: u16, request: &[u8]) -> Option<Answered> {
+    /// The first answer of a re-delivered request, if `position` and the
+    /// readable bytes (`request`, and a RETURN's `list`) match one in the
+    /// loaded window. A position past the window means the re-delivery is
+    /// over: the window is dropped.
+    fn replayed(&mut self, position: u16, request: &[u8], list: &PasidList) -> Option<Answered> {
         let (first, last) = (self.replay.first()?.position, self.replay.last()?.position);
         if position.wrapping_sub(first) > last.wrapping_sub(first) {
             self.replay = Vec::new();
@@ -156,7 +167,13 @@ impl VmRecord {
         }
         self.replay
             .iter()
-            .find(|a| a.position == position && a.request == request)
+            .find(|a| {
+                a.position == position
+                    && a.request == request
+                    // A RETURN's list is part of its readable bytes; a
+                    // GRANT's is part of its answer.
+                    && (request.first() != Some(&(Opcode::Return as u8)) || a.list == *list)
+            })
             .copied()
     }
 }
@@ -202,6 +219,11 @@ pub struct VmView {
     pub connected: bool,
     /// PASIDs the VM holds references on.
     pub held: u32,
+    /// Of those, PASIDs its driver reports cached (leased, not handed
+    /// out); never more than `held`.
+    pub cached: u32,
+    /// Its lease cap (`lease_max`); 0 when leases are off.
+    pub lease: u32,
     /// Its quota.
     pub quota: u32,
     /// Lowest PASID it may be given.
@@ -310,8 +332,26 @@ impl Registry {
             pasid_min: limits.as_ref().map_or(1, |l| *l.range.start()),
             pasid_max: limits.as_ref().map_or(0, |l| *l.range.end()),
             quota: limits.map_or(0, |l| l.quota),
-            lease_max: 0,
+            lease_max: self.lease_cap(vm),
             space_id: self.space_id,
+        }
+    }
+
+    /// A VM's lease cap: most PASIDs its driver may keep cached. The device
+    /// offers VIRTIO_PASID_F_LEASE iff it is not 0.
+    pub fn lease_cap(&self, vm: VmId) -> u32 {
+        self.space
+            .owner_name(vm.0)
+            .and_then(|n| self.vms.get(n))
+            .map_or(0, |r| r.lease)
+    }
+
+    /// Sets a VM's lease cap (`--lease`, `lease=`), at most
+    /// [`pasid_protocol::LEASE_MAX`]. Set before the VM's first session: the
+    /// device's features and config space follow it.
+    pub fn set_lease_cap(&mut self, vm: VmId, cap: u32) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.lease = cap.min(pasid_protocol::LEASE_MAX);
         }
     }
 
@@ -345,31 +385,48 @@ impl Registry {
     /// same bytes as one answered before the crash) gets its first answer
     /// again and changes nothing; every answer joins the VM's batch, made
     /// durable by [`Registry::end_batch`].
-    pub fn answer(&mut self, vm: VmId, position: u16, request: Request) -> Response {
+    pub fn answer(
+        &mut self,
+        vm: VmId,
+        position: u16,
+        request: Request,
+        list: &PasidList,
+    ) -> Answer {
         if self.journal.is_none() {
-            return self.handle(vm, request);
+            return self.serve(vm, request, list);
         }
         let bytes = request.encode();
         if let Some(rec) = self.record_mut(vm) {
-            if let Some(first) = rec.replayed(position, &bytes) {
+            if let Some(first) = rec.replayed(position, &bytes, list) {
                 rec.tally.replayed += 1;
                 rec.batch.push(Answered {
                     replayed: true,
                     ..first
                 });
-                return Response::decode(&first.response);
+                let granted = match request {
+                    Request::Grant { .. } => first.list,
+                    _ => PasidList::default(),
+                };
+                return Answer {
+                    response: Response::decode(&first.response),
+                    granted,
+                };
             }
         }
-        let response = self.handle(vm, request);
+        let answer = self.serve(vm, request, list);
         if let Some(rec) = self.record_mut(vm) {
             rec.batch.push(Answered {
                 position,
                 request: bytes,
-                response: response.encode(),
+                response: answer.response.encode(),
+                list: match request {
+                    Request::Return { .. } => *list,
+                    _ => answer.granted,
+                },
                 replayed: false,
             });
         }
-        response
+        answer
     }
 
     /// Closes the batch of answers [`Registry::answer`] gave `vm`: appends
@@ -406,33 +463,115 @@ impl Registry {
         }
     }
 
-    /// Carries out one well-formed guest request.
+    /// Carries out one well-formed request that carries no PASID list
+    /// (anything but RETURN; a GRANT's PASIDs are not returned): the
+    /// operator's and the tests' way in. The guest's is
+    /// [`Registry::answer`].
     pub fn handle(&mut self, vm: VmId, request: Request) -> Response {
+        self.serve(vm, request, &PasidList::default()).response
+    }
+
+    /// Carries out one well-formed guest request; `list` is a RETURN's
+    /// list (empty for every other request).
+    pub fn serve(&mut self, vm: VmId, request: Request, list: &PasidList) -> Answer {
         let tag = request.tag();
         // Every well-formed request costs a token; without one it is
         // answered RATE_LIMITED and has no effect.
         let admitted = self
             .record_mut(vm)
             .is_none_or(|rec| rec.bucket.as_mut().is_none_or(TokenBucket::take));
-        let response = match request {
-            _ if !admitted => Response::new(Status::RateLimited, tag),
+        let answer = match request {
+            _ if !admitted => Response::new(Status::RateLimited, tag).into(),
             Request::Alloc { min, max, .. } => match self.space.alloc(vm.0, min, max) {
                 Ok(pasid) => Response::ok(tag, pasid),
                 Err(e) => Response::new(alloc_status(e), tag),
-            },
+            }
+            .into(),
             Request::Free { pasid, .. } => match self.space.put(vm.0, pasid) {
                 Ok(_) => Response::new(Status::Ok, tag),
                 Err(e) => Response::new(ref_status(e), tag),
-            },
+            }
+            .into(),
             Request::Reset { .. } => {
                 let released = self.reclaim_vm(vm, ReclaimReason::DriverReset);
-                Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1))
+                Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1)).into()
             }
-            // Lease requests need VIRTIO_PASID_F_LEASE, which is not offered yet.
-            Request::Grant { .. } | Request::Return { .. } => Response::new(Status::Invalid, tag),
+            Request::Grant {
+                count,
+                cached,
+                min,
+                max,
+                ..
+            } => self.grant(vm, tag, count, cached, min..=max),
+            Request::Return { cached, .. } => self.give_back(vm, tag, cached, list),
         };
-        self.count_result(vm, request, &response);
-        response
+        self.count_result(vm, request, &answer.response);
+        answer
+    }
+
+    /// GRANT: up to `count` of the lowest free PASIDs in `range`, bounded
+    /// by the quota and by the lease cap less what the driver says it has
+    /// `cached` (docs/protocol.md 5.x.6.12).
+    fn grant(
+        &mut self,
+        vm: VmId,
+        tag: u64,
+        count: u16,
+        cached: u16,
+        range: RangeInclusive<Pasid>,
+    ) -> Answer {
+        let cap = self.lease_cap(vm);
+        let allowed = u32::from(count).min(cap.saturating_sub(u32::from(cached)));
+        let mut granted = PasidList::default();
+        let result = match granted.slots(allowed as usize) {
+            Some(slots) => self
+                .space
+                .alloc_batch(vm.0, *range.start(), *range.end(), slots),
+            None => Err(AllocError::NoSpace),
+        };
+        match result {
+            Ok(n) => {
+                granted.truncate(n);
+                // At most LEASE_BATCH_MAX.
+                let n = u32::try_from(n).unwrap_or(0);
+                self.note_cached(vm, u32::from(cached).saturating_add(n));
+                Answer {
+                    response: Response::ok(tag, n),
+                    granted,
+                }
+            }
+            Err(e) => {
+                self.note_cached(vm, u32::from(cached));
+                Response::new(alloc_status(e), tag).into()
+            }
+        }
+    }
+
+    /// RETURN: drops the VM's reference on every listed PASID, all or
+    /// nothing.
+    fn give_back(&mut self, vm: VmId, tag: u64, cached: u16, list: &PasidList) -> Answer {
+        let pasids = list.as_slice();
+        match self.space.put_batch(vm.0, pasids) {
+            Ok(_) => {
+                // At most LEASE_BATCH_MAX.
+                let returned = u32::try_from(pasids.len()).unwrap_or(0);
+                self.note_cached(vm, u32::from(cached).saturating_sub(returned));
+                Response::ok(tag, returned).into()
+            }
+            Err(e) => {
+                self.note_cached(vm, u32::from(cached));
+                Response::new(ref_status(e), tag).into()
+            }
+        }
+    }
+
+    /// Keeps the driver's latest `cached` figure, never above what the VM
+    /// holds.
+    fn note_cached(&mut self, vm: VmId, cached: u32) {
+        let held = self.space.usage(vm.0).map_or(0, |u| u.held);
+        if let Some(rec) = self.record_mut(vm) {
+            rec.cached = cached.min(held);
+        }
     }
 
     /// Counts an answered request for the metrics and logs a rejected one
@@ -463,7 +602,7 @@ impl Registry {
     }
 
     /// Undoes a request whose response never reached the guest.
-    pub fn undo(&mut self, vm: VmId, request: Request, response: Response) {
+    pub fn undo(&mut self, vm: VmId, request: Request, answer: &Answer) {
         if let Some(rec) = self.record_mut(vm) {
             // Its answer is the last of the batch: it must not be recorded.
             if rec
@@ -474,11 +613,18 @@ impl Registry {
                 rec.batch.pop();
             }
         }
-        if let (Request::Alloc { .. }, Some(Status::Ok)) =
-            (request, Status::from_wire(response.status))
-        {
-            // The guest never saw this PASID: drop the reference it got.
-            let _ = self.space.put(vm.0, response.pasid);
+        if Status::from_wire(answer.response.status) != Some(Status::Ok) {
+            return;
+        }
+        // The guest never saw these PASIDs: drop the references they got.
+        match request {
+            Request::Alloc { .. } => {
+                let _ = self.space.put(vm.0, answer.response.pasid);
+            }
+            Request::Grant { .. } => {
+                let _ = self.space.put_batch(vm.0, answer.granted.as_slice());
+            }
+            _ => {}
         }
     }
 
@@ -489,6 +635,7 @@ impl Registry {
         let name = self.vm_name(vm).to_string();
         if let Some(rec) = self.record_mut(vm) {
             rec.tally.count_reclaim(reason, summary.references);
+            rec.cached = 0;
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }
@@ -704,11 +851,16 @@ impl Registry {
             .iter()
             .map(|(name, rec)| {
                 let usage = self.space.usage(rec.owner);
+                let held = usage.as_ref().map_or(0, |u| u.held);
                 VmView {
                     name: name.clone(),
                     socket: rec.socket.clone(),
                     connected: rec.connected,
-                    held: usage.as_ref().map_or(0, |u| u.held),
+                    held,
+                    // FREE or an operator's get/put may have moved `held`
+                    // since the driver last reported.
+                    cached: rec.cached.min(held),
+                    lease: rec.lease,
                     quota: usage.as_ref().map_or(0, |u| u.quota),
                     range_start: usage.as_ref().map_or(0, |u| u.range_start),
                     range_end: usage.as_ref().map_or(0, |u| u.range_end),
@@ -782,7 +934,7 @@ fn ref_status(e: RefError) -> Status {
     match e {
         RefError::NotFound(_) => Status::NotFound,
         RefError::NotOwner(_) => Status::NotOwner,
-        RefError::Invalid(_) => Status::Invalid,
+        RefError::Invalid(_) | RefError::Repeated(_) => Status::Invalid,
         RefError::QuotaExceeded { .. } => Status::QuotaExceeded,
         RefError::Overflow(_) | RefError::UnknownOwner => Status::Internal,
     }

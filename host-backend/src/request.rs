@@ -11,13 +11,110 @@
 
 use std::ops::Deref;
 
-use pasid_protocol::{RawRequest, Request, Response, Status, REQUEST_SIZE, RESPONSE_SIZE};
+use pasid_protocol::{
+    Opcode, RawRequest, Request, Response, Status, LEASE_BATCH_MAX, PASID_ENTRY_SIZE, REQUEST_SIZE,
+    RESPONSE_SIZE,
+};
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 /// Used length of an answered chain (16 fits in u32).
 #[allow(clippy::cast_possible_truncation)]
 const RESPONSE_LEN: u32 = RESPONSE_SIZE as u32;
+
+/// Most PASIDs one GRANT or RETURN carries.
+const BATCH_MAX: usize = LEASE_BATCH_MAX as usize;
+
+/// Most bytes read from a chain's readable part: a RETURN with a full list.
+/// Nothing past it is ever read, whatever the descriptors claim.
+pub const READABLE_MAX: usize = REQUEST_SIZE + BATCH_MAX * PASID_ENTRY_SIZE;
+
+/// Most bytes written into a chain's writable part: a GRANT's response
+/// with a full list.
+const WRITTEN_MAX: usize = RESPONSE_SIZE + BATCH_MAX * PASID_ENTRY_SIZE;
+
+/// Up to [`LEASE_BATCH_MAX`] PASIDs, without a heap allocation: a RETURN's
+/// list as the guest wrote it, or the PASIDs a GRANT granted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PasidList {
+    len: u8,
+    items: [u32; BATCH_MAX],
+}
+
+impl Default for PasidList {
+    fn default() -> Self {
+        PasidList {
+            len: 0,
+            items: [0; BATCH_MAX],
+        }
+    }
+}
+
+impl std::fmt::Debug for PasidList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl PasidList {
+    /// The list of `pasids`; `None` if there are more than
+    /// [`LEASE_BATCH_MAX`].
+    pub fn from_slice(pasids: &[u32]) -> Option<Self> {
+        let mut list = PasidList::default();
+        list.slots(pasids.len())?.copy_from_slice(pasids);
+        Some(list)
+    }
+
+    /// The PASIDs, in list order.
+    pub fn as_slice(&self) -> &[u32] {
+        self.items.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+
+    /// Number of PASIDs.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Makes the list `n` entries long and returns them to be filled;
+    /// `None` (list unchanged) if `n` is above [`LEASE_BATCH_MAX`].
+    pub fn slots(&mut self, n: usize) -> Option<&mut [u32]> {
+        let len = u8::try_from(n).ok().filter(|_| n <= BATCH_MAX)?;
+        self.len = len;
+        self.items.get_mut(..n)
+    }
+
+    /// Keeps only the first `n` entries.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            // n < len <= 64 fits in u8.
+            self.len = u8::try_from(n).unwrap_or(0);
+        }
+    }
+}
+
+/// What the caller answers a well-formed request with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The response.
+    pub response: Response,
+    /// GRANT answered OK: the PASIDs granted, written after the response.
+    /// Empty otherwise.
+    pub granted: PasidList,
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Answer {
+            response,
+            granted: PasidList::default(),
+        }
+    }
+}
 
 /// Why a chain could not be turned into a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +163,10 @@ pub enum ChainError {
     /// The request bytes do not decode.
     #[error("malformed request: {0}")]
     Decode(#[from] pasid_protocol::DecodeError),
+    /// GRANT or RETURN on a device where VIRTIO_PASID_F_LEASE was not
+    /// negotiated.
+    #[error("{} without VIRTIO_PASID_F_LEASE negotiated", .0.name())]
+    LeaseNotNegotiated(Opcode),
 }
 
 /// What happened to one chain, for logging and counters.
@@ -77,29 +178,38 @@ pub enum ChainOutcome {
         request: Request,
         /// The response written.
         response: Response,
+        /// PASIDs written after the response (a GRANT answered OK).
+        granted: usize,
     },
     /// The chain was malformed; an `INVALID` response was written.
     Rejected(ChainError),
     /// The chain was malformed and had no room for a response: returned unused.
     Dropped(ChainError),
     /// The request was carried out but its response could not be written
-    /// (unreachable once the ranges were checked). The caller gives back a
-    /// PASID an ALLOC obtained, since the guest never learns of it.
+    /// (unreachable once the ranges were checked). The caller gives back
+    /// the PASIDs an ALLOC or GRANT obtained, since the guest never learns
+    /// of them.
     Unanswered {
         /// The request.
         request: Request,
-        /// The response that could not be written.
-        response: Response,
+        /// The answer that could not be written (boxed: this is the rare
+        /// case, and an answer carries a whole PASID list).
+        answer: Box<Answer>,
         /// Why it could not be written.
         error: ChainError,
     },
 }
 
 impl ChainOutcome {
-    /// Bytes written into the chain, for the used ring.
+    /// Bytes written into the chain, for the used ring: the response, and
+    /// the PASIDs a GRANT answered OK carries.
     pub fn used_len(&self) -> u32 {
         match self {
-            ChainOutcome::Answered { .. } | ChainOutcome::Rejected(_) => RESPONSE_LEN,
+            ChainOutcome::Answered { granted, .. } => {
+                // At most 16 + 4 * 64.
+                u32::try_from(RESPONSE_SIZE + granted * PASID_ENTRY_SIZE).unwrap_or(0)
+            }
+            ChainOutcome::Rejected(_) => RESPONSE_LEN,
             ChainOutcome::Dropped(_) | ChainOutcome::Unanswered { .. } => 0,
         }
     }
@@ -170,46 +280,45 @@ fn total_len(bufs: &[Buffer]) -> u64 {
     bufs.iter().map(|b| u64::from(b.len)).sum()
 }
 
-/// Gathers exactly `REQUEST_SIZE` bytes from the readable buffers.
-fn read_request<M: GuestMemory + ?Sized>(
+/// Gathers `out.len()` bytes from the buffers, starting `skip` bytes into
+/// them. The caller has checked that the buffers hold that many.
+fn gather<M: GuestMemory + ?Sized>(
     mem: &M,
     bufs: &[Buffer],
-) -> Result<[u8; REQUEST_SIZE], ChainError> {
-    let found = total_len(bufs);
-    if found != REQUEST_SIZE as u64 {
-        return Err(ChainError::RequestSize {
-            found,
-            expected: REQUEST_SIZE,
-        });
-    }
-    let mut out = [0u8; REQUEST_SIZE];
+    mut skip: usize,
+    out: &mut [u8],
+) -> Result<(), ChainError> {
     let mut filled = 0usize;
     for b in bufs {
+        if filled == out.len() {
+            break;
+        }
         let len = b.len as usize;
-        let dst = out
-            .get_mut(filled..filled + len)
-            .ok_or(ChainError::RequestSize {
-                found,
-                expected: REQUEST_SIZE,
-            })?;
-        mem.read_slice(dst, b.addr)
-            .map_err(|_| ChainError::OutsideMemory {
-                addr: b.addr.0,
-                len: b.len,
-            })?;
-        filled += len;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = (len - skip).min(out.len() - filled);
+        let outside = ChainError::OutsideMemory {
+            addr: b.addr.0,
+            len: b.len,
+        };
+        let dst = out.get_mut(filled..filled + n).ok_or(outside)?;
+        let at = b.addr.checked_add(skip as u64).ok_or(outside)?;
+        mem.read_slice(dst, at).map_err(|_| outside)?;
+        filled += n;
+        skip = 0;
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Scatters the response over the writable buffers.
-fn write_response<M: GuestMemory + ?Sized>(
+/// Scatters `bytes` over the writable buffers, from their start.
+fn scatter<M: GuestMemory + ?Sized>(
     mem: &M,
     bufs: &[Buffer],
-    resp: &Response,
+    bytes: &[u8],
 ) -> Result<(), ChainError> {
-    let bytes = resp.encode();
-    let mut rest: &[u8] = &bytes;
+    let mut rest = bytes;
     for b in bufs {
         if rest.is_empty() {
             break;
@@ -226,14 +335,93 @@ fn write_response<M: GuestMemory + ?Sized>(
     Ok(())
 }
 
-/// Handles one chain: validates it, passes a well-formed request to
-/// `answer`, and writes the response. Returns what happened; the caller puts
+/// A request read from a chain: the request and, for RETURN, its list.
+type ReadRequest = (Request, PasidList);
+
+/// Reads and checks the request of a chain whose halves passed
+/// [`split_chain`] and whose writable part holds `room` bytes, per rows 3
+/// and 4 of the validation table (docs/protocol.md 5.x.6.1). On error,
+/// returns the tag to echo (0 when the request was not read).
+fn read_request<M: GuestMemory + ?Sized>(
+    mem: &M,
+    split: &Split,
+    room: u64,
+    lease: bool,
+) -> Result<ReadRequest, (ChainError, u64)> {
+    let found = total_len(&split.readable);
+    let wrong_size = ChainError::RequestSize {
+        found,
+        expected: REQUEST_SIZE,
+    };
+    if found < REQUEST_SIZE as u64 {
+        return Err((wrong_size, 0));
+    }
+    let mut header = [0u8; REQUEST_SIZE];
+    gather(mem, &split.readable, 0, &mut header).map_err(|e| (e, 0))?;
+    let raw = RawRequest::decode(&header);
+    if found != REQUEST_SIZE as u64 && raw.opcode != Opcode::Return as u16 {
+        return Err((wrong_size, 0));
+    }
+    let tag = raw.tag;
+    let request = raw.parse().map_err(|e| (ChainError::from(e), tag))?;
+    if matches!(request, Request::Grant { .. } | Request::Return { .. }) && !lease {
+        return Err((ChainError::LeaseNotNegotiated(request.opcode()), tag));
+    }
+    let mut list = PasidList::default();
+    let expected = REQUEST_SIZE + request.list_len();
+    if found != expected as u64 {
+        return Err((ChainError::RequestSize { found, expected }, tag));
+    }
+    if room < request.writable_len() as u64 {
+        return Err((
+            ChainError::ResponseSize {
+                found: room,
+                expected: request.writable_len(),
+            },
+            tag,
+        ));
+    }
+    if let Request::Return { count, .. } = request {
+        let mut bytes = [0u8; READABLE_MAX - REQUEST_SIZE];
+        let bytes = bytes
+            .get_mut(..request.list_len())
+            .ok_or((wrong_size, tag))?;
+        gather(mem, &split.readable, REQUEST_SIZE, bytes).map_err(|e| (e, tag))?;
+        let slots = list.slots(usize::from(count)).ok_or((wrong_size, tag))?;
+        for (slot, entry) in slots.iter_mut().zip(bytes.chunks_exact(PASID_ENTRY_SIZE)) {
+            let mut le = [0u8; PASID_ENTRY_SIZE];
+            le.copy_from_slice(entry);
+            *slot = u32::from_le_bytes(le);
+        }
+    }
+    Ok((request, list))
+}
+
+/// The bytes an answer puts in the writable part: the response, then the
+/// PASIDs a GRANT granted. Returns the buffer and how much of it to write.
+fn answer_bytes(answer: &Answer) -> ([u8; WRITTEN_MAX], usize) {
+    let mut out = [0u8; WRITTEN_MAX];
+    let mut slots = out.chunks_exact_mut(PASID_ENTRY_SIZE);
+    let response = answer.response.encode();
+    for (slot, bytes) in slots.by_ref().zip(response.chunks_exact(PASID_ENTRY_SIZE)) {
+        slot.copy_from_slice(bytes);
+    }
+    for (slot, pasid) in slots.zip(answer.granted.as_slice()) {
+        slot.copy_from_slice(&pasid.to_le_bytes());
+    }
+    (out, RESPONSE_SIZE + answer.granted.len() * PASID_ENTRY_SIZE)
+}
+
+/// Handles one chain: validates it, passes a well-formed request (with a
+/// RETURN's list) to `answer`, and writes the response (with a GRANT's
+/// PASIDs). GRANT and RETURN are malformed unless `lease` (the driver
+/// accepted VIRTIO_PASID_F_LEASE). Returns what happened; the caller puts
 /// the chain on the used ring with [`ChainOutcome::used_len`].
-pub fn process_chain<M, F>(chain: DescriptorChain<M>, answer: F) -> ChainOutcome
+pub fn process_chain<M, F>(chain: DescriptorChain<M>, lease: bool, answer: F) -> ChainOutcome
 where
     M: Deref + Clone,
     M::Target: GuestMemory,
-    F: FnOnce(Request) -> Response,
+    F: FnOnce(Request, &PasidList) -> Answer,
 {
     let mem = chain.memory();
     let split = match split_chain(chain.clone()) {
@@ -247,29 +435,28 @@ where
             expected: RESPONSE_SIZE,
         });
     }
-    let (parsed, tag) = match read_request(mem, &split.readable) {
-        Ok(bytes) => {
-            let raw = RawRequest::decode(&bytes);
-            (raw.parse().map_err(ChainError::from), raw.tag)
+    let (outcome, reply) = match read_request(mem, &split, room, lease) {
+        Ok((request, list)) => {
+            let reply = answer(request, &list);
+            let outcome = ChainOutcome::Answered {
+                request,
+                response: reply.response,
+                granted: reply.granted.len(),
+            };
+            (outcome, reply)
         }
-        Err(e) => (Err(e), 0),
-    };
-    let (outcome, response) = match parsed {
-        Ok(request) => {
-            let response = answer(request);
-            (ChainOutcome::Answered { request, response }, response)
-        }
-        Err(e) => (
+        Err((e, tag)) => (
             ChainOutcome::Rejected(e),
-            Response::new(Status::Invalid, tag),
+            Answer::from(Response::new(Status::Invalid, tag)),
         ),
     };
-    match write_response(mem, &split.writable, &response) {
+    let (bytes, len) = answer_bytes(&reply);
+    match scatter(mem, &split.writable, bytes.get(..len).unwrap_or_default()) {
         Ok(()) => outcome,
         Err(error) => match outcome {
-            ChainOutcome::Answered { request, response } => ChainOutcome::Unanswered {
+            ChainOutcome::Answered { request, .. } => ChainOutcome::Unanswered {
                 request,
-                response,
+                answer: Box::new(reply),
                 error,
             },
             _ => ChainOutcome::Dropped(error),
@@ -334,9 +521,9 @@ mod tests {
             queue.build_desc_chain(descs).unwrap()
         };
         let mut called = false;
-        let outcome = process_chain(chain, |req| {
+        let outcome = process_chain(chain, true, |req, _| {
             called = true;
-            Response::ok(req.tag(), 42)
+            Response::ok(req.tag(), 42).into()
         });
         let mut out = [0u8; RESPONSE_SIZE];
         mem.read_slice(&mut out, GuestAddress(RESP_AT)).unwrap();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use log::{debug, error, warn};
-use pasid_protocol::{CONFIG_SIZE, VQ_MAX};
+use pasid_protocol::{CONFIG_SIZE, F_LEASE, VQ_MAX};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -88,6 +88,12 @@ pub struct PasidDevice {
     registry: Arc<Mutex<Registry>>,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     event_idx: AtomicBool,
+    /// The driver accepted VIRTIO_PASID_F_LEASE: GRANT and RETURN are
+    /// served, not answered INVALID.
+    lease_acked: AtomicBool,
+    /// VIRTIO_PASID_F_LEASE is offered: the VM's lease cap is not 0. Read
+    /// once, at connection: the cap does not change during a session.
+    lease_offered: bool,
     config_size_warned: AtomicBool,
     memory_warned: AtomicBool,
     queue_size_warned: AtomicBool,
@@ -128,7 +134,14 @@ impl Drop for PasidDevice {
 impl PasidDevice {
     /// A device for slot `vm` named `name`.
     pub fn new(vm: VmId, name: &str, registry: Arc<Mutex<Registry>>) -> Self {
+        let lease_offered = registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lease_cap(vm)
+            > 0;
         PasidDevice {
+            lease_acked: AtomicBool::new(false),
+            lease_offered,
             vm,
             name: name.to_string(),
             registry,
@@ -194,6 +207,7 @@ impl PasidDevice {
             return Ok((0, None));
         }
         let mut used = Vec::with_capacity(chains.len());
+        let lease = self.lease_acked.load(Ordering::Relaxed);
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Each chain's position in the avail ring (the replay key).
         let positions = std::iter::successors(Some(first_position), |p| Some(p.wrapping_add(1)));
@@ -210,9 +224,9 @@ impl PasidDevice {
                 continue;
             }
             let started = std::time::Instant::now();
-            let outcome = process_chain(chain, |req| {
+            let outcome = process_chain(chain, lease, |req, list| {
                 debug!("vm={} {req}", self.name);
-                registry.answer(self.vm, position, req)
+                registry.answer(self.vm, position, req, list)
             });
             match &outcome {
                 ChainOutcome::Answered { .. } => {}
@@ -226,11 +240,11 @@ impl PasidDevice {
                 }
                 ChainOutcome::Unanswered {
                     request,
-                    response,
+                    answer,
                     error,
                 } => {
                     registry.count_malformed(self.vm);
-                    registry.undo(self.vm, *request, *response);
+                    registry.undo(self.vm, *request, answer);
                     self.warn_guest(format_args!(
                         "response not writable, request undone: {error}"
                     ));
@@ -315,10 +329,19 @@ impl VhostUserBackend for PasidDevice {
     }
 
     fn features(&self) -> u64 {
+        let lease = if self.lease_offered { 1 << F_LEASE } else { 0 };
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | lease
+    }
+
+    /// The frontend's SET_FEATURES (what the driver accepted; vhost-user
+    /// only lets it set features the device offered).
+    fn acked_features(&self, features: u64) {
+        let lease = self.lease_offered && features & (1 << F_LEASE) != 0;
+        self.lease_acked.store(lease, Ordering::Relaxed);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -312,6 +312,8 @@ fn render_vms(vms: &[VmEntry]) -> String {
         ("VM", Align::Left),
         ("STATE", Align::Left),
         ("HELD", Align::Right),
+        ("IN-USE", Align::Right),
+        ("CACHED", Align::Right),
         ("QUOTA", Align::Right),
         ("RANGE", Align::Right),
         ("REQUESTS", Align::Right),
@@ -323,6 +325,8 @@ fn render_vms(vms: &[VmEntry]) -> String {
             vm.name.clone(),
             vm_state(vm).into(),
             vm.held.to_string(),
+            vm.in_use.to_string(),
+            vm.cached.to_string(),
             vm.quota.to_string(),
             format!("{}-{}", vm.range_start, vm.range_end),
             count_sum(&vm.counters.requests, "").to_string(),
@@ -709,9 +713,12 @@ mod tests {
     fn vm_listing_is_sized_to_long_names() {
         let name = "x".repeat(64);
         let vm = |name: &str, connected: bool, held: u32, socket: &str| VmEntry {
+            cached: 0,
             connected,
             counters: VmCountersEntry::default(),
             held,
+            in_use: held,
+            lease: 32,
             name: name.into(),
             quota: 2,
             range_end: 9,

@@ -209,6 +209,9 @@ pub enum RefError {
         /// The owner's quota.
         quota: u32,
     },
+    /// A batch lists the PASID more than once.
+    #[error("PASID {0} is listed twice")]
+    Repeated(Pasid),
     /// The PASID's total reference count is `u32::MAX` already.
     #[error("reference count overflow on PASID {0}")]
     Overflow(Pasid),

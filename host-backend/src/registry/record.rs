@@ -10,6 +10,7 @@ use std::sync::Arc;
 use pasid_protocol::{REQUEST_SIZE, RESPONSE_SIZE};
 
 use crate::pasid_space::{OwnerKind, OwnerLimits, Pasid};
+use crate::request::PasidList;
 
 /// One answered guest request as the state keeps it: enough to recognise a
 /// replay of it and to give the same answer again.
@@ -21,6 +22,10 @@ pub struct Answered {
     pub request: [u8; REQUEST_SIZE],
     /// The response given.
     pub response: [u8; RESPONSE_SIZE],
+    /// PASIDs that belong to the request or its answer: a RETURN's list
+    /// (part of its readable bytes), the PASIDs a GRANT granted (part of
+    /// its answer). Empty for every other request.
+    pub list: PasidList,
     /// Given again from the record of an earlier answer; changed nothing.
     pub replayed: bool,
 }
@@ -30,8 +35,9 @@ pub struct Answered {
 pub enum Record {
     /// A VM's answers to one queue drain, in ring order. Replaying it applies
     /// each answer's effect (ALLOC OK: the PASID is the VM's; FREE OK: one
-    /// reference dropped; RESET OK: everything reclaimed) and makes the
-    /// batch the VM's replay window.
+    /// reference dropped; RESET OK: everything reclaimed; GRANT OK: each
+    /// granted PASID is the VM's; RETURN OK: one reference dropped on each
+    /// listed PASID) and makes the batch the VM's replay window.
     Batch {
         /// Owner index.
         owner: u32,

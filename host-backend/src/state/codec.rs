@@ -6,10 +6,11 @@
 //! Everything is little-endian. Decoding never trusts a length: every read
 //! is bounds-checked, so a damaged file is an error, never a panic.
 
-use pasid_protocol::{REQUEST_SIZE, RESPONSE_SIZE};
+use pasid_protocol::{LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE};
 
 use crate::pasid_space::{OwnerKind, OwnerLimits};
 use crate::registry::record::{Answered, OwnerImage, Record, StateImage};
+use crate::request::PasidList;
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VPASIDS\x01";
@@ -27,7 +28,8 @@ pub const COMMIT_HEADER_LEN: usize = 4 + 8 + 4;
 /// writers stay far below it).
 pub const MAX_COMMIT_PAYLOAD: u32 = 1 << 30;
 
-/// Bytes of one encoded [`Answered`].
+/// Bytes of one encoded [`Answered`] without a PASID list (the least an
+/// answer takes).
 pub const ANSWERED_LEN: usize = 2 + 1 + REQUEST_SIZE + RESPONSE_SIZE;
 
 const REC_BATCH: u8 = 1;
@@ -196,26 +198,62 @@ fn get_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     })
 }
 
+/// Answer flag: given again from the record of an earlier answer.
+const ANSWER_REPLAYED: u8 = 1 << 0;
+/// Answer flag: a PASID list follows the response (a GRANT's granted
+/// PASIDs, a RETURN's list): a count byte, then that many `u32`s.
+/// Journals written before leases never set it, and still load.
+const ANSWER_LIST: u8 = 1 << 1;
+
 /// Appends one answer.
 fn put_answered(out: &mut Vec<u8>, a: &Answered) {
     put_u16(out, a.position);
-    out.push(u8::from(a.replayed));
+    let list = a.list.as_slice();
+    let mut flags = 0;
+    if a.replayed {
+        flags |= ANSWER_REPLAYED;
+    }
+    if !list.is_empty() {
+        flags |= ANSWER_LIST;
+    }
+    out.push(flags);
     out.extend_from_slice(&a.request);
     out.extend_from_slice(&a.response);
+    if !list.is_empty() {
+        // A list holds at most LEASE_BATCH_MAX (64) PASIDs.
+        out.push(u8::try_from(list.len()).unwrap_or(0));
+        for pasid in list {
+            put_u32(out, *pasid);
+        }
+    }
 }
 
 fn get_answered(r: &mut Reader<'_>) -> Result<Answered, DecodeError> {
     let position = r.u16()?;
-    let replayed = match r.u8()? {
-        0 => false,
-        1 => true,
-        other => return Err(r.error(format!("unknown answer flags {other:#x}"))),
-    };
+    let flags = r.u8()?;
+    if flags & !(ANSWER_REPLAYED | ANSWER_LIST) != 0 {
+        return Err(r.error(format!("unknown answer flags {flags:#x}")));
+    }
+    let request = r.array()?;
+    let response = r.array()?;
+    let mut list = PasidList::default();
+    if flags & ANSWER_LIST != 0 {
+        let count = usize::from(r.u8()?);
+        let Some(slots) = list.slots(count).filter(|s| !s.is_empty()) else {
+            return Err(r.error(format!(
+                "answer lists {count} PASIDs, expected 1 to {LEASE_BATCH_MAX}"
+            )));
+        };
+        for slot in slots {
+            *slot = r.u32()?;
+        }
+    }
     Ok(Answered {
         position,
-        replayed,
-        request: r.array()?,
-        response: r.array()?,
+        replayed: flags & ANSWER_REPLAYED != 0,
+        request,
+        response,
+        list,
     })
 }
 
@@ -597,6 +635,12 @@ mod tests {
             position,
             request: [position.to_le_bytes()[0]; REQUEST_SIZE],
             response: [7; RESPONSE_SIZE],
+            // Every third answer carries a lease list.
+            list: if position % 3 == 0 {
+                PasidList::from_slice(&[u32::from(position) + 1, 0xfffff]).unwrap()
+            } else {
+                PasidList::default()
+            },
             replayed: position % 2 == 0,
         }
     }

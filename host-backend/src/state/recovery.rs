@@ -223,9 +223,22 @@ impl Recovery {
                 self.space.reclaim(id);
                 Ok(())
             }
-            Request::Grant { .. } | Request::Return { .. } => {
-                Err(format!("{request} answered OK, but leases are not served"))
+            Request::Grant { .. } => {
+                for &pasid in a.list.as_slice() {
+                    if !self.space.is_free(pasid) {
+                        return Err(format!("GRANT answered PASID {pasid}, which was not free"));
+                    }
+                    self.space
+                        .restore(id, pasid, 1)
+                        .map_err(|e| format!("GRANT of PASID {pasid}: {e}"))?;
+                }
+                Ok(())
             }
+            Request::Return { .. } => self
+                .space
+                .put_batch(id, a.list.as_slice())
+                .map(|_| ())
+                .map_err(|e| format!("RETURN of {:?}: {e}", a.list)),
         }
     }
 
@@ -259,6 +272,7 @@ fn hint_for(space: &PasidSpace, pasid: u32) -> &'static str {
 mod tests {
     use std::path::Path;
 
+    use crate::request::PasidList;
     use pasid_protocol::{Request, Status};
 
     use std::sync::Arc;
@@ -343,8 +357,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
         let space_id = reg.stats().space_id;
-        let first = reg.answer(a, 65535, alloc(1));
-        let second = reg.answer(a, 0, alloc(2));
+        let first = reg
+            .answer(a, 65535, alloc(1), &PasidList::default())
+            .response;
+        let second = reg.answer(a, 0, alloc(2), &PasidList::default()).response;
         commit(&mut reg, a);
         // Crash: the answers were durable, but never put on the used ring.
         drop(reg);
@@ -355,9 +371,16 @@ mod tests {
             space_id,
             "the same space, the same ID"
         );
-        assert_eq!(reg.answer(a, 65535, alloc(1)), first);
-        assert_eq!(reg.answer(a, 0, alloc(2)), second);
-        let third = reg.answer(a, 1, alloc(3));
+        assert_eq!(
+            reg.answer(a, 65535, alloc(1), &PasidList::default())
+                .response,
+            first
+        );
+        assert_eq!(
+            reg.answer(a, 0, alloc(2), &PasidList::default()).response,
+            second
+        );
+        let third = reg.answer(a, 1, alloc(3), &PasidList::default()).response;
         commit(&mut reg, a);
         assert_eq!(replayed(&reg, "a"), 2);
         let mut held = vec![first.pasid, second.pasid, third.pasid];
@@ -366,12 +389,12 @@ mod tests {
         assert_eq!(held.len(), 3, "one PASID per request: {held:?}");
         assert_eq!(held_by(&reg, "a"), held);
         // b never gets any of them.
-        let theirs = reg.answer(b, 0, alloc(9));
+        let theirs = reg.answer(b, 0, alloc(9), &PasidList::default()).response;
         assert!(!held.contains(&theirs.pasid));
 
         // Position 1 lay past the window: it is gone, and the same bytes at
         // a window position are a new request again.
-        let again = reg.answer(a, 0, alloc(2));
+        let again = reg.answer(a, 0, alloc(2), &PasidList::default()).response;
         assert_ne!(again.pasid, second.pasid);
         assert_eq!(replayed(&reg, "a"), 2);
     }
@@ -393,7 +416,10 @@ mod tests {
     fn forgotten_holders_survive_restarts_at_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
-        let p = reg.answer(a, 0, alloc(1)).pasid;
+        let p = reg
+            .answer(a, 0, alloc(1), &PasidList::default())
+            .response
+            .pasid;
         commit(&mut reg, a);
         for h in ["h1", "h2", "h3"] {
             reg.host_get(h, p).unwrap();
@@ -449,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, vms, _) = open_vms(dir.path(), &["a", "b", "c"], 1 << 20);
         let c = vms[2];
-        reg.answer(c, 0, alloc(1));
+        reg.answer(c, 0, alloc(1), &PasidList::default());
         commit(&mut reg, c);
         drop(reg);
         // Restarted without c on the command line.
@@ -458,7 +484,7 @@ mod tests {
             |reg: &Registry| -> Vec<String> { reg.vms().into_iter().map(|v| v.name).collect() };
         assert_eq!(names(&reg), ["a", "b", "c"]);
         // A configured VM stays after its release.
-        reg.answer(a, 0, alloc(2));
+        reg.answer(a, 0, alloc(2), &PasidList::default());
         commit(&mut reg, a);
         assert_eq!(reg.operator_release("a", false), Ok(1));
         assert_eq!(reg.operator_release("c", false), Ok(1));
@@ -475,7 +501,10 @@ mod tests {
     fn holder_names_are_validated_like_vm_names() {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
-        let p = reg.answer(a, 0, alloc(1)).pasid;
+        let p = reg
+            .answer(a, 0, alloc(1), &PasidList::default())
+            .response
+            .pasid;
         for bad in [
             "",
             "two words",
@@ -517,16 +546,22 @@ mod tests {
     fn a_replay_after_a_replay_still_matches() {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
-        let first = reg.answer(a, 7, alloc(1));
+        let first = reg.answer(a, 7, alloc(1), &PasidList::default()).response;
         commit(&mut reg, a);
         drop(reg);
         // Restart, replay, crash again before the used ring was written.
         let (mut reg, a, _) = open(dir.path());
-        assert_eq!(reg.answer(a, 7, alloc(1)), first);
+        assert_eq!(
+            reg.answer(a, 7, alloc(1), &PasidList::default()).response,
+            first
+        );
         commit(&mut reg, a);
         drop(reg);
         let (mut reg, a, _) = open(dir.path());
-        assert_eq!(reg.answer(a, 7, alloc(1)), first);
+        assert_eq!(
+            reg.answer(a, 7, alloc(1), &PasidList::default()).response,
+            first
+        );
         assert_eq!(held_by(&reg, "a"), vec![first.pasid]);
     }
 
@@ -534,11 +569,11 @@ mod tests {
     fn different_bytes_at_a_window_position_are_carried_out() {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
-        let first = reg.answer(a, 3, alloc(1));
+        let first = reg.answer(a, 3, alloc(1), &PasidList::default()).response;
         commit(&mut reg, a);
         drop(reg);
         let (mut reg, a, _) = open(dir.path());
-        let other = reg.answer(a, 3, alloc(2));
+        let other = reg.answer(a, 3, alloc(2), &PasidList::default()).response;
         assert_eq!(Status::from_wire(other.status), Some(Status::Ok));
         assert_ne!(other.pasid, first.pasid);
         assert_eq!(replayed(&reg, "a"), 0);
@@ -549,7 +584,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, b) = open(dir.path());
         let p: Vec<u32> = (0..4u16)
-            .map(|t| reg.answer(a, t, alloc(u64::from(t))).pasid)
+            .map(|t| {
+                reg.answer(a, t, alloc(u64::from(t)), &PasidList::default())
+                    .response
+                    .pasid
+            })
             .collect();
         commit(&mut reg, a);
         reg.answer(
@@ -559,11 +598,12 @@ mod tests {
                 tag: 10,
                 pasid: p[0],
             },
+            &PasidList::default(),
         );
-        reg.answer(a, 5, Request::Reset { tag: 11 });
-        let after = reg.answer(a, 6, alloc(12));
+        reg.answer(a, 5, Request::Reset { tag: 11 }, &PasidList::default());
+        let after = reg.answer(a, 6, alloc(12), &PasidList::default()).response;
         commit(&mut reg, a);
-        let q = reg.answer(b, 0, alloc(20));
+        let q = reg.answer(b, 0, alloc(20), &PasidList::default()).response;
         commit(&mut reg, b);
         reg.host_get("drv", q.pasid).unwrap();
         reg.reclaim_vm(b, ReclaimReason::Disconnect);
@@ -578,7 +618,7 @@ mod tests {
         // The disconnect ended b's device: nothing of it is replayed.
         // b's window held alloc(20) at position 0: the same bytes there
         // are a new request now.
-        let again = reg.answer(b, 0, alloc(20));
+        let again = reg.answer(b, 0, alloc(20), &PasidList::default()).response;
         assert_eq!(replayed(&reg, "b"), 0);
         assert_ne!(again.pasid, q.pasid);
     }
@@ -588,8 +628,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut reg, a, _) = open(dir.path());
         let req = alloc(1);
-        let resp = reg.answer(a, 0, req);
-        reg.undo(a, req, resp);
+        let answer = reg.answer(a, 0, req, &PasidList::default());
+        reg.undo(a, req, &answer);
         commit(&mut reg, a);
         drop(reg);
         let (reg, _, _) = open(dir.path());
@@ -622,7 +662,11 @@ mod tests {
         let a = vms[0];
         let mut held = Vec::new();
         for t in 0..64u16 {
-            held.push(reg.answer(a, t, alloc(u64::from(t))).pasid);
+            held.push(
+                reg.answer(a, t, alloc(u64::from(t)), &PasidList::default())
+                    .response
+                    .pasid,
+            );
             let point = reg.end_batch(a).unwrap();
             point.wait();
             assert!(journal.needs_compaction());
@@ -641,7 +685,7 @@ mod tests {
         held.sort_unstable();
         assert_eq!(held_by(&reg, "a"), held);
         // The last batch is still the replay window after compaction.
-        let last = reg.answer(a, 63, alloc(63));
+        let last = reg.answer(a, 63, alloc(63), &PasidList::default()).response;
         assert_eq!(replayed(&reg, "a"), 1);
         assert!(held.contains(&last.pasid));
     }
