@@ -15,8 +15,12 @@
  *   - GRANT OK: the PASIDs granted go into the cache (those outside the
  *     range asked for, or beyond the cache's room, go back with a FREE);
  *   - RETURN OK: the PASIDs listed are gone;
- *   - RETURN answered with another status: the host released nothing, so
- *     the PASIDs listed go back into the cache;
+ *   - RETURN answered RATE_LIMITED or INTERNAL: the host released nothing,
+ *     so the PASIDs listed go back into the cache;
+ *   - RETURN answered NOT_FOUND, NOT_OWNER or INVALID: the host says the
+ *     VM does not hold (all of) them, e.g. after an operator release, so
+ *     none of them is handed out again; those the VM did hold stay held
+ *     until RESET;
  *   - RETURN with a malformed answer, or never answered (the device died,
  *     or its answer was dropped at freeze): the driver cannot know whether
  *     the host released them, so it counts them as gone and never hands
@@ -150,9 +154,24 @@ void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot)
 		if (slot->status == VIRTIO_PASID_S_OK) {
 			atomic64_inc(&vp->stats.returns);
 			vp->grant_blocked = false;
-		} else if (slot->status > 0) {
-			for (i = 0; i < count; i++)
-				vpasid_cache_keep(vp, le32_to_cpu(buf->returned[i]));
+		} else if (slot->status == VIRTIO_PASID_S_RATE_LIMITED ||
+			   slot->status == VIRTIO_PASID_S_INTERNAL) {
+			/*
+			 * Released nothing, and may work later: back into
+			 * the cache, without a kick (a retry now would be
+			 * refused the same way; the next alloc or free
+			 * kicks).
+			 */
+			for (i = 0; i < count; i++) {
+				u32 pasid = le32_to_cpu(buf->returned[i]);
+
+				if (!vpasid_cache_put(vp, pasid))
+					vpasid_free_async(vp, pasid);
+			}
+		} else {
+			dev_warn_ratelimited(&vp->vdev->dev,
+					     "RETURN of %u PASID(s) failed (%d): not used again\n",
+					     count, slot->status);
 		}
 		return;
 	}
@@ -400,7 +419,8 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 /*
  * free() of an active device: into the cache if leases are on and it has
  * room, else a FREE to the host, posted and never waited for with leases
- * on, waited for (bounded) as in protocol v1 with leases off.
+ * on or while the device is unresponsive (the host still learns of it if
+ * it comes back), waited for (bounded) as in protocol v1 otherwise.
  */
 void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
 {
@@ -408,7 +428,7 @@ void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
 
 	if (vpasid_lease_put(vp, pasid))
 		return;
-	if (vp->lease_cap)
+	if (vp->lease_cap || READ_ONCE(vp->unresponsive))
 		vpasid_give_back(vp, pasid);
 	else
 		vpasid_request(vp, VIRTIO_PASID_OP_FREE, pasid, 0, 0, &unused);
