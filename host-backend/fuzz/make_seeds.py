@@ -11,11 +11,16 @@ import struct
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 NEXT, WRITE, INDIRECT = 1, 2, 4
-ALLOC, FREE, RESET = 1, 2, 3
+ALLOC, FREE, RESET, GRANT, RETURN = 1, 2, 3, 4, 5
 
 
 def req(op, tag=0, pasid=0, lo=0, hi=0, flags=0):
     return struct.pack("<HHIQII", op, flags, pasid, tag, lo, hi)
+
+
+def lease(op, tag, count, cached=0, lo=0, hi=0, flags=0):
+    """A GRANT or RETURN header: count and cached share the pasid word."""
+    return struct.pack("<HHHHQII", op, flags, count, cached, tag, lo, hi)
 
 
 def write(name, target, data):
@@ -34,6 +39,10 @@ for name, data in {
     "bad_opcode": req(0x99, 1),
     "bad_flags": req(ALLOC, 1, 0, 1, 10, flags=0x8000),
     "config": struct.pack("<IIIIIIQ", 1, 20, 1, 0xFFFFF, 4096, 0, 0xABCDEF01),
+    "grant": lease(GRANT, 10, 32, 4, 1, 0xFFFFF),
+    "grant_count_0": lease(GRANT, 11, 0),
+    "return_list": lease(RETURN, 12, 3, 5) + struct.pack("<III", 7, 8, 9),
+    "return_count_65": lease(RETURN, 13, 65),
 }.items():
     write(name, "request_decode", data)
 
@@ -143,6 +152,31 @@ img.heads = [0]
 img.avail(16, idx=0x4000)
 write("avail_jump", "request_queue", img.bytes(0x0C))
 
+# Leases (option bit 6: lease cap 4, F_LEASE negotiated): a GRANT with room
+# for its list, a RETURN with its list, and the malformed shapes: a RETURN
+# whose readable part does not match its count, a GRANT whose writable part
+# is short, a count of 0.
+img = Image()
+img.put(BUF, lease(GRANT, 0x91, 4, 0, 1, 255))
+img.desc(0, BUF, 24, NEXT, 1)
+img.desc(1, BUF + 0x20, 16 + 16, WRITE)
+img.put(BUF + 0x60, lease(RETURN, 0x92, 2, 4) + struct.pack("<II", 2, 3))
+img.desc(2, BUF + 0x60, 32, NEXT, 3)
+img.desc(3, BUF + 0x80, 16, WRITE)
+img.put(BUF + 0xA0, lease(RETURN, 0x93, 3, 2) + struct.pack("<II", 4, 4))
+img.desc(4, BUF + 0xA0, 32, NEXT, 5)
+img.desc(5, BUF + 0xC0, 16, WRITE)
+img.put(BUF + 0xE0, lease(GRANT, 0x94, 8, 0, 1, 255))
+img.desc(6, BUF + 0xE0, 24, NEXT, 7)
+img.desc(7, BUF + 0x100, 20, WRITE)
+img.put(BUF + 0x120, lease(GRANT, 0x95, 0, 0, 1, 255))
+img.desc(8, BUF + 0x120, 24, NEXT, 9)
+img.desc(9, BUF + 0x140, 16, WRITE)
+img.heads = [0, 2, 4, 6, 8]
+img.avail(16)
+write("lease_mix", "request_queue", img.bytes(0x4C))
+write("lease_not_negotiated", "request_queue", img.bytes(0x0C))
+
 # control_line: access byte, then request lines.
 lines = [
     {"cmd": "pasids"}, {"cmd": "vms"}, {"cmd": "stats"}, {"cmd": "metrics"},
@@ -181,8 +215,14 @@ def resp(status, tag, pasid=0xFFFFFFFF):
     return struct.pack("<HHIQ", status, 0, pasid, tag)
 
 
-def answered(pos, request, response, replayed=0):
-    return struct.pack("<HB", pos, replayed) + request + response
+def answered(pos, request, response, replayed=0, pasids=()):
+    """An answer; with `pasids`, flag bit 1 and the lease list follow."""
+    flags = replayed | (2 if pasids else 0)
+    out = struct.pack("<HB", pos, flags) + request + response
+    if pasids:
+        out += struct.pack("<B", len(pasids))
+        out += b"".join(struct.pack("<I", p) for p in pasids)
+    return out
 
 
 def owner(kind, nm, lim, configured, window, holdings):
@@ -218,6 +258,11 @@ records = b"".join([
     struct.pack("<BI", 7, 2),
 ])
 write("records", "state_decode", b"\x01" + records)
+
+lease_records = struct.pack("<BIH", 1, 0, 2) + answered(
+    30, lease(GRANT, 50, 4, 0, 0, 4095), resp(0, 50, 3), pasids=(20, 21, 22)
+) + answered(31, lease(RETURN, 51, 2, 3), resp(0, 51, 2), pasids=(20, 22))
+write("lease_records", "state_decode", b"\x01" + lease_records)
 seq = 1
 crc = zlib.crc32(struct.pack("<QIQ", 1, len(records), seq) + records)
 write("frame", "state_decode",

@@ -715,4 +715,130 @@ mod tests {
             assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE], "{name}");
         }
     }
+
+    /// Runs `descs` (request bytes at REQ_AT) with F_LEASE negotiated,
+    /// answering every request with OK and the PASIDs `granted`; returns
+    /// the outcome, the list the answer saw, and the 16 + 4 * 8 bytes at
+    /// RESP_AT.
+    fn run_lease(
+        request: &[u8],
+        descs: &[RawDescriptor],
+        granted: &[u32],
+    ) -> (ChainOutcome, Vec<u32>, Vec<u8>) {
+        let mem = memory();
+        mem.write_slice(request, GuestAddress(REQ_AT)).unwrap();
+        mem.write_slice(&[0xee; 48], GuestAddress(RESP_AT)).unwrap();
+        let queue = MockSplitQueue::new(&mem, 16);
+        let chain = queue.build_desc_chain(descs).unwrap();
+        let mut seen = Vec::new();
+        let outcome = process_chain(chain, true, |req, list| {
+            seen = list.as_slice().to_vec();
+            Answer {
+                response: Response::ok(req.tag(), granted.len() as u32),
+                granted: PasidList::from_slice(granted).unwrap(),
+            }
+        });
+        let mut out = vec![0u8; 48];
+        mem.read_slice(&mut out, GuestAddress(RESP_AT)).unwrap();
+        (outcome, seen, out)
+    }
+
+    /// A GRANT's PASIDs follow the response, scattered over a writable
+    /// part split anywhere (here inside the response and inside an entry);
+    /// the used length covers exactly what was written.
+    #[test]
+    fn grant_list_is_scattered_after_the_response() {
+        let grant = Request::Grant {
+            tag: 0x77,
+            count: 4,
+            cached: 0,
+            min: 1,
+            max: 100,
+        };
+        let (outcome, _, out) = run_lease(
+            &grant.encode(),
+            &[
+                readable(REQ_AT, 24),
+                writable(RESP_AT, 10),
+                writable(RESP_AT + 10, 8),
+                writable(RESP_AT + 18, 14),
+            ],
+            &[7, 8, 0x1_0203],
+        );
+        assert_eq!(outcome.used_len(), 16 + 12);
+        let mut resp = [0u8; RESPONSE_SIZE];
+        resp.copy_from_slice(&out[..16]);
+        assert_eq!(Response::decode(&resp), Response::ok(0x77, 3));
+        assert_eq!(
+            pasid_protocol::decode_pasids(&out[16..28]),
+            vec![7, 8, 0x1_0203]
+        );
+        assert_eq!(&out[28..32], &[0xee; 4], "the fourth entry is untouched");
+    }
+
+    /// A RETURN's list is gathered from a readable part split anywhere,
+    /// also inside the header and inside an entry.
+    #[test]
+    fn return_list_is_gathered_across_descriptors() {
+        let ret = Request::Return {
+            tag: 0x78,
+            count: 3,
+            cached: 9,
+        };
+        let mut bytes = ret.encode().to_vec();
+        bytes.extend(pasid_protocol::encode_pasids(&[5, 0xfffff, 6]));
+        let (outcome, seen, _) = run_lease(
+            &bytes,
+            &[
+                readable(REQ_AT, 20),
+                readable(REQ_AT + 20, 6),
+                readable(REQ_AT + 26, 0),
+                readable(REQ_AT + 26, 10),
+                writable(RESP_AT, 16),
+            ],
+            &[],
+        );
+        assert_eq!(seen, vec![5, 0xfffff, 6]);
+        assert!(matches!(
+            outcome,
+            ChainOutcome::Answered {
+                request: Request::Return {
+                    count: 3,
+                    cached: 9,
+                    ..
+                },
+                granted: 0,
+                ..
+            }
+        ));
+        assert_eq!(outcome.used_len(), 16);
+    }
+
+    /// Without F_LEASE negotiated a well-formed GRANT is INVALID with its
+    /// tag, and never reaches the answer.
+    #[test]
+    fn lease_requests_need_the_feature() {
+        let grant = Request::Grant {
+            tag: 0x79,
+            count: 1,
+            cached: 0,
+            min: 1,
+            max: 100,
+        };
+        let mem = memory();
+        mem.write_slice(&grant.encode(), GuestAddress(REQ_AT))
+            .unwrap();
+        let queue = MockSplitQueue::new(&mem, 16);
+        let chain = queue
+            .build_desc_chain(&[readable(REQ_AT, 24), writable(RESP_AT, 20)])
+            .unwrap();
+        let outcome = process_chain(chain, false, |_, _| panic!("answered"));
+        assert_eq!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::LeaseNotNegotiated(Opcode::Grant))
+        );
+        let mut b = [0u8; RESPONSE_SIZE];
+        mem.read_slice(&mut b, GuestAddress(RESP_AT)).unwrap();
+        assert_eq!(Response::decode(&b), Response::new(Status::Invalid, 0x79));
+    }
 }

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Fuzzes the wire decoders with arbitrary bytes: a request, a response and
 //! a config space each decode without panicking, re-encode to the same
-//! bytes, and a request that parses says exactly what its bytes say.
+//! bytes, and a request that parses says exactly what its bytes say (a
+//! GRANT or RETURN: its `count` and `cached` are the halves of the `pasid`
+//! word, `count` 1 to 64). The bytes after the request, read as a RETURN's
+//! list, decode and re-encode to themselves.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pasid_protocol::{
-    Config, DecodeError, Opcode, RawRequest, Request, Response, Status, CONFIG_SIZE, REQUEST_SIZE,
-    RESPONSE_SIZE,
+    decode_pasids, encode_pasids, Config, DecodeError, Opcode, RawRequest, Request, Response,
+    Status, CONFIG_SIZE, LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE,
 };
 
 fn array<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
@@ -28,6 +31,23 @@ fuzz_target!(|data: &[u8]| {
                     Request::Alloc { min, max, .. } => assert_eq!((min, max), (raw.min, raw.max)),
                     Request::Free { pasid, .. } => assert_eq!(pasid, raw.pasid),
                     Request::Reset { .. } => {}
+                    Request::Grant {
+                        count,
+                        cached,
+                        min,
+                        max,
+                        ..
+                    } => {
+                        assert_eq!(u32::from(count) | u32::from(cached) << 16, raw.pasid);
+                        assert_eq!((min, max), (raw.min, raw.max));
+                        assert!((1..=LEASE_BATCH_MAX).contains(&count));
+                        assert_eq!(req.writable_len(), RESPONSE_SIZE + 4 * usize::from(count));
+                    }
+                    Request::Return { count, cached, .. } => {
+                        assert_eq!(u32::from(count) | u32::from(cached) << 16, raw.pasid);
+                        assert!((1..=LEASE_BATCH_MAX).contains(&count));
+                        assert_eq!(req.list_len(), 4 * usize::from(count));
+                    }
                 }
                 assert_eq!(RawRequest::decode(&req.encode()).parse(), Ok(req));
             }
@@ -36,7 +56,20 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!((raw.flags, op), (0, raw.opcode));
                 assert!(Opcode::from_wire(op).is_none());
             }
+            Err(DecodeError::BadCount(count)) => {
+                assert!(matches!(
+                    Opcode::from_wire(raw.opcode),
+                    Some(Opcode::Grant | Opcode::Return)
+                ));
+                assert_eq!(u32::from(count), raw.pasid & 0xffff);
+                assert!(count == 0 || count > LEASE_BATCH_MAX);
+            }
         }
+        let list = data.get(REQUEST_SIZE..).unwrap_or_default();
+        let whole = list.get(..list.len() / 4 * 4).unwrap_or_default();
+        let pasids = decode_pasids(list);
+        assert_eq!(pasids.len(), list.len() / 4);
+        assert_eq!(encode_pasids(&pasids), whole, "PASID list round trip");
     }
     if let Some(bytes) = array::<RESPONSE_SIZE>(data) {
         let resp = Response::decode(&bytes);

@@ -7,7 +7,9 @@
 //!
 //! Input: byte 0 = options (bits 0-2: log2 of the queue size, 1..=16;
 //! bit 3: EVENT_IDX; bit 4: kick twice, the second time with the avail
-//! index bumped; bit 5: a tight rate limit), then the image of guest memory
+//! index bumped; bit 5: a tight rate limit; bit 6: a lease cap of
+//! [`LEASE`] with VIRTIO_PASID_F_LEASE negotiated, so GRANT and RETURN are
+//! served), then the image of guest memory
 //! from address 0. Guest memory is two adjacent regions, [0, 0x800) and
 //! [0x800, 0x1000) (a buffer may straddle them), and a third region at
 //! 0x10000 beyond a gap. The ring lives at 0x0 (descriptors), 0x100
@@ -16,7 +18,8 @@
 //! Checked after every kick: the handler returns Ok (an Err would end the
 //! VM's vring worker); without EVENT_IDX one kick uses at most a queue's
 //! worth of chains; the registry holds no more than the quota, inside the
-//! VM's range. (The used ring itself is not checked: it is guest memory,
+//! VM's range; the `cached` figure the host keeps never exceeds what the
+//! VM holds. (The used ring itself is not checked: it is guest memory,
 //! and a hostile guest may point its own response buffers at it, which
 //! the fuzzer found at once. With EVENT_IDX a guest can even make responses
 //! bump its own avail index; the drain loop then goes round again, bounded
@@ -42,6 +45,7 @@ const USED: u64 = 0x200;
 const IMAGE: usize = 0x1000;
 const QUOTA: u32 = 6;
 const RANGE: std::ops::RangeInclusive<u32> = 2..=200;
+const LEASE: u32 = 4;
 
 /// The device's own count of used chains (not the guest's copy).
 fn next_used(vring: &VringRwLock) -> u16 {
@@ -59,6 +63,7 @@ fn check(qsize: u16, event_idx: bool, from: u16, to: u16, registry: &Mutex<Regis
     let reg = registry.lock().unwrap();
     for vm in reg.vms() {
         assert!(vm.held <= QUOTA, "{} holds {} > quota", vm.name, vm.held);
+        assert!(vm.cached <= vm.held, "{} caches {} > held {}", vm.name, vm.cached, vm.held);
     }
     for info in reg.pasids() {
         assert!(
@@ -109,8 +114,15 @@ fuzz_target!(|data: &[u8]| {
             },
         )
         .unwrap();
+    let lease = opts & 0x40 != 0;
+    if lease {
+        reg.set_lease_cap(vm, LEASE);
+    }
     let registry = Arc::new(Mutex::new(reg));
     let device = PasidDevice::new(vm, "fuzz", registry.clone());
+    if lease {
+        device.acked_features(device.features());
+    }
     device.update_memory(mem.clone()).unwrap();
     device.set_event_idx(event_idx);
 

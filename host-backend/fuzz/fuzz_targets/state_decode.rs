@@ -5,6 +5,9 @@
 //! panic; whatever decodes must encode back to the same thing; and any
 //! state recovery reaches must snapshot and restore again.
 //!
+//! Records include batches whose answers carry lease lists (GRANT,
+//! RETURN), which recovery applies to the registry's VMs.
+//!
 //! Input: byte 0 selects what the rest is: 0 a snapshot file, 1 a journal
 //! frame's payload (records), 2 a commit frame.
 
@@ -14,6 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 use vhost_user_pasid::registry::record::StateImage;
 use vhost_user_pasid::registry::Registry;
+use vhost_user_pasid::request::PasidList;
 use vhost_user_pasid::state::Recovery;
 use vhost_user_pasid::state::codec::{
     decode_snapshot, encode_snapshot, get_records, put_record, read_commit,
@@ -47,8 +51,18 @@ fn registry() -> Registry {
                 min: 0,
                 max: 4095,
             };
-            reg.answer(vm, tag + 10 * i as u16, req);
+            reg.answer(vm, tag + 10 * i as u16, req, &PasidList::default());
         }
+        // And a lease: a GRANT's answer carries its PASID list.
+        reg.set_lease_cap(vm, 8);
+        let grant = pasid_protocol::Request::Grant {
+            tag: 9,
+            count: 4,
+            cached: 0,
+            min: 0,
+            max: 4095,
+        };
+        reg.answer(vm, 5 + 10 * i as u16, grant, &PasidList::default());
     }
     reg
 }

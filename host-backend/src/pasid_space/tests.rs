@@ -1240,3 +1240,91 @@ proptest! {
         run_scenario(bits, reserved, ops);
     }
 }
+
+// ---- batches (leases) ------------------------------------------------
+
+/// `alloc_batch` takes the lowest free PASIDs of the owner's range, skipping
+/// reserved and allocated ones, as repeated `alloc` would, bounded by the
+/// quota; the invariants hold.
+#[test]
+fn alloc_batch_takes_what_repeated_allocs_would() {
+    let mut a = space(10, vec![5..=9]);
+    let mut b = space(10, vec![5..=9]);
+    let va = a
+        .add_owner("vm", OwnerKind::Vm, limits(20, 2..=1000))
+        .unwrap();
+    let vb = b
+        .add_owner("vm", OwnerKind::Vm, limits(20, 2..=1000))
+        .unwrap();
+    for s in [&mut a, &mut b] {
+        let other = s.add_owner("other", OwnerKind::Vm, unlimited()).unwrap();
+        for p in [3, 12, 13] {
+            s.restore(other, p, 1).unwrap();
+        }
+    }
+    let mut out = [0; 64];
+    assert_eq!(a.alloc_batch(va, 0, 30, &mut out), Ok(20));
+    let singles: Vec<Pasid> = (0..20).map(|_| b.alloc(vb, 0, 30).unwrap()).collect();
+    assert_eq!(&out[..20], &singles[..]);
+    assert_eq!(&out[..5], &[2, 4, 10, 11, 14]);
+    assert_eq!(
+        a.alloc_batch(va, 0, 30, &mut out),
+        Err(AllocError::QuotaExceeded { quota: 20 })
+    );
+    check_internal(&a);
+}
+
+/// Fewer free than asked is a partial batch; none is NO_SPACE; a bad range
+/// is INVALID; an empty request is QUOTA_EXCEEDED (nothing may be granted).
+#[test]
+fn alloc_batch_is_partial_then_no_space() {
+    let (mut s, vm, _) = vm_and_host(6);
+    let mut out = [0; 8];
+    assert_eq!(s.alloc_batch(vm, 60, 100, &mut out), Ok(4));
+    assert_eq!(&out[..4], &[60, 61, 62, 63]);
+    assert_eq!(
+        s.alloc_batch(vm, 60, 63, &mut out),
+        Err(AllocError::NoSpace)
+    );
+    assert_eq!(
+        s.alloc_batch(vm, 9, 8, &mut out),
+        Err(AllocError::InvalidRange { min: 9, max: 8 })
+    );
+    assert_eq!(
+        s.alloc_batch(vm, 1, 8, &mut []),
+        Err(AllocError::QuotaExceeded { quota: u32::MAX })
+    );
+    check_internal(&s);
+}
+
+/// `put_batch` is all or nothing: INVALID for an impossible or repeated
+/// PASID anywhere in the list, else the first PASID that is free
+/// (NOT_FOUND) or not the owner's (NOT_OWNER) decides; on success every
+/// reference is dropped, a shared PASID staying allocated.
+#[test]
+fn put_batch_is_all_or_nothing() {
+    let (mut s, vm, host) = vm_and_host(8);
+    let mut out = [0; 6];
+    assert_eq!(s.alloc_batch(vm, 1, 255, &mut out), Ok(6));
+    s.get(host, 3).unwrap();
+    let theirs = s.alloc(host, 100, 100).unwrap();
+    let before = s.holdings(vm);
+    for (list, err) in [
+        (vec![1, 2, 0], RefError::Invalid(0)),
+        (vec![1, 300, 2], RefError::Invalid(300)),
+        (vec![1, 2, 1], RefError::Repeated(1)),
+        (vec![1, 50, theirs], RefError::NotFound(50)),
+        (vec![1, theirs, 50], RefError::NotOwner(theirs)),
+    ] {
+        assert_eq!(s.put_batch(vm, &list), Err(err), "{list:?}");
+        assert_eq!(s.holdings(vm), before, "{list:?} released something");
+    }
+    assert_eq!(
+        s.put_batch(vm, &[3, 1, 6]),
+        Ok(2),
+        "3 stays: the host holds it"
+    );
+    assert_eq!(s.held_by(vm).len(), 3);
+    assert!(s.info(3).is_some() && s.is_free(1) && s.is_free(6));
+    check_internal(&s);
+}
