@@ -601,6 +601,42 @@ mod tests {
         Config::try_from(Args::parse_from(full))
     }
 
+    /// `--lease` sets every slot's lease cap, `lease=` one VM's; both are
+    /// 0 to 4096, and a bad value names itself.
+    #[test]
+    fn lease_caps_are_parsed_and_bounded() {
+        let cfg = parse(&["--vm", "a=/tmp/a.sock", "--vm", "b=/tmp/b.sock,lease=0"]).unwrap();
+        let leases: Vec<u32> = cfg.slots.iter().map(|s| s.lease).collect();
+        assert_eq!(leases, vec![DEFAULT_LEASE, 0]);
+        let cfg = parse(&[
+            "--lease",
+            "4096",
+            "--vm",
+            "a=/tmp/a.sock",
+            "--vm",
+            "b=/tmp/b.sock,lease=7",
+        ])
+        .unwrap();
+        let leases: Vec<u32> = cfg.slots.iter().map(|s| s.lease).collect();
+        assert_eq!(leases, vec![4096, 7]);
+        assert_matches!(
+            parse(&["--lease", "4097", "--vm", "a=/tmp/a.sock"]),
+            Err(ConfigError::InvalidLease(4097))
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a.sock,lease=5000"]),
+            Err(ConfigError::InvalidLease(5000))
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a.sock,lease=lots"]),
+            Err(ConfigError::InvalidVmSpec { reason, .. }) if reason.contains("lease")
+        );
+        assert_eq!(
+            ConfigError::InvalidLease(4097).to_string(),
+            "lease cap 4097 is more than 4096: use 0 (leases off) to 4096"
+        );
+    }
+
     /// A VM range with no PASID the VM could be given is a start-up error;
     /// one that only partly lies outside the space is clamped.
     #[test]

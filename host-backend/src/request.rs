@@ -401,12 +401,12 @@ fn read_request<M: GuestMemory + ?Sized>(
 /// PASIDs a GRANT granted. Returns the buffer and how much of it to write.
 fn answer_bytes(answer: &Answer) -> ([u8; WRITTEN_MAX], usize) {
     let mut out = [0u8; WRITTEN_MAX];
-    let mut slots = out.chunks_exact_mut(PASID_ENTRY_SIZE);
-    let response = answer.response.encode();
-    for (slot, bytes) in slots.by_ref().zip(response.chunks_exact(PASID_ENTRY_SIZE)) {
-        slot.copy_from_slice(bytes);
-    }
-    for (slot, pasid) in slots.zip(answer.granted.as_slice()) {
+    let (response, list) = out.split_at_mut(RESPONSE_SIZE);
+    response.copy_from_slice(&answer.response.encode());
+    for (slot, pasid) in list
+        .chunks_exact_mut(PASID_ENTRY_SIZE)
+        .zip(answer.granted.as_slice())
+    {
         slot.copy_from_slice(&pasid.to_le_bytes());
     }
     (out, RESPONSE_SIZE + answer.granted.len() * PASID_ENTRY_SIZE)

@@ -100,6 +100,31 @@ fn render_with(reg: &Registry, proc_stats: &ProcessStats) -> String {
         e.sample("vpasid_vm_outstanding_pasids", &[("vm", &vm.name)], vm.held);
     }
     e.family(
+        "vpasid_vm_cached_pasids",
+        "gauge",
+        "Of the PASIDs the VM holds, those its driver reports cached (leased, not handed out).",
+    );
+    for vm in &vms {
+        e.sample("vpasid_vm_cached_pasids", &[("vm", &vm.name)], vm.cached);
+    }
+    e.family(
+        "vpasid_vm_in_use_pasids",
+        "gauge",
+        "Of the PASIDs the VM holds, those not cached: handed out in the guest.",
+    );
+    for vm in &vms {
+        let in_use = vm.held.saturating_sub(vm.cached);
+        e.sample("vpasid_vm_in_use_pasids", &[("vm", &vm.name)], in_use);
+    }
+    e.family(
+        "vpasid_vm_lease_cap",
+        "gauge",
+        "Most PASIDs the VM's driver may keep cached (lease_max); 0 when leases are off.",
+    );
+    for vm in &vms {
+        e.sample("vpasid_vm_lease_cap", &[("vm", &vm.name)], vm.lease);
+    }
+    e.family(
         "vpasid_vm_quota",
         "gauge",
         "Most PASIDs the VM may hold at once.",
@@ -136,6 +161,16 @@ fn render_with(reg: &Registry, proc_stats: &ProcessStats) -> String {
             Opcode::Reset,
             "vpasid_resets_total",
             "RESET requests answered, by status.",
+        ),
+        (
+            Opcode::Grant,
+            "vpasid_grants_total",
+            "GRANT (lease) requests answered, by status.",
+        ),
+        (
+            Opcode::Return,
+            "vpasid_returns_total",
+            "RETURN (lease) requests answered, by status.",
         ),
     ] {
         e.family(name, "counter", help);

@@ -497,6 +497,12 @@ mod tests {
     /// A device for VM "vm0" over 16 MiB of mock guest memory, with a
     /// request queue set up as a driver would.
     fn fixture() -> Fixture {
+        lease_fixture(10, 0, false)
+    }
+
+    /// [`fixture`] with quota `quota` and lease cap `lease`; with `acked`
+    /// the driver accepted VIRTIO_PASID_F_LEASE (SET_FEATURES).
+    fn lease_fixture(quota: u32, lease: u32, acked: bool) -> Fixture {
         let gm = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
         let mem = GuestMemoryAtomic::new(gm);
         let space = PasidSpace::new(SpaceConfig {
@@ -510,13 +516,17 @@ mod tests {
                 "vm0",
                 "test",
                 OwnerLimits {
-                    quota: 10,
+                    quota,
                     range: 1..=0xfffff,
                 },
             )
             .unwrap();
+        reg.set_lease_cap(vm, lease);
         let registry = Arc::new(Mutex::new(reg));
         let device = PasidDevice::new(vm, "vm0", registry.clone());
+        if acked {
+            device.acked_features(device.features());
+        }
         device.update_memory(mem.clone()).unwrap();
         let vring = VringRwLock::new(mem.clone(), QSIZE).unwrap();
         Fixture {
@@ -795,6 +805,391 @@ mod tests {
         assert_eq!(Response::decode(&b), Response::ok(1, 1));
         mem.read_slice(&mut b, GuestAddress(0x20_0100)).unwrap();
         assert_eq!(Response::decode(&b), Response::new(Status::RateLimited, 2));
+    }
+
+    /// Where lease chains of request slot `slot` live: the readable part
+    /// at `0x40_0000 + slot * 0x1000`, the writable part at
+    /// `0x80_0000 + slot * 0x1000` (room for a full GRANT and more).
+    fn lease_at(slot: u64) -> (u64, u64) {
+        (0x40_0000 + slot * 0x1000, 0x80_0000 + slot * 0x1000)
+    }
+
+    /// A GRANT chain at `slot` with `room` writable bytes, pre-filled with
+    /// 0xee so that untouched bytes show.
+    fn grant_chain(f: &Fixture, slot: u64, req: Request, room: u32) -> Vec<RawDescriptor> {
+        let (at, out) = lease_at(slot);
+        let mem = f.mem.memory();
+        mem.write_slice(&req.encode(), GuestAddress(at)).unwrap();
+        mem.write_slice(&vec![0xee; room as usize], GuestAddress(out))
+            .unwrap();
+        vec![desc(at, REQUEST_SIZE as u32, false), desc(out, room, true)]
+    }
+
+    fn grant(tag: u64, count: u16, cached: u16, min: u32, max: u32) -> Request {
+        Request::Grant {
+            tag,
+            count,
+            cached,
+            min,
+            max,
+        }
+    }
+
+    /// A RETURN chain at `slot`: header saying `count`, then `list` (its
+    /// readable part is `24 + 4 * list.len()` bytes whatever `count` says).
+    fn return_chain(
+        f: &Fixture,
+        slot: u64,
+        count: u16,
+        cached: u16,
+        list: &[u32],
+    ) -> Vec<RawDescriptor> {
+        let (at, out) = lease_at(slot);
+        let req = Request::Return {
+            tag: 0x700 + slot,
+            count,
+            cached,
+        };
+        let mut bytes = req.encode().to_vec();
+        bytes.extend(pasid_protocol::encode_pasids(list));
+        f.mem
+            .memory()
+            .write_slice(&bytes, GuestAddress(at))
+            .unwrap();
+        vec![
+            desc(at, bytes.len() as u32, false),
+            desc(out, RESPONSE_SIZE as u32, true),
+        ]
+    }
+
+    /// The response at `slot` and the `n` PASIDs after it.
+    fn lease_reply(f: &Fixture, slot: u64, n: usize) -> (Response, Vec<u32>) {
+        let (_, out) = lease_at(slot);
+        let mem = f.mem.memory();
+        let mut b = vec![0u8; RESPONSE_SIZE + 4 * n];
+        mem.read_slice(&mut b, GuestAddress(out)).unwrap();
+        let resp: [u8; RESPONSE_SIZE] = b[..RESPONSE_SIZE].try_into().unwrap();
+        (
+            Response::decode(&resp),
+            pasid_protocol::decode_pasids(&b[RESPONSE_SIZE..]),
+        )
+    }
+
+    fn status(resp: &Response) -> Option<Status> {
+        Status::from_wire(resp.status)
+    }
+
+    /// The VM's (held, cached) as `pasidctl vms` shows them.
+    fn held_cached(f: &Fixture) -> (u32, u32) {
+        let vm = &f.registry.lock().unwrap().vms()[0];
+        (vm.held, vm.cached)
+    }
+
+    /// 5.x.3/5.x.4: F_LEASE is offered iff the cap is not 0, and the config
+    /// space reports the cap as lease_max.
+    #[test]
+    fn lease_feature_and_lease_max_follow_the_cap() {
+        let on = lease_fixture(100, 32, false);
+        assert_ne!(on.device.features() & (1 << F_LEASE), 0);
+        let lease_max =
+            |f: &Fixture| u32::from_le_bytes(f.device.get_config(20, 4).try_into().unwrap());
+        assert_eq!(lease_max(&on), 32);
+        let off = lease_fixture(100, 0, false);
+        assert_eq!(off.device.features() & (1 << F_LEASE), 0);
+        assert_eq!(lease_max(&off), 0);
+    }
+
+    /// 5.x.6.12: a GRANT gets the lowest free PASIDs in ascending order,
+    /// used length 16 + 4 * granted, entries past the last granted left
+    /// untouched; held and cached follow.
+    #[test]
+    fn grant_writes_the_lowest_pasids_after_the_response() {
+        let f = lease_fixture(100, 32, true);
+        let rings = queue_chains(
+            &f,
+            &[grant_chain(
+                &f,
+                0,
+                grant(0x61, 32, 0, 1, 0xfffff),
+                16 + 4 * 40,
+            )],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 1);
+        assert_eq!(used_entry(&f, &rings, 0), (0, 16 + 4 * 32));
+        let (resp, pasids) = lease_reply(&f, 0, 33);
+        assert_eq!(resp, Response::ok(0x61, 32));
+        assert_eq!(&pasids[..32], &(1..=32).collect::<Vec<u32>>()[..]);
+        assert_eq!(
+            pasids[32], 0xeeee_eeee,
+            "entries past the last granted are untouched"
+        );
+        assert_eq!(held_cached(&f), (32, 32));
+        let reg = f.registry.lock().unwrap();
+        assert_eq!(reg.vms()[0].counters.requests.get("GRANT"), Some(&1));
+    }
+
+    /// A GRANT is cut to the quota, then refused QUOTA_EXCEEDED; cut to
+    /// the free PASIDs of its range; NO_SPACE when there is none.
+    #[test]
+    fn grant_is_bounded_by_quota_and_free_pasids() {
+        let f = lease_fixture(10, 64, true);
+        let rings = queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(1, 3, 0, 5, 7), 16 + 4 * 3),
+                grant_chain(&f, 1, grant(2, 3, 3, 5, 7), 16 + 4 * 3),
+                grant_chain(&f, 2, grant(3, 64, 3, 1, 0xfffff), 16 + 4 * 64),
+                grant_chain(&f, 3, grant(4, 1, 10, 1, 0xfffff), 16 + 4),
+            ],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 4);
+        assert_eq!(lease_reply(&f, 0, 3), (Response::ok(1, 3), vec![5, 6, 7]));
+        assert_eq!(used_entry(&f, &rings, 0).1, 16 + 12);
+        assert_eq!(status(&lease_reply(&f, 1, 0).0), Some(Status::NoSpace));
+        assert_eq!(used_entry(&f, &rings, 1).1, 16);
+        let (resp, pasids) = lease_reply(&f, 2, 7);
+        assert_eq!(resp, Response::ok(3, 7), "quota 10 less the 3 held");
+        assert_eq!(pasids, vec![1, 2, 3, 4, 8, 9, 10]);
+        assert_eq!(
+            status(&lease_reply(&f, 3, 0).0),
+            Some(Status::QuotaExceeded)
+        );
+        assert_eq!(held_cached(&f), (10, 10));
+    }
+
+    /// The lease cap less the reported `cached` bounds a GRANT; at the cap
+    /// it is QUOTA_EXCEEDED.
+    #[test]
+    fn grant_is_bounded_by_the_lease_cap() {
+        let f = lease_fixture(1000, 8, true);
+        queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(1, 32, 0, 1, 0xfffff), 16 + 4 * 32),
+                grant_chain(&f, 1, grant(2, 32, 8, 1, 0xfffff), 16 + 4 * 32),
+                grant_chain(&f, 2, grant(3, 32, 5, 1, 0xfffff), 16 + 4 * 32),
+            ],
+        );
+        f.device.process_queue(&f.vring).unwrap();
+        assert_eq!(lease_reply(&f, 0, 8).0, Response::ok(1, 8));
+        assert_eq!(
+            status(&lease_reply(&f, 1, 0).0),
+            Some(Status::QuotaExceeded)
+        );
+        assert_eq!(lease_reply(&f, 2, 3), (Response::ok(3, 3), vec![9, 10, 11]));
+        // The driver's own figure, moved by the grant, clamped to held.
+        assert_eq!(held_cached(&f), (11, 8));
+    }
+
+    /// 5.x.6.1 row 4: a count of 0 or above 64, or a writable part too
+    /// short for the count, is INVALID with the tag echoed, counted as
+    /// malformed, and allocates nothing.
+    #[test]
+    fn malformed_grants_are_invalid_and_allocate_nothing() {
+        let f = lease_fixture(1000, 64, true);
+        let rings = queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(0x10, 0, 0, 1, 9), 16 + 4 * 64),
+                grant_chain(&f, 1, grant(0x11, 65, 0, 1, 9), 16 + 4 * 80),
+                grant_chain(&f, 2, grant(0x12, 4, 0, 1, 9), 16 + 4 * 3),
+                grant_chain(&f, 3, grant(0x13, 4, 0, 9, 1), 16 + 4 * 4),
+            ],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 4);
+        for slot in 0..3 {
+            let (resp, _) = lease_reply(&f, slot, 0);
+            assert_eq!(
+                resp,
+                Response::new(Status::Invalid, 0x10 + slot),
+                "slot {slot}"
+            );
+            assert_eq!(used_entry(&f, &rings, slot).1, 16);
+        }
+        // min > max is a well-formed request with a bad range.
+        assert_eq!(
+            lease_reply(&f, 3, 0).0,
+            Response::new(Status::Invalid, 0x13)
+        );
+        let reg = f.registry.lock().unwrap();
+        assert_eq!(reg.space().stats().allocated, 0);
+        assert_eq!(reg.vms()[0].counters.malformed, 3);
+    }
+
+    /// RETURN drops one reference per listed PASID and moves `cached`.
+    #[test]
+    fn return_releases_its_list() {
+        let f = lease_fixture(100, 32, true);
+        queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(1, 8, 0, 1, 0xfffff), 16 + 4 * 8),
+                return_chain(&f, 1, 3, 8, &[2, 7, 4]),
+            ],
+        );
+        f.device.process_queue(&f.vring).unwrap();
+        assert_eq!(lease_reply(&f, 1, 0).0, Response::ok(0x701, 3));
+        assert_eq!(held_cached(&f), (5, 5));
+        let reg = f.registry.lock().unwrap();
+        assert_eq!(
+            reg.pasids_of(Some("vm0"))
+                .unwrap()
+                .iter()
+                .map(|p| p.pasid)
+                .collect::<Vec<_>>(),
+            vec![1, 3, 5, 6, 8]
+        );
+    }
+
+    /// 5.x.6.1 row 4: a RETURN whose readable part is not exactly
+    /// `24 + 4 * count` is INVALID with its tag; one shorter than 24 bytes
+    /// is INVALID with tag 0 (row 3). Nothing is released either way, and a
+    /// huge readable part is refused without reading it.
+    #[test]
+    fn return_of_the_wrong_length_is_invalid() {
+        let f = lease_fixture(100, 32, true);
+        let (at, out) = lease_at(9);
+        let rings = queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(1, 4, 0, 1, 0xfffff), 16 + 4 * 4),
+                return_chain(&f, 1, 2, 4, &[1]),
+                return_chain(&f, 2, 2, 4, &[1, 2, 3]),
+                vec![desc(at, 0x10_0000, false), desc(out, 16, true)],
+                vec![
+                    desc(lease_at(1).0, 20, false),
+                    desc(lease_at(3).1, 16, true),
+                ],
+            ],
+        );
+        assert_eq!(f.device.process_queue(&f.vring).unwrap(), 5);
+        assert_eq!(
+            lease_reply(&f, 1, 0).0,
+            Response::new(Status::Invalid, 0x701)
+        );
+        assert_eq!(
+            lease_reply(&f, 2, 0).0,
+            Response::new(Status::Invalid, 0x702)
+        );
+        // The 1 MiB readable part at slot 9 holds zeros: opcode 0, not RETURN.
+        let mut b = [0u8; RESPONSE_SIZE];
+        f.mem
+            .memory()
+            .read_slice(&mut b, GuestAddress(out))
+            .unwrap();
+        assert_eq!(Response::decode(&b), Response::new(Status::Invalid, 0));
+        assert_eq!(lease_reply(&f, 3, 0).0, Response::new(Status::Invalid, 0));
+        assert_eq!(used_entry(&f, &rings, 4).1, 16);
+        assert_eq!(held_cached(&f).0, 4);
+        assert_eq!(f.registry.lock().unwrap().vms()[0].counters.malformed, 4);
+    }
+
+    /// A RETURN whose list repeats a PASID is INVALID; one listing a PASID
+    /// the VM does not hold is NOT_OWNER (NOT_FOUND if unallocated), for
+    /// the first failing PASID; either way nothing is released.
+    #[test]
+    fn return_is_all_or_nothing() {
+        let f = lease_fixture(100, 32, true);
+        // PASID 50 belongs to a host holder.
+        {
+            let mut reg = f.registry.lock().unwrap();
+            let vm = reg.vm("vm0").unwrap();
+            let p = reg
+                .handle(
+                    vm,
+                    Request::Alloc {
+                        tag: 0,
+                        min: 50,
+                        max: 50,
+                    },
+                )
+                .pasid;
+            reg.host_get("drv", p).unwrap();
+            reg.handle(vm, Request::Free { tag: 0, pasid: p });
+        }
+        queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(1, 4, 0, 1, 0xfffff), 16 + 4 * 4),
+                return_chain(&f, 1, 3, 4, &[1, 2, 1]),
+                return_chain(&f, 2, 3, 4, &[1, 50, 60]),
+                return_chain(&f, 3, 3, 4, &[1, 60, 50]),
+                return_chain(&f, 4, 2, 4, &[2, 0]),
+            ],
+        );
+        f.device.process_queue(&f.vring).unwrap();
+        assert_eq!(
+            lease_reply(&f, 1, 0).0,
+            Response::new(Status::Invalid, 0x701)
+        );
+        assert_eq!(
+            lease_reply(&f, 2, 0).0,
+            Response::new(Status::NotOwner, 0x702)
+        );
+        assert_eq!(
+            lease_reply(&f, 3, 0).0,
+            Response::new(Status::NotFound, 0x703)
+        );
+        assert_eq!(
+            lease_reply(&f, 4, 0).0,
+            Response::new(Status::Invalid, 0x704)
+        );
+        assert_eq!(held_cached(&f), (4, 4), "nothing released");
+    }
+
+    /// 5.x.6.12.2: GRANT and RETURN are INVALID (tag echoed, malformed)
+    /// unless the driver accepted F_LEASE, and never offered at lease=0.
+    #[test]
+    fn lease_requests_without_the_feature_are_invalid() {
+        for (lease, acked) in [(32, false), (0, true)] {
+            let f = lease_fixture(100, lease, acked);
+            queue_chains(
+                &f,
+                &[
+                    grant_chain(&f, 0, grant(0x51, 4, 0, 1, 0xfffff), 16 + 4 * 4),
+                    return_chain(&f, 1, 1, 0, &[1]),
+                ],
+            );
+            assert_eq!(f.device.process_queue(&f.vring).unwrap(), 2);
+            assert_eq!(
+                lease_reply(&f, 0, 0).0,
+                Response::new(Status::Invalid, 0x51)
+            );
+            assert_eq!(
+                lease_reply(&f, 1, 0).0,
+                Response::new(Status::Invalid, 0x701)
+            );
+            let reg = f.registry.lock().unwrap();
+            assert_eq!(reg.space().stats().allocated, 0);
+            assert_eq!(reg.vms()[0].counters.malformed, 2);
+        }
+    }
+
+    /// Leased PASIDs are ordinary references: RESET releases them and the
+    /// reported `cached` goes back to 0.
+    #[test]
+    fn reset_releases_leased_pasids_and_clears_cached() {
+        let f = lease_fixture(100, 32, true);
+        let reset_at = 0x10_0000;
+        f.mem
+            .memory()
+            .write_slice(&Request::Reset { tag: 3 }.encode(), GuestAddress(reset_at))
+            .unwrap();
+        queue_chains(
+            &f,
+            &[
+                grant_chain(&f, 0, grant(1, 16, 0, 1, 0xfffff), 16 + 4 * 16),
+                vec![desc(reset_at, 24, false), desc(0x20_0000, 16, true)],
+            ],
+        );
+        f.device.process_queue(&f.vring).unwrap();
+        let mut b = [0u8; RESPONSE_SIZE];
+        f.mem
+            .memory()
+            .read_slice(&mut b, GuestAddress(0x20_0000))
+            .unwrap();
+        assert_eq!(Response::decode(&b), Response::ok(3, 16));
+        assert_eq!(held_cached(&f), (0, 0));
     }
 
     /// vhost-user-backend registers the exit event's read end by raw

@@ -367,9 +367,7 @@ impl Request {
     /// `count` PASIDs for GRANT.
     pub fn writable_len(&self) -> usize {
         match *self {
-            Request::Grant { count, .. } => {
-                RESPONSE_SIZE + usize::from(count) * PASID_ENTRY_SIZE
-            }
+            Request::Grant { count, .. } => RESPONSE_SIZE + usize::from(count) * PASID_ENTRY_SIZE,
             _ => RESPONSE_SIZE,
         }
     }
@@ -680,7 +678,10 @@ mod tests {
         assert_eq!(size_of::<Response>(), RESPONSE_SIZE);
         assert_eq!(size_of::<Config>(), CONFIG_SIZE);
         assert_eq!(size_of::<LeaseHeader>(), REQUEST_SIZE);
-        assert_eq!(offset_of!(LeaseHeader, count), offset_of!(RawRequest, pasid));
+        assert_eq!(
+            offset_of!(LeaseHeader, count),
+            offset_of!(RawRequest, pasid)
+        );
         assert_eq!(offset_of!(LeaseHeader, cached), 6);
         assert_eq!(offset_of!(LeaseHeader, tag), offset_of!(RawRequest, tag));
         // The encoders write fields at these offsets.

@@ -84,7 +84,10 @@ fn expected() -> BTreeMap<String, u64> {
             off,
         );
     }
-    put("sizeof(struct virtio_pasid_lease_req)", size_of::<LeaseHeader>());
+    put(
+        "sizeof(struct virtio_pasid_lease_req)",
+        size_of::<LeaseHeader>(),
+    );
     for (field, off) in [
         ("opcode", offset_of!(LeaseHeader, opcode)),
         ("flags", offset_of!(LeaseHeader, flags)),

@@ -20,7 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use pasid_protocol::{Config, Request, Response, Status, CONFIG_SIZE, REQUEST_SIZE, RESPONSE_SIZE};
+use pasid_protocol::{
+    Config, Request, Response, Status, CONFIG_SIZE, F_LEASE, REQUEST_SIZE, RESPONSE_SIZE,
+};
 use vhost::vhost_user::message::{
     VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -44,6 +46,11 @@ pub const BUF_GPA: u64 = 0x10000;
 pub const SLOT: u64 = 64;
 /// Free memory for hostile tests.
 pub const SCRATCH_GPA: u64 = 0x80000;
+/// GRANT and RETURN chains: one 0x400-byte slot per in-flight request,
+/// its readable part (up to 24 + 4 * 64 bytes) first, its writable part
+/// at +0x200.
+pub const LEASE_GPA: u64 = 0xc0000;
+pub const LEASE_SLOT: u64 = 0x400;
 
 /// How the test VM sets itself up.
 #[derive(Clone, Debug)]
@@ -52,6 +59,9 @@ pub struct VmOptions {
     pub event_idx: bool,
     /// Give the backend the memory table (QEMU with share=on does).
     pub share_memory: bool,
+    /// Accept VIRTIO_PASID_F_LEASE when the device offers it (a driver
+    /// with leases); without it the VM is a v1 driver.
+    pub lease: bool,
 }
 
 impl Default for VmOptions {
@@ -60,6 +70,7 @@ impl Default for VmOptions {
             queue_size: 256,
             event_idx: true,
             share_memory: true,
+            lease: false,
         }
     }
 }
@@ -83,6 +94,8 @@ pub struct TestVm {
     next_avail: u16,
     last_used: u16,
     event_idx: bool,
+    /// VIRTIO_PASID_F_LEASE was negotiated.
+    lease: bool,
     next_tag: u64,
 }
 
@@ -118,10 +131,11 @@ impl TestVm {
         Self::connect_with(path, VmOptions::default())
     }
 
-    /// Negotiates as QEMU does: VERSION_1, optionally EVENT_IDX, and the
-    /// CONFIG and MQ protocol features. The daemon must offer VERSION_1,
-    /// EVENT_IDX, PROTOCOL_FEATURES and CONFIG.
-    fn negotiate(frontend: &mut Frontend, event_idx: bool) -> Result<(), String> {
+    /// Negotiates as QEMU does: VERSION_1, optionally EVENT_IDX and (when
+    /// offered) VIRTIO_PASID_F_LEASE, and the CONFIG and MQ protocol
+    /// features. The daemon must offer VERSION_1, EVENT_IDX,
+    /// PROTOCOL_FEATURES and CONFIG. Says whether F_LEASE was negotiated.
+    fn negotiate(frontend: &mut Frontend, event_idx: bool, lease: bool) -> Result<bool, String> {
         frontend
             .set_owner()
             .map_err(|e| format!("SET_OWNER: {e}"))?;
@@ -142,6 +156,10 @@ impl TestVm {
         if event_idx {
             features |= 1 << VIRTIO_RING_F_EVENT_IDX;
         }
+        let lease = lease && offered & (1 << F_LEASE) != 0;
+        if lease {
+            features |= 1 << F_LEASE;
+        }
         frontend
             .set_features(features)
             .map_err(|e| format!("SET_FEATURES: {e}"))?;
@@ -155,16 +173,17 @@ impl TestVm {
             .set_protocol_features(
                 VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
             )
-            .map_err(|e| format!("SET_PROTOCOL_FEATURES: {e}"))
+            .map_err(|e| format!("SET_PROTOCOL_FEATURES: {e}"))?;
+        Ok(lease)
     }
 
     /// Connects to `path` and negotiates ([`TestVm::negotiate`]).
-    fn handshake(path: &Path, event_idx: bool) -> Frontend {
+    fn handshake(path: &Path, event_idx: bool, lease: bool) -> (Frontend, bool) {
         let mut frontend = connect_frontend(path);
-        if let Err(e) = Self::negotiate(&mut frontend, event_idx) {
-            panic!("handshake with {}: {e}", path.display());
+        match Self::negotiate(&mut frontend, event_idx, lease) {
+            Ok(lease) => (frontend, lease),
+            Err(e) => panic!("handshake with {}: {e}", path.display()),
         }
-        frontend
     }
 
     /// Sets up the request queue at the usual guest-physical layout, whose
@@ -229,12 +248,13 @@ impl TestVm {
             next_avail: 0,
             last_used: 0,
             event_idx,
+            lease: false,
             next_tag: 1,
         }
     }
 
     pub fn connect_with(path: &Path, opts: VmOptions) -> TestVm {
-        let frontend = Self::handshake(path, opts.event_idx);
+        let (frontend, lease) = Self::handshake(path, opts.event_idx, opts.lease);
 
         let file = memfd(MEM_SIZE);
         let fd = file.as_raw_fd();
@@ -255,7 +275,9 @@ impl TestVm {
             };
             frontend.set_mem_table(&[region]).unwrap();
         }
-        Self::with_ring(frontend, mem, uaddr, opts.queue_size, opts.event_idx)
+        let mut vm = Self::with_ring(frontend, mem, uaddr, opts.queue_size, opts.event_idx);
+        vm.lease = lease;
+        vm
     }
 
     /// Reads the device config space through GET_CONFIG.
@@ -662,7 +684,7 @@ impl TestVm {
     /// across two regions or in the gap between them. The rings stay in
     /// region A at the usual addresses.
     pub fn connect_regions(path: &Path) -> TestVm {
-        let frontend = Self::handshake(path, true);
+        let (frontend, _) = Self::handshake(path, true, false);
         let layout = [
             (0, REGION_SPLIT),
             (REGION_SPLIT, MEM_SIZE - REGION_SPLIT),
@@ -846,7 +868,7 @@ impl TestVm {
             .and_then(|()| stream.set_write_timeout(limit))
             .map_err(|e| fail(format!("socket timeouts: {e}")))?;
         let mut frontend = Frontend::from_stream(stream, 1);
-        Self::negotiate(&mut frontend, self.event_idx).map_err(fail)?;
+        self.lease = Self::negotiate(&mut frontend, self.event_idx, self.lease).map_err(fail)?;
         frontend
             .set_mem_table(&self.memory_regions())
             .map_err(|e| fail(format!("SET_MEM_TABLE: {e}")))?;
@@ -1077,4 +1099,128 @@ pub fn config_body(offset: u32, size: u32, flags: u32, payload: &[u8]) -> Vec<u8
     }
     body.extend_from_slice(payload);
     body
+}
+
+/// One answered GRANT or RETURN as the test VM saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseReply {
+    pub response: Response,
+    /// For a GRANT: the PASIDs after the response, as many as the used
+    /// length covers.
+    pub pasids: Vec<u32>,
+    pub used_len: u32,
+}
+
+impl TestVm {
+    /// Whether VIRTIO_PASID_F_LEASE was negotiated.
+    pub fn lease_negotiated(&self) -> bool {
+        self.lease
+    }
+
+    fn lease_req_gpa(i: u16) -> u64 {
+        LEASE_GPA + u64::from(i) * LEASE_SLOT
+    }
+
+    fn lease_resp_gpa(i: u16) -> u64 {
+        Self::lease_req_gpa(i) + 0x200
+    }
+
+    /// Posts and kicks `requests` (each with a RETURN's list, empty for
+    /// others) as chains shaped as 5.x.6.12 says, and returns their
+    /// answers in order. Descriptors 2i and 2i+1 are request i's.
+    pub fn lease_batch(&mut self, requests: &[(Request, Vec<u32>)]) -> Vec<LeaseReply> {
+        assert!(requests.len() * 2 <= usize::from(self.qsize));
+        assert!(requests.len() as u64 * LEASE_SLOT <= MEM_SIZE - LEASE_GPA);
+        for (i, (req, list)) in requests.iter().enumerate() {
+            let i = i as u16;
+            let mut readable = req.encode().to_vec();
+            readable.extend(pasid_protocol::encode_pasids(list));
+            self.write_at(Self::lease_req_gpa(i), &readable);
+            self.write_at(Self::lease_resp_gpa(i), &[0xee; 0x200]);
+            self.write_desc(
+                2 * i,
+                RawDesc {
+                    addr: Self::lease_req_gpa(i),
+                    len: readable.len() as u32,
+                    flags: VRING_DESC_F_NEXT as u16,
+                    next: 2 * i + 1,
+                },
+            );
+            self.write_desc(
+                2 * i + 1,
+                RawDesc {
+                    addr: Self::lease_resp_gpa(i),
+                    len: req.writable_len() as u32,
+                    flags: VRING_DESC_F_WRITE as u16,
+                    next: 0,
+                },
+            );
+            self.push_avail(2 * i);
+        }
+        self.publish();
+        self.kick();
+        let used = self.wait_used(requests.len() as u16, Duration::from_secs(10));
+        used.iter()
+            .map(|&(head, used_len)| self.lease_reply_at((head / 2) as u16, used_len))
+            .collect()
+    }
+
+    /// The answer in lease slot `i` whose chain came back with `used_len`.
+    pub fn lease_reply_at(&self, i: u16, used_len: u32) -> LeaseReply {
+        let response = self.read_response_at(Self::lease_resp_gpa(i));
+        let n = (used_len as usize).saturating_sub(RESPONSE_SIZE);
+        let mut list = vec![0u8; n];
+        self.mem
+            .read_slice(
+                &mut list,
+                GuestAddress(Self::lease_resp_gpa(i) + RESPONSE_SIZE as u64),
+            )
+            .unwrap();
+        LeaseReply {
+            response,
+            pasids: pasid_protocol::decode_pasids(&list),
+            used_len,
+        }
+    }
+
+    /// One GRANT of up to `count` PASIDs in `[min, max]`, reporting
+    /// `cached`; checks the tag.
+    pub fn grant(&mut self, count: u16, cached: u16, min: u32, max: u32) -> LeaseReply {
+        let tag = self.tag();
+        let req = Request::Grant {
+            tag,
+            count,
+            cached,
+            min,
+            max,
+        };
+        let reply = self.lease_batch(&[(req, Vec::new())]).remove(0);
+        assert_eq!(reply.response.tag, tag, "tag not echoed");
+        reply
+    }
+
+    /// One RETURN of `list`, reporting `cached`; checks the tag.
+    pub fn give_back(&mut self, list: &[u32], cached: u16) -> Response {
+        let tag = self.tag();
+        let req = Request::Return {
+            tag,
+            count: list.len() as u16,
+            cached,
+        };
+        let reply = self.lease_batch(&[(req, list.to_vec())]).remove(0);
+        assert_eq!(reply.response.tag, tag, "tag not echoed");
+        reply.response
+    }
+
+    /// Pretends the last `n` used elements never reached the guest (the
+    /// device died between journaling and using them): moves the used
+    /// index back, so that a reconnect re-delivers those requests.
+    pub fn rewind_used(&mut self, n: u16) {
+        let idx = self.used_idx().wrapping_sub(n);
+        self.mem
+            .write_obj(idx.to_le(), GuestAddress(USED_GPA + 2))
+            .unwrap();
+        fence(Ordering::SeqCst);
+        self.last_used = self.last_used.wrapping_sub(n);
+    }
 }
