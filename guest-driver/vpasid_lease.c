@@ -60,6 +60,12 @@ unsigned int vpasid_lease_wanted(void)
  * crosses a watermark: it hits the cache every time and sends nothing.
  * Bursts of up to C/4 allocs (or frees) also stay within the band; larger
  * ones cost one GRANT (or RETURN) per 64 PASIDs, not one request each.
+ *
+ * GRANT asks for the wanted range: the device's at first, then the range of
+ * the last allocation the cache could not serve. Such a miss also has the
+ * work item give back the cached PASIDs outside that range (retarget), so
+ * that the cache holds what callers ask for; callers that keep alternating
+ * between disjoint ranges cost a GRANT and a RETURN per miss at worst.
  */
 static unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 {
@@ -81,7 +87,7 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 {
 	if (!vp->lease_cap || vp->lease_stopped || vp->unresponsive)
 		return;
-	if (vp->ncached > vpasid_lease_high(vp) ||
+	if (vp->retarget || vp->ncached > vpasid_lease_high(vp) ||
 	    (vp->ncached <= vpasid_lease_low(vp) && !vp->grant_blocked))
 		schedule_work(&vp->lease_work);
 }
@@ -101,6 +107,13 @@ static unsigned int vpasid_cache_search(const struct virtio_pasid *vp,
 			hi = mid;
 	}
 	return lo;
+}
+
+/* Cached PASIDs outside the wanted range; vp->lock held. */
+static unsigned int vpasid_cache_strays(const struct virtio_pasid *vp)
+{
+	return vpasid_cache_search(vp, vp->want_min) + vp->ncached -
+	       vpasid_cache_search(vp, vp->want_max + 1);
 }
 
 /*
@@ -209,13 +222,39 @@ void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot)
 }
 
 /*
- * Send a GRANT of @count, or a RETURN of the @count highest cached PASIDs,
- * and wait for the answer, bounded: sleeping if @may_sleep, else
- * busy-polling (atomic context). Return the status or a negative errno;
- * the effect on the cache is vpasid_lease_answered()'s.
+ * Take up to @count PASIDs out of the cache into a RETURN's @list: the
+ * highest (the lowest serve the usual [1, N] ranges best), or with @stray
+ * only those outside the wanted range. vp->lock held. Return how many.
+ */
+static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
+				      unsigned int count, bool stray,
+				      __le32 *list)
+{
+	unsigned int n = 0, below, i;
+
+	while (n < count && vp->ncached &&
+	       (!stray || vp->cache[vp->ncached - 1] > vp->want_max))
+		list[n++] = cpu_to_le32(vp->cache[--vp->ncached]);
+	if (!stray)
+		return n;
+	below = min(count - n, vpasid_cache_search(vp, vp->want_min));
+	for (i = 0; i < below; i++)
+		list[n++] = cpu_to_le32(vp->cache[i]);
+	vp->ncached -= below;
+	memmove(&vp->cache[0], &vp->cache[below],
+		vp->ncached * sizeof(*vp->cache));
+	return n;
+}
+
+/*
+ * Send a GRANT of @count in the wanted range, or a RETURN of up to @count
+ * cached PASIDs (vpasid_cache_pick()), and wait for the answer, bounded:
+ * sleeping if @may_sleep, else busy-polling (atomic context). Return the
+ * status or a negative errno (-ENOENT: nothing to return); the effect on
+ * the cache is vpasid_lease_answered()'s.
  */
 static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
-			     unsigned int count, bool may_sleep)
+			     unsigned int count, bool stray, bool may_sleep)
 {
 	DECLARE_COMPLETION_ONSTACK(done);
 	struct virtio_pasid_lease_req *req;
@@ -225,50 +264,46 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 	u32 unused;
 	int err;
 
-	spin_lock_irqsave(&vp->lock, flags);
-	if (opcode == VIRTIO_PASID_OP_RETURN)
-		count = min(count, vp->ncached);
 	count = min_t(unsigned int, count, VIRTIO_PASID_LEASE_BATCH_MAX);
-	if (!count) {
-		spin_unlock_irqrestore(&vp->lock, flags);
-		return -ENOENT;
-	}
+	spin_lock_irqsave(&vp->lock, flags);
 	slot = vpasid_claim(vp);
 	if (IS_ERR(slot)) {
 		spin_unlock_irqrestore(&vp->lock, flags);
 		return PTR_ERR(slot);
 	}
-	if (may_sleep)
-		slot->done = &done;
-
 	req = &slot->buf->lease;
-	req->opcode = cpu_to_le16(opcode);
-	req->flags = 0;
-	req->count = cpu_to_le16(count);
-	req->min = cpu_to_le32(vp->pasid_min);
-	req->max = cpu_to_le32(vp->pasid_max);
 	out_len = sizeof(*req);
 	in_len = sizeof(slot->buf->resp);
 	if (opcode == VIRTIO_PASID_OP_RETURN) {
-		/* The highest go: the lowest serve the usual [1, N] ranges. */
-		vp->ncached -= count;
+		count = vpasid_cache_pick(vp, count, stray,
+					  slot->buf->returned);
 		vp->returning += count;
-		for (i = 0; i < count; i++)
-			slot->buf->returned[i] =
-				cpu_to_le32(vp->cache[vp->ncached + i]);
 		out_len += count * sizeof(__le32);
 	} else {
 		in_len += count * sizeof(__le32);
 	}
+	if (!count) {
+		slot->state = VPASID_SLOT_FREE;
+		spin_unlock_irqrestore(&vp->lock, flags);
+		return -ENOENT;
+	}
+	if (may_sleep)
+		slot->done = &done;
+	req->opcode = cpu_to_le16(opcode);
+	req->flags = 0;
+	req->count = cpu_to_le16(count);
+	req->min = cpu_to_le32(vp->want_min);
+	req->max = cpu_to_le32(vp->want_max);
 	/* Held and not handed out, before this request: the listed too. */
 	req->cached = cpu_to_le16(vp->ncached + vp->returning);
 
 	err = vpasid_post(vp, slot, out_len, in_len);
 	if (err) {
 		if (opcode == VIRTIO_PASID_OP_RETURN) {
-			/* Still in the array, just past ncached. */
-			vp->ncached += count;
+			/* They just left the cache: they fit back in. */
 			vp->returning -= count;
+			for (i = 0; i < count; i++)
+				vpasid_cache_put(vp, le32_to_cpu(slot->buf->returned[i]));
 		}
 		slot->done = NULL;
 		slot->state = VPASID_SLOT_FREE;
@@ -286,10 +321,18 @@ static bool vpasid_lease_step(struct virtio_pasid *vp)
 {
 	unsigned long flags;
 	unsigned int count = 0;
+	bool stray = false;
 	u16 opcode = 0;
 
 	spin_lock_irqsave(&vp->lock, flags);
-	if (!vp->lease_stopped && !vp->unresponsive) {
+	if (vp->lease_stopped || vp->unresponsive) {
+		/* Nothing: the device is going, or cannot answer. */
+	} else if (vp->retarget && vpasid_cache_strays(vp)) {
+		opcode = VIRTIO_PASID_OP_RETURN;
+		count = vpasid_cache_strays(vp);
+		stray = true;
+	} else {
+		vp->retarget = false;
 		if (vp->ncached > vpasid_lease_high(vp)) {
 			opcode = VIRTIO_PASID_OP_RETURN;
 			count = vp->ncached - vpasid_lease_target(vp);
@@ -302,7 +345,8 @@ static bool vpasid_lease_step(struct virtio_pasid *vp)
 	spin_unlock_irqrestore(&vp->lock, flags);
 	if (!opcode)
 		return false;
-	return vpasid_lease_send(vp, opcode, count, true) == VIRTIO_PASID_S_OK;
+	return vpasid_lease_send(vp, opcode, count, stray, true) ==
+	       VIRTIO_PASID_S_OK;
 }
 
 static void vpasid_lease_work(struct work_struct *work)
@@ -377,6 +421,13 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 	spin_lock_irqsave(&vp->lock, flags);
 	hit = vpasid_cache_take(vp, lo, hi, pasid);
 	cached = vp->ncached + vp->returning;
+	if (!hit && (lo != vp->want_min || hi != vp->want_max)) {
+		/* The cache follows demand: see the watermarks. */
+		vp->want_min = lo;
+		vp->want_max = hi;
+		vp->retarget = true;
+		vpasid_lease_kick(vp);
+	}
 	spin_unlock_irqrestore(&vp->lock, flags);
 	if (hit) {
 		atomic64_inc(&vp->stats.lease_hits);
@@ -386,10 +437,10 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 	atomic64_inc(&vp->stats.lease_misses);
 	/* The quota read at probe; the host's answer below covers a change. */
 	if (cached && in_use + cached >= vp->quota)
-		vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false);
+		vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false, false);
 	status = vpasid_alloc_one(vp, lo, hi, pasid);
 	if (status == VIRTIO_PASID_S_QUOTA_EXCEEDED &&
-	    vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false) ==
+	    vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false, false) ==
 	    VIRTIO_PASID_S_OK)
 		status = vpasid_alloc_one(vp, lo, hi, pasid);
 	return status;
@@ -442,6 +493,8 @@ int vpasid_lease_init(struct virtio_pasid *vp)
 {
 	INIT_WORK(&vp->lease_work, vpasid_lease_work);
 	vp->lease_stopped = true;
+	vp->want_min = vp->pasid_min;
+	vp->want_max = vp->pasid_max;
 	vp->lease_cap = min(vpasid_lease_wanted(), vp->lease_max);
 	if (!vp->lease_cap)
 		return 0;
@@ -484,7 +537,7 @@ void vpasid_lease_drain(struct virtio_pasid *vp)
 
 	for (round = 0; round < VPASID_LEASE_ROUNDS; round++)
 		if (vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN,
-				      VIRTIO_PASID_LEASE_BATCH_MAX, true) !=
+				      VIRTIO_PASID_LEASE_BATCH_MAX, false, true) !=
 		    VIRTIO_PASID_S_OK)
 			break;
 	spin_lock_irqsave(&vp->lock, flags);
