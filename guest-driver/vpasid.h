@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Internal interfaces of virtio_pasid.ko, shared by its four files:
+ * Internal interfaces of virtio_pasid.ko, shared by its five files:
  *   vpasid_device.c	probe, remove, freeze, restore, config space, module
- *   vpasid_transport.c	request slots, post, reap, bounded poll, late answers
+ *   vpasid_transport.c	request slots, post, reap, bounded waits, late answers
+ *   vpasid_lease.c	the lease cache (GRANT, RETURN) and its work item
  *   vpasid_ioasid.c	the IOASID allocator ops and their registration
  *   vpasid_debugfs.c	the counters, one seq_file per device
  * The wire format is the protocol header virtio_pasid.h.
@@ -11,6 +12,8 @@
 #define _VPASID_H
 
 #include <linux/atomic.h>
+#include <linux/completion.h>
+#include <linux/ktime.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/virtio.h>
@@ -33,16 +36,30 @@ enum vpasid_slot_state {
 	VPASID_SLOT_ASYNC,	/* a FREE nobody waits for */
 };
 
-/* What the device reads and writes: kmalloc'd, never on the stack. */
+/*
+ * What the device reads and writes: kmalloc'd, never on the stack. The
+ * readable part is the request and, for RETURN, its list; the writable part
+ * is the response and, for GRANT, room for the PASIDs granted. Each part is
+ * contiguous, so one scatterlist entry covers it.
+ */
 struct vpasid_buf {
-	struct virtio_pasid_req req;
+	union {
+		struct virtio_pasid_req req;
+		struct virtio_pasid_lease_req lease;
+	};
+	__le32 returned[VIRTIO_PASID_LEASE_BATCH_MAX];
 	struct virtio_pasid_resp resp;
+	__le32 granted[VIRTIO_PASID_LEASE_BATCH_MAX];
 };
 
 struct vpasid_slot {
 	struct vpasid_buf *buf;
 	enum vpasid_slot_state state;
 	unsigned int len;	/* bytes the device wrote */
+	int status;		/* vpasid_status() of the answer, once answered */
+	ktime_t posted;
+	/* A sleeping waiter (vpasid_wait()), or NULL; cleared when it gives up. */
+	struct completion *done;
 };
 
 /* The device's counters, shown in debugfs (vpasid_debugfs.c). */
@@ -58,6 +75,11 @@ struct vpasid_stats {
 	atomic64_t rejected;
 	atomic64_t last_rtt_ns;
 	atomic64_t max_rtt_ns;
+	atomic64_t lease_hits;		/* allocs served from the cache */
+	atomic64_t lease_misses;	/* allocs that sent a synchronous ALLOC */
+	atomic64_t refills;		/* GRANTs answered OK */
+	atomic64_t returns;		/* RETURNs answered OK */
+	atomic64_t fast_fails;		/* failed at once: device unresponsive */
 	/* Indexed by VIRTIO_PASID_S_*; the last entry counts unknown codes. */
 	atomic64_t failures[VPASID_NR_STATUS + 1];
 };
@@ -66,7 +88,11 @@ struct vpasid_stats {
 struct virtio_pasid {
 	struct virtio_device *vdev;
 	struct virtqueue *vq;	/* NULL while frozen */
-	/* Protects vq, slots, waiters and seq; taken in the vq callback. */
+	/*
+	 * Protects vq, slots, waiters, seq, unresponsive and the lease cache
+	 * (cache, ncached, returning, lease_stopped, grant_blocked, retarget,
+	 * want_min, want_max); taken in the vq callback.
+	 */
 	spinlock_t lock;
 	struct vpasid_buf *bufs;
 	struct vpasid_slot slots[VPASID_SLOTS];
@@ -74,13 +100,27 @@ struct virtio_pasid {
 	unsigned int waiters;	/* callers polling; callbacks off while > 0 */
 	u32 instance;		/* high half of every tag */
 	u32 seq;		/* low half of every tag */
+	/* A request timed out and no answer came since: fail at once. */
+	bool unresponsive;
 	/* Configuration space, read once at probe. */
 	u32 version;
 	u32 pasid_bits;
 	u32 pasid_min;
 	u32 pasid_max;
 	u32 quota;
+	u32 lease_max;		/* 0 unless VIRTIO_PASID_F_LEASE was negotiated */
 	u64 space_id;
+	/* The lease cache (vpasid_lease.c); lease_cap 0: leases off. */
+	unsigned int lease_cap;
+	u32 *cache;		/* lease_cap entries, ncached used, ascending */
+	unsigned int ncached;
+	unsigned int returning;	/* listed in RETURNs not answered yet */
+	bool lease_stopped;	/* no work item may run or be queued */
+	bool grant_blocked;	/* the last GRANT found no room; until a free */
+	bool retarget;		/* give back cached PASIDs outside want_* */
+	u32 want_min;		/* the range GRANT asks for */
+	u32 want_max;
+	struct work_struct lease_work;
 	/* Registration retries after -EAGAIN; under the registration mutex. */
 	struct delayed_work register_work;
 	unsigned int retry_ms;
@@ -92,10 +132,32 @@ struct virtio_pasid {
 /* vpasid_transport.c */
 int vpasid_request(struct virtio_pasid *vp, u16 opcode, u32 pasid,
 		   u32 min, u32 max, u32 *value);
+struct vpasid_slot *vpasid_claim(struct virtio_pasid *vp);
+int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
+		unsigned int out_len, unsigned int in_len);
+int vpasid_poll(struct virtio_pasid *vp, struct vpasid_slot *slot,
+		u32 *value);
+int vpasid_wait(struct virtio_pasid *vp, struct vpasid_slot *slot,
+		u32 *value);
+void vpasid_free_async(struct virtio_pasid *vp, u32 pasid);
 void vpasid_give_back(struct virtio_pasid *vp, u32 pasid);
 void vpasid_vq_done(struct virtqueue *vq);
 void vpasid_init_slots(struct virtio_pasid *vp);
 unsigned int vpasid_quiesce(struct virtio_pasid *vp);
+
+/* vpasid_lease.c */
+unsigned int vpasid_lease_wanted(void);
+int vpasid_lease_init(struct virtio_pasid *vp);
+void vpasid_lease_start(struct virtio_pasid *vp);
+void vpasid_lease_stop(struct virtio_pasid *vp);
+void vpasid_lease_drain(struct virtio_pasid *vp);
+void vpasid_lease_kick(struct virtio_pasid *vp);
+void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot);
+int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
+		       unsigned long in_use, u32 *pasid);
+bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
+void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid);
+void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 
 /* vpasid_ioasid.c */
 extern const struct attribute_group *vpasid_drv_groups[];

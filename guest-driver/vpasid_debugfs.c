@@ -32,6 +32,11 @@ static const struct vpasid_counter vpasid_counters[] = {
 	VPASID_COUNTER("rejected", rejected),
 	VPASID_COUNTER("last_rtt_ns", last_rtt_ns),
 	VPASID_COUNTER("max_rtt_ns", max_rtt_ns),
+	VPASID_COUNTER("lease_hits", lease_hits),
+	VPASID_COUNTER("lease_misses", lease_misses),
+	VPASID_COUNTER("refills", refills),
+	VPASID_COUNTER("returns", returns),
+	VPASID_COUNTER("fast_fails", fast_fails),
 	/* Answers the device refused, by status. */
 	VPASID_COUNTER("failures/no_space",
 		       failures[VIRTIO_PASID_S_NO_SPACE]),
@@ -56,6 +61,10 @@ static int vpasid_stats_show(struct seq_file *m, void *unused)
 
 	seq_printf(m, "register_attempts %u\n", READ_ONCE(vp->attempts));
 	seq_printf(m, "outstanding %lu\n", vpasid_outstanding());
+	/* Lease state: the effective cache size (0: off), its fill, the mark. */
+	seq_printf(m, "lease_cap %u\n", vp->lease_cap);
+	seq_printf(m, "cached %u\n", READ_ONCE(vp->ncached));
+	seq_printf(m, "unresponsive %u\n", READ_ONCE(vp->unresponsive) ? 1 : 0);
 	for (i = 0; i < ARRAY_SIZE(vpasid_counters); i++) {
 		const atomic64_t *counter = (const atomic64_t *)
 			(stats + vpasid_counters[i].offset);

@@ -52,6 +52,16 @@ static int vpasid_read_config(struct virtio_pasid *vp)
 	virtio_cread_le(vdev, struct virtio_pasid_config, quota, &vp->quota);
 	virtio_cread_le(vdev, struct virtio_pasid_config, space_id,
 			&vp->space_id);
+	/* Offset 20 is reserved unless the feature was negotiated (5.x.4.1). */
+	if (virtio_has_feature(vdev, VIRTIO_PASID_F_LEASE)) {
+		virtio_cread_le(vdev, struct virtio_pasid_config, lease_max,
+				&vp->lease_max);
+		if (!vp->lease_max || vp->lease_max > VIRTIO_PASID_LEASE_MAX) {
+			dev_err(&vdev->dev, "invalid lease_max %u with VIRTIO_PASID_F_LEASE (1 to %u)\n",
+				vp->lease_max, VIRTIO_PASID_LEASE_MAX);
+			return -EINVAL;
+		}
+	}
 
 	if (!vp->pasid_bits || vp->pasid_bits > VIRTIO_PASID_MAX_BITS ||
 	    !vp->pasid_min || vp->pasid_min > vp->pasid_max ||
@@ -134,6 +144,10 @@ static int vpasid_probe(struct virtio_device *vdev)
 		goto err_free;
 	}
 
+	err = vpasid_lease_init(vp);
+	if (err)
+		goto err_free_bufs;
+
 	err = vpasid_attach(vp);
 	if (err)
 		goto err_free_bufs;
@@ -146,12 +160,14 @@ static int vpasid_probe(struct virtio_device *vdev)
 	err = vpasid_reset(vp, &released);
 	if (err)
 		goto err_remove_common;
-	dev_info(&vdev->dev, "protocol v%u, PASIDs [%u, %u] of %u bits, quota %u, space %#llx, %u slots; RESET released %u reference(s)\n",
+	dev_info(&vdev->dev, "protocol v%u, PASIDs [%u, %u] of %u bits, quota %u, space %#llx, %u slots, lease cache %u (device cap %u); RESET released %u reference(s)\n",
 		 vp->version, vp->pasid_min, vp->pasid_max, vp->pasid_bits,
-		 vp->quota, vp->space_id, vp->nslots, released);
+		 vp->quota, vp->space_id, vp->nslots, vp->lease_cap,
+		 vp->lease_max, released);
 
 	vpasid_debugfs_add(vp);
 	vpasid_register(vp);
+	vpasid_lease_start(vp);
 	return 0;
 
 err_remove_common:
@@ -159,6 +175,7 @@ err_remove_common:
 err_detach:
 	vpasid_detach(vp);
 err_free_bufs:
+	kfree(vp->cache);
 	kfree(vp->bufs);
 err_free:
 	kfree(vp);
@@ -168,18 +185,26 @@ err_free:
 static void vpasid_remove(struct virtio_device *vdev)
 {
 	struct virtio_pasid *vp = vdev->priv;
+	unsigned long outstanding;
 	u32 released;
 
 	/*
-	 * Stop new requests: from here on vp is ours alone. Outstanding
-	 * PASIDs stay held on the host until the next RESET.
+	 * Stop new requests: from here on vp is ours alone. With nothing
+	 * handed out RESET releases everything, the cache included; else
+	 * the cache goes back with RETURN and the PASIDs handed out stay
+	 * held on the host until the next RESET.
 	 */
-	if (!vpasid_detach(vp) && vp->vq && !vpasid_reset(vp, &released))
+	vpasid_lease_stop(vp);
+	outstanding = vpasid_detach(vp);
+	if (vp->vq && !outstanding && !vpasid_reset(vp, &released))
 		dev_info(&vdev->dev, "RESET released %u reference(s)\n",
 			 released);
+	else if (vp->vq && outstanding)
+		vpasid_lease_drain(vp);
 
 	vpasid_remove_common(vp);
 	vpasid_debugfs_remove(vp);
+	kfree(vp->cache);
 	kfree(vp->bufs);
 	kfree(vp);
 	dev_info(&vdev->dev, "removed\n");
@@ -195,6 +220,7 @@ static int vpasid_freeze(struct virtio_device *vdev)
 	unsigned int unanswered;
 
 	vpasid_suspend(vp);
+	vpasid_lease_stop(vp);
 	unanswered = vpasid_quiesce(vp);
 	if (unanswered)
 		dev_warn(&vdev->dev, "%u request(s) unanswered at freeze: dropped\n",
@@ -217,6 +243,7 @@ static int vpasid_restore(struct virtio_device *vdev)
 		return err;
 	}
 	vpasid_resume(vp);
+	vpasid_lease_start(vp);
 	dev_info(&vdev->dev, "restored with %lu PASID(s) outstanding\n",
 		 vpasid_outstanding());
 	return 0;
@@ -232,6 +259,9 @@ static int vpasid_validate(struct virtio_device *vdev)
 		dev_err(&vdev->dev, "device has no configuration space\n");
 		return -EINVAL;
 	}
+	/* lease=0: do not accept leases; ALLOC and FREE as in protocol v1. */
+	if (!vpasid_lease_wanted())
+		__virtio_clear_bit(vdev, VIRTIO_PASID_F_LEASE);
 	return 0;
 }
 
@@ -255,6 +285,7 @@ VPASID_CONFIG_ATTR(pasid_bits, "%u");
 VPASID_CONFIG_ATTR(pasid_min, "%u");
 VPASID_CONFIG_ATTR(pasid_max, "%u");
 VPASID_CONFIG_ATTR(quota, "%u");
+VPASID_CONFIG_ATTR(lease_max, "%u");
 VPASID_CONFIG_ATTR(space_id, "%#llx");
 
 static struct attribute *vpasid_dev_attrs[] = {
@@ -263,6 +294,7 @@ static struct attribute *vpasid_dev_attrs[] = {
 	&dev_attr_pasid_min.attr,
 	&dev_attr_pasid_max.attr,
 	&dev_attr_quota.attr,
+	&dev_attr_lease_max.attr,
 	&dev_attr_space_id.attr,
 	NULL
 };
@@ -274,10 +306,11 @@ static const struct virtio_device_id id_table[] = {
 };
 
 /*
- * No device-specific feature is defined (bits 0-23 are reserved);
- * VIRTIO_F_VERSION_1 is a transport feature, checked in vpasid_validate().
+ * VIRTIO_F_VERSION_1 is a transport feature, checked in vpasid_validate(),
+ * which also drops VIRTIO_PASID_F_LEASE when the lease parameter is 0.
  */
 static const unsigned int features[] = {
+	VIRTIO_PASID_F_LEASE,
 	VIRTIO_F_VERSION_1,
 };
 
@@ -304,6 +337,16 @@ static int __init vpasid_init(void)
 	BUILD_BUG_ON(sizeof(struct virtio_pasid_req) != 24);
 	BUILD_BUG_ON(sizeof(struct virtio_pasid_resp) != 16);
 	BUILD_BUG_ON(sizeof(struct virtio_pasid_config) != 32);
+	BUILD_BUG_ON(sizeof(struct virtio_pasid_lease_req) !=
+		     sizeof(struct virtio_pasid_req));
+	/* One scatterlist entry per part: the lists follow their header. */
+	BUILD_BUG_ON(offsetof(struct vpasid_buf, returned) !=
+		     sizeof(struct virtio_pasid_req));
+	BUILD_BUG_ON(offsetof(struct vpasid_buf, granted) !=
+		     offsetof(struct vpasid_buf, resp) +
+		     sizeof(struct virtio_pasid_resp));
+	BUILD_BUG_ON(VIRTIO_PASID_LEASE_MAX + VIRTIO_PASID_LEASE_BATCH_MAX >
+		     U16_MAX);
 	BUILD_BUG_ON(VPASID_DEVICE_ID == 0 ||
 		     VPASID_DEVICE_ID == VIRTIO_DEV_ANY_ID);
 

@@ -79,15 +79,7 @@ static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
 	if (!reg->outstanding && !try_module_get(THIS_MODULE))
 		goto reject;
 
-	status = vpasid_request(vp, VIRTIO_PASID_OP_ALLOC, 0, lo, hi, &pasid);
-	if (status == VIRTIO_PASID_S_OK && (pasid < lo || pasid > hi)) {
-		atomic64_inc(&vp->stats.out_of_range);
-		dev_warn_ratelimited(&vp->vdev->dev,
-				     "device returned PASID %u outside [%u, %u]\n",
-				     pasid, lo, hi);
-		vpasid_give_back(vp, pasid);
-		status = -ERANGE;
-	}
+	status = vpasid_alloc_pasid(vp, lo, hi, reg->outstanding, &pasid);
 	if (status != VIRTIO_PASID_S_OK) {
 		if (!reg->outstanding)
 			module_put(THIS_MODULE);
@@ -113,14 +105,18 @@ static void vpasid_free(ioasid_t id, void *data)
 {
 	struct vpasid_registration *reg = data;
 	struct virtio_pasid *vp;
-	u32 unused;
 
 	spin_lock(&reg->lock);
 	vp = reg->vp;
-	/* Otherwise the host keeps its reference until the next RESET. */
+	/*
+	 * Suspended, a PASID can still go into the cache, which needs no
+	 * request; otherwise the host keeps its reference until the next
+	 * RESET.
+	 */
 	if (vp && reg->state == VPASID_ACTIVE) {
-		vpasid_request(vp, VIRTIO_PASID_OP_FREE, id, 0, 0, &unused);
-	} else if (vp) {
+		vpasid_free_pasid(vp, id);
+	} else if (vp && !(reg->state == VPASID_SUSPENDED &&
+			     vpasid_lease_put(vp, id))) {
 		atomic64_inc(&vp->stats.unsent_frees);
 		dev_warn_ratelimited(&vp->vdev->dev,
 				     "PASID %u freed while %s: the host keeps it until the next RESET\n",

@@ -73,8 +73,8 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// One `--vm NAME=PATH[,quota=N][,range=LO-HI]` slot of the daemon; the
-/// socket path is chosen by [`Daemon::start`].
+/// One `--vm NAME=PATH[,quota=N][,range=LO-HI][,lease=N]` slot of the
+/// daemon; the socket path is chosen by [`Daemon::start`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSlot {
     /// The VM's name on the host.
@@ -83,6 +83,8 @@ pub struct VmSlot {
     pub quota: Option<u32>,
     /// The PASIDs it may be given (`None`: the daemon's default).
     pub range: Option<(u32, u32)>,
+    /// Its lease cap, 0 = leases off (`None`: the daemon's `--lease`).
+    pub lease: Option<u32>,
 }
 
 impl VmSlot {
@@ -92,6 +94,7 @@ impl VmSlot {
             name: name.into(),
             quota: None,
             range: None,
+            lease: None,
         }
     }
 
@@ -107,6 +110,12 @@ impl VmSlot {
         self
     }
 
+    /// Sets the slot's lease cap (`lease=N`; 0 turns leases off for it).
+    pub fn lease(mut self, cap: u32) -> Self {
+        self.lease = Some(cap);
+        self
+    }
+
     fn spec(&self, socket: &Path) -> String {
         let mut spec = format!("{}={}", self.name, socket.display());
         if let Some(quota) = self.quota {
@@ -114,6 +123,9 @@ impl VmSlot {
         }
         if let Some((lo, hi)) = self.range {
             spec.push_str(&format!(",range={lo}-{hi}"));
+        }
+        if let Some(cap) = self.lease {
+            spec.push_str(&format!(",lease={cap}"));
         }
         spec
     }
@@ -144,6 +156,12 @@ impl DaemonConfig {
     pub fn vm(mut self, slot: VmSlot) -> Self {
         self.vms.push(slot);
         self
+    }
+
+    /// Sets the daemon's default lease cap (`--lease N`; 0 turns leases
+    /// off for every slot without its own `lease=`).
+    pub fn lease(self, cap: u32) -> Self {
+        self.arg("--lease").arg(cap.to_string())
     }
 
     /// Appends a daemon argument.
@@ -192,7 +210,8 @@ pub struct PasidEntry {
 /// A VM slot's counters, as `pasidctl --json vms` shows them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct VmCounters {
-    /// Requests answered, by opcode (`ALLOC`, `FREE`, `RESET`).
+    /// Requests answered, by opcode (`ALLOC`, `FREE`, `RESET`, `GRANT`,
+    /// `RETURN`).
     #[serde(default)]
     pub requests: BTreeMap<String, u64>,
     /// Responses sent, by status (`OK`, `QUOTA_EXCEEDED`, ...).
@@ -215,6 +234,11 @@ impl VmCounters {
         self.requests.get(op).copied().unwrap_or(0)
     }
 
+    /// Requests answered over all opcodes.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.values().sum()
+    }
+
     /// Responses with status `status` sent (0 if none).
     pub fn status(&self, status: &str) -> u64 {
         self.statuses.get(status).copied().unwrap_or(0)
@@ -230,8 +254,14 @@ pub struct VmEntry {
     pub socket: String,
     /// Whether a frontend is connected.
     pub connected: bool,
-    /// PASIDs it holds.
+    /// PASIDs it holds (in use by the guest or cached by its driver).
     pub held: u32,
+    /// Of those, the ones the driver last reported cached (not handed out).
+    pub cached: u32,
+    /// `held - cached`: the ones the guest has handed out.
+    pub in_use: u32,
+    /// Its lease cap (0: leases off).
+    pub lease: u32,
     /// Its quota.
     pub quota: u32,
     /// Lowest PASID it may be given.
@@ -656,6 +686,10 @@ mod tests {
             VmSlot::new("vm0").quota(3).range(64, 4095).spec(sock),
             "vm0=/tmp/x/vm0.sock,quota=3,range=64-4095"
         );
+        assert_eq!(
+            VmSlot::new("vm0").lease(0).spec(sock),
+            "vm0=/tmp/x/vm0.sock,lease=0"
+        );
     }
 
     #[test]
@@ -666,14 +700,16 @@ mod tests {
         .unwrap();
         assert_eq!(pasids[0].holders[0].owner, "vm0");
         let vms: Vec<VmEntry> = serde_json::from_str(
-            r#"[{"name":"vm0","socket":"/s","connected":true,"held":3,"quota":3,
-                "range_start":1,"range_end":1048575,
-                "counters":{"requests":{"ALLOC":4},"statuses":{"OK":3,"QUOTA_EXCEEDED":1},
+            r#"[{"name":"vm0","socket":"/s","connected":true,"held":3,"cached":1,
+                "in_use":2,"lease":32,"quota":3,"range_start":1,"range_end":1048575,
+                "counters":{"requests":{"ALLOC":4,"GRANT":2},"statuses":{"OK":3,"QUOTA_EXCEEDED":1},
                             "malformed":0,"reclaimed":0,"connects":1}}]"#,
         )
         .unwrap();
         assert_eq!(vms[0].counters.status("QUOTA_EXCEEDED"), 1);
         assert_eq!(vms[0].counters.request("FREE"), 0);
+        assert_eq!(vms[0].counters.total_requests(), 6);
+        assert_eq!((vms[0].cached, vms[0].in_use, vms[0].lease), (1, 2, 32));
     }
 
     #[test]

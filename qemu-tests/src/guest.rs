@@ -99,6 +99,9 @@ pub struct GuestConfig {
     pub kernel: Kernel,
     /// Guest memory in MiB (default 256).
     pub memory_mib: u32,
+    /// Virtual CPUs (`-smp`, default 1). TCG runs each vCPU in a host
+    /// thread of its own; on a busy 2-core host more than 2 only queue.
+    pub vcpus: u32,
     /// vhost-user devices to attach (default none).
     pub devices: Vec<VhostUserDevice>,
     /// Extra kernel command line, appended to the harness's own.
@@ -131,6 +134,7 @@ impl GuestConfig {
             name: name.into(),
             kernel,
             memory_mib: 256,
+            vcpus: 1,
             devices: Vec::new(),
             cmdline: String::new(),
             no_reboot: true,
@@ -157,6 +161,12 @@ impl GuestConfig {
     /// Sets the guest memory in MiB.
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
+        self
+    }
+
+    /// Sets the number of virtual CPUs.
+    pub fn vcpus(mut self, n: u32) -> Self {
+        self.vcpus = n;
         self
     }
 

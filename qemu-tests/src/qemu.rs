@@ -75,6 +75,7 @@ pub(crate) fn qemu_args(config: &GuestConfig, kernel: &Path, initramfs: &Path) -
         append.push(' ');
         append.push_str(&config.cmdline);
     }
+    let vcpus = config.vcpus.max(1).to_string();
     let mut args: Vec<String> = [
         "-name",
         &config.name,
@@ -85,7 +86,7 @@ pub(crate) fn qemu_args(config: &GuestConfig, kernel: &Path, initramfs: &Path) -
         "-accel",
         "tcg",
         "-smp",
-        "1",
+        &vcpus,
         "-m",
         &mem,
         "-display",

@@ -10,6 +10,7 @@ use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::daemon::{Daemon, VmEntry};
 use crate::error::{Error, Result};
 use crate::guest::{shell_quote, Guest};
 
@@ -53,6 +54,20 @@ pub const DRIVER_COUNTERS: &[&str] = &[
     "failures/unknown",
 ];
 
+/// The lease counters in the same debugfs file (the driver prints them
+/// whether or not leases are on; `lease_cap` 0 means off).
+/// [`VpasidGuest::driver_status`] requires them too.
+pub const LEASE_COUNTERS: &[&str] = &[
+    "lease_cap",
+    "cached",
+    "lease_hits",
+    "lease_misses",
+    "refills",
+    "returns",
+    "unresponsive",
+    "fast_fails",
+];
+
 /// The device config attributes under `/sys/bus/virtio/devices/virtioN/`.
 pub const CONFIG_ATTRS: &[&str] = &[
     "version",
@@ -81,6 +96,31 @@ pub struct AllocN {
     pub first: Option<u32>,
     /// The last ID, if any.
     pub last: Option<u32>,
+}
+
+/// What `alloc_timed` did: the ID (`None`: INVALID_IOASID) and how long
+/// `ioasid_alloc()` took inside the guest kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedAlloc {
+    /// The ID, or `None` when the allocation failed.
+    pub id: Option<u32>,
+    /// Time spent in `ioasid_alloc()`, in guest nanoseconds.
+    pub took: Duration,
+}
+
+/// What the exerciser's `stress` command counted over all its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stress {
+    /// Allocations that succeeded.
+    pub done: u64,
+    /// Allocations that returned INVALID_IOASID.
+    pub failed: u64,
+    /// IDs handed out while another thread held them.
+    pub duplicate: u64,
+    /// IDs outside the requested range.
+    pub out_of_range: u64,
+    /// IDs `ioasid_find()` did not map to their private data.
+    pub lookup: u64,
 }
 
 /// What `find` said about an ID.
@@ -161,12 +201,12 @@ fn parse_u32(what: &str, text: &str) -> Result<u32> {
     text.trim().parse().map_err(|_| unexpected(what, text))
 }
 
-/// Parses `key value` lines into a map.
+/// Parses `key value` (or `key: value`) lines into a map.
 fn key_values(output: &str) -> BTreeMap<String, String> {
     output
         .lines()
         .filter_map(|line| line.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .map(|(k, v)| (k.trim_end_matches(':').to_string(), v.trim().to_string()))
         .collect()
 }
 
@@ -214,6 +254,55 @@ pub fn parse_find(result: &str) -> Result<Found> {
     }
 }
 
+/// Parses an exerciser `alloc_timed` result: `ok ID NS` or
+/// `err INVALID NS`.
+pub fn parse_alloc_timed(result: &str) -> Result<TimedAlloc> {
+    let words: Vec<&str> = result.split_whitespace().collect();
+    let what = "exerciser alloc_timed";
+    let ns = |w: &str| -> Result<Duration> {
+        w.parse()
+            .map(Duration::from_nanos)
+            .map_err(|_| unexpected(what, result))
+    };
+    match words.as_slice() {
+        ["ok", id, took] => Ok(TimedAlloc {
+            id: Some(parse_u32(what, id)?),
+            took: ns(took)?,
+        }),
+        ["err", "INVALID", took] => Ok(TimedAlloc {
+            id: None,
+            took: ns(took)?,
+        }),
+        _ => Err(unexpected(what, result)),
+    }
+}
+
+/// Parses an exerciser `stress` result:
+/// `ok DONE FAILED DUPLICATE OUT_OF_RANGE LOOKUP`.
+pub fn parse_stress(result: &str) -> Result<Stress> {
+    let words: Vec<&str> = result.split_whitespace().collect();
+    let counts: Vec<u64> = match words.as_slice() {
+        ["ok", rest @ ..] if rest.len() == 5 => rest
+            .iter()
+            .map(|w| {
+                w.parse()
+                    .map_err(|_| unexpected("exerciser stress", result))
+            })
+            .collect::<Result<_>>()?,
+        _ => return Err(unexpected("exerciser stress", result)),
+    };
+    match counts.as_slice() {
+        &[done, failed, duplicate, out_of_range, lookup] => Ok(Stress {
+            done,
+            failed,
+            duplicate,
+            out_of_range,
+            lookup,
+        }),
+        _ => Err(unexpected("exerciser stress", result)),
+    }
+}
+
 /// Parses an exerciser `bench` result `ok N NS_PER_PAIR` into ns per pair.
 pub fn parse_bench(result: &str) -> Result<u64> {
     let words: Vec<&str> = result.split_whitespace().collect();
@@ -237,6 +326,17 @@ pub trait VpasidGuest {
     fn alloc(&mut self, min: u32, max: u32, private: u64) -> Result<Option<u32>>;
     /// `alloc_n N MIN MAX`.
     fn alloc_n(&mut self, n: u32, min: u32, max: u32) -> Result<AllocN>;
+    /// `alloc_timed MIN MAX`: one allocation timed inside the guest kernel.
+    fn alloc_timed(&mut self, min: u32, max: u32) -> Result<TimedAlloc>;
+    /// `stress THREADS PAIRS MIN MAX`: allocations and frees from
+    /// `threads` kernel threads at once; bounded by `timeout`.
+    fn stress(
+        &mut self,
+        threads: u32,
+        pairs: u32,
+        range: (u32, u32),
+        timeout: Duration,
+    ) -> Result<Stress>;
     /// `free ID`, which must answer `ok`.
     fn free(&mut self, id: u32) -> Result<()>;
     /// `free_all`: the number of IDs freed.
@@ -289,6 +389,29 @@ impl VpasidGuest for Guest {
     fn alloc_n(&mut self, n: u32, min: u32, max: u32) -> Result<AllocN> {
         let result = self.exerciser(&format!("alloc_n {n} {min} {max}"))?;
         parse_alloc_n(&result)
+    }
+
+    fn alloc_timed(&mut self, min: u32, max: u32) -> Result<TimedAlloc> {
+        let result = self.exerciser(&format!("alloc_timed {min} {max}"))?;
+        parse_alloc_timed(&result)
+    }
+
+    fn stress(
+        &mut self,
+        threads: u32,
+        pairs: u32,
+        (min, max): (u32, u32),
+        timeout: Duration,
+    ) -> Result<Stress> {
+        let command = format!("stress {threads} {pairs} {min} {max}");
+        let out = self.run_ok(
+            &format!(
+                "echo {} > {EXERCISER_CTL} && cat {EXERCISER_CTL}",
+                shell_quote(&command)
+            ),
+            timeout,
+        )?;
+        parse_stress(out.trim())
     }
 
     fn free(&mut self, id: u32) -> Result<()> {
@@ -361,7 +484,7 @@ impl VpasidGuest for Guest {
         };
         let state = take("state")?;
         let backend = take("backend")?;
-        for name in DRIVER_COUNTERS {
+        for name in DRIVER_COUNTERS.iter().chain(LEASE_COUNTERS) {
             if !values.contains_key(*name) {
                 return Err(unexpected(format!("counter {name} in {DEBUGFS_DIR}"), &out));
             }
@@ -434,6 +557,45 @@ impl VpasidGuest for Guest {
     }
 }
 
+/// Waits until a leasing driver's refill and return work is idle and both
+/// sides agree: the host's `held` for VM `vm` equals the guest's
+/// `outstanding` (handed out) plus `cached`, and the guest's counters did
+/// not move while the host was read. Returns both views.
+///
+/// Only `held` is exact on the host: its `cached` is the figure the driver
+/// reported in its last GRANT or RETURN, and allocations served by the
+/// cache send nothing.
+pub fn wait_lease_settled(
+    guest: &mut Guest,
+    daemon: &Daemon,
+    vm: &str,
+    timeout: Duration,
+) -> Result<(DriverStatus, VmEntry)> {
+    let started = Instant::now();
+    loop {
+        let status = guest.driver_status()?;
+        let host = daemon.vm(vm)?;
+        let again = guest.driver_status()?;
+        let guest_holds = status.counter("outstanding") + status.counter("cached");
+        if u64::from(host.held) == guest_holds && again.counters == status.counters {
+            return Ok((status, host));
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: format!(
+                    "{vm}: host held {} = guest outstanding {} + cached {}",
+                    host.held,
+                    status.counter("outstanding"),
+                    status.counter("cached")
+                ),
+                timeout,
+                log: guest.log_path().to_path_buf(),
+            });
+        }
+        thread::sleep(STATE_POLL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +625,27 @@ mod tests {
         assert_eq!(parse_find("err ENOENT").unwrap(), Found::NotFound);
         assert_eq!(parse_find("err EACCES").unwrap(), Found::OtherSet);
         assert_eq!(parse_bench("ok 1000 2345").unwrap(), 2345);
+        assert_eq!(
+            parse_alloc_timed("ok 7 1500").unwrap(),
+            TimedAlloc {
+                id: Some(7),
+                took: Duration::from_nanos(1500)
+            }
+        );
+        assert_eq!(parse_alloc_timed("err INVALID 9").unwrap().id, None);
+        assert!(parse_alloc_timed("ok 7").is_err());
+        assert_eq!(
+            parse_stress("ok 8000 0 1 2 3").unwrap(),
+            Stress {
+                done: 8000,
+                failed: 0,
+                duplicate: 1,
+                out_of_range: 2,
+                lookup: 3
+            }
+        );
+        assert!(parse_stress("ok 8000 0 1 2").is_err());
+        assert!(parse_stress("err EINVAL").is_err());
         assert!(parse_bench("err INVALID").is_err());
     }
 
@@ -471,5 +654,6 @@ mod tests {
         let map = key_values("state active\nfailures/no_space 2\n");
         assert_eq!(map["state"], "active");
         assert_eq!(map["failures/no_space"], "2");
+        assert_eq!(key_values("lease_cap: 32\n")["lease_cap"], "32");
     }
 }

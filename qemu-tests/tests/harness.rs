@@ -2,11 +2,13 @@
 
 //! Self-tests of the guest harness that scenario tests rely on: the console
 //! command protocol and its recovery from a stuck command, console and dmesg
-//! waits, reboot, and the detection of a guest kernel panic.
+//! waits, reboot, the detection of a guest kernel panic, and the
+//! exerciser's multi-threaded `stress` and `alloc_timed` on the guest's own
+//! allocator, on two vCPUs.
 
 use std::time::{Duration, Instant};
 
-use qemu_tests::{shell_quote, Error, Guest, GuestConfig, Kernel};
+use qemu_tests::{shell_quote, Error, Guest, GuestConfig, Kernel, VpasidGuest};
 
 const CMD: Duration = Duration::from_secs(60);
 
@@ -90,4 +92,55 @@ fn panic_is_detected_5_10() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!guest.is_running());
+}
+
+/// The exerciser's `stress` (kernel threads on two vCPUs) and
+/// `alloc_timed` against the guest's default allocator: clean counts over a
+/// wide range, and failures counted (not hidden) when the range is smaller
+/// than what the threads hold at once.
+#[test]
+fn exerciser_stress_on_two_vcpus_5_10() {
+    let mut guest = Guest::boot(GuestConfig::new("vm", Kernel::V5_10).vcpus(2)).unwrap();
+    let cpus = guest
+        .run_ok("grep -c ^processor /proc/cpuinfo", CMD)
+        .unwrap();
+    assert_eq!(cpus.trim(), "2");
+    guest.load_exerciser().unwrap();
+
+    let wide = guest
+        .stress(4, 1000, (1, 0xfffff), Duration::from_secs(300))
+        .unwrap();
+    assert_eq!(
+        (
+            wide.done,
+            wide.failed,
+            wide.duplicate,
+            wide.out_of_range,
+            wide.lookup
+        ),
+        (4000, 0, 0, 0, 0),
+        "{wide:?}"
+    );
+    // 4 threads keep up to 16 IDs each: 8 IDs cannot serve them all.
+    let narrow = guest
+        .stress(4, 100, (1, 8), Duration::from_secs(300))
+        .unwrap();
+    assert!(narrow.failed > 0, "{narrow:?}");
+    assert_eq!(narrow.done + narrow.failed, 400, "{narrow:?}");
+    assert_eq!(
+        (narrow.duplicate, narrow.out_of_range, narrow.lookup),
+        (0, 0, 0),
+        "{narrow:?}"
+    );
+    // Every stress ID was freed: the whole narrow range is free again.
+    assert_eq!(guest.alloc_n(16, 1, 8).unwrap().count, 8);
+    assert_eq!(guest.free_all().unwrap(), 8);
+
+    let timed = guest.alloc_timed(1, 0xfffff).unwrap();
+    assert!(timed.id.is_some(), "{timed:?}");
+    assert!(timed.took > Duration::ZERO && timed.took < CMD, "{timed:?}");
+    assert_eq!(guest.free_all().unwrap(), 1);
+
+    guest.check_health().unwrap();
+    guest.poweroff(CMD).unwrap();
 }

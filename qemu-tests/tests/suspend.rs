@@ -25,7 +25,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, sole_holdings};
+use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on one guest command.
@@ -67,12 +67,16 @@ fn wait_vhost_user_messages(guest: &Guest, name: &str, count: usize) {
 /// RESET was sent, nothing was reclaimed and the connection stayed; 8 more
 /// allocations then come from the host, and all 16 free cleanly.
 fn suspend_keeps_pasids(kernel: Kernel) {
-    let daemon = Daemon::start(DaemonConfig::new().vm(VmSlot::new("vm0"))).unwrap();
+    let daemon = Daemon::start(v1_daemon_config(
+        kernel,
+        DaemonConfig::new().vm(VmSlot::new("vm0")),
+    ))
+    .unwrap();
     let mut config = GuestConfig::new("vm0", kernel).vhost_user(daemon.socket("vm0").unwrap());
     // QEMU traces each vhost-user message it sends to the backend.
     config.extra_qemu_args = vec!["-trace".into(), "vhost_user_write".into()];
     let mut guest = Guest::boot(config).unwrap();
-    guest.load_driver("").unwrap();
+    load_v1_driver(&mut guest, "").unwrap();
     guest
         .wait_for_dmesg(
             "IOASID allocator registered after 1 attempt(s): active",

@@ -7,8 +7,11 @@
 //! driver's state and the config space the guest sees, allocates 8 PASIDs
 //! through the guest kernel's IOASID framework (the test-only exerciser
 //! plays the in-kernel user), shows the host's view with `pasidctl` while
-//! they are held, frees them, shows the host's view again, powers the guest
-//! off and stops the daemon. Every step is also checked: any mismatch ends
+//! they are held: the demo slot leases, so the host holds the 8 in use plus
+//! the driver's cache, and `pasidctl vms` shows both (IN-USE, CACHED). It
+//! frees them (into the cache: no host request), shows the host's view
+//! again, unloads the driver (the cache goes back to the host), powers the
+//! guest off and stops the daemon. Every step is also checked: any mismatch ends
 //! the demo with one line and a non-zero exit.
 //!
 //! Needs root and the binaries built first (`cargo build --release --bins`,
@@ -18,14 +21,16 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use qemu_tests::vpasid::Found;
+use qemu_tests::vpasid::{wait_lease_settled, Found};
 use qemu_tests::{
     ensure_setup, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest,
 };
 
-/// The demo VM's slot name and quota.
+/// The demo VM's slot name, quota and lease cap (`lease=16`: the driver
+/// may cache up to 16 PASIDs).
 const VM: &str = "demo";
 const QUOTA: u32 = 64;
+const LEASE: u32 = 16;
 /// A second, idle slot, to show that slots are per VM.
 const SPARE: &str = "spare";
 /// PASIDs the demo allocates, and the range it asks for.
@@ -68,7 +73,7 @@ fn run() -> Result<(), BoxError> {
     section("2. Host: start vhost-user-pasid with two VM slots");
     let mut daemon = Daemon::start(
         DaemonConfig::new()
-            .vm(VmSlot::new(VM).quota(QUOTA))
+            .vm(VmSlot::new(VM).quota(QUOTA).lease(LEASE))
             .vm(VmSlot::new(SPARE))
             .test_name(LOG_NAME),
     )?;
@@ -119,6 +124,16 @@ fn run() -> Result<(), BoxError> {
     ensure(status.state == "active", || {
         format!("driver state is {:?}", status.state)
     })?;
+    println!(
+        "leases: the driver caches up to {} PASIDs (the host's cap for {VM})",
+        status.counter("lease_cap")
+    );
+    ensure(status.counter("lease_cap") == u64::from(LEASE), || {
+        format!(
+            "the driver caches {}, the host's cap is {LEASE}",
+            status.counter("lease_cap")
+        )
+    })?;
     ensure(device.quota == QUOTA, || {
         format!(
             "the guest sees quota {}, the host set {QUOTA}",
@@ -147,25 +162,41 @@ fn run() -> Result<(), BoxError> {
         })?;
     }
     println!("ioasid_find() returns each caller's private data");
-    let status = guest.driver_status()?;
+    let (status, _) = wait_lease_settled(&mut guest, &daemon, VM, SHOWS_UP)?;
     println!(
-        "driver: {} allocations, {} outstanding, last round trip {} us",
+        "driver: {} allocations ({} from its cache, {} round trips), {} outstanding, \
+         {} cached, {} refills; last round trip {} us",
         status.counter("allocs"),
+        status.counter("lease_hits"),
+        status.counter("lease_misses"),
         status.counter("outstanding"),
+        status.counter("cached"),
+        status.counter("refills"),
         status.counter("last_rtt_ns") / 1000
     );
 
-    section("6. Host: the PASIDs while the guest holds them");
+    section("6. Host: the PASIDs while the guest holds them (in use + cached)");
     println!("$ pasidctl pasids");
     show(&daemon.pasidctl(&["pasids"])?);
     println!("$ pasidctl vms");
     show(&daemon.pasidctl(&["vms"])?);
     let guest_ids: BTreeSet<u32> = ids.iter().map(|&(id, _)| id).collect();
     let host_ids = daemon.vm_pasids(VM)?;
-    ensure(host_ids == guest_ids, || {
-        format!("the host lists {host_ids:?} for {VM}, the guest holds {guest_ids:?}")
-    })?;
-    println!("host and guest agree: {VM} holds {guest_ids:?}");
+    let cached = status.counter("cached");
+    ensure(
+        guest_ids.is_subset(&host_ids) && host_ids.len() as u64 == u64::from(COUNT) + cached,
+        || {
+            format!(
+                "the host lists {host_ids:?} for {VM}; the guest holds {guest_ids:?} \
+                 and caches {cached}"
+            )
+        },
+    )?;
+    println!(
+        "host and guest agree: {VM} holds {} PASIDs = {COUNT} in use {guest_ids:?} + {cached} \
+         in the driver's cache",
+        host_ids.len()
+    );
 
     section("7. Guest: free them");
     let freed = guest.free_all()?;
@@ -174,15 +205,36 @@ fn run() -> Result<(), BoxError> {
         format!("free_all freed {freed}")
     })?;
 
-    section("8. Host: after the frees");
-    println!("$ pasidctl pasids");
-    show(&daemon.pasidctl(&["pasids"])?);
+    let (status, host) = wait_lease_settled(&mut guest, &daemon, VM, SHOWS_UP)?;
+    println!(
+        "driver: {} outstanding, {} cached; the host answered {} requests in all",
+        status.counter("outstanding"),
+        status.counter("cached"),
+        host.counters.total_requests()
+    );
+
+    section("8. Host: after the frees, the driver's cache is all the VM holds");
+    println!("$ pasidctl vms");
+    show(&daemon.pasidctl(&["vms"])?);
+    println!(
+        "HELD is exact; the IN-USE/CACHED split is what the driver last reported in a \
+         GRANT or RETURN (cache hits and frees into the cache send nothing)"
+    );
+    ensure(
+        status.counter("outstanding") == 0 && u64::from(host.held) == status.counter("cached"),
+        || format!("after the frees: guest {status:?}, host {host:?}"),
+    )?;
+
+    section("9. Guest: unload the driver; its cache goes back to the host");
+    println!("guest$ rmmod virtio_pasid");
+    guest.run_ok("rmmod virtio_pasid", CMD)?;
     println!("$ pasidctl vms");
     show(&daemon.pasidctl(&["vms"])?);
     let left = daemon.pasids()?;
     ensure(left.is_empty(), || format!("the host still lists {left:?}"))?;
+    println!("the host holds nothing for {VM}");
 
-    section("9. Power off the guest, stop the daemon");
+    section("10. Power off the guest, stop the daemon");
     guest.check_health()?;
     guest.poweroff(CMD)?;
     println!("guest powered off cleanly; its kernel log is healthy");

@@ -5,9 +5,14 @@
 //!
 //! In one guest boot (QEMU TCG) with the real `vhost-user-pasid` running, the
 //! test-only `ioasid_exerciser` times N `ioasid_alloc()` + `ioasid_free()`
-//! pairs over [1, 2^20 - 1]: first with the guest's default (in-guest)
-//! allocator, then, after `modprobe virtio_pasid`, with every allocation
-//! and free going to the host. Prints ns per pair for both and the ratio.
+//! pairs over [1, 2^20 - 1] in the same boot with three allocators: the
+//! guest's default (in-guest) allocator; `virtio_pasid` with leases (the
+//! host's cap 32: the driver's cache serves the pairs); and `virtio_pasid
+//! lease=0`, with every allocation and free going to the host (the v1
+//! path). The three take turns in each of 3 rounds (the driver is loaded
+//! and unloaded around its runs), each run after an untimed warm-up.
+//! Prints ns per pair (median round), the ratios to the default allocator
+//! and the host requests per 10,000 pairs.
 //!
 //! Usage: `vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]`. Needs
 //! root and the binaries built (`cargo build --release --bins`). TCG
@@ -16,6 +21,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use qemu_tests::daemon::VmCounters;
 use qemu_tests::vpasid::{parse_bench, DriverStatus};
 use qemu_tests::{
     ensure_setup, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest,
@@ -25,7 +31,9 @@ use qemu_tests::{
 /// takes 1.5-6 s under TCG on the project's 2-core machines.
 const DEFAULT_PAIRS: u32 = 50_000;
 /// Timed rounds per allocator; the median is reported.
-const ROUNDS: usize = 3;
+const DEFAULT_ROUNDS: u32 = 3;
+/// Most rounds `--rounds` takes.
+const MAX_ROUNDS: u32 = 99;
 /// Pairs of the untimed warm-up round (TCG translates the code path first).
 const WARMUP_PAIRS: u32 = 1000;
 /// The exerciser's limit.
@@ -36,6 +44,11 @@ const RANGE: (u32, u32) = (1, (1 << 20) - 1);
 const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
 const CMD: Duration = Duration::from_secs(60);
 const VM: &str = "bench";
+/// The host's lease cap for the bench VM, which the leased driver uses.
+const LEASE: u32 = 32;
+/// The issue's target: leased at most this many times the default
+/// allocator's ns per pair.
+const TARGET_RATIO: f64 = 1.25;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -43,14 +56,16 @@ type BoxError = Box<dyn std::error::Error>;
 struct Options {
     kernels: Vec<Kernel>,
     pairs: u32,
+    rounds: u32,
 }
 
 fn usage() -> String {
     format!(
-        "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]\n\
-         Times N ioasid_alloc()+ioasid_free() pairs in a guest, first with the\n\
-         guest's default allocator, then through vhost-user-pasid (default N = \
-         {DEFAULT_PAIRS}, at most {MAX_PAIRS})."
+        "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N] [--rounds R]\n\
+         Times N ioasid_alloc()+ioasid_free() pairs in a guest with the guest's\n\
+         default allocator, virtio_pasid with leases and virtio_pasid lease=0,\n\
+         taking turns in each of R rounds (default N = {DEFAULT_PAIRS}, at most\n\
+         {MAX_PAIRS}; default R = {DEFAULT_ROUNDS}, at most {MAX_ROUNDS})."
     )
 }
 
@@ -58,6 +73,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
     let mut options = Options {
         kernels: vec![Kernel::V6_1],
         pairs: DEFAULT_PAIRS,
+        rounds: DEFAULT_ROUNDS,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -83,19 +99,45 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     .filter(|n| (1..=MAX_PAIRS).contains(n))
                     .ok_or_else(|| format!("--pairs must be 1..={MAX_PAIRS}, got {text:?}"))?;
             }
+            "--rounds" => {
+                let text = value("--rounds")?;
+                options.rounds = text
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_ROUNDS).contains(n))
+                    .ok_or_else(|| format!("--rounds must be 1..={MAX_ROUNDS}, got {text:?}"))?;
+            }
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         }
     }
     Ok(Some(options))
 }
 
-/// One kernel's figures.
+/// One allocator's figures on one kernel.
+#[derive(Debug)]
+struct Run {
+    /// Median ns per pair.
+    ns: u64,
+    /// Host requests (all opcodes) per 10,000 pairs; 0 for the default
+    /// allocator.
+    requests_per_10k: f64,
+    /// The driver's counters after the run (`None` for the default
+    /// allocator).
+    driver: Option<DriverStatus>,
+}
+
+/// One kernel's figures: the default allocator, leased virtio_pasid and
+/// `lease=0` virtio_pasid, from the same boot.
 #[derive(Debug)]
 struct Figures {
     kernel: Kernel,
-    default_ns: u64,
-    host_ns: u64,
-    driver: DriverStatus,
+    default: Run,
+    leased: Run,
+    v1: Run,
+    /// Median over the rounds of leased ns / default ns in the same round:
+    /// each round's pair ran back to back, so the host's load changes
+    /// less between them than between the sides' medians.
+    paired_ratio: f64,
 }
 
 fn bench_once(guest: &mut Guest, pairs: u32) -> Result<u64, BoxError> {
@@ -110,32 +152,103 @@ fn bench_once(guest: &mut Guest, pairs: u32) -> Result<u64, BoxError> {
     Ok(parse_bench(out.trim())?)
 }
 
-/// A warm-up round, then `ROUNDS` timed rounds; prints each, returns the
-/// median ns per pair.
-fn bench(guest: &mut Guest, label: &str, pairs: u32) -> Result<u64, BoxError> {
-    bench_once(guest, pairs.min(WARMUP_PAIRS))?;
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for round in 1..=ROUNDS {
-        let started = Instant::now();
-        let ns = bench_once(guest, pairs)?;
-        println!(
-            "{label:<27} round {round}: {ns:>8} ns per pair ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-        rounds.push(ns);
-    }
-    rounds.sort_unstable();
-    Ok(rounds[ROUNDS / 2])
+/// One allocator under test: `None` for the guest's default allocator,
+/// else `virtio_pasid` loaded with these module parameters.
+struct Side {
+    label: &'static str,
+    driver_params: Option<&'static str>,
+    /// ns per pair of each timed round.
+    rounds: Vec<u64>,
+    /// Host requests answered during this side's rounds, by opcode (RESET
+    /// at probe and remove excluded).
+    requests: VmCounters,
+    /// The driver's counters after its last round.
+    driver: Option<DriverStatus>,
 }
 
-fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
+impl Side {
+    fn new(label: &'static str, driver_params: Option<&'static str>) -> Self {
+        Side {
+            label,
+            driver_params,
+            rounds: Vec::new(),
+            requests: VmCounters::default(),
+            driver: None,
+        }
+    }
+
+    /// The median round, and the host requests per 10,000 pairs.
+    fn run(&self, pairs: u32, rounds: u32) -> Run {
+        let mut sorted = self.rounds.clone();
+        sorted.sort_unstable();
+        let ns = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+        let per_pairs = self.requests.total_requests();
+        Run {
+            ns,
+            requests_per_10k: per_pairs as f64 * 10_000.0 / pairs_per_side(pairs, rounds) as f64,
+            driver: self.driver.clone(),
+        }
+    }
+}
+
+/// Pairs one side runs over all rounds: a warm-up and a timed run each.
+fn pairs_per_side(pairs: u32, rounds: u32) -> u64 {
+    (u64::from(pairs) + u64::from(pairs.min(WARMUP_PAIRS))) * u64::from(rounds)
+}
+
+/// One round of `side`: loads the driver if the side has one, an untimed
+/// warm-up, a timed run (printed), and unloads the driver again (which
+/// gives its cache back: the host must then hold nothing).
+fn round(
+    guest: &mut Guest,
+    daemon: &Daemon,
+    side: &mut Side,
+    round: usize,
+    pairs: u32,
+) -> Result<(), BoxError> {
+    let before = daemon.vm(VM)?.counters;
+    if let Some(params) = side.driver_params {
+        guest.load_driver(params)?;
+        guest.wait_driver_state("active", CMD)?;
+    }
+    bench_once(guest, pairs.min(WARMUP_PAIRS))?;
+    let started = Instant::now();
+    let ns = bench_once(guest, pairs)?;
+    println!(
+        "{:<32} round {round}: {ns:>8} ns per pair ({:.1} s)",
+        side.label,
+        started.elapsed().as_secs_f64()
+    );
+    side.rounds.push(ns);
+    if side.driver_params.is_some() {
+        side.driver = Some(guest.driver_status()?);
+        guest.run_ok("rmmod virtio_pasid", CMD)?;
+    }
+    let after = daemon.vm(VM)?;
+    if after.held != 0 {
+        return Err(format!(
+            "the host still holds {} PASIDs after {}",
+            after.held, side.label
+        )
+        .into());
+    }
+    for (op, n) in after.counters.requests {
+        if op != "RESET" {
+            *side.requests.requests.entry(op.clone()).or_default() +=
+                n.saturating_sub(before.request(&op));
+        }
+    }
+    Ok(())
+}
+
+fn run_kernel(kernel: Kernel, pairs: u32, rounds: u32) -> Result<Figures, BoxError> {
     println!(
         "\n=== Linux {kernel}: {pairs} ioasid_alloc()+ioasid_free() pairs over [{}, {}] ===",
         RANGE.0, RANGE.1
     );
     let daemon = Daemon::start(
         DaemonConfig::new()
-            .vm(VmSlot::new(VM))
+            .vm(VmSlot::new(VM).lease(LEASE))
             .test_name(format!("vpasid-guest-bench-{kernel}")),
     )?;
     let mut config = GuestConfig::new(VM, kernel).vhost_user(daemon.socket(VM)?);
@@ -147,40 +260,79 @@ fn run_kernel(kernel: Kernel, pairs: u32) -> Result<Figures, BoxError> {
         started.elapsed().as_secs_f64(),
         guest.log_path().display()
     );
-
     guest.load_exerciser()?;
-    let default_ns = bench(&mut guest, "guest default allocator", pairs)?;
-    let before = daemon.vm(VM)?.counters;
-    if before.request("ALLOC") != 0 {
-        return Err("the default-allocator run reached the host".into());
-    }
 
-    guest.load_driver("")?;
-    guest.wait_driver_state("active", CMD)?;
-    let host_ns = bench(&mut guest, "host via vhost-user-pasid", pairs)?;
-    let after = daemon.vm(VM)?.counters;
-    let (allocs, frees) = (after.request("ALLOC"), after.request("FREE"));
-    let expected = u64::from(pairs) * ROUNDS as u64 + u64::from(pairs.min(WARMUP_PAIRS));
-    if allocs != expected || frees != expected {
+    // The three sides take turns in every round, so that a change in the
+    // host's load (2 cores shared) hits all three alike.
+    let mut sides = [
+        Side::new("guest default allocator", None),
+        Side::new("virtio_pasid, leases (lease=32)", Some("")),
+        Side::new("virtio_pasid, lease=0 (v1 path)", Some("lease=0")),
+    ];
+    for n in 1..=rounds as usize {
+        for side in &mut sides {
+            round(&mut guest, &daemon, side, n, pairs)?;
+        }
+    }
+    let [default, leased, v1] = &sides;
+
+    if default.requests.total_requests() != 0 {
         return Err(format!(
-            "the host answered {allocs} ALLOC and {frees} FREE requests, expected {expected} each"
+            "the default-allocator runs reached the host: {:?}",
+            default.requests.requests
         )
         .into());
     }
-    let driver = guest.driver_status()?;
-    if !daemon.pasids()?.is_empty() {
-        return Err("the host still lists PASIDs after the bench".into());
+    let cap = leased.driver.as_ref().map_or(0, |d| d.counter("lease_cap"));
+    if cap != u64::from(LEASE) || leased.requests.request("GRANT") == 0 {
+        return Err(format!(
+            "the leased runs did not lease: lease_cap {cap}, host requests {:?}",
+            leased.requests.requests
+        )
+        .into());
     }
+    let expected = pairs_per_side(pairs, rounds);
+    let (allocs, frees) = (v1.requests.request("ALLOC"), v1.requests.request("FREE"));
+    if allocs != expected || frees != expected {
+        return Err(format!(
+            "the lease=0 runs made {allocs} ALLOC and {frees} FREE requests, expected {expected} each"
+        )
+        .into());
+    }
+    for side in &sides {
+        println!(
+            "host requests, {}: {:?}",
+            side.label, side.requests.requests
+        );
+    }
+
     guest.check_health()?;
     guest.poweroff(CMD)?;
     let mut daemon = daemon;
     daemon.stop()?;
     Ok(Figures {
         kernel,
-        default_ns,
-        host_ns,
-        driver,
+        default: default.run(pairs, rounds),
+        leased: leased.run(pairs, rounds),
+        v1: v1.run(pairs, rounds),
+        paired_ratio: median_ratio(&leased.rounds, &default.rounds),
     })
+}
+
+/// The median of `ns[i] / base[i]` over the rounds.
+fn median_ratio(ns: &[u64], base: &[u64]) -> f64 {
+    let mut ratios: Vec<f64> = ns.iter().zip(base).map(|(&n, &b)| ratio(n, b)).collect();
+    ratios.sort_unstable_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `ns` as a multiple of the default allocator's `base`.
+fn ratio(ns: u64, base: u64) -> f64 {
+    if base == 0 {
+        f64::INFINITY
+    } else {
+        ns as f64 / base as f64
+    }
 }
 
 fn run(options: &Options) -> Result<(), BoxError> {
@@ -190,37 +342,70 @@ fn run(options: &Options) -> Result<(), BoxError> {
     ensure_setup()?;
     let mut all = Vec::new();
     for &kernel in &options.kernels {
-        all.push(run_kernel(kernel, options.pairs)?);
+        all.push(run_kernel(kernel, options.pairs, options.rounds)?);
     }
 
     println!(
-        "\n=== Results (QEMU TCG, 1 vCPU; median of {ROUNDS} rounds, ns per \
-         ioasid_alloc()+ioasid_free() pair) ==="
+        "\n=== Results (QEMU TCG, 1 vCPU; median of {} rounds, ns per \
+         ioasid_alloc()+ioasid_free() pair; host requests per 10,000 pairs) ===",
+        options.rounds
     );
     println!(
-        "{:<7} {:>8} {:>16} {:>16} {:>9} {:>15} {:>15}",
-        "kernel", "pairs", "default ns/pair", "host ns/pair", "ratio", "last rtt ns", "max rtt ns"
+        "{:<7} {:>8} {:>10} {:>10} {:>7} {:>10} {:>7} {:>11} {:>11} {:>10}",
+        "kernel",
+        "pairs",
+        "default",
+        "leased",
+        "ratio",
+        "lease=0",
+        "ratio",
+        "req leased",
+        "req lease=0",
+        "hits/round"
     );
     for f in &all {
-        let ratio = if f.default_ns == 0 {
-            f64::INFINITY
-        } else {
-            f.host_ns as f64 / f.default_ns as f64
-        };
+        let hits = f
+            .leased
+            .driver
+            .as_ref()
+            .map_or(0, |d| d.counter("lease_hits"));
         println!(
-            "{:<7} {:>8} {:>16} {:>16} {:>8.1}x {:>15} {:>15}",
+            "{:<7} {:>8} {:>10} {:>10} {:>6.2}x {:>10} {:>6.2}x {:>11.1} {:>11.1} {:>10}",
             f.kernel.name(),
             options.pairs,
-            f.default_ns,
-            f.host_ns,
-            ratio,
-            f.driver.counter("last_rtt_ns"),
-            f.driver.counter("max_rtt_ns"),
+            f.default.ns,
+            f.leased.ns,
+            ratio(f.leased.ns, f.default.ns),
+            f.v1.ns,
+            ratio(f.v1.ns, f.default.ns),
+            f.leased.requests_per_10k,
+            f.v1.requests_per_10k,
+            hits,
+        );
+    }
+    for f in &all {
+        let r = ratio(f.leased.ns, f.default.ns);
+        let met = |r: f64| if r <= TARGET_RATIO { "met" } else { "NOT met" };
+        println!(
+            "Linux {}: leased {r:.2}x the default allocator by medians ({}), {:.2}x by the \
+             median of the rounds' own ratios ({}; target <= {TARGET_RATIO}x); {:.1} host \
+             requests per 10,000 pairs (target <= 100: {})",
+            f.kernel.name(),
+            met(r),
+            f.paired_ratio,
+            met(f.paired_ratio),
+            f.leased.requests_per_10k,
+            if f.leased.requests_per_10k <= 100.0 {
+                "met"
+            } else {
+                "NOT met"
+            },
         );
     }
     println!(
-        "\nA host pair is two virtqueue round trips (ALLOC, FREE) that the guest \
-         busy-polls for; the default allocator is an in-guest xarray."
+        "\nA lease=0 pair is two virtqueue round trips (ALLOC, FREE) that the guest \
+         busy-polls for; a leased pair is served by the driver's cache; the default \
+         allocator is an in-guest xarray."
     );
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use qemu_tests::vpasid::Found;
-use qemu_tests::{Daemon, Guest, VpasidGuest};
+use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VpasidGuest};
 
 /// The PASIDs VM `vm` holds, after checking that each has exactly one
 /// holder (that VM, one reference).
@@ -36,4 +36,121 @@ pub fn assert_guest_knows(guest: &mut Guest, own: &BTreeSet<u32>, others: &BTree
         };
         assert_eq!(found, want, "{}: find {id}", guest.name());
     }
+}
+
+/// The existing scenarios assert that the host holds exactly what the
+/// guest allocated, which is the v1 request path: with leases the host also
+/// holds the driver's cache. So they run with one side's leases off, and
+/// each kernel takes one side, which covers both interop cases without
+/// running anything twice:
+///
+/// - Linux 6.1: the host runs `--lease 0` (never offers
+///   VIRTIO_PASID_F_LEASE) and the driver loads with its default `lease`:
+///   a lease-capable driver against a device without the feature.
+/// - Linux 5.10: the host leases (its default cap) and the driver loads
+///   with `lease=0`, so it does not accept the feature: a v1 driver against
+///   a lease-offering device.
+///
+/// Which side turns leases off is decided by feature negotiation in code
+/// that is the same on both kernels (the driver's compat layer covers the
+/// ioasid and virtio APIs, which every scenario exercises on both kernels
+/// either way), and the lease scenarios (`tests/leases.rs`) run on both.
+pub fn v1_host_leases_off(kernel: Kernel) -> bool {
+    kernel == Kernel::V6_1
+}
+
+/// The daemon `config` with leases off when this kernel's variant turns
+/// them off on the host (see [`v1_host_leases_off`]).
+pub fn v1_daemon_config(kernel: Kernel, config: DaemonConfig) -> DaemonConfig {
+    if v1_host_leases_off(kernel) {
+        config.lease(0)
+    } else {
+        config
+    }
+}
+
+/// The driver's module parameters `params`, plus `lease=0` when this
+/// kernel's variant turns leases off in the driver (see
+/// [`v1_host_leases_off`]).
+pub fn v1_driver_params(kernel: Kernel, params: &str) -> String {
+    if v1_host_leases_off(kernel) {
+        params.to_string()
+    } else {
+        format!("lease=0 {params}").trim().to_string()
+    }
+}
+
+/// `modprobe virtio_pasid` with `params` for the v1 request path of this
+/// guest's kernel (see [`v1_host_leases_off`]).
+pub fn load_v1_driver(guest: &mut Guest, params: &str) -> qemu_tests::Result<()> {
+    let params = v1_driver_params(guest.config().kernel, params);
+    guest.load_driver(&params)
+}
+
+/// Checks that the driver runs the v1 request path: no lease cap in the
+/// driver (`lease_cap` 0) and no GRANT or RETURN on the host for `vm`; the
+/// host's cap is 0 exactly when this kernel's variant turns it off.
+pub fn assert_v1_path(guest: &mut Guest, daemon: &Daemon, vm: &str) {
+    let kernel = guest.config().kernel;
+    let status = guest.driver_status().unwrap();
+    assert_eq!(status.counter("lease_cap"), 0, "{kernel}: {status:?}");
+    let host = daemon.vm(vm).unwrap();
+    assert_eq!(
+        host.lease == 0,
+        v1_host_leases_off(kernel),
+        "{kernel}: {host:?}"
+    );
+    assert_eq!(
+        (
+            host.counters.request("GRANT"),
+            host.counters.request("RETURN")
+        ),
+        (0, 0),
+        "{kernel}: {host:?}"
+    );
+}
+
+/// Boots one guest per config at once (TCG boots are slow, and scenarios
+/// with two VMs want them up together), runs `prepare` on each (e.g. load
+/// the driver), and returns them in the order given.
+pub fn boot_in_parallel(
+    configs: Vec<qemu_tests::GuestConfig>,
+    prepare: impl Fn(&mut Guest) -> qemu_tests::Result<()> + Sync,
+) -> Vec<Guest> {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("parallel")
+        .to_string();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = configs
+            .into_iter()
+            .map(|mut config| {
+                config.test_name.get_or_insert_with(|| test.clone());
+                let prepare = &prepare;
+                s.spawn(move || {
+                    let mut guest = Guest::boot(config)?;
+                    prepare(&mut guest)?;
+                    Ok::<_, qemu_tests::Error>(guest)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    })
+}
+
+/// Bound on a clean power-off.
+pub const POWEROFF: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The guest config of VM `vm` on `daemon`'s socket for it.
+pub fn guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> qemu_tests::GuestConfig {
+    qemu_tests::GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap())
+}
+
+/// The guest's health check, then a clean power-off.
+pub fn finish(mut guest: Guest) {
+    guest.check_health().unwrap();
+    guest.poweroff(POWEROFF).unwrap();
 }

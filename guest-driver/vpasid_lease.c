@@ -1,0 +1,550 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * virtio_pasid leases (VIRTIO_PASID_F_LEASE): a per-device cache of PASIDs
+ * the VM holds on the host but has not handed out, so that alloc() and
+ * free() need no round trip. GRANT fills the cache and RETURN trims it,
+ * both from a work item in process context; the allocator only takes from
+ * and puts into the cache under vp->lock, which never sleeps.
+ *
+ * Accounting rule, so that nothing is handed out twice and nothing is
+ * lost: every PASID the VM holds on the host is, in the driver, either
+ * handed out (the framework's), in the cache, or listed in a RETURN not
+ * answered yet (vp->returning). The effect of a GRANT or RETURN answer is
+ * applied when the answer arrives (vpasid_lease_answered(), from the reap),
+ * whoever waits for it and however late it comes:
+ *   - GRANT OK: the PASIDs granted go into the cache (those outside the
+ *     range asked for, or beyond the cache's room, go back with a FREE);
+ *   - RETURN OK: the PASIDs listed are gone;
+ *   - RETURN answered RATE_LIMITED or INTERNAL: the host released nothing,
+ *     so the PASIDs listed go back into the cache;
+ *   - RETURN answered NOT_FOUND, NOT_OWNER or INVALID: the host says the
+ *     VM does not hold (all of) them, e.g. after an operator release, so
+ *     none of them is handed out again; those the VM did hold stay held
+ *     until RESET;
+ *   - RETURN with a malformed answer, or never answered (the device died,
+ *     or its answer was dropped at freeze): the driver cannot know whether
+ *     the host released them, so it counts them as gone and never hands
+ *     them out again; the host releases them at the latest on RESET or at
+ *     the end of the VM's connection. Handing one out could give the guest
+ *     a PASID the host already gave to another VM; forgetting one only
+ *     leaves it held until RESET.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/completion.h>
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "vpasid.h"
+
+static unsigned int lease = 32;
+module_param(lease, uint, 0644);
+MODULE_PARM_DESC(lease,
+		 "Most PASIDs to keep cached per device, capped by the device's lease_max; 0 turns leases off (default 32; read at probe)");
+
+/* Work item rounds per run: enough to move a whole cache in batches. */
+#define VPASID_LEASE_ROUNDS \
+	(VIRTIO_PASID_LEASE_MAX / VIRTIO_PASID_LEASE_BATCH_MAX + 1)
+
+unsigned int vpasid_lease_wanted(void)
+{
+	return READ_ONCE(lease);
+}
+
+/*
+ * Watermarks, for a cache of lease_cap C: refill when at most C/4 are
+ * cached, return when more than C - C/4 are, and either way move the cache
+ * to its target C/2 (at least 1). A steady loop of one alloc() and one
+ * free() moves the cache between target - 1 and target, so it never
+ * crosses a watermark: it hits the cache every time and sends nothing.
+ * Bursts of up to C/4 allocs (or frees) also stay within the band; larger
+ * ones cost one GRANT (or RETURN) per 64 PASIDs, not one request each.
+ *
+ * GRANT asks for the wanted range: the device's at first, then the range of
+ * the last allocation the cache could not serve. Such a miss also has the
+ * work item give back the cached PASIDs outside that range (retarget), so
+ * that the cache holds what callers ask for; callers that keep alternating
+ * between disjoint ranges cost a GRANT and a RETURN per miss at worst.
+ */
+static unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
+{
+	return vp->lease_cap / 4;
+}
+
+static unsigned int vpasid_lease_target(const struct virtio_pasid *vp)
+{
+	return max(vp->lease_cap / 2, 1U);
+}
+
+static unsigned int vpasid_lease_high(const struct virtio_pasid *vp)
+{
+	return vp->lease_cap - vp->lease_cap / 4;
+}
+
+/* Queue the work item if the cache is outside its band; vp->lock held. */
+void vpasid_lease_kick(struct virtio_pasid *vp)
+{
+	if (!vp->lease_cap || vp->lease_stopped || vp->unresponsive)
+		return;
+	if (vp->retarget || vp->ncached > vpasid_lease_high(vp) ||
+	    (vp->ncached <= vpasid_lease_low(vp) && !vp->grant_blocked))
+		schedule_work(&vp->lease_work);
+}
+
+/* Index of the first cached PASID >= @pasid; vp->lock held. */
+static unsigned int vpasid_cache_search(const struct virtio_pasid *vp,
+					u32 pasid)
+{
+	unsigned int lo = 0, hi = vp->ncached;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+
+		if (vp->cache[mid] < pasid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Cached PASIDs outside the wanted range; vp->lock held. */
+static unsigned int vpasid_cache_strays(const struct virtio_pasid *vp)
+{
+	return vpasid_cache_search(vp, vp->want_min) + vp->ncached -
+	       vpasid_cache_search(vp, vp->want_max + 1);
+}
+
+/*
+ * Put a PASID the VM holds into the cache; vp->lock held. False when the
+ * cache is full: the caller gives it back to the host.
+ */
+static bool vpasid_cache_put(struct virtio_pasid *vp, u32 pasid)
+{
+	unsigned int at;
+
+	if (vp->ncached >= vp->lease_cap)
+		return false;
+	at = vpasid_cache_search(vp, pasid);
+	if (at < vp->ncached && vp->cache[at] == pasid) {
+		/* Already cached: keep one copy, never hand it out twice. */
+		dev_warn_ratelimited(&vp->vdev->dev,
+				     "PASID %u is already cached: ignored\n",
+				     pasid);
+		return true;
+	}
+	memmove(&vp->cache[at + 1], &vp->cache[at],
+		(vp->ncached - at) * sizeof(*vp->cache));
+	vp->cache[at] = pasid;
+	vp->ncached++;
+	return true;
+}
+
+/* Put @pasid into the cache, or give it back to the host; vp->lock held. */
+void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid)
+{
+	if (vpasid_cache_put(vp, pasid))
+		vpasid_lease_kick(vp);
+	else
+		vpasid_free_async(vp, pasid);
+}
+
+/*
+ * The answer to a GRANT or RETURN arrived (the reap, vp->lock held): apply
+ * it to the cache, as the rule at the top of this file says.
+ */
+void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot)
+{
+	const struct vpasid_buf *buf = slot->buf;
+	unsigned int count = min_t(unsigned int, le16_to_cpu(buf->lease.count),
+				   VIRTIO_PASID_LEASE_BATCH_MAX);
+	u32 answered = le32_to_cpu(buf->resp.pasid);
+	unsigned int i;
+
+	if (le16_to_cpu(buf->lease.opcode) == VIRTIO_PASID_OP_RETURN) {
+		vp->returning -= min(vp->returning, count);
+		if (slot->status == VIRTIO_PASID_S_OK) {
+			atomic64_inc(&vp->stats.returns);
+			vp->grant_blocked = false;
+		} else if (slot->status == VIRTIO_PASID_S_RATE_LIMITED ||
+			   slot->status == VIRTIO_PASID_S_INTERNAL) {
+			/*
+			 * Released nothing, and may work later: back into
+			 * the cache, without a kick (a retry now would be
+			 * refused the same way; the next alloc or free
+			 * kicks).
+			 */
+			for (i = 0; i < count; i++) {
+				u32 pasid = le32_to_cpu(buf->returned[i]);
+
+				if (!vpasid_cache_put(vp, pasid))
+					vpasid_free_async(vp, pasid);
+			}
+		} else {
+			dev_warn_ratelimited(&vp->vdev->dev,
+					     "RETURN of %u PASID(s) failed (%d): not used again\n",
+					     count, slot->status);
+		}
+		return;
+	}
+
+	if (slot->status != VIRTIO_PASID_S_OK) {
+		if (slot->status == VIRTIO_PASID_S_QUOTA_EXCEEDED ||
+		    slot->status == VIRTIO_PASID_S_NO_SPACE)
+			vp->grant_blocked = true;
+		return;
+	}
+	if (!answered || answered > count ||
+	    slot->len < sizeof(buf->resp) + answered * sizeof(__le32)) {
+		atomic64_inc(&vp->stats.protocol_errors);
+		dev_warn_ratelimited(&vp->vdev->dev,
+				     "bad GRANT answer: %u of %u PASIDs in %u bytes\n",
+				     answered, count, slot->len);
+		return;
+	}
+	atomic64_inc(&vp->stats.refills);
+	for (i = 0; i < answered; i++) {
+		u32 pasid = le32_to_cpu(buf->granted[i]);
+
+		if (pasid < le32_to_cpu(buf->lease.min) ||
+		    pasid > le32_to_cpu(buf->lease.max)) {
+			atomic64_inc(&vp->stats.out_of_range);
+			dev_warn_ratelimited(&vp->vdev->dev,
+					     "device granted PASID %u outside [%u, %u]\n",
+					     pasid, le32_to_cpu(buf->lease.min),
+					     le32_to_cpu(buf->lease.max));
+			vpasid_free_async(vp, pasid);
+			continue;
+		}
+		vpasid_cache_keep(vp, pasid);
+	}
+}
+
+/*
+ * Take up to @count PASIDs out of the cache into a RETURN's @list: the
+ * highest (the lowest serve the usual [1, N] ranges best), or with @stray
+ * only those outside the wanted range. vp->lock held. Return how many.
+ */
+static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
+				      unsigned int count, bool stray,
+				      __le32 *list)
+{
+	unsigned int n = 0, below, i;
+
+	while (n < count && vp->ncached &&
+	       (!stray || vp->cache[vp->ncached - 1] > vp->want_max))
+		list[n++] = cpu_to_le32(vp->cache[--vp->ncached]);
+	if (!stray)
+		return n;
+	below = min(count - n, vpasid_cache_search(vp, vp->want_min));
+	for (i = 0; i < below; i++)
+		list[n++] = cpu_to_le32(vp->cache[i]);
+	vp->ncached -= below;
+	memmove(&vp->cache[0], &vp->cache[below],
+		vp->ncached * sizeof(*vp->cache));
+	return n;
+}
+
+/*
+ * Send a GRANT of @count in the wanted range, or a RETURN of up to @count
+ * cached PASIDs (vpasid_cache_pick()), and wait for the answer, bounded:
+ * sleeping if @may_sleep, else busy-polling (atomic context). Return the
+ * status or a negative errno (-ENOENT: nothing to return); the effect on
+ * the cache is vpasid_lease_answered()'s.
+ */
+static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
+			     unsigned int count, bool stray, bool may_sleep)
+{
+	DECLARE_COMPLETION_ONSTACK(done);
+	struct virtio_pasid_lease_req *req;
+	struct vpasid_slot *slot;
+	unsigned int i, out_len, in_len;
+	unsigned long flags;
+	u32 unused;
+	int err;
+
+	count = min_t(unsigned int, count, VIRTIO_PASID_LEASE_BATCH_MAX);
+	spin_lock_irqsave(&vp->lock, flags);
+	slot = vpasid_claim(vp);
+	if (IS_ERR(slot)) {
+		spin_unlock_irqrestore(&vp->lock, flags);
+		return PTR_ERR(slot);
+	}
+	req = &slot->buf->lease;
+	out_len = sizeof(*req);
+	in_len = sizeof(slot->buf->resp);
+	if (opcode == VIRTIO_PASID_OP_RETURN) {
+		count = vpasid_cache_pick(vp, count, stray,
+					  slot->buf->returned);
+		vp->returning += count;
+		out_len += count * sizeof(__le32);
+	} else {
+		in_len += count * sizeof(__le32);
+	}
+	if (!count) {
+		slot->state = VPASID_SLOT_FREE;
+		spin_unlock_irqrestore(&vp->lock, flags);
+		return -ENOENT;
+	}
+	if (may_sleep)
+		slot->done = &done;
+	req->opcode = cpu_to_le16(opcode);
+	req->flags = 0;
+	req->count = cpu_to_le16(count);
+	req->min = cpu_to_le32(vp->want_min);
+	req->max = cpu_to_le32(vp->want_max);
+	/* Held and not handed out, before this request: the listed too. */
+	req->cached = cpu_to_le16(vp->ncached + vp->returning);
+
+	err = vpasid_post(vp, slot, out_len, in_len);
+	if (err) {
+		if (opcode == VIRTIO_PASID_OP_RETURN) {
+			/* They just left the cache: they fit back in. */
+			vp->returning -= count;
+			for (i = 0; i < count; i++)
+				vpasid_cache_put(vp, le32_to_cpu(slot->buf->returned[i]));
+		}
+		slot->done = NULL;
+		slot->state = VPASID_SLOT_FREE;
+		spin_unlock_irqrestore(&vp->lock, flags);
+		return err;
+	}
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (may_sleep)
+		return vpasid_wait(vp, slot, &unused);
+	return vpasid_poll(vp, slot, &unused);
+}
+
+/* One step towards the band; process context. False when done. */
+static bool vpasid_lease_step(struct virtio_pasid *vp)
+{
+	unsigned long flags;
+	unsigned int count = 0;
+	bool stray = false;
+	u16 opcode = 0;
+
+	spin_lock_irqsave(&vp->lock, flags);
+	if (vp->lease_stopped || vp->unresponsive) {
+		/* Nothing: the device is going, or cannot answer. */
+	} else if (vp->retarget && vpasid_cache_strays(vp)) {
+		opcode = VIRTIO_PASID_OP_RETURN;
+		count = vpasid_cache_strays(vp);
+		stray = true;
+	} else {
+		vp->retarget = false;
+		if (vp->ncached > vpasid_lease_high(vp)) {
+			opcode = VIRTIO_PASID_OP_RETURN;
+			count = vp->ncached - vpasid_lease_target(vp);
+		} else if (vp->ncached <= vpasid_lease_low(vp) &&
+			   !vp->grant_blocked) {
+			opcode = VIRTIO_PASID_OP_GRANT;
+			count = vpasid_lease_target(vp) - vp->ncached;
+		}
+	}
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (!opcode)
+		return false;
+	return vpasid_lease_send(vp, opcode, count, stray, true) ==
+	       VIRTIO_PASID_S_OK;
+}
+
+static void vpasid_lease_work(struct work_struct *work)
+{
+	struct virtio_pasid *vp = container_of(work, struct virtio_pasid,
+					       lease_work);
+	unsigned int round;
+
+	for (round = 0; round < VPASID_LEASE_ROUNDS; round++)
+		if (!vpasid_lease_step(vp))
+			break;
+}
+
+/*
+ * Take the lowest cached PASID in [lo, hi]; vp->lock held. False when none
+ * is cached there.
+ */
+static bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi,
+			      u32 *pasid)
+{
+	unsigned int at = vpasid_cache_search(vp, lo);
+
+	if (at >= vp->ncached || vp->cache[at] > hi)
+		return false;
+	*pasid = vp->cache[at];
+	vp->ncached--;
+	memmove(&vp->cache[at], &vp->cache[at + 1],
+		(vp->ncached - at) * sizeof(*vp->cache));
+	vpasid_lease_kick(vp);
+	return true;
+}
+
+/* One synchronous ALLOC in [lo, hi]; atomic context. */
+static int vpasid_alloc_one(struct virtio_pasid *vp, u32 lo, u32 hi,
+			    u32 *pasid)
+{
+	int status;
+
+	status = vpasid_request(vp, VIRTIO_PASID_OP_ALLOC, 0, lo, hi, pasid);
+	if (status == VIRTIO_PASID_S_OK && (*pasid < lo || *pasid > hi)) {
+		atomic64_inc(&vp->stats.out_of_range);
+		dev_warn_ratelimited(&vp->vdev->dev,
+				     "device returned PASID %u outside [%u, %u]\n",
+				     *pasid, lo, hi);
+		vpasid_give_back(vp, *pasid);
+		status = -ERANGE;
+	}
+	return status;
+}
+
+/*
+ * Get a PASID in [lo, hi] for alloc(), with @in_use PASIDs handed out
+ * already; atomic context. The lowest cached one in range if any, with no
+ * round trip; else one synchronous ALLOC. At the quota with only PASIDs
+ * outside the range cached, one of them goes back first (a synchronous
+ * RETURN), or the ALLOC could not succeed. Return the device's status or a
+ * negative errno.
+ */
+int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
+		       unsigned long in_use, u32 *pasid)
+{
+	unsigned long flags;
+	unsigned int cached;
+	bool hit;
+	int status;
+
+	if (!vp->lease_cap) {
+		atomic64_inc(&vp->stats.lease_misses);
+		return vpasid_alloc_one(vp, lo, hi, pasid);
+	}
+
+	spin_lock_irqsave(&vp->lock, flags);
+	hit = vpasid_cache_take(vp, lo, hi, pasid);
+	cached = vp->ncached + vp->returning;
+	if (!hit && (lo != vp->want_min || hi != vp->want_max)) {
+		/* The cache follows demand: see the watermarks. */
+		vp->want_min = lo;
+		vp->want_max = hi;
+		vp->retarget = true;
+		vpasid_lease_kick(vp);
+	}
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (hit) {
+		atomic64_inc(&vp->stats.lease_hits);
+		return VIRTIO_PASID_S_OK;
+	}
+
+	atomic64_inc(&vp->stats.lease_misses);
+	/* The quota read at probe; the host's answer below covers a change. */
+	if (cached && in_use + cached >= vp->quota)
+		vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false, false);
+	status = vpasid_alloc_one(vp, lo, hi, pasid);
+	if (status == VIRTIO_PASID_S_QUOTA_EXCEEDED &&
+	    vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false, false) ==
+	    VIRTIO_PASID_S_OK)
+		status = vpasid_alloc_one(vp, lo, hi, pasid);
+	return status;
+}
+
+/*
+ * free(): keep @pasid in the cache if leases are on and it has room.
+ * False when the caller must tell the host.
+ */
+bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
+{
+	unsigned long flags;
+	bool kept;
+
+	if (!vp->lease_cap)
+		return false;
+	spin_lock_irqsave(&vp->lock, flags);
+	kept = vpasid_cache_put(vp, pasid);
+	if (kept) {
+		vp->grant_blocked = false;
+		vpasid_lease_kick(vp);
+	}
+	spin_unlock_irqrestore(&vp->lock, flags);
+	return kept;
+}
+
+/*
+ * free() of an active device: into the cache if leases are on and it has
+ * room, else a FREE to the host, posted and never waited for with leases
+ * on or while the device is unresponsive (the host still learns of it if
+ * it comes back), waited for (bounded) as in protocol v1 otherwise.
+ */
+void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
+{
+	u32 unused;
+
+	if (vpasid_lease_put(vp, pasid))
+		return;
+	if (vp->lease_cap || READ_ONCE(vp->unresponsive))
+		vpasid_give_back(vp, pasid);
+	else
+		vpasid_request(vp, VIRTIO_PASID_OP_FREE, pasid, 0, 0, &unused);
+}
+
+/*
+ * Probe: the effective cache size is the module parameter capped by the
+ * device's lease_max (0 when the feature was not negotiated).
+ */
+int vpasid_lease_init(struct virtio_pasid *vp)
+{
+	INIT_WORK(&vp->lease_work, vpasid_lease_work);
+	vp->lease_stopped = true;
+	vp->want_min = vp->pasid_min;
+	vp->want_max = vp->pasid_max;
+	vp->lease_cap = min(vpasid_lease_wanted(), vp->lease_max);
+	if (!vp->lease_cap)
+		return 0;
+	vp->cache = kcalloc(vp->lease_cap, sizeof(*vp->cache), GFP_KERNEL);
+	return vp->cache ? 0 : -ENOMEM;
+}
+
+/* The device is live: let the work item fill the cache. */
+void vpasid_lease_start(struct virtio_pasid *vp)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&vp->lock, flags);
+	vp->lease_stopped = false;
+	vpasid_lease_kick(vp);
+	spin_unlock_irqrestore(&vp->lock, flags);
+}
+
+/* Remove and freeze: on return the work item is neither queued nor running. */
+void vpasid_lease_stop(struct virtio_pasid *vp)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&vp->lock, flags);
+	vp->lease_stopped = true;
+	spin_unlock_irqrestore(&vp->lock, flags);
+	cancel_work_sync(&vp->lease_work);
+}
+
+/*
+ * Remove with PASIDs still handed out (so no RESET): give the whole cache
+ * back in RETURN batches, each wait bounded. Process context, after
+ * vpasid_lease_stop() and vpasid_detach().
+ */
+void vpasid_lease_drain(struct virtio_pasid *vp)
+{
+	unsigned int round;
+	unsigned long flags;
+	unsigned int left;
+
+	for (round = 0; round < VPASID_LEASE_ROUNDS; round++)
+		if (vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN,
+				      VIRTIO_PASID_LEASE_BATCH_MAX, false, true) !=
+		    VIRTIO_PASID_S_OK)
+			break;
+	spin_lock_irqsave(&vp->lock, flags);
+	left = vp->ncached;
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (left)
+		dev_warn(&vp->vdev->dev,
+			 "%u cached PASID(s) not returned: the host keeps them until the next RESET\n",
+			 left);
+}
