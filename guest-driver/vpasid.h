@@ -90,8 +90,8 @@ struct virtio_pasid {
 	struct virtqueue *vq;	/* NULL while frozen */
 	/*
 	 * Protects vq, slots, waiters, seq, unresponsive and the lease cache
-	 * (cache, ncached, returning, lease_stopped, grant_blocked, retarget,
-	 * want_min, want_max); taken in the vq callback.
+	 * (cache, ncached, returning, lease_stopped, grant_blocked, want_min,
+	 * want_max); taken in the vq callback.
 	 */
 	spinlock_t lock;
 	struct vpasid_buf *bufs;
@@ -117,7 +117,6 @@ struct virtio_pasid {
 	unsigned int returning;	/* listed in RETURNs not answered yet */
 	bool lease_stopped;	/* no work item may run or be queued */
 	bool grant_blocked;	/* the last GRANT found no room; until a free */
-	bool retarget;		/* give back cached PASIDs outside want_* */
 	u32 want_min;		/* the range GRANT asks for */
 	u32 want_max;
 	struct work_struct lease_work;

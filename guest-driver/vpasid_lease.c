@@ -61,11 +61,12 @@ unsigned int vpasid_lease_wanted(void)
  * Bursts of up to C/4 allocs (or frees) also stay within the band; larger
  * ones cost one GRANT (or RETURN) per 64 PASIDs, not one request each.
  *
- * GRANT asks for the wanted range: the device's at first, then the range of
- * the last allocation the cache could not serve. Such a miss also has the
- * work item give back the cached PASIDs outside that range (retarget), so
- * that the cache holds what callers ask for; callers that keep alternating
- * between disjoint ranges cost a GRANT and a RETURN per miss at worst.
+ * The cache fills lazily: the first allocation finds it empty, asks the
+ * host itself, and kicks the work item. GRANT asks for the range of the
+ * last allocation the cache could not serve, so that the cache holds what
+ * callers ask for. Cached PASIDs outside that range stay (they serve other
+ * callers) until the high watermark, or the quota (see
+ * vpasid_alloc_pasid()), sends them back.
  */
 static unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 {
@@ -87,7 +88,7 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 {
 	if (!vp->lease_cap || vp->lease_stopped || vp->unresponsive)
 		return;
-	if (vp->retarget || vp->ncached > vpasid_lease_high(vp) ||
+	if (vp->ncached > vpasid_lease_high(vp) ||
 	    (vp->ncached <= vpasid_lease_low(vp) && !vp->grant_blocked))
 		schedule_work(&vp->lease_work);
 }
@@ -107,13 +108,6 @@ static unsigned int vpasid_cache_search(const struct virtio_pasid *vp,
 			hi = mid;
 	}
 	return lo;
-}
-
-/* Cached PASIDs outside the wanted range; vp->lock held. */
-static unsigned int vpasid_cache_strays(const struct virtio_pasid *vp)
-{
-	return vpasid_cache_search(vp, vp->want_min) + vp->ncached -
-	       vpasid_cache_search(vp, vp->want_max + 1);
 }
 
 /*
@@ -223,26 +217,16 @@ void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot)
 
 /*
  * Take up to @count PASIDs out of the cache into a RETURN's @list: the
- * highest (the lowest serve the usual [1, N] ranges best), or with @stray
- * only those outside the wanted range. vp->lock held. Return how many.
+ * highest, as the lowest serve the usual [1, N] ranges best. vp->lock
+ * held. Return how many.
  */
 static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
-				      unsigned int count, bool stray,
-				      __le32 *list)
+				      unsigned int count, __le32 *list)
 {
-	unsigned int n = 0, below, i;
+	unsigned int n = 0;
 
-	while (n < count && vp->ncached &&
-	       (!stray || vp->cache[vp->ncached - 1] > vp->want_max))
+	while (n < count && vp->ncached)
 		list[n++] = cpu_to_le32(vp->cache[--vp->ncached]);
-	if (!stray)
-		return n;
-	below = min(count - n, vpasid_cache_search(vp, vp->want_min));
-	for (i = 0; i < below; i++)
-		list[n++] = cpu_to_le32(vp->cache[i]);
-	vp->ncached -= below;
-	memmove(&vp->cache[0], &vp->cache[below],
-		vp->ncached * sizeof(*vp->cache));
 	return n;
 }
 
@@ -254,7 +238,7 @@ static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
  * the cache is vpasid_lease_answered()'s.
  */
 static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
-			     unsigned int count, bool stray, bool may_sleep)
+			     unsigned int count, bool may_sleep)
 {
 	DECLARE_COMPLETION_ONSTACK(done);
 	struct virtio_pasid_lease_req *req;
@@ -275,8 +259,7 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 	out_len = sizeof(*req);
 	in_len = sizeof(slot->buf->resp);
 	if (opcode == VIRTIO_PASID_OP_RETURN) {
-		count = vpasid_cache_pick(vp, count, stray,
-					  slot->buf->returned);
+		count = vpasid_cache_pick(vp, count, slot->buf->returned);
 		vp->returning += count;
 		out_len += count * sizeof(__le32);
 	} else {
@@ -321,18 +304,10 @@ static bool vpasid_lease_step(struct virtio_pasid *vp)
 {
 	unsigned long flags;
 	unsigned int count = 0;
-	bool stray = false;
 	u16 opcode = 0;
 
 	spin_lock_irqsave(&vp->lock, flags);
-	if (vp->lease_stopped || vp->unresponsive) {
-		/* Nothing: the device is going, or cannot answer. */
-	} else if (vp->retarget && vpasid_cache_strays(vp)) {
-		opcode = VIRTIO_PASID_OP_RETURN;
-		count = vpasid_cache_strays(vp);
-		stray = true;
-	} else {
-		vp->retarget = false;
+	if (!vp->lease_stopped && !vp->unresponsive) {
 		if (vp->ncached > vpasid_lease_high(vp)) {
 			opcode = VIRTIO_PASID_OP_RETURN;
 			count = vp->ncached - vpasid_lease_target(vp);
@@ -345,8 +320,7 @@ static bool vpasid_lease_step(struct virtio_pasid *vp)
 	spin_unlock_irqrestore(&vp->lock, flags);
 	if (!opcode)
 		return false;
-	return vpasid_lease_send(vp, opcode, count, stray, true) ==
-	       VIRTIO_PASID_S_OK;
+	return vpasid_lease_send(vp, opcode, count, true) == VIRTIO_PASID_S_OK;
 }
 
 static void vpasid_lease_work(struct work_struct *work)
@@ -421,11 +395,12 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 	spin_lock_irqsave(&vp->lock, flags);
 	hit = vpasid_cache_take(vp, lo, hi, pasid);
 	cached = vp->ncached + vp->returning;
-	if (!hit && (lo != vp->want_min || hi != vp->want_max)) {
+	if (!hit) {
 		/* The cache follows demand: see the watermarks. */
+		if (lo != vp->want_min || hi != vp->want_max)
+			vp->grant_blocked = false;
 		vp->want_min = lo;
 		vp->want_max = hi;
-		vp->retarget = true;
 		vpasid_lease_kick(vp);
 	}
 	spin_unlock_irqrestore(&vp->lock, flags);
@@ -437,10 +412,10 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 	atomic64_inc(&vp->stats.lease_misses);
 	/* The quota read at probe; the host's answer below covers a change. */
 	if (cached && in_use + cached >= vp->quota)
-		vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false, false);
+		vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false);
 	status = vpasid_alloc_one(vp, lo, hi, pasid);
 	if (status == VIRTIO_PASID_S_QUOTA_EXCEEDED &&
-	    vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false, false) ==
+	    vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false) ==
 	    VIRTIO_PASID_S_OK)
 		status = vpasid_alloc_one(vp, lo, hi, pasid);
 	return status;
@@ -502,14 +477,19 @@ int vpasid_lease_init(struct virtio_pasid *vp)
 	return vp->cache ? 0 : -ENOMEM;
 }
 
-/* The device is live: let the work item fill the cache. */
+/*
+ * The device is live: let the work item run. An empty cache waits for the
+ * first allocation, which says which range to fill it from; a cache kept
+ * across suspend is brought back into its band.
+ */
 void vpasid_lease_start(struct virtio_pasid *vp)
 {
 	unsigned long flags;
 
 	spin_lock_irqsave(&vp->lock, flags);
 	vp->lease_stopped = false;
-	vpasid_lease_kick(vp);
+	if (vp->ncached)
+		vpasid_lease_kick(vp);
 	spin_unlock_irqrestore(&vp->lock, flags);
 }
 
@@ -537,7 +517,7 @@ void vpasid_lease_drain(struct virtio_pasid *vp)
 
 	for (round = 0; round < VPASID_LEASE_ROUNDS; round++)
 		if (vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN,
-				      VIRTIO_PASID_LEASE_BATCH_MAX, false, true) !=
+				      VIRTIO_PASID_LEASE_BATCH_MAX, true) !=
 		    VIRTIO_PASID_S_OK)
 			break;
 	spin_lock_irqsave(&vp->lock, flags);
