@@ -23,6 +23,8 @@
 
 /* Request slots; a timed-out request keeps its slot until the device answers. */
 #define VPASID_SLOTS		16
+/* FREEs that found every slot busy wait here for one; see vpasid_free_async(). */
+#define VPASID_PENDING_FREES	64
 /* Failure counters: one per status code, plus one for unknown codes. */
 #define VPASID_NR_STATUS	(VIRTIO_PASID_S_RATE_LIMITED + 1)
 
@@ -89,7 +91,8 @@ struct virtio_pasid {
 	struct virtio_device *vdev;
 	struct virtqueue *vq;	/* NULL while frozen */
 	/*
-	 * Protects vq, slots, waiters, seq, unresponsive and the lease cache
+	 * Protects vq, slots, waiters, seq, unresponsive, pending_frees,
+	 * npending and the lease cache
 	 * (cache, ncached, returning, lease_stopped, grant_blocked, want_min,
 	 * want_max); taken in the vq callback.
 	 */
@@ -102,6 +105,9 @@ struct virtio_pasid {
 	u32 seq;		/* low half of every tag */
 	/* A request timed out and no answer came since: fail at once. */
 	bool unresponsive;
+	/* FREEs to post as soon as a slot comes back (the reap posts them). */
+	u32 pending_frees[VPASID_PENDING_FREES];
+	unsigned int npending;
 	/* Configuration space, read once at probe. */
 	u32 version;
 	u32 pasid_bits;
@@ -140,6 +146,7 @@ int vpasid_wait(struct virtio_pasid *vp, struct vpasid_slot *slot,
 		u32 *value);
 void vpasid_free_async(struct virtio_pasid *vp, u32 pasid);
 void vpasid_give_back(struct virtio_pasid *vp, u32 pasid);
+unsigned int vpasid_drop_pending(struct virtio_pasid *vp);
 void vpasid_vq_done(struct virtqueue *vq);
 void vpasid_init_slots(struct virtio_pasid *vp);
 unsigned int vpasid_quiesce(struct virtio_pasid *vp);

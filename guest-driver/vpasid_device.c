@@ -185,8 +185,10 @@ err_free:
 static void vpasid_remove(struct virtio_device *vdev)
 {
 	struct virtio_pasid *vp = vdev->priv;
-	unsigned long outstanding;
+	unsigned long outstanding, flags;
+	unsigned int dropped;
 	u32 released;
+	bool reset;
 
 	/*
 	 * Stop new requests: from here on vp is ours alone. With nothing
@@ -196,13 +198,24 @@ static void vpasid_remove(struct virtio_device *vdev)
 	 */
 	vpasid_lease_stop(vp);
 	outstanding = vpasid_detach(vp);
-	if (vp->vq && !outstanding && !vpasid_reset(vp, &released))
+	reset = vp->vq && !outstanding && !vpasid_reset(vp, &released);
+	if (reset) {
 		dev_info(&vdev->dev, "RESET released %u reference(s)\n",
 			 released);
-	else if (vp->vq && outstanding)
+	} else if (vp->vq && outstanding) {
 		vpasid_lease_drain(vp);
-
+		/* FREEs that waited for a slot go out before the reset. */
+		vpasid_quiesce(vp);
+	}
 	vpasid_remove_common(vp);
+	spin_lock_irqsave(&vp->lock, flags);
+	/* After RESET, FREEs still waiting had nothing left to release. */
+	dropped = reset ? 0 : vpasid_drop_pending(vp);
+	vp->npending = 0;
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (dropped)
+		dev_warn(&vdev->dev, "%u FREE(s) not sent: the host keeps those PASIDs until the next RESET\n",
+			 dropped);
 	vpasid_debugfs_remove(vp);
 	kfree(vp->cache);
 	kfree(vp->bufs);

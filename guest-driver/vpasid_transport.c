@@ -163,26 +163,62 @@ static int vpasid_status(struct virtio_pasid *vp, struct vpasid_slot *slot)
 	return status;
 }
 
-/*
- * Give a PASID back to the host with a FREE nobody waits for; called with
- * vp->lock held. Without a free slot the host keeps it until RESET.
- */
-void vpasid_free_async(struct virtio_pasid *vp, u32 pasid)
+/* Post a FREE nobody waits for on a free slot; vp->lock held. */
+static bool vpasid_post_free(struct virtio_pasid *vp, u32 pasid)
 {
 	struct vpasid_slot *slot = vpasid_get_slot(vp);
 
-	if (slot) {
-		slot->state = VPASID_SLOT_ASYNC;
-		vpasid_fill(slot, VIRTIO_PASID_OP_FREE, pasid, 0, 0);
-		if (!vpasid_post(vp, slot, sizeof(slot->buf->req),
-				 sizeof(slot->buf->resp)))
-			return;
-		slot->state = VPASID_SLOT_FREE;
+	if (!slot)
+		return false;
+	slot->state = VPASID_SLOT_ASYNC;
+	vpasid_fill(slot, VIRTIO_PASID_OP_FREE, pasid, 0, 0);
+	if (!vpasid_post(vp, slot, sizeof(slot->buf->req),
+			 sizeof(slot->buf->resp)))
+		return true;
+	slot->state = VPASID_SLOT_FREE;
+	return false;
+}
+
+/* Post the FREEs that waited for a slot, while slots last; vp->lock held. */
+static void vpasid_post_pending(struct virtio_pasid *vp)
+{
+	while (vp->npending &&
+	       vpasid_post_free(vp, vp->pending_frees[vp->npending - 1]))
+		vp->npending--;
+}
+
+/*
+ * Give a PASID back to the host with a FREE nobody waits for; called with
+ * vp->lock held. When every slot is busy (other CPUs' requests) it waits
+ * in pending_frees and the next reap posts it; only when that is full too
+ * does the host keep it until RESET.
+ */
+void vpasid_free_async(struct virtio_pasid *vp, u32 pasid)
+{
+	if (vpasid_post_free(vp, pasid))
+		return;
+	if (vp->npending < VPASID_PENDING_FREES) {
+		vp->pending_frees[vp->npending++] = pasid;
+		return;
 	}
 	atomic64_inc(&vp->stats.unsent_frees);
 	dev_warn_ratelimited(&vp->vdev->dev,
 			     "cannot return PASID %u to the host: it keeps it until the next RESET\n",
 			     pasid);
+}
+
+/*
+ * Forget the FREEs still waiting for a slot (remove, or a freeze whose
+ * device never answered): the host keeps those PASIDs until RESET.
+ * Called with vp->lock held; returns how many there were.
+ */
+unsigned int vpasid_drop_pending(struct virtio_pasid *vp)
+{
+	unsigned int dropped = vp->npending;
+
+	atomic64_add(dropped, &vp->stats.unsent_frees);
+	vp->npending = 0;
+	return dropped;
 }
 
 /*
@@ -246,6 +282,7 @@ static void vpasid_reap(struct virtio_pasid *vp)
 			break;
 		}
 	}
+	vpasid_post_pending(vp);
 	if (answered && vp->unresponsive) {
 		vp->unresponsive = false;
 		dev_info_ratelimited(&vp->vdev->dev,
@@ -432,10 +469,10 @@ void vpasid_give_back(struct virtio_pasid *vp, u32 pasid)
 	spin_unlock_irqrestore(&vp->lock, flags);
 }
 
-/* Called with vp->lock held. */
+/* Requests the device holds or that wait for a slot; vp->lock held. */
 static unsigned int vpasid_busy_slots(struct virtio_pasid *vp)
 {
-	unsigned int i, busy = 0;
+	unsigned int i, busy = vp->npending;
 
 	for (i = 0; i < vp->nslots; i++)
 		busy += vp->slots[i].state != VPASID_SLOT_FREE;
