@@ -220,35 +220,22 @@ mod tests {
 
     #[test]
     fn reattach_takes_a_vm_a_qmp_socket_and_a_timeout() {
-        let cli = Cli::parse_from(["pasidctl", "reattach", "--vm", "a", "--qmp", "/run/q.sock"]);
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["pasidctl", "reattach", "--vm", "a", "--qmp", "/run/q.sock"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| cli.command)
+        };
         assert_matches!(
-            cli.command,
-            Command::Reattach { vm, qmp, timeout }
+            parse(&[]),
+            Ok(Command::Reattach { vm, qmp, timeout })
                 if vm == "a" && qmp == Path::new("/run/q.sock") && timeout == Duration::from_secs(30)
         );
-        let cli = Cli::parse_from([
-            "pasidctl",
-            "reattach",
-            "--vm",
-            "a",
-            "--qmp",
-            "q",
-            "--timeout",
-            "2.5",
-        ]);
-        assert_matches!(cli.command, Command::Reattach { timeout, .. } if timeout == Duration::from_millis(2500));
+        assert_matches!(
+            parse(&["--timeout", "2.5"]),
+            Ok(Command::Reattach { timeout, .. }) if timeout == Duration::from_millis(2500)
+        );
+        assert!(parse(&["--timeout", "0.5"]).is_err());
         assert!(Cli::try_parse_from(["pasidctl", "reattach", "--vm", "a"]).is_err());
-        assert!(Cli::try_parse_from([
-            "pasidctl",
-            "reattach",
-            "--vm",
-            "a",
-            "--qmp",
-            "q",
-            "--timeout",
-            "0.5"
-        ])
-        .is_err());
     }
 
     #[test]

@@ -220,7 +220,10 @@ mod tests {
         let sock = Path::new("/run/v/a.sock");
         assert!(chardev_names_socket("unix:/run/v/a.sock", sock));
         assert!(chardev_names_socket("unix:/run/v/a.sock,server=on", sock));
-        assert!(chardev_names_socket("disconnected:unix:/run/v/a.sock", sock));
+        assert!(chardev_names_socket(
+            "disconnected:unix:/run/v/a.sock",
+            sock
+        ));
         assert!(!chardev_names_socket("unix:/run/v/a.sock2", sock));
         assert!(!chardev_names_socket("unix:/run/v/a", sock));
         assert!(!chardev_names_socket("file:/run/v/a.sock", sock));
