@@ -351,9 +351,13 @@ fn watch_on_a_pipe_prints_frames_plainly() {
         assert!(frame.contains("2 of 1048575 PASIDs allocated"), "{frame}");
         let row = frame.lines().find(|l| l.starts_with("web ")).unwrap();
         let cols: Vec<&str> = row.split_whitespace().collect();
-        // VM STATE HELD QUOTA USE% REQ/S FAILED MALFORMED RECLAIMED
-        assert_eq!(&cols[..5], ["web", "connected", "2", "8", "25.0%"], "{row}");
-        assert_eq!(cols[5], if i == 0 { "-" } else { "0.0" }, "{row}");
+        // VM STATE HELD CACHED QUOTA USE% REQ/S FAILED MALFORMED RECLAIMED
+        assert_eq!(
+            &cols[..6],
+            ["web", "connected", "2", "0", "8", "25.0%"],
+            "{row}"
+        );
+        assert_eq!(cols[6], if i == 0 { "-" } else { "0.0" }, "{row}");
     }
     assert!(frames[0].ends_with("\n\n"), "a blank line between frames");
 
