@@ -34,7 +34,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, sole_holdings};
+use common::{assert_guest_knows, sole_holdings, v1_daemon_config, v1_driver_params};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on one guest command.
@@ -102,11 +102,15 @@ fn alloc_and_free(guest: &mut Guest, daemon: &Daemon, vm: &str) -> u32 {
 }
 
 fn reattach_revives_the_device_after_a_daemon_restart(kernel: Kernel) {
-    let mut daemon = Daemon::start(
+    // Host and guest agree exactly with one side's leases off (see
+    // common::v1_host_leases_off); re-plugging a leasing guest is the
+    // reconcile request's business.
+    let mut daemon = Daemon::start(v1_daemon_config(
+        kernel,
         DaemonConfig::new()
             .vm(VmSlot::new("vmA"))
             .state_dir("state"),
-    )
+    ))
     .unwrap();
     let qmp = daemon.dir().join("vmA.qmp");
     let mut config = GuestConfig::new("vmA", kernel).vhost_user(daemon.socket("vmA").unwrap());
@@ -116,7 +120,10 @@ fn reattach_revives_the_device_after_a_daemon_restart(kernel: Kernel) {
     ]);
     let mut guest = Guest::boot(config).unwrap();
     guest
-        .load_driver(&format!("timeout_ms={TIMEOUT_MS}"))
+        .load_driver(&v1_driver_params(
+            kernel,
+            &format!("timeout_ms={TIMEOUT_MS}"),
+        ))
         .unwrap();
     guest.load_exerciser().unwrap();
 
