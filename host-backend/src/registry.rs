@@ -508,6 +508,9 @@ impl Registry {
                 ..
             } => self.grant(vm, tag, count, cached, min..=max),
             Request::Return { cached, .. } => self.give_back(vm, tag, cached, list),
+            // Not offered yet (VIRTIO_PASID_F_RECONCILE): 5.x.6.13 answers
+            // INVALID without the feature.
+            Request::Reconcile { .. } => Response::new(Status::Invalid, tag).into(),
         };
         self.count_result(vm, request, &answer.response);
         answer

@@ -239,6 +239,9 @@ impl Recovery {
                 .put_batch(id, a.list.as_slice())
                 .map(|_| ())
                 .map_err(|e| format!("RETURN of {:?}: {e}", a.list)),
+            Request::Reconcile { .. } => {
+                Err("RECONCILE answered OK, but this version does not serve it".into())
+            }
         }
     }
 
