@@ -2,7 +2,9 @@
 /*
  * virtio_pasid IOASID glue: the one ioasid_allocator_ops of the driver,
  * its registration state machine (register, retry after -EAGAIN, suspend,
- * drain, unregister) and the sysfs files an admin needs (state, backend).
+ * drain, resume on a new device, unregister), the PASIDs handed out
+ * ("held") and those the host does not hold for the VM ("lost", found by a
+ * RECONCILE), and the sysfs files an admin needs (state, backend).
  * This is the only file tied to the IOASID framework of Linux 5.5 to 6.3.
  *
  * The ops and their registration are global because the framework keys
@@ -12,16 +14,22 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/bitmap.h>
 #include <linux/device.h>
 #include <linux/ioasid.h>
 #include <linux/module.h>
+#include <linux/mm.h>
 #include <linux/mutex.h>
+#include <linux/seq_file.h>
 #include <linux/sysfs.h>
+#include <linux/virtio_config.h>
 
 #include "vpasid.h"
 
 #define VPASID_RETRY_MIN_MS	100
 #define VPASID_RETRY_MAX_MS	10000
+/* Every PASID a device can hand out: the held and lost bitmaps' size. */
+#define VPASID_PASID_SPACE	BIT(VIRTIO_PASID_MAX_BITS)
 
 enum vpasid_state {
 	VPASID_UNREGISTERED,
@@ -29,6 +37,7 @@ enum vpasid_state {
 	VPASID_ACTIVE,
 	VPASID_SUSPENDED,	/* registered, device frozen: PASIDs kept */
 	VPASID_DRAINING,	/* device gone, PASIDs still outstanding */
+	VPASID_RESUMING,	/* registered, a new device reconciles */
 };
 
 static const char * const vpasid_state_names[] = {
@@ -37,12 +46,15 @@ static const char * const vpasid_state_names[] = {
 	[VPASID_ACTIVE]		= "active",
 	[VPASID_SUSPENDED]	= "suspended",
 	[VPASID_DRAINING]	= "draining",
+	[VPASID_RESUMING]	= "resuming",
 };
 
 /*
  * The registration outlives the device it forwards to: after a removal
  * with PASIDs outstanding it stays registered ("draining") until the last
- * one is freed.
+ * one is freed, or until a new device that offers VIRTIO_PASID_F_RECONCILE
+ * binds: that one resumes ("resuming", then "active") with the PASIDs kept.
+ * For that RECONCILE the registration knows which PASIDs it handed out.
  */
 struct vpasid_registration {
 	/* Serializes probe, remove, freeze, restore and the work items. */
@@ -52,6 +64,14 @@ struct vpasid_registration {
 	enum vpasid_state state;
 	struct virtio_pasid *vp;	/* backing device, NULL if none */
 	unsigned long outstanding;	/* PASIDs handed to the framework */
+	unsigned long *held;		/* those PASIDs, one bit each */
+	/*
+	 * Handed out, but a RECONCILE found that the host does not hold
+	 * them for this VM (CONFLICT, REFUSED): free() tells nobody and
+	 * never caches them. A subset of held.
+	 */
+	unsigned long *lost;
+	u64 space_id;			/* of the last device registered */
 	struct work_struct unregister_work;
 };
 
@@ -80,12 +100,26 @@ static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
 		goto reject;
 
 	status = vpasid_alloc_pasid(vp, lo, hi, reg->outstanding, &pasid);
+	if (status == VIRTIO_PASID_S_OK && test_bit(pasid, reg->held)) {
+		/*
+		 * A lost PASID (only those can be) that the host freed and
+		 * now gave the VM: it is held for the VM again, and still in
+		 * use here, so this allocation fails.
+		 */
+		__clear_bit(pasid, reg->lost);
+		dev_warn_ratelimited(&vp->vdev->dev,
+				     "device handed out PASID %u, which is in use here: held on the host again, allocation refused\n",
+				     pasid);
+		status = -EEXIST;
+	}
 	if (status != VIRTIO_PASID_S_OK) {
 		if (!reg->outstanding)
 			module_put(THIS_MODULE);
 		goto out;
 	}
 	reg->outstanding++;
+	/* In [pasid_min, pasid_max], which the config check bounds. */
+	__set_bit(pasid, reg->held);
 	atomic64_inc(&vp->stats.allocs);
 	spin_unlock(&reg->lock);
 	return pasid;
@@ -106,14 +140,28 @@ static void vpasid_free(ioasid_t id, void *data)
 	struct vpasid_registration *reg = data;
 	struct virtio_pasid *vp;
 
+	bool lost = false;
+
 	spin_lock(&reg->lock);
 	vp = reg->vp;
+	if (id < VPASID_PASID_SPACE) {
+		__clear_bit(id, reg->held);
+		lost = __test_and_clear_bit(id, reg->lost);
+	}
 	/*
-	 * Suspended, a PASID can still go into the cache, which needs no
-	 * request; otherwise the host keeps its reference until the next
-	 * RESET.
+	 * A lost PASID is not the VM's on the host: nobody is told. Suspended,
+	 * a PASID can still go into the cache, which needs no request;
+	 * otherwise the host keeps its reference until the next RESET or
+	 * RECONCILE. Resuming, a FREE is posted after any RECONCILE that
+	 * listed the PASID and the held bit is clear for those after it, so
+	 * it is released either way (vpasid_held_next()); never the cache,
+	 * which no RECONCILE lists.
 	 */
-	if (vp && reg->state == VPASID_ACTIVE) {
+	if (vp && lost) {
+		atomic64_inc(&vp->stats.lost_frees);
+	} else if (vp && reg->state == VPASID_RESUMING) {
+		vpasid_give_back(vp, id);
+	} else if (vp && reg->state == VPASID_ACTIVE) {
 		vpasid_free_pasid(vp, id);
 	} else if (vp && !(reg->state == VPASID_SUSPENDED &&
 			     vpasid_lease_put(vp, id))) {
@@ -219,38 +267,157 @@ static void vpasid_unregister_work(struct work_struct *work)
 
 /*
  * Claim the allocator for @vp, before its device is live: -EBUSY when
- * another device backs it or it is still draining (one vpasid device per
- * guest). Nothing is registered yet; see vpasid_register().
+ * another device backs it (one vpasid device per guest). While draining, a
+ * device that offers VIRTIO_PASID_F_RECONCILE takes over: *@resume says
+ * so, and the caller reconciles instead of sending RESET; without the
+ * feature it is -EBUSY too, as RESET would release PASIDs still in use.
+ * Nothing is registered yet; see vpasid_register().
  */
-int vpasid_attach(struct virtio_pasid *vp)
+int vpasid_attach(struct virtio_pasid *vp, bool *resume)
 {
+	struct device *dev = &vp->vdev->dev;
 	int err = 0;
 
 	INIT_DELAYED_WORK(&vp->register_work, vpasid_register_work);
 	vp->retry_ms = VPASID_RETRY_MIN_MS;
 	vp->attempts = 0;
+	*resume = false;
 
 	mutex_lock(&vpasid_reg.mutex);
-	if (vpasid_reg.vp || vpasid_reg.state != VPASID_UNREGISTERED) {
-		dev_err(&vp->vdev->dev, "only one vpasid device per guest is supported (allocator %s)\n",
-			vpasid_state_names[vpasid_reg.state]);
+	/* Drained meanwhile: its work may not have run yet. */
+	vpasid_unregister_drained();
+	if (!vpasid_reg.vp && vpasid_reg.state == VPASID_DRAINING &&
+	    virtio_has_feature(vp->vdev, VIRTIO_PASID_F_RECONCILE)) {
+		*resume = true;
+		if (vp->space_id != vpasid_reg.space_id)
+			dev_warn(dev, "space %#llx replaces space %#llx: reconciling all the same, conflicts are reported\n",
+				 vp->space_id, vpasid_reg.space_id);
+	} else if (vpasid_reg.vp || vpasid_reg.state != VPASID_UNREGISTERED) {
+		dev_err(dev, "only one vpasid device per guest is supported (allocator %s%s)\n",
+			vpasid_state_names[vpasid_reg.state],
+			vpasid_reg.vp ? "" :
+			"; this device cannot resume: no VIRTIO_PASID_F_RECONCILE");
 		err = -EBUSY;
-	} else {
+	}
+	if (!err) {
 		spin_lock(&vpasid_reg.lock);
 		vpasid_reg.vp = vp;
+		if (*resume)
+			vpasid_reg.state = VPASID_RESUMING;
 		spin_unlock(&vpasid_reg.lock);
 	}
 	mutex_unlock(&vpasid_reg.mutex);
 	return err;
 }
 
-/* @vp's device is live and was RESET: register (or start waiting). */
+/*
+ * @vp's device is live and was RESET, or reconciled: register (or start
+ * waiting), or, resuming, take allocations again.
+ */
 void vpasid_register(struct virtio_pasid *vp)
 {
 	mutex_lock(&vpasid_reg.mutex);
-	if (vpasid_reg.vp == vp)
+	vpasid_reg.space_id = vp->space_id;
+	if (vpasid_reg.vp == vp && vpasid_reg.state == VPASID_RESUMING) {
+		vpasid_set_state(VPASID_ACTIVE);
+		dev_info(&vp->vdev->dev, "resumed with %lu PASID(s) outstanding: active\n",
+			 vpasid_outstanding());
+	} else if (vpasid_reg.vp == vp) {
 		vpasid_try_register(vp);
+	}
 	mutex_unlock(&vpasid_reg.mutex);
+}
+
+/*
+ * The held bitmap for RECONCILE: vpasid_held_lock() keeps alloc() and
+ * free() out while a batch is listed and posted, so that a FREE is posted
+ * after every RECONCILE that listed its PASID, or its PASID is not listed.
+ * The lock is a spinlock: nothing in between may sleep.
+ */
+void vpasid_held_lock(void)
+	__acquires(vpasid_reg.lock)
+{
+	spin_lock(&vpasid_reg.lock);
+}
+
+void vpasid_held_unlock(void)
+	__releases(vpasid_reg.lock)
+{
+	spin_unlock(&vpasid_reg.lock);
+}
+
+/*
+ * List up to @max held PASIDs from *@cursor on into @list, and move
+ * *@cursor past them (to VPASID_PASID_SPACE at the end). Called with
+ * vpasid_held_lock(). Return how many.
+ */
+unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max)
+{
+	unsigned long bit = *cursor;
+	unsigned int n = 0;
+
+	while (n < max) {
+		bit = find_next_bit(vpasid_reg.held, VPASID_PASID_SPACE, bit);
+		if (bit >= VPASID_PASID_SPACE)
+			break;
+		list[n++] = cpu_to_le32(bit++);
+	}
+	*cursor = min_t(unsigned long, bit, VPASID_PASID_SPACE);
+	return n;
+}
+
+/*
+ * Apply the host's RECONCILE result for a PASID the driver listed as held.
+ * A PASID freed since was released by its FREE or dropped by LAST: nothing
+ * to do. A lost one is logged once, when it becomes lost.
+ */
+void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
+{
+	struct device *dev = &vp->vdev->dev;
+	bool held_here, was_lost = false;
+
+	spin_lock(&vpasid_reg.lock);
+	held_here = pasid < VPASID_PASID_SPACE &&
+		    test_bit(pasid, vpasid_reg.held);
+	if (held_here && (result == VIRTIO_PASID_RECONCILE_CONFLICT ||
+			  result == VIRTIO_PASID_RECONCILE_REFUSED))
+		was_lost = __test_and_set_bit(pasid, vpasid_reg.lost);
+	else if (held_here)
+		was_lost = __test_and_clear_bit(pasid, vpasid_reg.lost);
+	spin_unlock(&vpasid_reg.lock);
+
+	if (!held_here)
+		return;
+	switch (result) {
+	case VIRTIO_PASID_RECONCILE_CONFLICT:
+		if (!was_lost)
+			dev_warn(dev, "PASID %u is in use here but another VM holds it on the host (conflict): never freed to the host nor reused\n",
+				 pasid);
+		break;
+	case VIRTIO_PASID_RECONCILE_REFUSED:
+		if (!was_lost)
+			dev_warn(dev, "PASID %u is in use here but the host refused it: never freed to the host nor reused\n",
+				 pasid);
+		break;
+	default:
+		if (was_lost)
+			dev_info(dev, "PASID %u is held on the host again\n",
+				 pasid);
+		break;
+	}
+}
+
+/* debugfs: the lost PASIDs, on one line. */
+void vpasid_lost_show(struct seq_file *m)
+{
+	unsigned long bit;
+
+	seq_puts(m, "lost_pasids");
+	spin_lock(&vpasid_reg.lock);
+	for_each_set_bit(bit, vpasid_reg.lost, VPASID_PASID_SPACE)
+		seq_printf(m, " %lu", bit);
+	spin_unlock(&vpasid_reg.lock);
+	seq_putc(m, '\n');
 }
 
 /*
@@ -269,7 +436,8 @@ unsigned long vpasid_detach(struct virtio_pasid *vp)
 	vpasid_reg.vp = NULL;
 	outstanding = vpasid_reg.outstanding;
 	registered = vpasid_reg.state == VPASID_ACTIVE ||
-		     vpasid_reg.state == VPASID_SUSPENDED;
+		     vpasid_reg.state == VPASID_SUSPENDED ||
+		     vpasid_reg.state == VPASID_RESUMING;
 	vpasid_reg.state = registered && outstanding ? VPASID_DRAINING :
 			   VPASID_UNREGISTERED;
 	spin_unlock(&vpasid_reg.lock);
@@ -318,11 +486,22 @@ unsigned long vpasid_outstanding(void)
 	return READ_ONCE(vpasid_reg.outstanding);
 }
 
-void vpasid_ioasid_init(void)
+int vpasid_ioasid_init(void)
 {
 	mutex_init(&vpasid_reg.mutex);
 	spin_lock_init(&vpasid_reg.lock);
 	INIT_WORK(&vpasid_reg.unregister_work, vpasid_unregister_work);
+	/* 128 KiB each: allocated once, as alloc() may not allocate. */
+	vpasid_reg.held = kvcalloc(BITS_TO_LONGS(VPASID_PASID_SPACE),
+				   sizeof(unsigned long), GFP_KERNEL);
+	vpasid_reg.lost = kvcalloc(BITS_TO_LONGS(VPASID_PASID_SPACE),
+				   sizeof(unsigned long), GFP_KERNEL);
+	if (!vpasid_reg.held || !vpasid_reg.lost) {
+		kvfree(vpasid_reg.held);
+		kvfree(vpasid_reg.lost);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* After the driver is unregistered: no device is left. */
@@ -333,6 +512,8 @@ void vpasid_ioasid_exit(void)
 	mutex_lock(&vpasid_reg.mutex);
 	vpasid_unregister_drained();
 	mutex_unlock(&vpasid_reg.mutex);
+	kvfree(vpasid_reg.held);
+	kvfree(vpasid_reg.lost);
 }
 
 /* What an admin needs: /sys/bus/virtio/drivers/virtio_pasid/{state,backend} */
