@@ -15,6 +15,26 @@
 //! `upgrade_reattach_keeps_every_pasid`: the same with a clean stop
 //! (SIGTERM) and the same binary started again, as an upgrade does.
 //!
+//! `live_replug_within_holdover_loses_nothing`: the daemon stays up; the
+//! re-plug's `chardev-remove` disconnects the VM, whose PASIDs the daemon
+//! holds over (`holdover=`). A second VM allocates throughout and never
+//! receives one of them; the first VM resumes with all of them.
+//!
+//! `state_lost_conflicts_are_reported`: the daemon restarts without a state
+//! directory, and a second VM takes some of the first VM's PASIDs before
+//! the first one is re-plugged. Its RECONCILE reports them as conflicts
+//! (the guest logs each once, counts and lists them in debugfs, and never
+//! frees them to the host); the second VM keeps them, and the first VM's
+//! other PASIDs are re-granted.
+//!
+//! `unanswered_free_leaves_no_leak`: a FREE sits unanswered in a stopped
+//! daemon, which is then killed: the restarted daemon still holds that
+//! PASID for the VM, the guest no longer does, and the RECONCILE's LAST
+//! drops it.
+//!
+//! `holdover_expiry_reclaims`: a VM that goes away for good (QEMU killed)
+//! keeps its PASIDs for the hold-over period only.
+//!
 //! The driver runs the v1 request path (one side's leases off, see
 //! `common::v1_host_leases_off`) so that host and guest must agree exactly.
 //!
@@ -33,8 +53,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
@@ -50,9 +70,19 @@ const MAX: u32 = 10_000;
 /// PASIDs the guest holds across the restart.
 const HELD: u32 = 3;
 
+/// Hold-over of the tests that re-plug with the daemon up: far longer
+/// than a re-plug takes.
+const HOLDOVER_S: u32 = 60;
+/// Hold-over of the expiry test: short, as the test waits it out.
+const SHORT_HOLDOVER_S: u32 = 5;
+
 qemu_tests::per_kernel!(
     crash_restart_reattach_keeps_every_pasid,
-    upgrade_reattach_keeps_every_pasid
+    upgrade_reattach_keeps_every_pasid,
+    live_replug_within_holdover_loses_nothing,
+    state_lost_conflicts_are_reported,
+    unanswered_free_leaves_no_leak,
+    holdover_expiry_reclaims,
 );
 
 /// How the daemon goes away before it is started again.
@@ -70,6 +100,74 @@ fn reattach(daemon: &Daemon, vm: &str, qmp: &Path) -> serde_json::Value {
     daemon
         .pasidctl_json(&["reattach", "--vm", vm, "--qmp", &qmp, "--timeout", "60"])
         .unwrap()
+}
+
+/// The guest config of `vm` on `daemon`, with a QMP socket for reattach;
+/// returns it and the QMP socket's path.
+fn qmp_guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> (GuestConfig, PathBuf) {
+    let qmp = daemon.dir().join(format!("{vm}.qmp"));
+    let mut config = GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap());
+    config.extra_qemu_args.extend([
+        "-qmp".to_string(),
+        format!("unix:{},server=on,wait=off", qmp.display()),
+    ]);
+    (config, qmp)
+}
+
+/// Loads the driver (v1 request path) and the exerciser and waits for the
+/// driver to be active.
+fn prepare(guest: &mut Guest) -> qemu_tests::Result<()> {
+    load_v1_driver(guest, &format!("timeout_ms={TIMEOUT_MS}"))?;
+    guest.load_exerciser()?;
+    guest.wait_driver_state("active", CMD)?;
+    Ok(())
+}
+
+/// `n` PASIDs allocated one by one in [[`MIN`], [`MAX`]].
+fn alloc_some(guest: &mut Guest, n: u32) -> BTreeSet<u32> {
+    (0..n)
+        .map(|_| {
+            guest
+                .alloc(MIN, MAX, 0)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{}: alloc failed", guest.name()))
+        })
+        .collect()
+}
+
+/// Waits for the driver's resume (its "resumed" line after the re-plug)
+/// and returns the time from the hotplugged device's first PCI line to
+/// it, in the guest's clock, and the RECONCILE summary line.
+fn wait_resumed(guest: &mut Guest) -> (Duration, String) {
+    let resumed = last_dmesg_line(guest, "resumed with");
+    guest.wait_driver_state("active", CMD).unwrap();
+    let reconciled = last_dmesg_line(guest, "RECONCILE:");
+    // The ACPI hotplug of device_add: the new device's first PCI line.
+    let plugged = last_dmesg_line(guest, "[1af4:1065]");
+    let secs = dmesg_time(&resumed) - dmesg_time(&plugged);
+    assert!(secs >= 0.0, "{plugged} after {resumed}");
+    (Duration::from_secs_f64(secs), reconciled)
+}
+
+/// Waits until `n` dmesg lines contain `pattern` (a fixed string).
+fn wait_dmesg_count(guest: &mut Guest, pattern: &str, n: usize) {
+    let started = Instant::now();
+    loop {
+        let out = guest
+            .run_ok(&format!("dmesg | grep -c -F '{pattern}' || true"), CMD)
+            .unwrap();
+        let seen: usize = out.trim().parse().unwrap();
+        assert!(seen <= n, "{}: {seen} lines with {pattern:?}", guest.name());
+        if seen == n {
+            return;
+        }
+        assert!(
+            started.elapsed() < CMD,
+            "{}: {seen} of {n} lines with {pattern:?}",
+            guest.name()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The `[seconds]` timestamp of a dmesg line.
@@ -119,23 +217,12 @@ fn restart_and_resume(kernel: Kernel, how: Restart) {
             .state_dir("state"),
     ))
     .unwrap();
-    let qmp = daemon.dir().join("vmA.qmp");
-    let mut config = GuestConfig::new("vmA", kernel).vhost_user(daemon.socket("vmA").unwrap());
-    config.extra_qemu_args.extend([
-        "-qmp".to_string(),
-        format!("unix:{},server=on,wait=off", qmp.display()),
-    ]);
+    let (config, qmp) = qmp_guest_config(kernel, &daemon, "vmA");
     let mut guest = Guest::boot(config).unwrap();
-    load_v1_driver(&mut guest, &format!("timeout_ms={TIMEOUT_MS}")).unwrap();
-    guest.load_exerciser().unwrap();
-    guest.wait_driver_state("active", CMD).unwrap();
+    prepare(&mut guest).unwrap();
 
     // The guest holds some PASIDs, and the host agrees.
-    let mut held = BTreeSet::new();
-    for _ in 0..HELD {
-        let id = guest.alloc(MIN, MAX, 0).unwrap().expect("alloc");
-        held.insert(id);
-    }
+    let mut held = alloc_some(&mut guest, HELD);
     assert_eq!(sole_holdings(&daemon, "vmA"), held);
 
     match how {
@@ -152,13 +239,7 @@ fn restart_and_resume(kernel: Kernel, how: Restart) {
 
     let report = reattach(&daemon, "vmA", &qmp);
     assert_eq!(report["vm"], "vmA", "{report}");
-    let resumed = last_dmesg_line(&mut guest, "resumed with");
-    assert!(
-        resumed.contains(&format!("resumed with {HELD} PASID(s) outstanding")),
-        "{resumed}"
-    );
-    guest.wait_driver_state("active", CMD).unwrap();
-    let reconciled = last_dmesg_line(&mut guest, "RECONCILE:");
+    let (to_active, reconciled) = wait_resumed(&mut guest);
     assert!(
         reconciled.contains(&format!(
             "RECONCILE: {HELD} kept, 0 re-granted, 0 conflict(s), 0 refused; \
@@ -166,10 +247,6 @@ fn restart_and_resume(kernel: Kernel, how: Restart) {
         )),
         "{reconciled}"
     );
-    // The guest's clock: the hotplugged device's first PCI line (the
-    // ACPI hotplug of device_add) to the driver active again.
-    let plugged = last_dmesg_line(&mut guest, "[1af4:1065]");
-    let to_active = dmesg_time(&resumed) - dmesg_time(&plugged);
 
     // Nothing lost: host and guest agree, and the driver knows no conflict.
     assert_eq!(sole_holdings(&daemon, "vmA"), held);
@@ -213,9 +290,8 @@ fn restart_and_resume(kernel: Kernel, how: Restart) {
 
     common::finish(guest);
     eprintln!(
-        "{kernel} {how:?}: device_add to driver active {:.0} ms (guest clock), \
-         PASIDs kept {HELD}, lost 0; reattach {report}",
-        to_active * 1000.0
+        "{kernel} {how:?}: device_add to driver active {to_active:?} (guest clock), \
+         PASIDs kept {HELD}, lost 0; reattach {report}"
     );
 }
 
@@ -225,4 +301,240 @@ fn crash_restart_reattach_keeps_every_pasid(kernel: Kernel) {
 
 fn upgrade_reattach_keeps_every_pasid(kernel: Kernel) {
     restart_and_resume(kernel, Restart::Upgrade);
+}
+
+fn live_replug_within_holdover_loses_nothing(kernel: Kernel) {
+    let daemon = Daemon::start(v1_daemon_config(
+        kernel,
+        DaemonConfig::new()
+            .vm(VmSlot::new("vmA").holdover(HOLDOVER_S))
+            .vm(VmSlot::new("vmB")),
+    ))
+    .unwrap();
+    let (config_a, qmp) = qmp_guest_config(kernel, &daemon, "vmA");
+    let config_b = common::guest_config(kernel, &daemon, "vmB");
+    let mut guests = common::boot_in_parallel(vec![config_a, config_b], prepare);
+    let mut guest_b = guests.pop().unwrap();
+    let mut guest_a = guests.pop().unwrap();
+
+    let held = alloc_some(&mut guest_a, HELD);
+    assert_eq!(sole_holdings(&daemon, "vmA"), held);
+
+    // vmB allocates one PASID after another while vmA is re-plugged.
+    let (report, taken_by_b) = std::thread::scope(|s| {
+        let replug = s.spawn(|| reattach(&daemon, "vmA", &qmp));
+        let mut taken = BTreeSet::new();
+        while !replug.is_finished() {
+            let id = guest_b
+                .alloc(MIN, MAX, 0)
+                .unwrap()
+                .expect("vmB alloc during the re-plug");
+            assert!(!held.contains(&id), "vmB got vmA's PASID {id}");
+            taken.insert(id);
+        }
+        (replug.join().unwrap(), taken)
+    });
+    assert!(!taken_by_b.is_empty(), "vmB allocated nothing meanwhile");
+    let (to_active, reconciled) = wait_resumed(&mut guest_a);
+    assert!(
+        reconciled.contains(&format!(
+            "RECONCILE: {HELD} kept, 0 re-granted, 0 conflict(s)"
+        )),
+        "{reconciled}"
+    );
+    assert_eq!(sole_holdings(&daemon, "vmA"), held);
+    assert_eq!(sole_holdings(&daemon, "vmB"), taken_by_b);
+    assert_guest_knows(&mut guest_a, &held, &taken_by_b);
+    assert!(lost_pasids(&mut guest_a).is_empty());
+
+    // vmA goes on: a new PASID is neither its own nor vmB's.
+    let new = guest_a.alloc(MIN, MAX, 0).unwrap().expect("vmA alloc");
+    assert!(!held.contains(&new) && !taken_by_b.contains(&new), "{new}");
+    common::finish(guest_a);
+    common::finish(guest_b);
+    eprintln!(
+        "{kernel} live re-plug: device_add to driver active {to_active:?} (guest clock), \
+         PASIDs kept {HELD}, lost 0; vmB allocated {} meanwhile; reattach {report}",
+        taken_by_b.len()
+    );
+}
+
+fn state_lost_conflicts_are_reported(kernel: Kernel) {
+    let mut daemon = Daemon::start(v1_daemon_config(
+        kernel,
+        DaemonConfig::new()
+            .vm(VmSlot::new("vmA"))
+            .vm(VmSlot::new("vmB")),
+    ))
+    .unwrap();
+    let (config_a, qmp_a) = qmp_guest_config(kernel, &daemon, "vmA");
+    let (config_b, qmp_b) = qmp_guest_config(kernel, &daemon, "vmB");
+    let mut guests = common::boot_in_parallel(vec![config_a, config_b], prepare);
+    let mut guest_b = guests.pop().unwrap();
+    let mut guest_a = guests.pop().unwrap();
+
+    // vmA holds the lowest three; vmB nothing.
+    let held = alloc_some(&mut guest_a, HELD);
+    assert_eq!(held, (MIN..MIN + HELD).collect());
+
+    // No state directory: the new daemon knows nothing of them.
+    daemon.kill().unwrap();
+    daemon.restart().unwrap();
+    assert!(daemon.vm_pasids("vmA").unwrap().is_empty());
+
+    // vmB, holding nothing, comes back first (a fresh probe, RESET) and
+    // takes the two lowest: two of vmA's.
+    reattach(&daemon, "vmB", &qmp_b);
+    wait_dmesg_count(&mut guest_b, "RESET released", 2);
+    guest_b.wait_driver_state("active", CMD).unwrap();
+    let taken_by_b = alloc_some(&mut guest_b, 2);
+    let conflicts: BTreeSet<u32> = held.iter().copied().take(2).collect();
+    assert_eq!(taken_by_b, conflicts);
+
+    let report = reattach(&daemon, "vmA", &qmp_a);
+    let (to_active, reconciled) = wait_resumed(&mut guest_a);
+    assert!(
+        reconciled.contains("RECONCILE: 0 kept, 1 re-granted, 2 conflict(s), 0 refused"),
+        "{reconciled}"
+    );
+    // The guest: each conflict logged once, counted and listed in debugfs.
+    for id in &conflicts {
+        let line = guest_a
+            .run_ok(
+                &format!("dmesg | grep -c 'PASID {id} is in use here but another VM holds it'"),
+                CMD,
+            )
+            .unwrap();
+        assert_eq!(line.trim(), "1", "PASID {id}: {line}");
+    }
+    assert_eq!(lost_pasids(&mut guest_a), conflicts);
+    let status = guest_a.driver_status().unwrap();
+    assert_eq!(
+        (
+            status.counter("reconcile_kept"),
+            status.counter("reconcile_granted"),
+            status.counter("reconcile_conflicts"),
+        ),
+        (0, 1, 2),
+        "{status:?}"
+    );
+    // The host: vmB keeps its two, vmA holds the one re-granted, and the
+    // daemon reported the conflicts.
+    let regranted: BTreeSet<u32> = held.difference(&conflicts).copied().collect();
+    assert_eq!(sole_holdings(&daemon, "vmB"), conflicts);
+    assert_eq!(sole_holdings(&daemon, "vmA"), regranted);
+    assert!(
+        daemon.log().to_lowercase().contains("conflict"),
+        "the daemon's log reports no conflict"
+    );
+
+    // Freeing a lost PASID tells nobody: vmB still holds it; new
+    // allocations go on and never return a PASID vmB holds.
+    let lost = *conflicts.iter().next().unwrap();
+    guest_a.free(lost).unwrap();
+    assert_eq!(sole_holdings(&daemon, "vmB"), conflicts);
+    assert_eq!(guest_a.driver_status().unwrap().counter("lost_frees"), 1);
+    let new = guest_a.alloc(MIN, MAX, 0).unwrap().expect("vmA alloc");
+    assert!(
+        !conflicts.contains(&new) && !regranted.contains(&new),
+        "{new}"
+    );
+
+    common::finish(guest_a);
+    common::finish(guest_b);
+    eprintln!(
+        "{kernel} state lost: device_add to driver active {to_active:?} (guest clock), \
+         PASIDs kept 1 (re-granted), lost {} (conflicts); reattach {report}",
+        conflicts.len()
+    );
+}
+
+fn unanswered_free_leaves_no_leak(kernel: Kernel) {
+    let mut daemon = Daemon::start(v1_daemon_config(
+        kernel,
+        DaemonConfig::new()
+            .vm(VmSlot::new("vmA"))
+            .state_dir("state"),
+    ))
+    .unwrap();
+    let (config, qmp) = qmp_guest_config(kernel, &daemon, "vmA");
+    let mut guest = Guest::boot(config).unwrap();
+    prepare(&mut guest).unwrap();
+    let mut held = alloc_some(&mut guest, HELD);
+
+    // The daemon stops answering; the guest frees one PASID: its FREE
+    // times out unanswered, and the daemon dies before it reads it.
+    let freed = *held.iter().next().unwrap();
+    let pid = i32::try_from(daemon.pid()).unwrap();
+    // SAFETY: kill(2) on the daemon's pid, a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    guest.free(freed).unwrap();
+    held.remove(&freed);
+    daemon.kill().unwrap();
+    daemon.restart().unwrap();
+    // The leak: the host still holds it for the VM.
+    assert!(daemon.vm_pasids("vmA").unwrap().contains(&freed));
+
+    let report = reattach(&daemon, "vmA", &qmp);
+    let (to_active, reconciled) = wait_resumed(&mut guest);
+    assert!(
+        reconciled.contains(&format!(
+            "RECONCILE: {} kept, 0 re-granted, 0 conflict(s), 0 refused; \
+             the host dropped 1 unlisted reference(s)",
+            held.len()
+        )),
+        "{reconciled}"
+    );
+    assert_eq!(sole_holdings(&daemon, "vmA"), held);
+    assert_guest_knows(&mut guest, &held, &[freed].into());
+    common::finish(guest);
+    eprintln!(
+        "{kernel} unanswered FREE: device_add to driver active {to_active:?} (guest clock), \
+         PASIDs kept {}, lost 0, leaked reference dropped 1; reattach {report}",
+        held.len()
+    );
+}
+
+fn holdover_expiry_reclaims(kernel: Kernel) {
+    let daemon = Daemon::start(v1_daemon_config(
+        kernel,
+        DaemonConfig::new().vm(VmSlot::new("vmA").holdover(SHORT_HOLDOVER_S)),
+    ))
+    .unwrap();
+    let mut guest = Guest::boot(common::guest_config(kernel, &daemon, "vmA")).unwrap();
+    prepare(&mut guest).unwrap();
+    let held = alloc_some(&mut guest, HELD);
+
+    // The VM goes away for good; the host holds its PASIDs over, then
+    // reclaims them once the period has passed.
+    let mark = daemon.log_mark();
+    guest.kill().unwrap();
+    let gone = Instant::now();
+    let mut disconnected = daemon.vm("vmA").unwrap();
+    while disconnected.connected {
+        assert!(gone.elapsed() < CMD, "vmA still connected");
+        std::thread::sleep(Duration::from_millis(50));
+        disconnected = daemon.vm("vmA").unwrap();
+    }
+    let held_over = daemon.vm_pasids("vmA").unwrap();
+    assert!(
+        gone.elapsed() < Duration::from_secs(u64::from(SHORT_HOLDOVER_S)),
+        "the disconnect took {:?}: the hold-over cannot be seen",
+        gone.elapsed()
+    );
+    assert_eq!(held_over, held, "held over");
+    while !daemon.vm_pasids("vmA").unwrap().is_empty() {
+        assert!(gone.elapsed() < CMD, "never reclaimed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reclaimed = gone.elapsed();
+    assert!(
+        reclaimed >= Duration::from_secs(u64::from(SHORT_HOLDOVER_S)),
+        "reclaimed after {reclaimed:?}, before the hold-over period"
+    );
+    daemon.wait_log_since(mark, "hold-over", CMD).unwrap();
+    eprintln!(
+        "{kernel} hold-over expiry: {HELD} PASIDs reclaimed {reclaimed:?} after the VM \
+         went away (hold-over {SHORT_HOLDOVER_S} s), kept 0, lost {HELD}"
+    );
 }
