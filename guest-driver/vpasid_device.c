@@ -211,6 +211,12 @@ static void vpasid_remove(struct virtio_device *vdev)
 	if (reset) {
 		dev_info(&vdev->dev, "RESET released %u reference(s)\n",
 			 released);
+	} else if (outstanding &&
+		   virtio_has_feature(vdev, VIRTIO_PASID_F_RECONCILE)) {
+		/* A resume lists the cache: keep it, serve from it meanwhile. */
+		vpasid_orphan_cache(vp);
+		if (vp->vq)
+			vpasid_quiesce(vp);
 	} else if (vp->vq && outstanding) {
 		vpasid_lease_drain(vp);
 		/* FREEs that waited for a slot go out before the reset. */

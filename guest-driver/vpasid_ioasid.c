@@ -21,6 +21,8 @@
 #include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/virtio_config.h>
 
@@ -71,11 +73,92 @@ struct vpasid_registration {
 	 * never caches them. A subset of held.
 	 */
 	unsigned long *lost;
+	/*
+	 * The lease cache of a removed device that offered RECONCILE: held
+	 * on the host, not handed out. Draining, alloc() takes from it and
+	 * free() puts into it; a resume lists it and hands it to the new
+	 * device's cache. Ascending, norphan of orphan_cap used.
+	 */
+	u32 *orphan;
+	unsigned int norphan;
+	unsigned int orphan_cap;
 	u64 space_id;			/* of the last device registered */
 	struct work_struct unregister_work;
 };
 
 static struct vpasid_registration vpasid_reg;
+
+/* Index of the first orphan >= @pasid; reg->lock held. */
+static unsigned int vpasid_orphan_search(const struct vpasid_registration *reg,
+					 u32 pasid)
+{
+	unsigned int lo = 0, hi = reg->norphan;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+
+		if (reg->orphan[mid] < pasid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Take the lowest orphan in [lo, hi]; reg->lock held. */
+static bool vpasid_orphan_take(struct vpasid_registration *reg, u32 lo, u32 hi,
+			       u32 *pasid)
+{
+	unsigned int at = vpasid_orphan_search(reg, lo);
+
+	if (at >= reg->norphan || reg->orphan[at] > hi)
+		return false;
+	*pasid = reg->orphan[at];
+	reg->norphan--;
+	memmove(&reg->orphan[at], &reg->orphan[at + 1],
+		(reg->norphan - at) * sizeof(*reg->orphan));
+	return true;
+}
+
+/* Put @pasid among the orphans if there is room; reg->lock held. */
+static bool vpasid_orphan_put(struct vpasid_registration *reg, u32 pasid)
+{
+	unsigned int at;
+
+	if (reg->norphan >= reg->orphan_cap)
+		return false;
+	at = vpasid_orphan_search(reg, pasid);
+	if (at < reg->norphan && reg->orphan[at] == pasid)
+		return true;
+	memmove(&reg->orphan[at + 1], &reg->orphan[at],
+		(reg->norphan - at) * sizeof(*reg->orphan));
+	reg->orphan[at] = pasid;
+	reg->norphan++;
+	return true;
+}
+
+/*
+ * Draining with no device: serve alloc() from the orphaned cache, which
+ * needs no request. reg->lock held. Return the PASID or INVALID_IOASID.
+ */
+static ioasid_t vpasid_alloc_orphan(struct vpasid_registration *reg,
+				    ioasid_t min, ioasid_t max)
+{
+	u32 pasid;
+
+	if (reg->state != VPASID_DRAINING || !reg->norphan)
+		return INVALID_IOASID;
+	if (!reg->outstanding && !try_module_get(THIS_MODULE))
+		return INVALID_IOASID;
+	if (!vpasid_orphan_take(reg, min, max, &pasid)) {
+		if (!reg->outstanding)
+			module_put(THIS_MODULE);
+		return INVALID_IOASID;
+	}
+	reg->outstanding++;
+	__set_bit(pasid, reg->held);
+	return pasid;
+}
 
 /* ioasid_allocator_ops.alloc: called with the framework's spinlock held. */
 static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
@@ -87,8 +170,11 @@ static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
 
 	spin_lock(&reg->lock);
 	vp = reg->vp;
-	if (!vp)
-		goto out;
+	if (!vp) {
+		pasid = vpasid_alloc_orphan(reg, min, max);
+		spin_unlock(&reg->lock);
+		return pasid;
+	}
 	if (reg->state != VPASID_ACTIVE)
 		goto reject;
 	lo = max_t(u32, min, vp->pasid_min);
@@ -157,7 +243,10 @@ static void vpasid_free(ioasid_t id, void *data)
 	 * it is released either way (vpasid_held_next()); never the cache,
 	 * which no RECONCILE lists.
 	 */
-	if (vp && lost) {
+	if (!vp && !lost && reg->state == VPASID_DRAINING) {
+		/* The orphaned cache, if it has room: served again at once. */
+		vpasid_orphan_put(reg, id);
+	} else if (vp && lost) {
 		atomic64_inc(&vp->stats.lost_frees);
 	} else if (vp && reg->state == VPASID_RESUMING) {
 		vpasid_give_back(vp, id);
@@ -243,18 +332,28 @@ static void vpasid_register_work(struct work_struct *work)
 /* Unregister a drained allocator; called with the mutex held. */
 static void vpasid_unregister_drained(void)
 {
+	unsigned int norphan = 0;
+	u32 *orphan = NULL;
 	bool drained;
 
 	spin_lock(&vpasid_reg.lock);
 	drained = vpasid_reg.state == VPASID_DRAINING &&
 		  !vpasid_reg.outstanding;
-	if (drained)
+	if (drained) {
 		vpasid_reg.state = VPASID_UNREGISTERED;
+		orphan = vpasid_reg.orphan;
+		norphan = vpasid_reg.norphan;
+		vpasid_reg.orphan = NULL;
+		vpasid_reg.norphan = 0;
+		vpasid_reg.orphan_cap = 0;
+	}
 	spin_unlock(&vpasid_reg.lock);
 
 	if (drained) {
 		ioasid_unregister_allocator(&vpasid_ops);
-		pr_info("last PASID freed: IOASID allocator unregistered\n");
+		kfree(orphan);
+		pr_info("last PASID freed: IOASID allocator unregistered%s\n",
+			norphan ? "; the host keeps the cached PASIDs until the next RESET" : "");
 	}
 }
 
@@ -347,23 +446,43 @@ void vpasid_held_unlock(void)
 }
 
 /*
- * List up to @max held PASIDs from *@cursor on into @list, and move
- * *@cursor past them (to VPASID_PASID_SPACE at the end). Called with
- * vpasid_held_lock(). Return how many.
+ * List up to @max PASIDs the VM holds from *@cursor on into @list, and
+ * move *@cursor past them: first those handed out (the held bitmap; the
+ * cursor is the next bit), then the orphaned cache (the cursor is
+ * VPASID_PASID_SPACE plus the next PASID). Handed out first, so that a
+ * PASID freed into the orphans while it runs is listed as one or the other
+ * (resuming, free() never puts into the orphans, and alloc() is refused).
+ * Called with vpasid_held_lock(). Return how many.
  */
 unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max)
 {
 	unsigned long bit = *cursor;
-	unsigned int n = 0;
+	unsigned int n = 0, at;
 
-	while (n < max) {
+	while (n < max && bit < VPASID_PASID_SPACE) {
 		bit = find_next_bit(vpasid_reg.held, VPASID_PASID_SPACE, bit);
 		if (bit >= VPASID_PASID_SPACE)
-			break;
-		list[n++] = cpu_to_le32(bit++);
+			bit = VPASID_PASID_SPACE;
+		else
+			list[n++] = cpu_to_le32(bit++);
 	}
-	*cursor = min_t(unsigned long, bit, VPASID_PASID_SPACE);
+	if (n == max) {
+		*cursor = bit;
+		return n;
+	}
+	at = vpasid_orphan_search(&vpasid_reg, bit - VPASID_PASID_SPACE);
+	while (n < max && at < vpasid_reg.norphan) {
+		list[n++] = cpu_to_le32(vpasid_reg.orphan[at]);
+		bit = VPASID_PASID_SPACE + vpasid_reg.orphan[at++] + 1;
+	}
+	*cursor = bit;
 	return n;
+}
+
+/* The orphaned cache's size; called with vpasid_held_lock(). */
+unsigned int vpasid_held_cached(void)
+{
+	return vpasid_reg.norphan;
 }
 
 /*
@@ -379,6 +498,18 @@ void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
 	spin_lock(&vpasid_reg.lock);
 	held_here = pasid < VPASID_PASID_SPACE &&
 		    test_bit(pasid, vpasid_reg.held);
+	/* A cached one the VM does not hold: out of the cache. */
+	if (!held_here && (result == VIRTIO_PASID_RECONCILE_CONFLICT ||
+			   result == VIRTIO_PASID_RECONCILE_REFUSED)) {
+		unsigned int at = vpasid_orphan_search(&vpasid_reg, pasid);
+
+		if (at < vpasid_reg.norphan && vpasid_reg.orphan[at] == pasid) {
+			vpasid_reg.norphan--;
+			memmove(&vpasid_reg.orphan[at], &vpasid_reg.orphan[at + 1],
+				(vpasid_reg.norphan - at) * sizeof(u32));
+			was_lost = true;
+		}
+	}
 	if (held_here && (result == VIRTIO_PASID_RECONCILE_CONFLICT ||
 			  result == VIRTIO_PASID_RECONCILE_REFUSED))
 		was_lost = __test_and_set_bit(pasid, vpasid_reg.lost);
@@ -386,8 +517,12 @@ void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
 		was_lost = __test_and_clear_bit(pasid, vpasid_reg.lost);
 	spin_unlock(&vpasid_reg.lock);
 
-	if (!held_here)
+	if (!held_here) {
+		if (was_lost)
+			dev_info(dev, "cached PASID %u is not the VM's on the host (result %u): dropped from the cache\n",
+				 pasid, result);
 		return;
+	}
 	switch (result) {
 	case VIRTIO_PASID_RECONCILE_CONFLICT:
 		if (!was_lost)
@@ -405,6 +540,62 @@ void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
 				 pasid);
 		break;
 	}
+}
+
+/*
+ * Remove with PASIDs outstanding from a device that offered RECONCILE:
+ * keep its lease cache (vp->cache) for the draining allocator and a later
+ * resume instead of returning it. After vpasid_detach() and
+ * vpasid_lease_stop(): nothing else touches the cache.
+ */
+void vpasid_orphan_cache(struct virtio_pasid *vp)
+{
+	unsigned int kept = 0;
+	u32 *old = NULL;
+
+	mutex_lock(&vpasid_reg.mutex);
+	spin_lock(&vpasid_reg.lock);
+	if (vpasid_reg.state == VPASID_DRAINING && vp->cache) {
+		old = vpasid_reg.orphan;
+		vpasid_reg.orphan = vp->cache;
+		vpasid_reg.norphan = vp->ncached;
+		vpasid_reg.orphan_cap = vp->lease_cap;
+		kept = vp->ncached;
+		vp->cache = NULL;
+		vp->ncached = 0;
+	}
+	spin_unlock(&vpasid_reg.lock);
+	mutex_unlock(&vpasid_reg.mutex);
+	/* Only a resume empties the orphans, and it takes them over. */
+	WARN_ON_ONCE(old);
+	if (kept)
+		dev_info(&vp->vdev->dev, "%u cached PASID(s) kept for the draining allocator and a resume\n",
+			 kept);
+}
+
+/*
+ * A resume reconciled: the orphaned cache (what the host kept or
+ * re-granted of it) goes into @vp's cache, or back to the host with a FREE
+ * when that has no room. Before @vp's lease work starts.
+ */
+void vpasid_adopt_orphans(struct virtio_pasid *vp)
+{
+	unsigned long flags;
+	unsigned int i, n;
+	u32 *orphan;
+
+	spin_lock(&vpasid_reg.lock);
+	orphan = vpasid_reg.orphan;
+	n = vpasid_reg.norphan;
+	vpasid_reg.orphan = NULL;
+	vpasid_reg.norphan = 0;
+	vpasid_reg.orphan_cap = 0;
+	spin_lock_irqsave(&vp->lock, flags);
+	for (i = 0; i < n; i++)
+		vpasid_cache_keep(vp, orphan[i]);
+	spin_unlock_irqrestore(&vp->lock, flags);
+	spin_unlock(&vpasid_reg.lock);
+	kfree(orphan);
 }
 
 /* debugfs: the lost PASIDs, on one line. */

@@ -7,9 +7,10 @@
  * each one, or reports a conflict; the driver marks those lost
  * (vpasid_held_result()), and the host drops every reference no list named.
  *
- * The list is the held bitmap of vpasid_ioasid.c, in batches of up to
- * VIRTIO_PASID_LEASE_BATCH_MAX, one in flight at a time. The lease cache of
- * a new device is empty, so only PASIDs handed out are listed.
+ * The list is what vpasid_ioasid.c knows the VM holds: the PASIDs handed
+ * out, then the lease cache the old device left (the orphans), in batches
+ * of up to VIRTIO_PASID_LEASE_BATCH_MAX, one in flight at a time. What the
+ * host keeps of the orphans becomes the new device's cache.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -86,7 +87,7 @@ static int vpasid_reconcile_batch(struct virtio_pasid *vp, u32 *cursor,
 	req->opcode = cpu_to_le16(VIRTIO_PASID_OP_RECONCILE);
 	req->flags = cpu_to_le16(req_flags);
 	req->count = cpu_to_le16(count);
-	req->cached = cpu_to_le16(vp->ncached);
+	req->cached = cpu_to_le16(vpasid_held_cached());
 	req->min = 0;
 	req->max = 0;
 	vp->reconciled.status = -EINPROGRESS;
@@ -171,6 +172,7 @@ int vpasid_reconcile(struct virtio_pasid *vp)
 		first = false;
 	}
 	atomic64_add(vp->reconciled.dropped, &vp->stats.reconcile_dropped);
+	vpasid_adopt_orphans(vp);
 	dev_info(&vp->vdev->dev, "RECONCILE: %llu kept, %llu re-granted, %llu conflict(s), %llu refused; the host dropped %u unlisted reference(s)\n",
 		 atomic64_read(&vp->stats.reconcile_kept) - kept,
 		 atomic64_read(&vp->stats.reconcile_granted) - granted,
