@@ -174,6 +174,9 @@ void vpasid_init_slots(struct virtio_pasid *vp);
 unsigned int vpasid_quiesce(struct virtio_pasid *vp);
 
 /* vpasid_lease.c */
+unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid);
+bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid);
+void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
 unsigned int vpasid_lease_wanted(void);
 int vpasid_lease_init(struct virtio_pasid *vp);
 void vpasid_lease_start(struct virtio_pasid *vp);

@@ -88,52 +88,16 @@ struct vpasid_registration {
 
 static struct vpasid_registration vpasid_reg;
 
-/* Index of the first orphan >= @pasid; reg->lock held. */
-static unsigned int vpasid_orphan_search(const struct vpasid_registration *reg,
-					 u32 pasid)
-{
-	unsigned int lo = 0, hi = reg->norphan;
-
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-
-		if (reg->orphan[mid] < pasid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 /* Take the lowest orphan in [lo, hi]; reg->lock held. */
 static bool vpasid_orphan_take(struct vpasid_registration *reg, u32 lo, u32 hi,
 			       u32 *pasid)
 {
-	unsigned int at = vpasid_orphan_search(reg, lo);
+	unsigned int at = vpasid_ids_search(reg->orphan, reg->norphan, lo);
 
 	if (at >= reg->norphan || reg->orphan[at] > hi)
 		return false;
 	*pasid = reg->orphan[at];
-	reg->norphan--;
-	memmove(&reg->orphan[at], &reg->orphan[at + 1],
-		(reg->norphan - at) * sizeof(*reg->orphan));
-	return true;
-}
-
-/* Put @pasid among the orphans if there is room; reg->lock held. */
-static bool vpasid_orphan_put(struct vpasid_registration *reg, u32 pasid)
-{
-	unsigned int at;
-
-	if (reg->norphan >= reg->orphan_cap)
-		return false;
-	at = vpasid_orphan_search(reg, pasid);
-	if (at < reg->norphan && reg->orphan[at] == pasid)
-		return true;
-	memmove(&reg->orphan[at + 1], &reg->orphan[at],
-		(reg->norphan - at) * sizeof(*reg->orphan));
-	reg->orphan[at] = pasid;
-	reg->norphan++;
+	vpasid_ids_remove(reg->orphan, &reg->norphan, at);
 	return true;
 }
 
@@ -245,7 +209,8 @@ static void vpasid_free(ioasid_t id, void *data)
 	 */
 	if (!vp && !lost && reg->state == VPASID_DRAINING) {
 		/* The orphaned cache, if it has room: served again at once. */
-		vpasid_orphan_put(reg, id);
+		if (reg->norphan < reg->orphan_cap)
+			vpasid_ids_insert(reg->orphan, &reg->norphan, id);
 	} else if (vp && lost) {
 		atomic64_inc(&vp->stats.lost_frees);
 	} else if (vp && reg->state == VPASID_RESUMING) {
@@ -470,7 +435,8 @@ unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max)
 		*cursor = bit;
 		return n;
 	}
-	at = vpasid_orphan_search(&vpasid_reg, bit - VPASID_PASID_SPACE);
+	at = vpasid_ids_search(vpasid_reg.orphan, vpasid_reg.norphan,
+			       bit - VPASID_PASID_SPACE);
 	while (n < max && at < vpasid_reg.norphan) {
 		list[n++] = cpu_to_le32(vpasid_reg.orphan[at]);
 		bit = VPASID_PASID_SPACE + vpasid_reg.orphan[at++] + 1;
@@ -501,12 +467,12 @@ void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
 	/* A cached one the VM does not hold: out of the cache. */
 	if (!held_here && (result == VIRTIO_PASID_RECONCILE_CONFLICT ||
 			   result == VIRTIO_PASID_RECONCILE_REFUSED)) {
-		unsigned int at = vpasid_orphan_search(&vpasid_reg, pasid);
+		unsigned int at = vpasid_ids_search(vpasid_reg.orphan,
+						    vpasid_reg.norphan, pasid);
 
 		if (at < vpasid_reg.norphan && vpasid_reg.orphan[at] == pasid) {
-			vpasid_reg.norphan--;
-			memmove(&vpasid_reg.orphan[at], &vpasid_reg.orphan[at + 1],
-				(vpasid_reg.norphan - at) * sizeof(u32));
+			vpasid_ids_remove(vpasid_reg.orphan, &vpasid_reg.norphan,
+					  at);
 			was_lost = true;
 		}
 	}
