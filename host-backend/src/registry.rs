@@ -11,9 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::info;
-use pasid_protocol::{Config, Opcode, Request, Response, Status, PASID_NONE, VERSION};
+use pasid_protocol::{
+    Config, Opcode, ReconcileResult, Request, Response, Status, PASID_NONE, VERSION,
+};
 
 mod image;
+pub mod reconcile;
 pub mod record;
 mod tally;
 
@@ -27,6 +30,7 @@ use crate::pasid_space::{
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
 use crate::request::{Answer, PasidList};
+use reconcile::{Reconciliation, Settled};
 use record::{Answered, ChangeLog, CommitTicket, Record};
 
 /// Socket label of a VM that durable state knows but the command line
@@ -100,6 +104,10 @@ pub struct VmCounters {
     /// Requests re-delivered after a restart and answered from the record
     /// of their first answer.
     pub replayed: u64,
+    /// Reconciles completed (resumes on a new device).
+    pub resumes: u64,
+    /// PASIDs a RECONCILE claimed that someone else held.
+    pub conflicts: u64,
 }
 
 /// What the registry knows of one VM slot.
@@ -129,6 +137,8 @@ struct VmRecord {
     /// `cached` of its last GRANT or RETURN, moved by that request's
     /// effect. Untrusted, shown only (and read by GRANT's cap check).
     cached: u32,
+    /// The reconcile its driver has begun and not yet ended.
+    reconciling: Option<Reconciliation>,
 }
 
 impl VmRecord {
@@ -145,6 +155,7 @@ impl VmRecord {
             replay: Vec::new(),
             lease: 0,
             cached: 0,
+            reconciling: None,
         }
     }
 
@@ -170,12 +181,20 @@ impl VmRecord {
             .find(|a| {
                 a.position == position
                     && a.request == request
-                    // A RETURN's list is part of its readable bytes; a
-                    // GRANT's is part of its answer.
-                    && (request.first() != Some(&(Opcode::Return as u8)) || a.list == *list)
+                    // A RETURN's or RECONCILE's list is part of its
+                    // readable bytes; a GRANT's is part of its answer.
+                    && (!lists_pasids(request) || a.list == *list)
             })
             .copied()
     }
+}
+
+/// Whether the request bytes are a RETURN's or RECONCILE's, whose readable
+/// part carries a PASID list.
+fn lists_pasids(request: &[u8]) -> bool {
+    request
+        .first()
+        .is_some_and(|&op| op == Opcode::Return as u8 || op == Opcode::Reconcile as u8)
 }
 
 /// Why a VM's references were dropped, for the log.
@@ -409,6 +428,7 @@ impl Registry {
                 });
                 let granted = match request {
                     Request::Grant { .. } => first.list,
+                    Request::Reconcile { .. } => first.results,
                     _ => PasidList::default(),
                 };
                 return Answer {
@@ -424,8 +444,12 @@ impl Registry {
                 request: bytes,
                 response: answer.response.encode(),
                 list: match request {
-                    Request::Return { .. } => *list,
+                    Request::Return { .. } | Request::Reconcile { .. } => *list,
                     _ => answer.granted,
+                },
+                results: match request {
+                    Request::Reconcile { .. } => answer.granted,
+                    _ => PasidList::default(),
                 },
                 replayed: false,
             });
@@ -508,12 +532,120 @@ impl Registry {
                 ..
             } => self.grant(vm, tag, count, cached, min..=max),
             Request::Return { cached, .. } => self.give_back(vm, tag, cached, list),
-            // Not offered yet (VIRTIO_PASID_F_RECONCILE): 5.x.6.13 answers
-            // INVALID without the feature.
-            Request::Reconcile { .. } => Response::new(Status::Invalid, tag).into(),
+            Request::Reconcile {
+                first,
+                last,
+                cached,
+                ..
+            } => self.reconcile(vm, tag, (first, last), cached, list),
         };
+        self.name_if_reconciling(vm, request, &answer);
         self.count_result(vm, request, &answer.response);
         answer
+    }
+
+    /// RECONCILE (docs/protocol.md 5.x.6.13): settles each listed PASID,
+    /// and on LAST drops what the reconcile did not name. The answer
+    /// carries one result per listed PASID.
+    fn reconcile(
+        &mut self,
+        vm: VmId,
+        tag: u64,
+        (first, last): (bool, bool),
+        cached: u16,
+        list: &PasidList,
+    ) -> Answer {
+        let Some(rec) = self.record_mut(vm) else {
+            return Response::new(Status::Internal, tag).into();
+        };
+        let mut progress = rec.reconciling.take();
+        let settled = reconcile::settle(
+            &mut self.space,
+            vm.0,
+            &mut progress,
+            first,
+            last,
+            list.as_slice(),
+        );
+        let name = self.vm_name(vm).to_string();
+        if let Some(rec) = self.record_mut(vm) {
+            rec.reconciling = progress;
+        }
+        match settled {
+            Ok(settled) => {
+                self.note_cached(vm, u32::from(cached));
+                self.log_reconcile(vm, &name, list, &settled);
+                Answer {
+                    // At most the VM's quota, which is a u32.
+                    response: Response::ok(tag, u32::try_from(settled.dropped).unwrap_or(0)),
+                    granted: settled.results,
+                }
+            }
+            Err(e) => {
+                log::debug!("vm={name} event=reconcile_rejected tag={tag:#x} error=\"{e}\"");
+                Response::new(Status::Invalid, tag).into()
+            }
+        }
+    }
+
+    /// Counts and logs one carried-out RECONCILE: each conflict (a PASID
+    /// the VM claims that someone else holds) and, on LAST, the resume.
+    fn log_reconcile(&mut self, vm: VmId, name: &str, list: &PasidList, settled: &Settled) {
+        let conflicts: Vec<(Pasid, Vec<String>)> = list
+            .as_slice()
+            .iter()
+            .zip(settled.results.as_slice())
+            .filter(|(_, r)| **r == ReconcileResult::Conflict as u32)
+            .map(|(&p, _)| {
+                let holders = self
+                    .space
+                    .info(p)
+                    .map(|i| i.holders.into_iter().map(|h| h.owner).collect())
+                    .unwrap_or_default();
+                (p, holders)
+            })
+            .collect();
+        for (pasid, holders) in &conflicts {
+            log::warn!(
+                "vm={name} event=reconcile_conflict pasid={pasid} held_by={}",
+                Value(&holders.join(","))
+            );
+        }
+        let Some(rec) = self.record_mut(vm) else {
+            return;
+        };
+        rec.tally.count_conflicts(conflicts.len() as u64);
+        if settled.finished {
+            rec.tally.count_resume();
+            info!(
+                "vm={name} event=resumed kept={} granted={} conflicts={} refused={} dropped={}",
+                settled.count(ReconcileResult::Kept),
+                settled.count(ReconcileResult::Granted),
+                settled.count(ReconcileResult::Conflict),
+                settled.count(ReconcileResult::Refused),
+                settled.dropped
+            );
+        }
+    }
+
+    /// While a reconcile is in progress, what ALLOC and GRANT give the VM
+    /// counts as named: LAST must not drop it.
+    fn name_if_reconciling(&mut self, vm: VmId, request: Request, answer: &Answer) {
+        if Status::from_wire(answer.response.status) != Some(Status::Ok) {
+            return;
+        }
+        let Some(progress) = self.record_mut(vm).and_then(|r| r.reconciling.as_mut()) else {
+            return;
+        };
+        match request {
+            Request::Alloc { .. } => progress.name(answer.response.pasid),
+            Request::Grant { .. } => {
+                for &pasid in answer.granted.as_slice() {
+                    progress.name(pasid);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// GRANT: up to `count` of the lowest free PASIDs in `range`, bounded
@@ -643,6 +775,8 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             rec.tally.count_reclaim(reason, summary.references);
             rec.cached = 0;
+            // RESET and the end of the connection end a reconcile.
+            rec.reconciling = None;
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }

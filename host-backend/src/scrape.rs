@@ -161,6 +161,16 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
         families.connects().clone(),
     );
     metrics.register(
+        "vpasid_vm_resumes",
+        "Reconciles a VM's driver completed on a new device (RECONCILE with LAST)",
+        families.resumes().clone(),
+    );
+    metrics.register(
+        "vpasid_reconcile_conflicts",
+        "PASIDs a VM's RECONCILE claimed that another owner held",
+        families.reconcile_conflicts().clone(),
+    );
+    metrics.register(
         "vpasid_malformed_chains",
         "Descriptor chains that were malformed (answered INVALID or returned unused)",
         families.malformed().clone(),

@@ -67,6 +67,10 @@ pub struct VmFamilies {
     reclaims: CounterFamily<VmReasonLabels>,
     /// References released by reclaims, by reason.
     reclaimed_references: CounterFamily<VmReasonLabels>,
+    /// Reconciles completed (a resumed driver's RECONCILE with LAST).
+    resumes: CounterFamily<VmLabels>,
+    /// PASIDs a RECONCILE claimed that someone else held.
+    reconcile_conflicts: CounterFamily<VmLabels>,
 }
 
 impl VmFamilies {
@@ -94,6 +98,16 @@ impl VmFamilies {
     pub fn reclaimed_references(&self) -> &CounterFamily<VmReasonLabels> {
         &self.reclaimed_references
     }
+
+    /// Reconciles completed, by VM.
+    pub fn resumes(&self) -> &CounterFamily<VmLabels> {
+        &self.resumes
+    }
+
+    /// Reconcile conflicts, by VM.
+    pub fn reconcile_conflicts(&self) -> &CounterFamily<VmLabels> {
+        &self.reconcile_conflicts
+    }
 }
 
 /// Where `item` is in `all`.
@@ -117,6 +131,10 @@ pub struct VmTally {
     malformed: Counter,
     /// Times the slot was connected.
     connects: Counter,
+    /// Reconciles completed.
+    resumes: Counter,
+    /// PASIDs a RECONCILE claimed that someone else held.
+    reconcile_conflicts: Counter,
     /// Requests re-delivered after a restart and answered from the record
     /// of their first answer (`pasidctl vms` only).
     pub(super) replayed: u64,
@@ -153,6 +171,8 @@ impl VmTally {
             }),
             malformed: families.malformed.get_or_create_owned(&labels),
             connects: families.connects.get_or_create_owned(&labels),
+            resumes: families.resumes.get_or_create_owned(&labels),
+            reconcile_conflicts: families.reconcile_conflicts.get_or_create_owned(&labels),
             families: families.clone(),
             vm: labels.vm,
             replayed: 0,
@@ -215,6 +235,16 @@ impl VmTally {
         self.connects.get()
     }
 
+    /// Counts a completed reconcile.
+    pub fn count_resume(&self) {
+        self.resumes.inc();
+    }
+
+    /// Counts PASIDs a RECONCILE found held by someone else.
+    pub fn count_conflicts(&self, conflicts: u64) {
+        self.reconcile_conflicts.inc_by(conflicts);
+    }
+
     /// The counters as `pasidctl vms` shows them: requests by opcode and
     /// by status (those counted at least once), and references reclaimed
     /// for any reason.
@@ -222,6 +252,8 @@ impl VmTally {
         let mut counters = VmCounters {
             malformed: self.malformed(),
             connects: self.connects(),
+            resumes: self.resumes.get(),
+            conflicts: self.reconcile_conflicts.get(),
             replayed: self.replayed,
             reclaimed: self
                 .reclaims
@@ -289,6 +321,8 @@ impl Drop for VmTally {
         let labels = VmLabels { vm: vm.clone() };
         self.families.malformed.remove(&labels);
         self.families.connects.remove(&labels);
+        self.families.resumes.remove(&labels);
+        self.families.reconcile_conflicts.remove(&labels);
     }
 }
 
