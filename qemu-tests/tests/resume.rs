@@ -15,6 +15,11 @@
 //! `upgrade_reattach_keeps_every_pasid`: the same with a clean stop
 //! (SIGTERM) and the same binary started again, as an upgrade does.
 //!
+//! `cached_pasids_survive_the_resume`: with leases on both sides, the guest
+//! allocates from its cache while the device is dead, the removal keeps
+//! the cache, and the RECONCILE lists it with the PASIDs handed out: the
+//! host keeps every one, and host and guest agree on the count.
+//!
 //! `live_replug_within_holdover_loses_nothing`: the daemon stays up; the
 //! re-plug's `chardev-remove` disconnects the VM, whose PASIDs the daemon
 //! holds over (`holdover=`). A second VM allocates throughout and never
@@ -79,6 +84,7 @@ const SHORT_HOLDOVER_S: u32 = 5;
 qemu_tests::per_kernel!(
     crash_restart_reattach_keeps_every_pasid,
     upgrade_reattach_keeps_every_pasid,
+    cached_pasids_survive_the_resume,
     live_replug_within_holdover_loses_nothing,
     state_lost_conflicts_are_reported,
     unanswered_free_leaves_no_leak,
@@ -301,6 +307,84 @@ fn crash_restart_reattach_keeps_every_pasid(kernel: Kernel) {
 
 fn upgrade_reattach_keeps_every_pasid(kernel: Kernel) {
     restart_and_resume(kernel, Restart::Upgrade);
+}
+
+/// Waits until the driver's `cached` counter is at least `n`.
+fn wait_cached(guest: &mut Guest, n: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let cached = guest.driver_status().unwrap().counter("cached");
+        if cached >= n {
+            return cached;
+        }
+        assert!(
+            started.elapsed() < CMD,
+            "{}: cached {cached}, waiting for {n}",
+            guest.name()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cached_pasids_survive_the_resume(kernel: Kernel) {
+    // Leases on in both (the daemon's and the driver's defaults).
+    let mut daemon = Daemon::start(
+        DaemonConfig::new()
+            .vm(VmSlot::new("vmA"))
+            .state_dir("state"),
+    )
+    .unwrap();
+    let (config, qmp) = qmp_guest_config(kernel, &daemon, "vmA");
+    let mut guest = Guest::boot(config).unwrap();
+    guest
+        .load_driver(&format!("timeout_ms={TIMEOUT_MS}"))
+        .unwrap();
+    guest.load_exerciser().unwrap();
+    guest.wait_driver_state("active", CMD).unwrap();
+    let mut held = alloc_some(&mut guest, HELD);
+    // The lease work item fills the cache after the first miss.
+    let cached = wait_cached(&mut guest, 3);
+
+    // The daemon dies: the cache still serves allocations, no host needed.
+    daemon.kill().unwrap();
+    daemon.restart().unwrap();
+    let from_cache = alloc_some(&mut guest, 2);
+    assert!(from_cache.is_disjoint(&held), "{from_cache:?} {held:?}");
+    held.extend(&from_cache);
+    let status = guest.driver_status().unwrap();
+    let cached_now = status.counter("cached");
+    assert_eq!(cached_now, cached - 2, "{status:?}");
+    // The host holds the handed-out and the cached ones for the VM.
+    let host_before = sole_holdings(&daemon, "vmA");
+    assert!(host_before.is_superset(&held), "{host_before:?} {held:?}");
+
+    let report = reattach(&daemon, "vmA", &qmp);
+    let (to_active, reconciled) = wait_resumed(&mut guest);
+    let listed = held.len() as u64 + cached_now;
+    assert!(
+        reconciled.contains(&format!(
+            "RECONCILE: {listed} kept, 0 re-granted, 0 conflict(s), 0 refused"
+        )),
+        "{reconciled}"
+    );
+    // The kept cache is the new device's: nothing was lost on either side.
+    let status = guest.driver_status().unwrap();
+    assert_eq!(status.counter("cached"), cached_now, "{status:?}");
+    assert_eq!(sole_holdings(&daemon, "vmA"), host_before);
+    assert_guest_knows(&mut guest, &held, &BTreeSet::new());
+    let new = guest
+        .alloc(MIN, MAX, 0)
+        .unwrap()
+        .expect("alloc after resume");
+    assert!(host_before.contains(&new) && !held.contains(&new), "{new}");
+
+    common::finish(guest);
+    eprintln!(
+        "{kernel} leases: device_add to driver active {to_active:?} (guest clock), \
+         PASIDs kept {listed} ({} handed out, {cached_now} cached), lost 0; \
+         2 allocated from the cache while the device was dead; reattach {report}",
+        held.len()
+    );
 }
 
 fn live_replug_within_holdover_loses_nothing(kernel: Kernel) {
