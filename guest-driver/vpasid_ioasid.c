@@ -534,6 +534,7 @@ void vpasid_orphan_cache(struct virtio_pasid *vp)
 	mutex_unlock(&vpasid_reg.mutex);
 	/* Only a resume empties the orphans, and it takes them over. */
 	WARN_ON_ONCE(old);
+	kfree(old);
 	if (kept)
 		dev_info(&vp->vdev->dev, "%u cached PASID(s) kept for the draining allocator and a resume\n",
 			 kept);
