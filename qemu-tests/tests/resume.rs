@@ -254,6 +254,12 @@ fn restart_and_resume(kernel: Kernel, how: Restart) {
         "{reconciled}"
     );
 
+    // The state kept the space: same space_id, nothing to say about it.
+    let replaced = guest
+        .run_ok("dmesg | grep -c 'replaces space' || true", CMD)
+        .unwrap();
+    assert_eq!(replaced.trim(), "0", "space_id changed");
+
     // Nothing lost: host and guest agree, and the driver knows no conflict.
     assert_eq!(sole_holdings(&daemon, "vmA"), held);
     assert_guest_knows(&mut guest, &held, &BTreeSet::new());
@@ -481,6 +487,8 @@ fn state_lost_conflicts_are_reported(kernel: Kernel) {
         reconciled.contains("RECONCILE: 0 kept, 1 re-granted, 2 conflict(s), 0 refused"),
         "{reconciled}"
     );
+    // A new space (the state was lost): logged, reconciled all the same.
+    guest_a.wait_for_dmesg("replaces space", CMD).unwrap();
     // The guest: each conflict logged once, counted and listed in debugfs.
     for id in &conflicts {
         let line = guest_a
