@@ -16,9 +16,10 @@
 //! (SIGTERM) and the same binary started again, as an upgrade does.
 //!
 //! `cached_pasids_survive_the_resume`: with leases on both sides, the guest
-//! allocates from its cache while the device is dead, the removal keeps
-//! the cache, and the RECONCILE lists it with the PASIDs handed out: the
-//! host keeps every one, and host and guest agree on the count.
+//! allocates from its cache while the device is dead; the removal keeps
+//! the cache, from which the draining driver allocates and into which it
+//! frees with no device at all; the RECONCILE lists it with the PASIDs
+//! handed out: the host keeps every one, and host and guest agree.
 //!
 //! `live_replug_within_holdover_loses_nothing`: the daemon stays up; the
 //! re-plug's `chardev-remove` disconnects the VM, whose PASIDs the daemon
@@ -364,6 +365,25 @@ fn cached_pasids_survive_the_resume(kernel: Kernel) {
     let host_before = sole_holdings(&daemon, "vmA");
     assert!(host_before.is_superset(&held), "{host_before:?} {held:?}");
 
+    // The driver lets go of the dead device (as device_del makes it do):
+    // draining, it keeps the cache and serves from it with no device at
+    // all, and a free goes back into it.
+    guest
+        .run_ok(
+            "echo $(cat /sys/bus/virtio/drivers/virtio_pasid/backend)              > /sys/bus/virtio/drivers/virtio_pasid/unbind",
+            CMD,
+        )
+        .unwrap();
+    assert_eq!(guest.driver_state().unwrap(), "draining");
+    let absent = alloc_some(&mut guest, 2);
+    assert!(absent.is_disjoint(&held), "{absent:?} {held:?}");
+    assert!(host_before.is_superset(&absent), "{absent:?}");
+    held.extend(&absent);
+    let freed = *absent.iter().next().unwrap();
+    guest.free(freed).unwrap();
+    held.remove(&freed);
+    let cached_now = cached_now - 2 + 1;
+
     let report = reattach(&daemon, "vmA", &qmp);
     let (to_active, reconciled) = wait_resumed(&mut guest);
     let listed = held.len() as u64 + cached_now;
@@ -388,7 +408,8 @@ fn cached_pasids_survive_the_resume(kernel: Kernel) {
     eprintln!(
         "{kernel} leases: device_add to driver active {to_active:?} (guest clock), \
          PASIDs kept {listed} ({} handed out, {cached_now} cached), lost 0; \
-         2 allocated from the cache while the device was dead; reattach {report}",
+         2 allocated from the cache while the device was dead, 2 and 1 freed \
+         with no device; reattach {report}",
         held.len()
     );
 }
