@@ -238,6 +238,9 @@ pub struct VmEntry {
 /// Request counters of one VM slot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmCountersEntry {
+    /// PASIDs a RECONCILE claimed that another owner held.
+    #[serde(default)]
+    pub conflicts: u64,
     /// Times the slot was connected.
     pub connects: u64,
     /// Chains that were malformed.
@@ -248,6 +251,9 @@ pub struct VmCountersEntry {
     pub replayed: u64,
     /// Requests answered, by opcode name.
     pub requests: BTreeMap<String, u64>,
+    /// Reconciles completed (resumes on a new device).
+    #[serde(default)]
+    pub resumes: u64,
     /// Responses sent, by status name.
     pub statuses: BTreeMap<String, u64>,
 }
@@ -363,11 +369,13 @@ impl From<VmCounters> for VmCountersEntry {
                 .collect()
         };
         VmCountersEntry {
+            conflicts: c.conflicts,
             connects: c.connects,
             malformed: c.malformed,
             reclaimed: c.reclaimed,
             replayed: c.replayed,
             requests: names(c.requests),
+            resumes: c.resumes,
             statuses: names(c.statuses),
         }
     }
@@ -531,6 +539,8 @@ mod tests {
             reclaimed: 2,
             connects: 3,
             replayed: 4,
+            resumes: 5,
+            conflicts: 6,
             ..VmCounters::default()
         };
         counters.requests.insert("FREE", 2);
@@ -552,7 +562,7 @@ mod tests {
         };
         round_trip(
             vec![VmEntry::from(vm)],
-            r#"[{"cached":1,"connected":true,"counters":{"connects":3,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
+            r#"[{"cached":1,"connected":true,"counters":{"conflicts":6,"connects":3,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"resumes":5,"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
         );
         let stats = HostStats {
             space_id: 0x77,
