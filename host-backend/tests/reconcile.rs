@@ -184,3 +184,106 @@ fn reconcile_over_several_requests() {
         Response::new(Status::Invalid, after.response.tag)
     );
 }
+
+fn vm_json(d: &Daemon, name: &str) -> serde_json::Value {
+    d.ctl_json(&["vms"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// A live re-plug within the hold-over: the disconnected VM's PASIDs stay
+/// reserved (pasidctl shows `held-over`), another VM allocating meanwhile
+/// never gets them, and the new device's reconcile keeps every one.
+#[test]
+fn live_replug_within_the_holdover_keeps_everything() {
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock,holdover=300",
+        "--vm",
+        "b={dir}/b.sock",
+    ]);
+    let mut a = resuming_driver(&d, "a");
+    let held: Vec<u32> = (0..3).map(|_| a.alloc_ok(1, 100)).collect();
+    drop(a);
+    d.wait_log("vm=a event=held-over pasids=3 seconds=300");
+    let v = vm_json(&d, "a");
+    let left = v["held_over_secs"].as_u64().unwrap();
+    assert!((1..=300).contains(&left), "{v}");
+    let (_, table, _) = d.ctl(&["vms"]);
+    assert!(table.contains("held-over "), "{table}");
+    assert_eq!(held_by(&d, "a"), held);
+
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    let theirs: Vec<u32> = (0..3).map(|_| b.alloc_ok(1, 100)).collect();
+    assert!(theirs.iter().all(|p| !held.contains(p)), "{theirs:?}");
+
+    let mut a = resuming_driver(&d, "a");
+    assert_eq!(vm_json(&d, "a")["held_over_secs"], serde_json::Value::Null);
+    let reply = a.reconcile(&held, true, true);
+    assert_eq!(reply.response, Response::ok(reply.response.tag, 0));
+    assert_eq!(reply.pasids, results(&[ReconcileResult::Kept; 3]));
+    assert_eq!(held_by(&d, "a"), held);
+    let c = counters(&d, "a");
+    assert_eq!(
+        (c["holdovers"].as_u64(), c["reclaimed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let metrics = d.ctl(&["metrics"]).1;
+    assert!(
+        metrics.contains("vpasid_vm_holdovers_total{vm=\"a\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A fresh boot's RESET after a hold-over releases the held-over PASIDs at
+/// once.
+#[test]
+fn reset_after_a_holdover_releases_at_once() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock,holdover=300"]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    a.alloc_ok(1, 100);
+    a.alloc_ok(1, 100);
+    drop(a);
+    d.wait_log("vm=a event=held-over pasids=2");
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let r = a.reset();
+    assert_eq!(r, Response::ok(r.tag, 2));
+    assert_eq!(held_by(&d, "a"), Vec::<u32>::new());
+}
+
+/// Past the hold-over the PASIDs are reclaimed, and the reclaim is logged
+/// with its reason; with the global default of 0 a disconnect reclaims at
+/// once, as before hold-over existed.
+#[test]
+fn holdover_expiry_reclaims_and_logs() {
+    let d = Daemon::start(&[
+        "--holdover",
+        "1",
+        "--vm",
+        "a={dir}/a.sock",
+        "--vm",
+        "b={dir}/b.sock,holdover=0",
+    ]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    a.alloc_ok(1, 100);
+    a.alloc_ok(1, 100);
+    drop(a);
+    d.wait_log("vm=a event=held-over pasids=2 seconds=1");
+    let log = d.wait_log("vm=a event=reclaim reason=\"hold-over expired\"");
+    assert!(
+        log.contains("vm=a event=reclaim reason=\"hold-over expired\" references=2 pasids_freed=2"),
+        "{log}"
+    );
+    assert_eq!(held_by(&d, "a"), Vec::<u32>::new());
+    assert_eq!(vm_json(&d, "a")["held_over_secs"], serde_json::Value::Null);
+
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    b.alloc_ok(1, 100);
+    drop(b);
+    d.wait_log("vm=b event=reclaim reason=\"disconnect\" references=1");
+    assert_eq!(counters(&d, "b")["holdovers"], 0);
+}
