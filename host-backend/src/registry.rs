@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::info;
 use pasid_protocol::{
@@ -108,6 +108,8 @@ pub struct VmCounters {
     pub resumes: u64,
     /// PASIDs a RECONCILE claimed that someone else held.
     pub conflicts: u64,
+    /// Disconnects after which its PASIDs were held over.
+    pub holdovers: u64,
 }
 
 /// What the registry knows of one VM slot.
@@ -139,6 +141,12 @@ struct VmRecord {
     cached: u32,
     /// The reconcile its driver has begun and not yet ended.
     reconciling: Option<Reconciliation>,
+    /// How long its PASIDs stay reserved after it disconnects
+    /// (`--holdover`, `holdover=`); zero reclaims at disconnect.
+    holdover: Duration,
+    /// Disconnected and held over: when its PASIDs are reclaimed unless a
+    /// device connects first.
+    held_over_until: Option<Instant>,
 }
 
 impl VmRecord {
@@ -156,6 +164,8 @@ impl VmRecord {
             lease: 0,
             cached: 0,
             reconciling: None,
+            holdover: Duration::ZERO,
+            held_over_until: None,
         }
     }
 
@@ -206,6 +216,8 @@ pub enum ReclaimReason {
     Disconnect,
     /// `pasidctl release`.
     Operator,
+    /// A disconnected VM's hold-over ran out.
+    HoldoverExpired,
 }
 
 impl ReclaimReason {
@@ -214,6 +226,7 @@ impl ReclaimReason {
             ReclaimReason::DriverReset => "driver reset",
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator release",
+            ReclaimReason::HoldoverExpired => "hold-over expired",
         }
     }
 
@@ -223,6 +236,7 @@ impl ReclaimReason {
             ReclaimReason::DriverReset => "driver_reset",
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator",
+            ReclaimReason::HoldoverExpired => "holdover_expired",
         }
     }
 }
@@ -236,6 +250,9 @@ pub struct VmView {
     pub socket: String,
     /// Whether a frontend is connected.
     pub connected: bool,
+    /// Disconnected and held over: time left before its PASIDs are
+    /// reclaimed.
+    pub held_over_for: Option<Duration>,
     /// PASIDs the VM holds references on.
     pub held: u32,
     /// Of those, PASIDs its driver reports cached (leased, not handed
@@ -378,14 +395,68 @@ impl Registry {
         }
     }
 
-    /// Marks a slot connected or disconnected.
+    /// Marks a slot connected or disconnected. A device that connects
+    /// ends a hold-over: the PASIDs are its driver's to keep (RECONCILE)
+    /// or release (RESET).
     pub fn set_connected(&mut self, vm: VmId, connected: bool) {
         if let Some(rec) = self.record_mut(vm) {
             rec.connected = connected;
             if connected {
                 rec.tally.count_connect();
+                rec.held_over_until = None;
             }
         }
+    }
+
+    /// Sets how long a VM's PASIDs stay reserved after it disconnects
+    /// (`--holdover`, `holdover=`).
+    pub fn set_holdover(&mut self, vm: VmId, holdover: Duration) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.holdover = holdover;
+        }
+    }
+
+    /// The VM's connection ended at `now`: with a hold-over and PASIDs
+    /// held, they stay reserved until the hold-over runs out
+    /// ([`Registry::expire_holdovers`]); otherwise they are reclaimed at
+    /// once (docs/protocol.md 5.x.6.8).
+    pub fn end_connection(&mut self, vm: VmId, now: Instant) {
+        let held = self.space.usage(vm.0).map_or(0, |u| u.held);
+        let name = self.vm_name(vm).to_string();
+        let holdover = self.record_mut(vm).map_or(Duration::ZERO, |r| r.holdover);
+        if holdover.is_zero() || held == 0 {
+            self.reclaim_vm(vm, ReclaimReason::Disconnect);
+            return;
+        }
+        if let Some(rec) = self.record_mut(vm) {
+            rec.held_over_until = Some(now + holdover);
+            rec.reconciling = None;
+            // The device is gone: nothing of it can be re-delivered.
+            rec.forget_device();
+            rec.tally.count_holdover();
+        }
+        info!(
+            "vm={name} event=held-over pasids={held} seconds={}",
+            holdover.as_secs()
+        );
+    }
+
+    /// Reclaims the PASIDs of every VM whose hold-over ran out by `now`.
+    /// Returns when the next one runs out, if any is held over.
+    pub fn expire_holdovers(&mut self, now: Instant) -> Option<Instant> {
+        let expired: Vec<VmId> = self
+            .vms
+            .values()
+            .filter(|r| r.held_over_until.is_some_and(|t| t <= now))
+            .map(|r| VmId(r.owner))
+            .collect();
+        for vm in expired {
+            if let Some(rec) = self.record_mut(vm) {
+                rec.held_over_until = None;
+            }
+            self.reclaim_vm(vm, ReclaimReason::HoldoverExpired);
+        }
+        self.vms.values().filter_map(|r| r.held_over_until).min()
     }
 
     /// Whether a slot has a frontend connected.
@@ -997,6 +1068,9 @@ impl Registry {
                     name: name.clone(),
                     socket: rec.socket.clone(),
                     connected: rec.connected,
+                    held_over_for: rec
+                        .held_over_until
+                        .map(|t| t.saturating_duration_since(Instant::now())),
                     held,
                     // FREE or an operator's get/put may have moved `held`
                     // since the driver last reported.

@@ -166,6 +166,11 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
         families.resumes().clone(),
     );
     metrics.register(
+        "vpasid_vm_holdovers",
+        "Disconnects after which a VM's PASIDs were held over (--holdover)",
+        families.holdovers().clone(),
+    );
+    metrics.register(
         "vpasid_reconcile_conflicts",
         "PASIDs a VM's RECONCILE claimed that another owner held",
         families.reconcile_conflicts().clone(),
@@ -178,7 +183,7 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
     metrics.register(
         "vpasid_reclaims",
         "Times all of a VM's references were dropped, by reason \
-         (driver_reset, disconnect, operator)",
+         (driver_reset, disconnect, operator, holdover_expired)",
         families.reclaims().clone(),
     );
     metrics.register(

@@ -18,10 +18,11 @@ use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 
 /// Every reclaim reason, in the order the metrics list them.
-const RECLAIM_REASONS: [ReclaimReason; 3] = [
+const RECLAIM_REASONS: [ReclaimReason; 4] = [
     ReclaimReason::DriverReset,
     ReclaimReason::Disconnect,
     ReclaimReason::Operator,
+    ReclaimReason::HoldoverExpired,
 ];
 
 /// Labels of a series about one VM.
@@ -71,6 +72,8 @@ pub struct VmFamilies {
     resumes: CounterFamily<VmLabels>,
     /// PASIDs a RECONCILE claimed that someone else held.
     reconcile_conflicts: CounterFamily<VmLabels>,
+    /// Disconnects after which the VM's PASIDs were held over.
+    holdovers: CounterFamily<VmLabels>,
 }
 
 impl VmFamilies {
@@ -108,6 +111,11 @@ impl VmFamilies {
     pub fn reconcile_conflicts(&self) -> &CounterFamily<VmLabels> {
         &self.reconcile_conflicts
     }
+
+    /// Hold-overs begun, by VM.
+    pub fn holdovers(&self) -> &CounterFamily<VmLabels> {
+        &self.holdovers
+    }
 }
 
 /// Where `item` is in `all`.
@@ -135,6 +143,8 @@ pub struct VmTally {
     resumes: Counter,
     /// PASIDs a RECONCILE claimed that someone else held.
     reconcile_conflicts: Counter,
+    /// Disconnects after which its PASIDs were held over.
+    holdovers: Counter,
     /// Requests re-delivered after a restart and answered from the record
     /// of their first answer (`pasidctl vms` only).
     pub(super) replayed: u64,
@@ -173,6 +183,7 @@ impl VmTally {
             connects: families.connects.get_or_create_owned(&labels),
             resumes: families.resumes.get_or_create_owned(&labels),
             reconcile_conflicts: families.reconcile_conflicts.get_or_create_owned(&labels),
+            holdovers: families.holdovers.get_or_create_owned(&labels),
             families: families.clone(),
             vm: labels.vm,
             replayed: 0,
@@ -240,6 +251,11 @@ impl VmTally {
         self.resumes.inc();
     }
 
+    /// Counts a hold-over begun.
+    pub fn count_holdover(&self) {
+        self.holdovers.inc();
+    }
+
     /// Counts PASIDs a RECONCILE found held by someone else.
     pub fn count_conflicts(&self, conflicts: u64) {
         self.reconcile_conflicts.inc_by(conflicts);
@@ -254,6 +270,7 @@ impl VmTally {
             connects: self.connects(),
             resumes: self.resumes.get(),
             conflicts: self.reconcile_conflicts.get(),
+            holdovers: self.holdovers.get(),
             replayed: self.replayed,
             reclaimed: self
                 .reclaims
@@ -323,6 +340,7 @@ impl Drop for VmTally {
         self.families.connects.remove(&labels);
         self.families.resumes.remove(&labels);
         self.families.reconcile_conflicts.remove(&labels);
+        self.families.holdovers.remove(&labels);
     }
 }
 
