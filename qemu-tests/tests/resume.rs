@@ -645,7 +645,13 @@ fn holdover_expiry_reclaims(kernel: Kernel) {
         reclaimed >= Duration::from_secs(u64::from(SHORT_HOLDOVER_S)),
         "reclaimed after {reclaimed:?}, before the hold-over period"
     );
-    daemon.wait_log_since(mark, "hold-over", CMD).unwrap();
+    // Both logged: the hold-over at the disconnect, the reclaim at expiry.
+    daemon
+        .wait_log_since(mark, "vm=vmA event=held-over pasids=3", CMD)
+        .unwrap();
+    daemon
+        .wait_log_since(mark, "reason=\"hold-over expired\" references=3", CMD)
+        .unwrap();
     eprintln!(
         "{kernel} hold-over expiry: {HELD} PASIDs reclaimed {reclaimed:?} after the VM \
          went away (hold-over {SHORT_HOLDOVER_S} s), kept 0, lost {HELD}"
