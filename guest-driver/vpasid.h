@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Internal interfaces of virtio_pasid.ko, shared by its five files:
+ * Internal interfaces of virtio_pasid.ko, shared by its six files:
  *   vpasid_device.c	probe, remove, freeze, restore, config space, module
  *   vpasid_transport.c	request slots, post, reap, bounded waits, late answers
  *   vpasid_lease.c	the lease cache (GRANT, RETURN) and its work item
- *   vpasid_ioasid.c	the IOASID allocator ops and their registration
+ *   vpasid_reconcile.c	resuming on a new device: RECONCILE instead of RESET
+ *   vpasid_ioasid.c	the IOASID allocator ops, their registration, and
+ *			the PASIDs handed out (held, lost)
  *   vpasid_debugfs.c	the counters, one seq_file per device
  * The wire format is the protocol header virtio_pasid.h.
  */
@@ -29,6 +31,7 @@
 #define VPASID_NR_STATUS	(VIRTIO_PASID_S_RATE_LIMITED + 1)
 
 struct dentry;
+struct seq_file;
 
 enum vpasid_slot_state {
 	VPASID_SLOT_FREE,
@@ -40,9 +43,10 @@ enum vpasid_slot_state {
 
 /*
  * What the device reads and writes: kmalloc'd, never on the stack. The
- * readable part is the request and, for RETURN, its list; the writable part
- * is the response and, for GRANT, room for the PASIDs granted. Each part is
- * contiguous, so one scatterlist entry covers it.
+ * readable part is the request and, for RETURN and RECONCILE, its list; the
+ * writable part is the response and, for GRANT, room for the PASIDs
+ * granted, for RECONCILE the results. Each part is contiguous, so one
+ * scatterlist entry covers it.
  */
 struct vpasid_buf {
 	union {
@@ -82,6 +86,13 @@ struct vpasid_stats {
 	atomic64_t refills;		/* GRANTs answered OK */
 	atomic64_t returns;		/* RETURNs answered OK */
 	atomic64_t fast_fails;		/* failed at once: device unresponsive */
+	/* RECONCILE results (vpasid_reconcile.c), per listed PASID. */
+	atomic64_t reconcile_kept;
+	atomic64_t reconcile_granted;
+	atomic64_t reconcile_conflicts;
+	atomic64_t reconcile_refused;
+	atomic64_t reconcile_dropped;	/* host references no list named */
+	atomic64_t lost_frees;		/* lost PASIDs freed: host not told */
 	/* Indexed by VIRTIO_PASID_S_*; the last entry counts unknown codes. */
 	atomic64_t failures[VPASID_NR_STATUS + 1];
 };
@@ -130,6 +141,17 @@ struct virtio_pasid {
 	struct delayed_work register_work;
 	unsigned int retry_ms;
 	unsigned int attempts;
+	/*
+	 * The answer to the last RECONCILE, copied by the reap (vp->lock),
+	 * since its slot may be reused once answered: vpasid_reconcile.c.
+	 */
+	struct {
+		int status;
+		unsigned int count;
+		u32 dropped;
+		__le32 listed[VIRTIO_PASID_LEASE_BATCH_MAX];
+		__le32 results[VIRTIO_PASID_LEASE_BATCH_MAX];
+	} reconciled;
 	struct vpasid_stats stats;
 	struct dentry *debugfs;
 };
@@ -152,6 +174,9 @@ void vpasid_init_slots(struct virtio_pasid *vp);
 unsigned int vpasid_quiesce(struct virtio_pasid *vp);
 
 /* vpasid_lease.c */
+unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid);
+bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid);
+void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
 unsigned int vpasid_lease_wanted(void);
 int vpasid_lease_init(struct virtio_pasid *vp);
 void vpasid_lease_start(struct virtio_pasid *vp);
@@ -165,15 +190,28 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 
+/* vpasid_reconcile.c */
+int vpasid_reconcile(struct virtio_pasid *vp);
+void vpasid_reconcile_answered(struct virtio_pasid *vp,
+			       struct vpasid_slot *slot);
+
 /* vpasid_ioasid.c */
 extern const struct attribute_group *vpasid_drv_groups[];
-int vpasid_attach(struct virtio_pasid *vp);
+int vpasid_attach(struct virtio_pasid *vp, bool *resume);
+void vpasid_held_lock(void);
+void vpasid_held_unlock(void);
+unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max);
+void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result);
+unsigned int vpasid_held_cached(void);
+void vpasid_orphan_cache(struct virtio_pasid *vp);
+void vpasid_adopt_orphans(struct virtio_pasid *vp);
+void vpasid_lost_show(struct seq_file *m);
 void vpasid_register(struct virtio_pasid *vp);
 unsigned long vpasid_detach(struct virtio_pasid *vp);
 void vpasid_suspend(struct virtio_pasid *vp);
 void vpasid_resume(struct virtio_pasid *vp);
 unsigned long vpasid_outstanding(void);
-void vpasid_ioasid_init(void);
+int vpasid_ioasid_init(void);
 void vpasid_ioasid_exit(void);
 
 /* vpasid_debugfs.c */

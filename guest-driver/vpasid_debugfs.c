@@ -37,6 +37,12 @@ static const struct vpasid_counter vpasid_counters[] = {
 	VPASID_COUNTER("refills", refills),
 	VPASID_COUNTER("returns", returns),
 	VPASID_COUNTER("fast_fails", fast_fails),
+	VPASID_COUNTER("reconcile_kept", reconcile_kept),
+	VPASID_COUNTER("reconcile_granted", reconcile_granted),
+	VPASID_COUNTER("reconcile_conflicts", reconcile_conflicts),
+	VPASID_COUNTER("reconcile_refused", reconcile_refused),
+	VPASID_COUNTER("reconcile_dropped", reconcile_dropped),
+	VPASID_COUNTER("lost_frees", lost_frees),
 	/* Answers the device refused, by status. */
 	VPASID_COUNTER("failures/no_space",
 		       failures[VIRTIO_PASID_S_NO_SPACE]),
@@ -72,6 +78,8 @@ static int vpasid_stats_show(struct seq_file *m, void *unused)
 		seq_printf(m, "%s %llu\n", vpasid_counters[i].name,
 			   (u64)atomic64_read(counter));
 	}
+	/* In use here, not held on the host (conflict, refused). */
+	vpasid_lost_show(m);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(vpasid_stats);

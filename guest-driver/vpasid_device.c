@@ -123,7 +123,8 @@ static int vpasid_reset(struct virtio_pasid *vp, u32 *released)
 static int vpasid_probe(struct virtio_device *vdev)
 {
 	struct virtio_pasid *vp;
-	u32 released;
+	u32 released = 0;
+	bool resume;
 	int err;
 
 	vp = kzalloc(sizeof(*vp), GFP_KERNEL);
@@ -148,7 +149,7 @@ static int vpasid_probe(struct virtio_device *vdev)
 	if (err)
 		goto err_free_bufs;
 
-	err = vpasid_attach(vp);
+	err = vpasid_attach(vp, &resume);
 	if (err)
 		goto err_free_bufs;
 
@@ -156,14 +157,22 @@ static int vpasid_probe(struct virtio_device *vdev)
 	if (err)
 		goto err_detach;
 
-	/* Drop whatever a previous driver instance left on the host. */
-	err = vpasid_reset(vp, &released);
+	/*
+	 * Resuming, PASIDs are still in use: tell the host which, and let it
+	 * drop the rest. Else drop whatever a previous driver instance left
+	 * on the host.
+	 */
+	if (resume)
+		err = vpasid_reconcile(vp);
+	else
+		err = vpasid_reset(vp, &released);
 	if (err)
 		goto err_remove_common;
-	dev_info(&vdev->dev, "protocol v%u, PASIDs [%u, %u] of %u bits, quota %u, space %#llx, %u slots, lease cache %u (device cap %u); RESET released %u reference(s)\n",
+	dev_info(&vdev->dev, "protocol v%u, PASIDs [%u, %u] of %u bits, quota %u, space %#llx, %u slots, lease cache %u (device cap %u); %s %u reference(s)\n",
 		 vp->version, vp->pasid_min, vp->pasid_max, vp->pasid_bits,
 		 vp->quota, vp->space_id, vp->nslots, vp->lease_cap,
-		 vp->lease_max, released);
+		 vp->lease_max, resume ? "RECONCILE dropped" : "RESET released",
+		 resume ? vp->reconciled.dropped : released);
 
 	vpasid_debugfs_add(vp);
 	vpasid_register(vp);
@@ -202,6 +211,12 @@ static void vpasid_remove(struct virtio_device *vdev)
 	if (reset) {
 		dev_info(&vdev->dev, "RESET released %u reference(s)\n",
 			 released);
+	} else if (outstanding &&
+		   virtio_has_feature(vdev, VIRTIO_PASID_F_RECONCILE)) {
+		/* A resume lists the cache: keep it, serve from it meanwhile. */
+		vpasid_orphan_cache(vp);
+		if (vp->vq)
+			vpasid_quiesce(vp);
 	} else if (vp->vq && outstanding) {
 		vpasid_lease_drain(vp);
 		/* FREEs that waited for a slot go out before the reset. */
@@ -324,6 +339,7 @@ static const struct virtio_device_id id_table[] = {
  */
 static const unsigned int features[] = {
 	VIRTIO_PASID_F_LEASE,
+	VIRTIO_PASID_F_RECONCILE,
 	VIRTIO_F_VERSION_1,
 };
 
@@ -363,11 +379,15 @@ static int __init vpasid_init(void)
 	BUILD_BUG_ON(VPASID_DEVICE_ID == 0 ||
 		     VPASID_DEVICE_ID == VIRTIO_DEV_ANY_ID);
 
-	vpasid_ioasid_init();
+	err = vpasid_ioasid_init();
+	if (err)
+		return err;
 	vpasid_debugfs_init();
 	err = register_virtio_driver(&virtio_pasid_driver);
-	if (err)
+	if (err) {
 		vpasid_debugfs_exit();
+		vpasid_ioasid_exit();
+	}
 	return err;
 }
 

@@ -93,16 +93,18 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 		schedule_work(&vp->lease_work);
 }
 
-/* Index of the first cached PASID >= @pasid; vp->lock held. */
-static unsigned int vpasid_cache_search(const struct virtio_pasid *vp,
-					u32 pasid)
+/*
+ * Ascending PASID arrays: the cache, and the cache a removed device left
+ * (vpasid_ioasid.c). Index of the first of the @n @ids that is >= @pasid.
+ */
+unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid)
 {
-	unsigned int lo = 0, hi = vp->ncached;
+	unsigned int lo = 0, hi = n;
 
 	while (lo < hi) {
 		unsigned int mid = lo + (hi - lo) / 2;
 
-		if (vp->cache[mid] < pasid)
+		if (ids[mid] < pasid)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -111,27 +113,41 @@ static unsigned int vpasid_cache_search(const struct virtio_pasid *vp,
 }
 
 /*
+ * Insert @pasid into the *@n ascending @ids, which have room for one more.
+ * False, and nothing changed, when it is there already.
+ */
+bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid)
+{
+	unsigned int at = vpasid_ids_search(ids, *n, pasid);
+
+	if (at < *n && ids[at] == pasid)
+		return false;
+	memmove(&ids[at + 1], &ids[at], (*n - at) * sizeof(*ids));
+	ids[at] = pasid;
+	(*n)++;
+	return true;
+}
+
+/* Remove the entry at @at of the *@n ascending @ids. */
+void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at)
+{
+	(*n)--;
+	memmove(&ids[at], &ids[at + 1], (*n - at) * sizeof(*ids));
+}
+
+/*
  * Put a PASID the VM holds into the cache; vp->lock held. False when the
  * cache is full: the caller gives it back to the host.
  */
 static bool vpasid_cache_put(struct virtio_pasid *vp, u32 pasid)
 {
-	unsigned int at;
-
 	if (vp->ncached >= vp->lease_cap)
 		return false;
-	at = vpasid_cache_search(vp, pasid);
-	if (at < vp->ncached && vp->cache[at] == pasid) {
+	if (!vpasid_ids_insert(vp->cache, &vp->ncached, pasid))
 		/* Already cached: keep one copy, never hand it out twice. */
 		dev_warn_ratelimited(&vp->vdev->dev,
 				     "PASID %u is already cached: ignored\n",
 				     pasid);
-		return true;
-	}
-	memmove(&vp->cache[at + 1], &vp->cache[at],
-		(vp->ncached - at) * sizeof(*vp->cache));
-	vp->cache[at] = pasid;
-	vp->ncached++;
 	return true;
 }
 
@@ -341,14 +357,12 @@ static void vpasid_lease_work(struct work_struct *work)
 static bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi,
 			      u32 *pasid)
 {
-	unsigned int at = vpasid_cache_search(vp, lo);
+	unsigned int at = vpasid_ids_search(vp->cache, vp->ncached, lo);
 
 	if (at >= vp->ncached || vp->cache[at] > hi)
 		return false;
 	*pasid = vp->cache[at];
-	vp->ncached--;
-	memmove(&vp->cache[at], &vp->cache[at + 1],
-		(vp->ncached - at) * sizeof(*vp->cache));
+	vpasid_ids_remove(vp->cache, &vp->ncached, at);
 	vpasid_lease_kick(vp);
 	return true;
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * virtio_pasid request transport: the request slots, posting a request on
- * the single virtqueue, reaping answers, the bounded busy-poll a caller in
+ * the single virtqueue, reaping answers (GRANT, RETURN and RECONCILE
+ * answers are applied there), the bounded busy-poll a caller in
  * atomic context waits with, the bounded sleeping wait of a work item, the
  * answers that come after their caller gave up, and the unresponsive mark.
  * The IOASID framework calls us with its spinlock held, so nothing on that
@@ -50,6 +51,8 @@ static const char *vpasid_op_name(u16 opcode)
 		return "GRANT";
 	case VIRTIO_PASID_OP_RETURN:
 		return "RETURN";
+	case VIRTIO_PASID_OP_RECONCILE:
+		return "RECONCILE";
 	}
 	return "?";
 }
@@ -268,6 +271,9 @@ static void vpasid_reap(struct virtio_pasid *vp)
 		slot->status = vpasid_status(vp, slot);
 		if (vpasid_is_lease_op(le16_to_cpu(slot->buf->req.opcode)))
 			vpasid_lease_answered(vp, slot);
+		else if (le16_to_cpu(slot->buf->req.opcode) ==
+			 VIRTIO_PASID_OP_RECONCILE)
+			vpasid_reconcile_answered(vp, slot);
 		switch (slot->state) {
 		case VPASID_SLOT_WAITING:
 			slot->state = VPASID_SLOT_DONE;

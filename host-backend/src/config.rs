@@ -22,6 +22,12 @@ pub const DEFAULT_QUOTA: u32 = 4096;
 /// Default lease cap: most PASIDs a VM's driver may keep cached (leased
 /// from the host but not handed out). 0 turns leases off.
 pub const DEFAULT_LEASE: u32 = 32;
+/// Default hold-over after a VM disconnects, in seconds: none, so that a
+/// VM that really exits gives its PASIDs back at once, as before hold-over
+/// existed. Upgrades set it (docs/operations.md).
+pub const DEFAULT_HOLDOVER_SECS: u32 = 0;
+/// Longest hold-over: a day.
+pub const MAX_HOLDOVER_SECS: u32 = 86_400;
 /// Default control socket.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/vhost-user-pasid/control.sock";
 /// Default per-VM request rate limit: far above what a driver needs and
@@ -75,7 +81,8 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "socket_path")]
     pub socket_count: Option<u32>,
 
-    /// A named VM slot: NAME=PATH[,quota=N][,range=LO-HI][,lease=N].
+    /// A named VM slot:
+    /// NAME=PATH[,quota=N][,range=LO-HI][,lease=N][,holdover=SECONDS].
     /// Repeatable.
     #[arg(long = "vm", value_name = "SPEC")]
     pub vms: Vec<String>,
@@ -108,6 +115,14 @@ pub struct Args {
     /// VIRTIO_PASID_F_LEASE). Per VM: --vm NAME=PATH,lease=N.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LEASE)]
     pub lease: u32,
+
+    /// Default hold-over (0-86400 s): how long a disconnected VM's PASIDs
+    /// stay reserved for it, so that a re-plugged device that reconciles
+    /// (RECONCILE) within that time keeps them. A new device's RESET
+    /// releases them at once; past the period they are reclaimed. 0 (the
+    /// default) reclaims at disconnect. Per VM: --vm NAME=PATH,holdover=S.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HOLDOVER_SECS)]
+    pub holdover: u32,
 
     /// Default range of PASIDs a VM may be given (LO-HI); the whole space by
     /// default.
@@ -236,6 +251,12 @@ pub enum ConfigError {
     /// A lease cap above [`LEASE_MAX`].
     #[error("lease cap {0} is more than {LEASE_MAX}: use 0 (leases off) to {LEASE_MAX}")]
     InvalidLease(u32),
+    /// A hold-over above [`MAX_HOLDOVER_SECS`].
+    #[error(
+        "hold-over {0} s is more than {MAX_HOLDOVER_SECS} s (a day): use 0 (reclaim at \
+         disconnect) to {MAX_HOLDOVER_SECS}"
+    )]
+    InvalidHoldover(u32),
     /// --pasid-bits out of range.
     #[error("--pasid-bits must be between 1 and {MAX_PASID_BITS}, got {0}")]
     InvalidPasidBits(u32),
@@ -294,6 +315,8 @@ pub struct SlotConfig {
     pub range: RangeInclusive<u32>,
     /// Lease cap: most PASIDs its driver may keep cached; 0 = leases off.
     pub lease: u32,
+    /// Seconds its PASIDs stay reserved after it disconnects; 0 = none.
+    pub holdover_secs: u32,
 }
 
 /// Validated configuration.
@@ -414,6 +437,15 @@ fn first_unreserved(range: RangeInclusive<u32>, reserved: &[RangeInclusive<u32>]
     range.contains(&candidate).then_some(candidate)
 }
 
+/// Checks a hold-over (`--holdover`, `holdover=`): 0 to
+/// [`MAX_HOLDOVER_SECS`].
+fn check_holdover(secs: u32) -> Result<u32, ConfigError> {
+    if secs > MAX_HOLDOVER_SECS {
+        return Err(ConfigError::InvalidHoldover(secs));
+    }
+    Ok(secs)
+}
+
 /// Checks a lease cap (`--lease`, `lease=`): 0 to [`LEASE_MAX`].
 fn check_lease(lease: u32) -> Result<u32, ConfigError> {
     if lease > LEASE_MAX {
@@ -446,6 +478,7 @@ fn parse_vm_spec(spec: &str, defaults: &SlotDefaults) -> Result<SlotConfig, Conf
         quota: defaults.quota,
         range: defaults.range.clone(),
         lease: defaults.lease,
+        holdover_secs: defaults.holdover_secs,
     };
     for opt in parts {
         match opt.split_once('=') {
@@ -458,9 +491,15 @@ fn parse_vm_spec(spec: &str, defaults: &SlotDefaults) -> Result<SlotConfig, Conf
                     parse_number(v).ok_or_else(|| bad("lease must be a number (0-4096)"))?,
                 )?
             }
+            Some(("holdover", v)) => {
+                slot.holdover_secs = check_holdover(
+                    parse_number(v)
+                        .ok_or_else(|| bad("holdover must be a number of seconds (0-86400)"))?,
+                )?
+            }
             _ => {
                 return Err(bad(&format!(
-                    "unknown option {opt:?} (known: quota, range, lease)"
+                    "unknown option {opt:?} (known: quota, range, lease, holdover)"
                 )))
             }
         }
@@ -473,6 +512,7 @@ struct SlotDefaults {
     quota: u32,
     range: RangeInclusive<u32>,
     lease: u32,
+    holdover_secs: u32,
 }
 
 impl SlotDefaults {
@@ -484,6 +524,7 @@ impl SlotDefaults {
             quota: self.quota,
             range: self.range.clone(),
             lease: self.lease,
+            holdover_secs: self.holdover_secs,
         }
     }
 }
@@ -511,6 +552,7 @@ impl TryFrom<Args> for Config {
             quota: args.quota,
             range,
             lease: check_lease(args.lease)?,
+            holdover_secs: check_holdover(args.holdover)?,
         };
 
         let mut slots = Vec::new();
@@ -634,6 +676,40 @@ mod tests {
         assert_eq!(
             ConfigError::InvalidLease(4097).to_string(),
             "lease cap 4097 is more than 4096: use 0 (leases off) to 4096"
+        );
+    }
+
+    /// `--holdover` sets every slot's hold-over, `holdover=` one VM's; the
+    /// default is 0 (reclaim at disconnect), the most a day.
+    #[test]
+    fn holdovers_are_parsed_and_bounded() {
+        let cfg = parse(&["--vm", "a=/tmp/a.sock", "--vm", "b=/tmp/b.sock,holdover=30"]).unwrap();
+        let secs: Vec<u32> = cfg.slots.iter().map(|s| s.holdover_secs).collect();
+        assert_eq!(secs, vec![DEFAULT_HOLDOVER_SECS, 30]);
+        assert_eq!(DEFAULT_HOLDOVER_SECS, 0);
+        let cfg = parse(&[
+            "--holdover",
+            "120",
+            "--vm",
+            "a=/tmp/a.sock",
+            "--vm",
+            "b=/tmp/b.sock,holdover=0",
+        ])
+        .unwrap();
+        let secs: Vec<u32> = cfg.slots.iter().map(|s| s.holdover_secs).collect();
+        assert_eq!(secs, vec![120, 0]);
+        assert_matches!(
+            parse(&["--holdover", "86401", "--vm", "a=/tmp/a.sock"]),
+            Err(ConfigError::InvalidHoldover(86401))
+        );
+        assert_matches!(
+            parse(&["--vm", "a=/tmp/a.sock,holdover=1m"]),
+            Err(ConfigError::InvalidVmSpec { reason, .. }) if reason.contains("holdover")
+        );
+        assert_eq!(
+            ConfigError::InvalidHoldover(86401).to_string(),
+            "hold-over 86401 s is more than 86400 s (a day): use 0 (reclaim at disconnect) \
+             to 86400"
         );
     }
 

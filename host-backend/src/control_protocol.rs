@@ -214,6 +214,10 @@ pub struct VmEntry {
     pub connected: bool,
     /// Its request counters.
     pub counters: VmCountersEntry,
+    /// Disconnected and held over: whole seconds left before its PASIDs
+    /// are reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_over_secs: Option<u64>,
     /// PASIDs it holds references on.
     pub held: u32,
     /// Of `held`, PASIDs in use: `held - cached`.
@@ -238,16 +242,26 @@ pub struct VmEntry {
 /// Request counters of one VM slot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmCountersEntry {
+    /// PASIDs a RECONCILE claimed that another owner held.
+    #[serde(default)]
+    pub conflicts: u64,
     /// Times the slot was connected.
     pub connects: u64,
+    /// Disconnects after which its PASIDs were held over.
+    #[serde(default)]
+    pub holdovers: u64,
     /// Chains that were malformed.
     pub malformed: u64,
-    /// PASIDs released by RESET, disconnect or operator release.
+    /// PASIDs released by RESET, disconnect, operator release or an
+    /// expired hold-over.
     pub reclaimed: u64,
     /// Re-delivered requests answered from the record of their first answer.
     pub replayed: u64,
     /// Requests answered, by opcode name.
     pub requests: BTreeMap<String, u64>,
+    /// Reconciles completed (resumes on a new device).
+    #[serde(default)]
+    pub resumes: u64,
     /// Responses sent, by status name.
     pub statuses: BTreeMap<String, u64>,
 }
@@ -363,11 +377,14 @@ impl From<VmCounters> for VmCountersEntry {
                 .collect()
         };
         VmCountersEntry {
+            conflicts: c.conflicts,
             connects: c.connects,
+            holdovers: c.holdovers,
             malformed: c.malformed,
             reclaimed: c.reclaimed,
             replayed: c.replayed,
             requests: names(c.requests),
+            resumes: c.resumes,
             statuses: names(c.statuses),
         }
     }
@@ -379,6 +396,10 @@ impl From<VmView> for VmEntry {
             cached: vm.cached,
             connected: vm.connected,
             counters: vm.counters.into(),
+            // Rounded up: "0 s left" would read as already reclaimed.
+            held_over_secs: vm
+                .held_over_for
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
             held: vm.held,
             in_use: vm.held.saturating_sub(vm.cached),
             lease: vm.lease,
@@ -531,6 +552,8 @@ mod tests {
             reclaimed: 2,
             connects: 3,
             replayed: 4,
+            resumes: 5,
+            conflicts: 6,
             ..VmCounters::default()
         };
         counters.requests.insert("FREE", 2);
@@ -542,6 +565,7 @@ mod tests {
             name: "a".into(),
             socket: "/run/a.sock".into(),
             connected: true,
+            held_over_for: None,
             held: 2,
             cached: 1,
             lease: 32,
@@ -552,7 +576,7 @@ mod tests {
         };
         round_trip(
             vec![VmEntry::from(vm)],
-            r#"[{"cached":1,"connected":true,"counters":{"connects":3,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
+            r#"[{"cached":1,"connected":true,"counters":{"conflicts":6,"connects":3,"holdovers":0,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"resumes":5,"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
         );
         let stats = HostStats {
             space_id: 0x77,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -258,6 +259,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         };
         let vm = registry.configure_vm(&slot.name, &slot.source.label(), limits)?;
         registry.set_lease_cap(vm, slot.lease);
+        registry.set_holdover(vm, Duration::from_secs(slot.holdover_secs.into()));
         let listener = match &slot.source {
             SlotSource::Path(p) => {
                 let l = bind(p, &config.access)?;
@@ -403,6 +405,13 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
             })
             .map_err(DaemonError::Thread)?;
     }
+    if config.slots.iter().any(|s| s.holdover_secs > 0) {
+        let held = registry.clone();
+        thread::Builder::new()
+            .name("holdover".into())
+            .spawn(move || expire_holdovers(&held))
+            .map_err(DaemonError::Thread)?;
+    }
     let control_registry = registry.clone();
     thread::Builder::new()
         .name("control".into())
@@ -426,6 +435,28 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         remove_socket(path);
     }
     result
+}
+
+/// Longest the hold-over thread sleeps: a hold-over that begins while it
+/// sleeps is reclaimed at most this late.
+const HOLDOVER_TICK: Duration = Duration::from_secs(1);
+
+/// Reclaims the PASIDs of VMs whose hold-over ran out, waking at the next
+/// expiry or after [`HOLDOVER_TICK`], whichever comes first.
+fn expire_holdovers(registry: &Mutex<Registry>) {
+    loop {
+        let (next, commit) = {
+            let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+            let next = reg.expire_holdovers(Instant::now());
+            (next, reg.commit_point())
+        };
+        if let Some(point) = commit {
+            point.settle();
+        }
+        let now = Instant::now();
+        let wait = next.map_or(HOLDOVER_TICK, |t| t.saturating_duration_since(now));
+        thread::sleep(wait.min(HOLDOVER_TICK));
+    }
 }
 
 #[cfg(test)]

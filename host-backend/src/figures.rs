@@ -75,6 +75,7 @@ pub fn op_label(op: Opcode) -> &'static str {
         Opcode::Reset => "reset",
         Opcode::Grant => "grant",
         Opcode::Return => "return",
+        Opcode::Reconcile => "reconcile",
     }
 }
 

@@ -69,9 +69,9 @@ use holders::{
 use log::debug;
 
 pub use types::{
-    AllocError, Holder, OwnerId, OwnerKind, OwnerLimits, OwnerUsage, Pasid, PasidInfo, PutOutcome,
-    ReclaimSummary, RefError, RestoreError, SpaceConfig, SpaceError, SpaceStats, MAX_OWNERS,
-    MAX_PASID_BITS,
+    AllocError, Claim, Holder, OwnerId, OwnerKind, OwnerLimits, OwnerUsage, Pasid, PasidInfo,
+    PutOutcome, ReclaimSummary, RefError, RestoreError, SpaceConfig, SpaceError, SpaceStats,
+    MAX_OWNERS, MAX_PASID_BITS,
 };
 
 /// Ranges as one log value: `0-0,12-13`.
@@ -614,6 +614,61 @@ impl PasidSpace {
             freed,
             remaining_refs: dropped.remaining,
         })
+    }
+
+    /// Settles `owner`'s claim that it holds `pasid` (a resuming driver's
+    /// RECONCILE entry): [`Claim::Kept`] if it holds a reference; else
+    /// [`Claim::Refused`] for a PASID it could never be given (0, beyond
+    /// the space, reserved, outside its range); else [`Claim::Conflict`]
+    /// if someone holds it; else, if the owner is under its quota, one
+    /// reference for it ([`Claim::Granted`]), and [`Claim::Refused`] if not.
+    pub fn claim(&mut self, owner: OwnerId, pasid: Pasid) -> Result<Claim, RefError> {
+        let (me, rec) = live_owner(&mut self.owners, owner).ok_or(RefError::UnknownOwner)?;
+        if self.refs.refs_of(me, pasid).is_some() {
+            return Ok(Claim::Kept);
+        }
+        if pasid == 0
+            || pasid > self.max
+            || ranges_contain(&self.reserved, pasid)
+            || !rec.limits.range.contains(&pasid)
+        {
+            return Ok(Claim::Refused);
+        }
+        if !self.refs.free.is_free(pasid) {
+            return Ok(Claim::Conflict);
+        }
+        if held_count(rec) >= rec.limits.quota {
+            return Ok(Claim::Refused);
+        }
+        let rules = AddRules {
+            take_free: true,
+            quota: None,
+        };
+        self.refs
+            .add_ref(me, &mut rec.held, pasid, 1, rules)
+            .map_err(|_| RefError::Overflow(pasid))?;
+        Ok(Claim::Granted)
+    }
+
+    /// Drops every reference `owner` holds on a PASID `keep` refuses (the
+    /// end of a reconcile: what the driver did not name). Returns the
+    /// references dropped.
+    pub fn keep_only(&mut self, owner: OwnerId, keep: impl Fn(Pasid) -> bool) -> u64 {
+        let Some((me, rec)) = live_owner(&mut self.owners, owner) else {
+            return 0;
+        };
+        let unnamed: Vec<Pasid> = rec.held.iter().copied().filter(|p| !keep(*p)).collect();
+        let mut dropped = 0;
+        for pasid in unnamed {
+            if let Ok(d) = self.refs.drop_ref(me, &mut rec.held, pasid, DropCount::All) {
+                dropped += u64::from(d.refs);
+            }
+        }
+        if dropped > 0 {
+            self.refs.shrink_entries();
+            self.refs.shrink_shared();
+        }
+        dropped
     }
 
     /// Puts back a holding read from durable state: `owner` holds `refs`

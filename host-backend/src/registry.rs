@@ -8,12 +8,15 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::info;
-use pasid_protocol::{Config, Opcode, Request, Response, Status, PASID_NONE, VERSION};
+use pasid_protocol::{
+    Config, Opcode, ReconcileResult, Request, Response, Status, PASID_NONE, VERSION,
+};
 
 mod image;
+pub mod reconcile;
 pub mod record;
 mod tally;
 
@@ -27,6 +30,7 @@ use crate::pasid_space::{
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
 use crate::request::{Answer, PasidList};
+use reconcile::{Reconciliation, Settled};
 use record::{Answered, ChangeLog, CommitTicket, Record};
 
 /// Socket label of a VM that durable state knows but the command line
@@ -100,6 +104,12 @@ pub struct VmCounters {
     /// Requests re-delivered after a restart and answered from the record
     /// of their first answer.
     pub replayed: u64,
+    /// Reconciles completed (resumes on a new device).
+    pub resumes: u64,
+    /// PASIDs a RECONCILE claimed that someone else held.
+    pub conflicts: u64,
+    /// Disconnects after which its PASIDs were held over.
+    pub holdovers: u64,
 }
 
 /// What the registry knows of one VM slot.
@@ -129,6 +139,14 @@ struct VmRecord {
     /// `cached` of its last GRANT or RETURN, moved by that request's
     /// effect. Untrusted, shown only (and read by GRANT's cap check).
     cached: u32,
+    /// The reconcile its driver has begun and not yet ended.
+    reconciling: Option<Reconciliation>,
+    /// How long its PASIDs stay reserved after it disconnects
+    /// (`--holdover`, `holdover=`); zero reclaims at disconnect.
+    holdover: Duration,
+    /// Disconnected and held over: when its PASIDs are reclaimed unless a
+    /// device connects first.
+    held_over_until: Option<Instant>,
 }
 
 impl VmRecord {
@@ -145,6 +163,9 @@ impl VmRecord {
             replay: Vec::new(),
             lease: 0,
             cached: 0,
+            reconciling: None,
+            holdover: Duration::ZERO,
+            held_over_until: None,
         }
     }
 
@@ -170,12 +191,20 @@ impl VmRecord {
             .find(|a| {
                 a.position == position
                     && a.request == request
-                    // A RETURN's list is part of its readable bytes; a
-                    // GRANT's is part of its answer.
-                    && (request.first() != Some(&(Opcode::Return as u8)) || a.list == *list)
+                    // A RETURN's or RECONCILE's list is part of its
+                    // readable bytes; a GRANT's is part of its answer.
+                    && (!lists_pasids(request) || a.list == *list)
             })
             .copied()
     }
+}
+
+/// Whether the request bytes are a RETURN's or RECONCILE's, whose readable
+/// part carries a PASID list.
+fn lists_pasids(request: &[u8]) -> bool {
+    request
+        .first()
+        .is_some_and(|&op| op == Opcode::Return as u8 || op == Opcode::Reconcile as u8)
 }
 
 /// Why a VM's references were dropped, for the log.
@@ -187,6 +216,8 @@ pub enum ReclaimReason {
     Disconnect,
     /// `pasidctl release`.
     Operator,
+    /// A disconnected VM's hold-over ran out.
+    HoldoverExpired,
 }
 
 impl ReclaimReason {
@@ -195,6 +226,7 @@ impl ReclaimReason {
             ReclaimReason::DriverReset => "driver reset",
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator release",
+            ReclaimReason::HoldoverExpired => "hold-over expired",
         }
     }
 
@@ -204,6 +236,7 @@ impl ReclaimReason {
             ReclaimReason::DriverReset => "driver_reset",
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator",
+            ReclaimReason::HoldoverExpired => "holdover_expired",
         }
     }
 }
@@ -217,6 +250,9 @@ pub struct VmView {
     pub socket: String,
     /// Whether a frontend is connected.
     pub connected: bool,
+    /// Disconnected and held over: time left before its PASIDs are
+    /// reclaimed.
+    pub held_over_for: Option<Duration>,
     /// PASIDs the VM holds references on.
     pub held: u32,
     /// Of those, PASIDs its driver reports cached (leased, not handed
@@ -359,14 +395,68 @@ impl Registry {
         }
     }
 
-    /// Marks a slot connected or disconnected.
+    /// Marks a slot connected or disconnected. A device that connects
+    /// ends a hold-over: the PASIDs are its driver's to keep (RECONCILE)
+    /// or release (RESET).
     pub fn set_connected(&mut self, vm: VmId, connected: bool) {
         if let Some(rec) = self.record_mut(vm) {
             rec.connected = connected;
             if connected {
                 rec.tally.count_connect();
+                rec.held_over_until = None;
             }
         }
+    }
+
+    /// Sets how long a VM's PASIDs stay reserved after it disconnects
+    /// (`--holdover`, `holdover=`).
+    pub fn set_holdover(&mut self, vm: VmId, holdover: Duration) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.holdover = holdover;
+        }
+    }
+
+    /// The VM's connection ended at `now`: with a hold-over and PASIDs
+    /// held, they stay reserved until the hold-over runs out
+    /// ([`Registry::expire_holdovers`]); otherwise they are reclaimed at
+    /// once (docs/protocol.md 5.x.6.8).
+    pub fn end_connection(&mut self, vm: VmId, now: Instant) {
+        let held = self.space.usage(vm.0).map_or(0, |u| u.held);
+        let name = self.vm_name(vm).to_string();
+        let holdover = self.record_mut(vm).map_or(Duration::ZERO, |r| r.holdover);
+        if holdover.is_zero() || held == 0 {
+            self.reclaim_vm(vm, ReclaimReason::Disconnect);
+            return;
+        }
+        if let Some(rec) = self.record_mut(vm) {
+            rec.held_over_until = Some(now + holdover);
+            rec.reconciling = None;
+            // The device is gone: nothing of it can be re-delivered.
+            rec.forget_device();
+            rec.tally.count_holdover();
+        }
+        info!(
+            "vm={name} event=held-over pasids={held} seconds={}",
+            holdover.as_secs()
+        );
+    }
+
+    /// Reclaims the PASIDs of every VM whose hold-over ran out by `now`.
+    /// Returns when the next one runs out, if any is held over.
+    pub fn expire_holdovers(&mut self, now: Instant) -> Option<Instant> {
+        let expired: Vec<VmId> = self
+            .vms
+            .values()
+            .filter(|r| r.held_over_until.is_some_and(|t| t <= now))
+            .map(|r| VmId(r.owner))
+            .collect();
+        for vm in expired {
+            if let Some(rec) = self.record_mut(vm) {
+                rec.held_over_until = None;
+            }
+            self.reclaim_vm(vm, ReclaimReason::HoldoverExpired);
+        }
+        self.vms.values().filter_map(|r| r.held_over_until).min()
     }
 
     /// Whether a slot has a frontend connected.
@@ -409,6 +499,7 @@ impl Registry {
                 });
                 let granted = match request {
                     Request::Grant { .. } => first.list,
+                    Request::Reconcile { .. } => first.results,
                     _ => PasidList::default(),
                 };
                 return Answer {
@@ -424,8 +515,12 @@ impl Registry {
                 request: bytes,
                 response: answer.response.encode(),
                 list: match request {
-                    Request::Return { .. } => *list,
+                    Request::Return { .. } | Request::Reconcile { .. } => *list,
                     _ => answer.granted,
+                },
+                results: match request {
+                    Request::Reconcile { .. } => answer.granted,
+                    _ => PasidList::default(),
                 },
                 replayed: false,
             });
@@ -508,9 +603,120 @@ impl Registry {
                 ..
             } => self.grant(vm, tag, count, cached, min..=max),
             Request::Return { cached, .. } => self.give_back(vm, tag, cached, list),
+            Request::Reconcile {
+                first,
+                last,
+                cached,
+                ..
+            } => self.reconcile(vm, tag, (first, last), cached, list),
         };
+        self.name_if_reconciling(vm, request, &answer);
         self.count_result(vm, request, &answer.response);
         answer
+    }
+
+    /// RECONCILE (docs/protocol.md 5.x.6.13): settles each listed PASID,
+    /// and on LAST drops what the reconcile did not name. The answer
+    /// carries one result per listed PASID.
+    fn reconcile(
+        &mut self,
+        vm: VmId,
+        tag: u64,
+        (first, last): (bool, bool),
+        cached: u16,
+        list: &PasidList,
+    ) -> Answer {
+        let Some(rec) = self.record_mut(vm) else {
+            return Response::new(Status::Internal, tag).into();
+        };
+        let mut progress = rec.reconciling.take();
+        let settled = reconcile::settle(
+            &mut self.space,
+            vm.0,
+            &mut progress,
+            first,
+            last,
+            list.as_slice(),
+        );
+        let name = self.vm_name(vm).to_string();
+        if let Some(rec) = self.record_mut(vm) {
+            rec.reconciling = progress;
+        }
+        match settled {
+            Ok(settled) => {
+                self.note_cached(vm, u32::from(cached));
+                self.log_reconcile(vm, &name, list, &settled);
+                Answer {
+                    // At most the VM's quota, which is a u32.
+                    response: Response::ok(tag, u32::try_from(settled.dropped).unwrap_or(0)),
+                    granted: settled.results,
+                }
+            }
+            Err(e) => {
+                log::debug!("vm={name} event=reconcile_rejected tag={tag:#x} error=\"{e}\"");
+                Response::new(Status::Invalid, tag).into()
+            }
+        }
+    }
+
+    /// Counts and logs one carried-out RECONCILE: each conflict (a PASID
+    /// the VM claims that someone else holds) and, on LAST, the resume.
+    fn log_reconcile(&mut self, vm: VmId, name: &str, list: &PasidList, settled: &Settled) {
+        let conflicts: Vec<(Pasid, Vec<String>)> = list
+            .as_slice()
+            .iter()
+            .zip(settled.results.as_slice())
+            .filter(|(_, r)| **r == ReconcileResult::Conflict as u32)
+            .map(|(&p, _)| {
+                let holders = self
+                    .space
+                    .info(p)
+                    .map(|i| i.holders.into_iter().map(|h| h.owner).collect())
+                    .unwrap_or_default();
+                (p, holders)
+            })
+            .collect();
+        for (pasid, holders) in &conflicts {
+            log::warn!(
+                "vm={name} event=reconcile_conflict pasid={pasid} held_by={}",
+                Value(&holders.join(","))
+            );
+        }
+        let Some(rec) = self.record_mut(vm) else {
+            return;
+        };
+        rec.tally.count_conflicts(conflicts.len() as u64);
+        if settled.finished {
+            rec.tally.count_resume();
+            info!(
+                "vm={name} event=resumed kept={} granted={} conflicts={} refused={} dropped={}",
+                settled.count(ReconcileResult::Kept),
+                settled.count(ReconcileResult::Granted),
+                settled.count(ReconcileResult::Conflict),
+                settled.count(ReconcileResult::Refused),
+                settled.dropped
+            );
+        }
+    }
+
+    /// While a reconcile is in progress, what ALLOC and GRANT give the VM
+    /// counts as named: LAST must not drop it.
+    fn name_if_reconciling(&mut self, vm: VmId, request: Request, answer: &Answer) {
+        if Status::from_wire(answer.response.status) != Some(Status::Ok) {
+            return;
+        }
+        let Some(progress) = self.record_mut(vm).and_then(|r| r.reconciling.as_mut()) else {
+            return;
+        };
+        match request {
+            Request::Alloc { .. } => progress.name(answer.response.pasid),
+            Request::Grant { .. } => {
+                for &pasid in answer.granted.as_slice() {
+                    progress.name(pasid);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// GRANT: up to `count` of the lowest free PASIDs in `range`, bounded
@@ -640,6 +846,8 @@ impl Registry {
         if let Some(rec) = self.record_mut(vm) {
             rec.tally.count_reclaim(reason, summary.references);
             rec.cached = 0;
+            // RESET and the end of the connection end a reconcile.
+            rec.reconciling = None;
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }
@@ -860,6 +1068,9 @@ impl Registry {
                     name: name.clone(),
                     socket: rec.socket.clone(),
                     connected: rec.connected,
+                    held_over_for: rec
+                        .held_over_until
+                        .map(|t| t.saturating_duration_since(Instant::now())),
                     held,
                     // FREE or an operator's get/put may have moved `held`
                     // since the driver last reported.

@@ -167,6 +167,20 @@ pub enum ChainError {
     /// negotiated.
     #[error("{} without VIRTIO_PASID_F_LEASE negotiated", .0.name())]
     LeaseNotNegotiated(Opcode),
+    /// RECONCILE on a device where VIRTIO_PASID_F_RECONCILE was not
+    /// negotiated.
+    #[error("RECONCILE without VIRTIO_PASID_F_RECONCILE negotiated")]
+    ReconcileNotNegotiated,
+}
+
+/// The device-type features the driver accepted: the requests they add
+/// are malformed without them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// VIRTIO_PASID_F_LEASE: GRANT and RETURN.
+    pub lease: bool,
+    /// VIRTIO_PASID_F_RECONCILE: RECONCILE.
+    pub reconcile: bool,
 }
 
 /// What happened to one chain, for logging and counters.
@@ -346,7 +360,7 @@ fn read_request<M: GuestMemory + ?Sized>(
     mem: &M,
     split: &Split,
     room: u64,
-    lease: bool,
+    negotiated: Negotiated,
 ) -> Result<ReadRequest, (ChainError, u64)> {
     let found = total_len(&split.readable);
     let wrong_size = ChainError::RequestSize {
@@ -359,13 +373,17 @@ fn read_request<M: GuestMemory + ?Sized>(
     let mut header = [0u8; REQUEST_SIZE];
     gather(mem, &split.readable, 0, &mut header).map_err(|e| (e, 0))?;
     let raw = RawRequest::decode(&header);
-    if found != REQUEST_SIZE as u64 && raw.opcode != Opcode::Return as u16 {
+    let with_list = [Opcode::Return as u16, Opcode::Reconcile as u16];
+    if found != REQUEST_SIZE as u64 && !with_list.contains(&raw.opcode) {
         return Err((wrong_size, 0));
     }
     let tag = raw.tag;
     let request = raw.parse().map_err(|e| (ChainError::from(e), tag))?;
-    if matches!(request, Request::Grant { .. } | Request::Return { .. }) && !lease {
+    if matches!(request, Request::Grant { .. } | Request::Return { .. }) && !negotiated.lease {
         return Err((ChainError::LeaseNotNegotiated(request.opcode()), tag));
+    }
+    if matches!(request, Request::Reconcile { .. }) && !negotiated.reconcile {
+        return Err((ChainError::ReconcileNotNegotiated, tag));
     }
     let mut list = PasidList::default();
     let expected = REQUEST_SIZE + request.list_len();
@@ -381,7 +399,7 @@ fn read_request<M: GuestMemory + ?Sized>(
             tag,
         ));
     }
-    if let Request::Return { count, .. } = request {
+    if let Request::Return { count, .. } | Request::Reconcile { count, .. } = request {
         let mut bytes = [0u8; READABLE_MAX - REQUEST_SIZE];
         let bytes = bytes
             .get_mut(..request.list_len())
@@ -398,7 +416,8 @@ fn read_request<M: GuestMemory + ?Sized>(
 }
 
 /// The bytes an answer puts in the writable part: the response, then the
-/// PASIDs a GRANT granted. Returns the buffer and how much of it to write.
+/// PASIDs a GRANT granted or a RECONCILE's results. Returns the buffer and
+/// how much of it to write.
 fn answer_bytes(answer: &Answer) -> ([u8; WRITTEN_MAX], usize) {
     let mut out = [0u8; WRITTEN_MAX];
     let (response, list) = out.split_at_mut(RESPONSE_SIZE);
@@ -413,11 +432,17 @@ fn answer_bytes(answer: &Answer) -> ([u8; WRITTEN_MAX], usize) {
 }
 
 /// Handles one chain: validates it, passes a well-formed request (with a
-/// RETURN's list) to `answer`, and writes the response (with a GRANT's
-/// PASIDs). GRANT and RETURN are malformed unless `lease` (the driver
-/// accepted VIRTIO_PASID_F_LEASE). Returns what happened; the caller puts
-/// the chain on the used ring with [`ChainOutcome::used_len`].
-pub fn process_chain<M, F>(chain: DescriptorChain<M>, lease: bool, answer: F) -> ChainOutcome
+/// RETURN's or RECONCILE's list) to `answer`, and writes the response (with
+/// a GRANT's PASIDs or a RECONCILE's results). GRANT and RETURN are
+/// malformed unless the driver accepted VIRTIO_PASID_F_LEASE, RECONCILE
+/// unless it accepted VIRTIO_PASID_F_RECONCILE (`negotiated`). Returns what
+/// happened; the caller puts the chain on the used ring with
+/// [`ChainOutcome::used_len`].
+pub fn process_chain<M, F>(
+    chain: DescriptorChain<M>,
+    negotiated: Negotiated,
+    answer: F,
+) -> ChainOutcome
 where
     M: Deref + Clone,
     M::Target: GuestMemory,
@@ -435,7 +460,7 @@ where
             expected: RESPONSE_SIZE,
         });
     }
-    let (outcome, reply) = match read_request(mem, &split, room, lease) {
+    let (outcome, reply) = match read_request(mem, &split, room, negotiated) {
         Ok((request, list)) => {
             let reply = answer(request, &list);
             let outcome = ChainOutcome::Answered {
@@ -475,6 +500,11 @@ mod tests {
     use vm_memory::GuestMemoryMmap;
 
     const REQ_AT: u64 = 0x10_0000;
+    /// Every device-type feature accepted.
+    const ALL_FEATURES: Negotiated = Negotiated {
+        lease: true,
+        reconcile: true,
+    };
     const RESP_AT: u64 = 0x20_0000;
     const MEM_END: u64 = 0x100_0000;
 
@@ -521,7 +551,7 @@ mod tests {
             queue.build_desc_chain(descs).unwrap()
         };
         let mut called = false;
-        let outcome = process_chain(chain, true, |req, _| {
+        let outcome = process_chain(chain, ALL_FEATURES, |req, _| {
             called = true;
             Response::ok(req.tag(), 42).into()
         });
@@ -731,7 +761,7 @@ mod tests {
         let queue = MockSplitQueue::new(&mem, 16);
         let chain = queue.build_desc_chain(descs).unwrap();
         let mut seen = Vec::new();
-        let outcome = process_chain(chain, true, |req, list| {
+        let outcome = process_chain(chain, ALL_FEATURES, |req, list| {
             seen = list.as_slice().to_vec();
             Answer {
                 response: Response::ok(req.tag(), granted.len() as u32),
@@ -832,7 +862,7 @@ mod tests {
         let chain = queue
             .build_desc_chain(&[readable(REQ_AT, 24), writable(RESP_AT, 20)])
             .unwrap();
-        let outcome = process_chain(chain, false, |_, _| panic!("answered"));
+        let outcome = process_chain(chain, Negotiated::default(), |_, _| panic!("answered"));
         assert_eq!(
             outcome,
             ChainOutcome::Rejected(ChainError::LeaseNotNegotiated(Opcode::Grant))
@@ -840,5 +870,94 @@ mod tests {
         let mut b = [0u8; RESPONSE_SIZE];
         mem.read_slice(&mut b, GuestAddress(RESP_AT)).unwrap();
         assert_eq!(Response::decode(&b), Response::new(Status::Invalid, 0x79));
+    }
+    /// A RECONCILE's list is gathered like a RETURN's, and its results
+    /// follow the response like a GRANT's PASIDs; the used length covers
+    /// them.
+    #[test]
+    fn reconcile_list_is_gathered_and_results_scattered() {
+        let rec = Request::Reconcile {
+            tag: 0x7a,
+            first: true,
+            last: true,
+            count: 2,
+            cached: 0,
+        };
+        let mut bytes = rec.encode().to_vec();
+        bytes.extend(pasid_protocol::encode_pasids(&[3, 4]));
+        let (outcome, seen, out) = run_lease(
+            &bytes,
+            &[
+                readable(REQ_AT, 28),
+                readable(REQ_AT + 28, 4),
+                writable(RESP_AT, 24),
+            ],
+            &[2, 0],
+        );
+        assert_eq!(seen, vec![3, 4]);
+        assert_eq!(outcome.used_len(), 16 + 8);
+        assert_eq!(pasid_protocol::decode_pasids(&out[16..24]), vec![2, 0]);
+    }
+
+    /// A RECONCILE whose writable part has no room for a result per
+    /// listed PASID, or whose list is not `count` entries long, is INVALID.
+    #[test]
+    fn reconcile_sizes_are_checked() {
+        let rec = Request::Reconcile {
+            tag: 0x7b,
+            first: true,
+            last: true,
+            count: 2,
+            cached: 0,
+        };
+        let mut bytes = rec.encode().to_vec();
+        bytes.extend(pasid_protocol::encode_pasids(&[3, 4]));
+        let (outcome, ..) = run_lease(&bytes, &[readable(REQ_AT, 32), writable(RESP_AT, 20)], &[]);
+        assert_eq!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::ResponseSize {
+                found: 20,
+                expected: 24
+            })
+        );
+        let (outcome, ..) = run_lease(&bytes, &[readable(REQ_AT, 28), writable(RESP_AT, 24)], &[]);
+        assert_eq!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::RequestSize {
+                found: 28,
+                expected: 32
+            })
+        );
+    }
+
+    /// Without F_RECONCILE negotiated a RECONCILE is INVALID with its tag.
+    #[test]
+    fn reconcile_needs_the_feature() {
+        let rec = Request::Reconcile {
+            tag: 0x7c,
+            first: true,
+            last: true,
+            count: 0,
+            cached: 0,
+        };
+        let mem = memory();
+        mem.write_slice(&rec.encode(), GuestAddress(REQ_AT))
+            .unwrap();
+        let queue = MockSplitQueue::new(&mem, 16);
+        let chain = queue
+            .build_desc_chain(&[readable(REQ_AT, 24), writable(RESP_AT, 16)])
+            .unwrap();
+        let lease_only = Negotiated {
+            lease: true,
+            reconcile: false,
+        };
+        let outcome = process_chain(chain, lease_only, |_, _| panic!("answered"));
+        assert_eq!(
+            outcome,
+            ChainOutcome::Rejected(ChainError::ReconcileNotNegotiated)
+        );
+        let mut b = [0u8; RESPONSE_SIZE];
+        mem.read_slice(&mut b, GuestAddress(RESP_AT)).unwrap();
+        assert_eq!(Response::decode(&b), Response::new(Status::Invalid, 0x7c));
     }
 }

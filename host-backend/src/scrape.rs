@@ -161,6 +161,21 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
         families.connects().clone(),
     );
     metrics.register(
+        "vpasid_vm_resumes",
+        "Reconciles a VM's driver completed on a new device (RECONCILE with LAST)",
+        families.resumes().clone(),
+    );
+    metrics.register(
+        "vpasid_vm_holdovers",
+        "Disconnects after which a VM's PASIDs were held over (--holdover)",
+        families.holdovers().clone(),
+    );
+    metrics.register(
+        "vpasid_reconcile_conflicts",
+        "PASIDs a VM's RECONCILE claimed that another owner held",
+        families.reconcile_conflicts().clone(),
+    );
+    metrics.register(
         "vpasid_malformed_chains",
         "Descriptor chains that were malformed (answered INVALID or returned unused)",
         families.malformed().clone(),
@@ -168,7 +183,7 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
     metrics.register(
         "vpasid_reclaims",
         "Times all of a VM's references were dropped, by reason \
-         (driver_reset, disconnect, operator)",
+         (driver_reset, disconnect, operator, holdover_expired)",
         families.reclaims().clone(),
     );
     metrics.register(

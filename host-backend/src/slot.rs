@@ -24,7 +24,7 @@ use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon, VhostUserHandlerError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::registry::{ReclaimReason, Registry, VmId};
+use crate::registry::{Registry, VmId};
 use crate::vhu_vpasid::PasidDevice;
 
 /// How long a frontend that connects while the slot is busy waits for the
@@ -267,7 +267,7 @@ fn serve_session(
             ),
         },
     }
-    reg.reclaim_vm(slot.vm, ReclaimReason::Disconnect);
+    reg.end_connection(slot.vm, std::time::Instant::now());
     let commit = reg.commit_point();
     drop(reg);
     if let Some(point) = commit {

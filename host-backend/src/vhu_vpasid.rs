@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use log::{debug, error, warn};
-use pasid_protocol::{CONFIG_SIZE, F_LEASE, VQ_MAX};
+use pasid_protocol::{CONFIG_SIZE, F_LEASE, F_RECONCILE, VQ_MAX};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -30,7 +30,7 @@ use vmm_sys_util::event::{
 use crate::rate_limit::LogThrottle;
 use crate::registry::record::CommitTicket;
 use crate::registry::{Registry, VmId};
-use crate::request::{process_chain, ChainOutcome};
+use crate::request::{process_chain, ChainOutcome, Negotiated};
 
 /// Event id of the request queue's kick.
 pub const REQUEST_QUEUE_EVENT: u16 = pasid_protocol::VQ_REQUEST;
@@ -91,6 +91,8 @@ pub struct PasidDevice {
     /// The driver accepted VIRTIO_PASID_F_LEASE: GRANT and RETURN are
     /// served, not answered INVALID.
     lease_acked: AtomicBool,
+    /// The driver accepted VIRTIO_PASID_F_RECONCILE (always offered).
+    reconcile_acked: AtomicBool,
     /// VIRTIO_PASID_F_LEASE is offered: the VM's lease cap is not 0. Read
     /// once, at connection: the cap does not change during a session.
     lease_offered: bool,
@@ -141,6 +143,7 @@ impl PasidDevice {
             > 0;
         PasidDevice {
             lease_acked: AtomicBool::new(false),
+            reconcile_acked: AtomicBool::new(false),
             lease_offered,
             vm,
             name: name.to_string(),
@@ -207,7 +210,10 @@ impl PasidDevice {
             return Ok((0, None));
         }
         let mut used = Vec::with_capacity(chains.len());
-        let lease = self.lease_acked.load(Ordering::Relaxed);
+        let negotiated = Negotiated {
+            lease: self.lease_acked.load(Ordering::Relaxed),
+            reconcile: self.reconcile_acked.load(Ordering::Relaxed),
+        };
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Each chain's position in the avail ring (the replay key).
         let positions = std::iter::successors(Some(first_position), |p| Some(p.wrapping_add(1)));
@@ -224,7 +230,7 @@ impl PasidDevice {
                 continue;
             }
             let started = std::time::Instant::now();
-            let outcome = process_chain(chain, lease, |req, list| {
+            let outcome = process_chain(chain, negotiated, |req, list| {
                 debug!("vm={} {req}", self.name);
                 registry.answer(self.vm, position, req, list)
             });
@@ -334,6 +340,7 @@ impl VhostUserBackend for PasidDevice {
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | (1 << F_RECONCILE)
             | lease
     }
 
@@ -342,6 +349,8 @@ impl VhostUserBackend for PasidDevice {
     fn acked_features(&self, features: u64) {
         let lease = self.lease_offered && features & (1 << F_LEASE) != 0;
         self.lease_acked.store(lease, Ordering::Relaxed);
+        self.reconcile_acked
+            .store(features & (1 << F_RECONCILE) != 0, Ordering::Relaxed);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -30,7 +30,10 @@
 /* Feature bit: GRANT and RETURN (PASID leases), and config.lease_max. */
 #define VIRTIO_PASID_F_LEASE			0
 
-/* Most PASIDs in one GRANT or RETURN; highest lease_max a device reports. */
+/* Feature bit: RECONCILE, so a driver can resume on a new device. */
+#define VIRTIO_PASID_F_RECONCILE		1
+
+/* Most PASIDs in one GRANT, RETURN or RECONCILE; highest lease_max. */
 #define VIRTIO_PASID_LEASE_BATCH_MAX		64
 #define VIRTIO_PASID_LEASE_MAX			4096
 
@@ -44,6 +47,17 @@
 #define VIRTIO_PASID_OP_RESET			3
 #define VIRTIO_PASID_OP_GRANT			4	/* needs F_LEASE */
 #define VIRTIO_PASID_OP_RETURN			5	/* needs F_LEASE */
+#define VIRTIO_PASID_OP_RECONCILE		6	/* needs F_RECONCILE */
+
+/* RECONCILE flags: the first and the last request of one reconcile. */
+#define VIRTIO_PASID_RECONCILE_F_FIRST		1
+#define VIRTIO_PASID_RECONCILE_F_LAST		2
+
+/* RECONCILE: one __le32 per listed PASID follows the response. */
+#define VIRTIO_PASID_RECONCILE_KEPT		0	/* held, still held */
+#define VIRTIO_PASID_RECONCILE_GRANTED		1	/* was free, now held */
+#define VIRTIO_PASID_RECONCILE_CONFLICT		2	/* someone else holds it */
+#define VIRTIO_PASID_RECONCILE_REFUSED		3	/* not held: invalid or quota */
 
 /* Response status codes. */
 #define VIRTIO_PASID_S_OK			0
@@ -66,16 +80,18 @@ struct virtio_pasid_req {
 };
 
 /*
- * Device-readable header of GRANT and RETURN: the same 24 bytes, with the
- * pasid word split. RETURN: count __le32 PASIDs follow in the readable
- * part. GRANT: up to count __le32 PASIDs follow the response in the
- * writable part, which must have room for all count of them.
+ * Device-readable header of GRANT, RETURN and RECONCILE: the same 24 bytes,
+ * with the pasid word split. RETURN, RECONCILE: count __le32 PASIDs follow
+ * in the readable part. GRANT: up to count __le32 PASIDs follow the
+ * response in the writable part, which must have room for all count of
+ * them; RECONCILE: count __le32 results follow the response.
  */
 struct virtio_pasid_lease_req {
-	__le16 opcode;		/* GRANT or RETURN */
-	__le16 flags;		/* must be 0 */
+	__le16 opcode;		/* GRANT, RETURN or RECONCILE */
+	__le16 flags;		/* RECONCILE: F_FIRST, F_LAST; otherwise 0 */
 	__le16 count;		/* GRANT: most wanted; RETURN: PASIDs listed;
-				 * 1..VIRTIO_PASID_LEASE_BATCH_MAX */
+				 * 1..VIRTIO_PASID_LEASE_BATCH_MAX;
+				 * RECONCILE: PASIDs listed, 0..BATCH_MAX */
 	__le16 cached;		/* held but not handed out, before this request */
 	__le64 tag;
 	__le32 min;		/* GRANT: lowest acceptable PASID */
@@ -88,6 +104,7 @@ struct virtio_pasid_resp {
 	__le16 reserved;
 	__le32 pasid;		/* ALLOC: the PASID; RESET: references released;
 				 * GRANT, RETURN: PASIDs granted, returned;
+				 * RECONCILE: references dropped on F_LAST;
 				 * otherwise VIRTIO_PASID_NONE */
 	__le64 tag;		/* copy of the request's tag (0 if the request
 				 * was not 24 bytes long) */

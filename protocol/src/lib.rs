@@ -34,7 +34,20 @@ pub const FEATURES_RESERVED_MASK: u64 = 0x0000_0000_00ff_ffff;
 /// reports its lease cap in [`Config::lease_max`].
 pub const F_LEASE: u32 = 0;
 
-/// Most PASIDs one GRANT asks for or one RETURN gives back.
+/// Feature bit: the device serves RECONCILE, so a driver that already
+/// holds PASIDs can resume on a new device instead of sending RESET.
+pub const F_RECONCILE: u32 = 1;
+
+/// RECONCILE `flags` bit: this request starts a reconcile.
+pub const RECONCILE_F_FIRST: u16 = 1 << 0;
+/// RECONCILE `flags` bit: this request ends a reconcile; the device then
+/// drops every reference of the VM that the reconcile did not list.
+pub const RECONCILE_F_LAST: u16 = 1 << 1;
+/// Every `flags` bit a RECONCILE may carry.
+const RECONCILE_FLAGS: u16 = RECONCILE_F_FIRST | RECONCILE_F_LAST;
+
+/// Most PASIDs one GRANT asks for, one RETURN gives back or one RECONCILE
+/// lists.
 pub const LEASE_BATCH_MAX: u16 = 64;
 /// Highest lease cap a device may report in [`Config::lease_max`].
 pub const LEASE_MAX: u32 = 4096;
@@ -69,16 +82,20 @@ pub enum Opcode {
     /// Lease: drop this VM's reference on each PASID of a list
     /// (needs [`F_LEASE`]).
     Return = 5,
+    /// Resume: tell the device every PASID the driver holds (needs
+    /// [`F_RECONCILE`]).
+    Reconcile = 6,
 }
 
 impl Opcode {
     /// Every opcode, for tables and tests.
-    pub const ALL: [Opcode; 5] = [
+    pub const ALL: [Opcode; 6] = [
         Opcode::Alloc,
         Opcode::Free,
         Opcode::Reset,
         Opcode::Grant,
         Opcode::Return,
+        Opcode::Reconcile,
     ];
 
     /// Decodes a wire opcode; `None` for an unknown value.
@@ -94,6 +111,7 @@ impl Opcode {
             Opcode::Reset => "RESET",
             Opcode::Grant => "GRANT",
             Opcode::Return => "RETURN",
+            Opcode::Reconcile => "RECONCILE",
         }
     }
 }
@@ -162,14 +180,64 @@ impl fmt::Display for Status {
     }
 }
 
+/// What the device did with one PASID a RECONCILE listed: one `le32` per
+/// listed PASID follows the response, in list order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ReconcileResult {
+    /// The VM held it and still does.
+    Kept = 0,
+    /// It was free; the VM now holds it.
+    Granted = 1,
+    /// Someone else holds it; the VM does not.
+    Conflict = 2,
+    /// Not a PASID this VM may hold (0, beyond the space, host-reserved,
+    /// outside the VM's range), or free while the VM is at its quota: the
+    /// VM does not hold it.
+    Refused = 3,
+}
+
+impl ReconcileResult {
+    /// Every result, for tables and tests.
+    pub const ALL: [ReconcileResult; 4] = [
+        ReconcileResult::Kept,
+        ReconcileResult::Granted,
+        ReconcileResult::Conflict,
+        ReconcileResult::Refused,
+    ];
+
+    /// Decodes a wire result; `None` for an unknown value.
+    pub fn from_wire(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u32 == value)
+    }
+
+    /// Name used in logs and the C header (`VIRTIO_PASID_RECONCILE_<NAME>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReconcileResult::Kept => "KEPT",
+            ReconcileResult::Granted => "GRANTED",
+            ReconcileResult::Conflict => "CONFLICT",
+            ReconcileResult::Refused => "REFUSED",
+        }
+    }
+}
+
+impl fmt::Display for ReconcileResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a request buffer could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// The opcode is not one of [`Opcode`].
     UnknownOpcode(u16),
-    /// The reserved `flags` field is not zero.
+    /// A `flags` bit the opcode does not define is set (for RECONCILE, the
+    /// bits other than FIRST and LAST; the payload holds those bits only).
     NonZeroFlags(u16),
-    /// A GRANT or RETURN `count` of 0 or above [`LEASE_BATCH_MAX`].
+    /// A GRANT or RETURN `count` of 0 or above [`LEASE_BATCH_MAX`], or a
+    /// RECONCILE `count` above it.
     BadCount(u16),
 }
 
@@ -179,7 +247,10 @@ impl fmt::Display for DecodeError {
             DecodeError::UnknownOpcode(op) => write!(f, "unknown opcode {op}"),
             DecodeError::NonZeroFlags(flags) => write!(f, "reserved flags {flags:#x} not zero"),
             DecodeError::BadCount(count) => {
-                write!(f, "count {count} not in 1..={LEASE_BATCH_MAX}")
+                write!(
+                    f,
+                    "count {count} out of range (batch max {LEASE_BATCH_MAX})"
+                )
             }
         }
     }
@@ -205,19 +276,21 @@ pub struct RawRequest {
     pub max: u32,
 }
 
-/// Device-readable header of a GRANT or RETURN chain
+/// Device-readable header of a GRANT, RETURN or RECONCILE chain
 /// (`struct virtio_pasid_lease_req`): the same 24 bytes as [`RawRequest`],
-/// with its `pasid` field split into `count` and `cached`. A RETURN's list
-/// of `count` little-endian 32-bit PASIDs follows it in the readable part;
-/// a GRANT's PASIDs follow the [`Response`] in the writable part.
+/// with its `pasid` field split into `count` and `cached`. A RETURN's or
+/// RECONCILE's list of `count` little-endian 32-bit PASIDs follows it in
+/// the readable part; a GRANT's PASIDs, and a RECONCILE's per-PASID
+/// [`ReconcileResult`]s, follow the [`Response`] in the writable part.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct LeaseHeader {
-    /// [`Opcode::Grant`] or [`Opcode::Return`].
+    /// [`Opcode::Grant`], [`Opcode::Return`] or [`Opcode::Reconcile`].
     pub opcode: u16,
-    /// Reserved, must be zero.
+    /// RECONCILE: [`RECONCILE_F_FIRST`], [`RECONCILE_F_LAST`]; otherwise
+    /// reserved, must be zero.
     pub flags: u16,
-    /// GRANT: most PASIDs wanted; RETURN: PASIDs in the list.
+    /// GRANT: most PASIDs wanted; RETURN, RECONCILE: PASIDs in the list.
     pub count: u16,
     /// PASIDs the driver holds but has not handed out, before this request.
     pub cached: u16,
@@ -238,7 +311,8 @@ pub struct Response {
     /// Reserved, written as zero.
     pub reserved: u16,
     /// ALLOC: the PASID; RESET: references released; GRANT and RETURN:
-    /// PASIDs granted or returned; otherwise [`PASID_NONE`].
+    /// PASIDs granted or returned; RECONCILE: references dropped (0 without
+    /// [`RECONCILE_F_LAST`]); otherwise [`PASID_NONE`].
     pub pasid: u32,
     /// The request's tag (0 when the request was not 24 bytes long).
     pub tag: u64,
@@ -313,6 +387,21 @@ pub enum Request {
         /// request (the returned ones included).
         cached: u16,
     },
+    /// Tell the device `count` PASIDs the driver holds, whose list follows
+    /// the header ([`decode_pasids`]); one of a reconcile's requests.
+    Reconcile {
+        /// Driver tag.
+        tag: u64,
+        /// [`RECONCILE_F_FIRST`]: this request starts the reconcile.
+        first: bool,
+        /// [`RECONCILE_F_LAST`]: this request ends it.
+        last: bool,
+        /// PASIDs in the list, 0..=[`LEASE_BATCH_MAX`].
+        count: u16,
+        /// PASIDs the driver holds but has not handed out (the listed ones
+        /// included).
+        cached: u16,
+    },
 }
 
 /// The request as `key=value` log fields: `op=ALLOC tag=0x1 min=1 max=100`.
@@ -338,6 +427,18 @@ impl fmt::Display for Request {
             Request::Return { tag, count, cached } => {
                 write!(f, "op={op} tag={tag:#x} count={count} cached={cached}")
             }
+            Request::Reconcile {
+                tag,
+                first,
+                last,
+                count,
+                cached,
+            } => write!(
+                f,
+                "op={op} tag={tag:#x} first={} last={} count={count} cached={cached}",
+                u8::from(first),
+                u8::from(last)
+            ),
         }
     }
 }
@@ -350,24 +451,29 @@ impl Request {
             | Request::Free { tag, .. }
             | Request::Reset { tag }
             | Request::Grant { tag, .. }
-            | Request::Return { tag, .. } => tag,
+            | Request::Return { tag, .. }
+            | Request::Reconcile { tag, .. } => tag,
         }
     }
 
     /// Bytes of PASID list that follow the 24-byte header in the readable
-    /// part: `4 * count` for RETURN, 0 otherwise.
+    /// part: `4 * count` for RETURN and RECONCILE, 0 otherwise.
     pub fn list_len(&self) -> usize {
         match *self {
-            Request::Return { count, .. } => usize::from(count) * PASID_ENTRY_SIZE,
+            Request::Return { count, .. } | Request::Reconcile { count, .. } => {
+                usize::from(count) * PASID_ENTRY_SIZE
+            }
             _ => 0,
         }
     }
 
     /// Bytes the writable part must hold: the response, plus room for
-    /// `count` PASIDs for GRANT.
+    /// `count` PASIDs for GRANT or `count` results for RECONCILE.
     pub fn writable_len(&self) -> usize {
         match *self {
-            Request::Grant { count, .. } => RESPONSE_SIZE + usize::from(count) * PASID_ENTRY_SIZE,
+            Request::Grant { count, .. } | Request::Reconcile { count, .. } => {
+                RESPONSE_SIZE + usize::from(count) * PASID_ENTRY_SIZE
+            }
             _ => RESPONSE_SIZE,
         }
     }
@@ -380,11 +486,12 @@ impl Request {
             Request::Reset { .. } => Opcode::Reset,
             Request::Grant { .. } => Opcode::Grant,
             Request::Return { .. } => Opcode::Return,
+            Request::Reconcile { .. } => Opcode::Reconcile,
         }
     }
 
     /// Encodes the request's 24-byte header as the driver sends it (a
-    /// RETURN's list follows it: [`encode_pasids`]).
+    /// RETURN's or RECONCILE's list follows it: [`encode_pasids`]).
     pub fn encode(&self) -> [u8; REQUEST_SIZE] {
         let mut raw = RawRequest {
             opcode: self.opcode() as u16,
@@ -410,6 +517,16 @@ impl Request {
                 raw.max = max;
             }
             Request::Return { count, cached, .. } => raw.pasid = lease_word(count, cached),
+            Request::Reconcile {
+                first,
+                last,
+                count,
+                cached,
+                ..
+            } => {
+                raw.pasid = lease_word(count, cached);
+                raw.flags = reconcile_flags(first, last);
+            }
         }
         raw.encode()
     }
@@ -421,14 +538,26 @@ fn lease_word(count: u16, cached: u16) -> u32 {
     u32::from(count) | u32::from(cached) << 16
 }
 
+/// The `flags` word of a RECONCILE.
+fn reconcile_flags(first: bool, last: bool) -> u16 {
+    let mut flags = 0;
+    if first {
+        flags |= RECONCILE_F_FIRST;
+    }
+    if last {
+        flags |= RECONCILE_F_LAST;
+    }
+    flags
+}
+
 /// Splits the `pasid` word of a GRANT or RETURN into `(count, cached)`.
 #[allow(clippy::cast_possible_truncation)]
 fn split_lease_word(word: u32) -> (u16, u16) {
     (word as u16, (word >> 16) as u16)
 }
 
-/// Decodes a list of little-endian PASIDs (a RETURN's list, a GRANT's
-/// answer). Trailing bytes that do not make a whole entry are ignored.
+/// Decodes a list of little-endian PASIDs (a RETURN's or RECONCILE's
+/// list, a GRANT's answer, a RECONCILE's results). Trailing bytes that do not make a whole entry are ignored.
 pub fn decode_pasids(buf: &[u8]) -> Vec<u32> {
     buf.chunks_exact(PASID_ENTRY_SIZE)
         .map(|c| {
@@ -492,11 +621,17 @@ impl RawRequest {
     /// Interprets the raw fields. Range checks against the PASID space are
     /// the device's business, not the decoder's.
     pub fn parse(&self) -> Result<Request, DecodeError> {
-        if self.flags != 0 {
-            return Err(DecodeError::NonZeroFlags(self.flags));
+        let op = Opcode::from_wire(self.opcode);
+        let allowed_flags = if op == Some(Opcode::Reconcile) {
+            RECONCILE_FLAGS
+        } else {
+            0
+        };
+        if self.flags & !allowed_flags != 0 {
+            return Err(DecodeError::NonZeroFlags(self.flags & !allowed_flags));
         }
         let tag = self.tag;
-        match Opcode::from_wire(self.opcode) {
+        match op {
             Some(Opcode::Alloc) => Ok(Request::Alloc {
                 tag,
                 min: self.min,
@@ -522,6 +657,20 @@ impl RawRequest {
                     }
                 } else {
                     Request::Return { tag, count, cached }
+                })
+            }
+            Some(Opcode::Reconcile) => {
+                // A reconcile of a driver that holds nothing lists nothing.
+                let (count, cached) = split_lease_word(self.pasid);
+                if count > LEASE_BATCH_MAX {
+                    return Err(DecodeError::BadCount(count));
+                }
+                Ok(Request::Reconcile {
+                    tag,
+                    first: self.flags & RECONCILE_F_FIRST != 0,
+                    last: self.flags & RECONCILE_F_LAST != 0,
+                    count,
+                    cached,
                 })
             }
             None => Err(DecodeError::UnknownOpcode(self.opcode)),
@@ -636,6 +785,18 @@ pub fn c_constants() -> Vec<CConstant> {
             value: F_LEASE.into(),
         },
         CConstant {
+            name: "VIRTIO_PASID_F_RECONCILE".into(),
+            value: F_RECONCILE.into(),
+        },
+        CConstant {
+            name: "VIRTIO_PASID_RECONCILE_F_FIRST".into(),
+            value: RECONCILE_F_FIRST.into(),
+        },
+        CConstant {
+            name: "VIRTIO_PASID_RECONCILE_F_LAST".into(),
+            value: RECONCILE_F_LAST.into(),
+        },
+        CConstant {
             name: "VIRTIO_PASID_LEASE_BATCH_MAX".into(),
             value: LEASE_BATCH_MAX.into(),
         },
@@ -662,6 +823,12 @@ pub fn c_constants() -> Vec<CConstant> {
         out.push(CConstant {
             name: format!("VIRTIO_PASID_S_{}", s.name()),
             value: s as u64,
+        });
+    }
+    for r in ReconcileResult::ALL {
+        out.push(CConstant {
+            name: format!("VIRTIO_PASID_RECONCILE_{}", r.name()),
+            value: r as u64,
         });
     }
     out
@@ -739,6 +906,20 @@ mod tests {
                 tag: 8,
                 count: LEASE_BATCH_MAX,
                 cached: 0xffff,
+            },
+            Request::Reconcile {
+                tag: 9,
+                first: true,
+                last: false,
+                count: 0,
+                cached: 2,
+            },
+            Request::Reconcile {
+                tag: 10,
+                first: false,
+                last: true,
+                count: LEASE_BATCH_MAX,
+                cached: 0,
             },
         ] {
             assert_eq!(RawRequest::decode(&req.encode()).parse(), Ok(req));
@@ -824,6 +1005,59 @@ mod tests {
                 assert_eq!(raw.parse(), Err(DecodeError::BadCount(count)));
             }
         }
+    }
+
+    #[test]
+    fn reconcile_carries_first_and_last_in_flags_and_a_list_both_ways() {
+        let req = Request::Reconcile {
+            tag: 1,
+            first: true,
+            last: true,
+            count: 3,
+            cached: 1,
+        };
+        let bytes = req.encode();
+        assert_eq!(&bytes[0..2], &[6, 0]);
+        assert_eq!(&bytes[2..4], &[3, 0]);
+        assert_eq!(&bytes[4..8], &[3, 0, 1, 0]);
+        assert_eq!(req.list_len(), 12);
+        assert_eq!(req.writable_len(), RESPONSE_SIZE + 12);
+        assert_eq!(
+            req.to_string(),
+            "op=RECONCILE tag=0x1 first=1 last=1 count=3 cached=1"
+        );
+    }
+
+    #[test]
+    fn reconcile_rejects_undefined_flags_and_oversized_lists() {
+        let mut raw = RawRequest {
+            opcode: Opcode::Reconcile as u16,
+            flags: RECONCILE_F_FIRST | 0x8,
+            ..RawRequest::default()
+        };
+        assert_eq!(raw.parse(), Err(DecodeError::NonZeroFlags(0x8)));
+        raw.flags = RECONCILE_F_LAST;
+        raw.pasid = u32::from(LEASE_BATCH_MAX + 1);
+        assert_eq!(raw.parse(), Err(DecodeError::BadCount(LEASE_BATCH_MAX + 1)));
+        // FIRST and LAST mean nothing to other opcodes.
+        let grant = RawRequest {
+            opcode: Opcode::Grant as u16,
+            flags: RECONCILE_F_FIRST,
+            pasid: 1,
+            ..RawRequest::default()
+        };
+        assert_eq!(
+            grant.parse(),
+            Err(DecodeError::NonZeroFlags(RECONCILE_F_FIRST))
+        );
+    }
+
+    #[test]
+    fn reconcile_results_have_distinct_wire_values() {
+        for r in ReconcileResult::ALL {
+            assert_eq!(ReconcileResult::from_wire(r as u32), Some(r));
+        }
+        assert_eq!(ReconcileResult::from_wire(4), None);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// One `--vm NAME=PATH[,quota=N][,range=LO-HI][,lease=N]` slot of the
+/// One `--vm NAME=PATH[,quota=N][,range=LO-HI][,lease=N][,holdover=S]` slot of the
 /// daemon; the socket path is chosen by [`Daemon::start`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSlot {
@@ -85,6 +85,9 @@ pub struct VmSlot {
     pub range: Option<(u32, u32)>,
     /// Its lease cap, 0 = leases off (`None`: the daemon's `--lease`).
     pub lease: Option<u32>,
+    /// Seconds its PASIDs stay reserved after it disconnects (`None`: the
+    /// daemon's `--holdover`).
+    pub holdover: Option<u32>,
 }
 
 impl VmSlot {
@@ -95,6 +98,7 @@ impl VmSlot {
             quota: None,
             range: None,
             lease: None,
+            holdover: None,
         }
     }
 
@@ -116,6 +120,12 @@ impl VmSlot {
         self
     }
 
+    /// Sets the slot's hold-over period (`holdover=SECONDS`).
+    pub fn holdover(mut self, seconds: u32) -> Self {
+        self.holdover = Some(seconds);
+        self
+    }
+
     fn spec(&self, socket: &Path) -> String {
         let mut spec = format!("{}={}", self.name, socket.display());
         if let Some(quota) = self.quota {
@@ -126,6 +136,9 @@ impl VmSlot {
         }
         if let Some(cap) = self.lease {
             spec.push_str(&format!(",lease={cap}"));
+        }
+        if let Some(seconds) = self.holdover {
+            spec.push_str(&format!(",holdover={seconds}"));
         }
         spec
     }
@@ -162,6 +175,11 @@ impl DaemonConfig {
     /// off for every slot without its own `lease=`).
     pub fn lease(self, cap: u32) -> Self {
         self.arg("--lease").arg(cap.to_string())
+    }
+
+    /// Sets the daemon's default hold-over period (`--holdover SECONDS`).
+    pub fn holdover(self, seconds: u32) -> Self {
+        self.arg("--holdover").arg(seconds.to_string())
     }
 
     /// Appends a daemon argument.

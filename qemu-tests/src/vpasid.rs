@@ -68,6 +68,18 @@ pub const LEASE_COUNTERS: &[&str] = &[
     "fast_fails",
 ];
 
+/// The resume counters in the same debugfs file (RECONCILE results, and
+/// frees of PASIDs it found lost). [`VpasidGuest::driver_status`] requires
+/// them too; the list of lost PASIDs is the `lost_pasids` line.
+pub const RECONCILE_COUNTERS: &[&str] = &[
+    "reconcile_kept",
+    "reconcile_granted",
+    "reconcile_conflicts",
+    "reconcile_refused",
+    "reconcile_dropped",
+    "lost_frees",
+];
+
 /// The device config attributes under `/sys/bus/virtio/devices/virtioN/`.
 pub const CONFIG_ATTRS: &[&str] = &[
     "version",
@@ -147,7 +159,8 @@ impl fmt::Display for Found {
 /// The driver's sysfs state and debugfs counters at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverStatus {
-    /// `state`: unregistered, waiting-for-default-ids, active or draining.
+    /// `state`: unregistered, waiting-for-default-ids, active, suspended,
+    /// draining or resuming.
     pub state: String,
     /// `backend`: the backing device (`virtio0`) or `none`.
     pub backend: String,
@@ -484,7 +497,11 @@ impl VpasidGuest for Guest {
         };
         let state = take("state")?;
         let backend = take("backend")?;
-        for name in DRIVER_COUNTERS.iter().chain(LEASE_COUNTERS) {
+        for name in DRIVER_COUNTERS
+            .iter()
+            .chain(LEASE_COUNTERS)
+            .chain(RECONCILE_COUNTERS)
+        {
             if !values.contains_key(*name) {
                 return Err(unexpected(format!("counter {name} in {DEBUGFS_DIR}"), &out));
             }

@@ -122,6 +122,8 @@ fn dkms_cycle(kernel: Kernel, device_id: Option<u32>) {
         "vpasid.h",
         "vpasid_device.c",
         "vpasid_transport.c",
+        "vpasid_lease.c",
+        "vpasid_reconcile.c",
         "vpasid_ioasid.c",
         "vpasid_debugfs.c",
         "Kbuild",

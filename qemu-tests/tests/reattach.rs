@@ -18,8 +18,10 @@
 //!    reattach` plugs a new device to the new daemon; the guest binds it and
 //!    allocates again, and host and guest agree on what it holds.
 //!
-//! With PASIDs still held the driver of today refuses a second device
-//! (draining); resuming with PASIDs intact is the reconcile request's job.
+//! The driver runs the v1 request path (one side's leases off, see
+//! `common::v1_host_leases_off`) so that the host holds exactly what the
+//! guest allocated. Resuming with PASIDs held (RECONCILE) is
+//! `tests/resume.rs`.
 //!
 //! Each kernel runs as `<scenario>::linux_<kernel>`. Logs:
 //! `target/qemu-tests-logs/<scenario>.linux_<kernel>-{vmA,daemon}.log`.
@@ -34,7 +36,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, sole_holdings, v1_daemon_config, v1_driver_params};
+use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on one guest command.
@@ -102,9 +104,6 @@ fn alloc_and_free(guest: &mut Guest, daemon: &Daemon, vm: &str) -> u32 {
 }
 
 fn reattach_revives_the_device_after_a_daemon_restart(kernel: Kernel) {
-    // Host and guest agree exactly with one side's leases off (see
-    // common::v1_host_leases_off); re-plugging a leasing guest is the
-    // reconcile request's business.
     let mut daemon = Daemon::start(v1_daemon_config(
         kernel,
         DaemonConfig::new()
@@ -119,12 +118,7 @@ fn reattach_revives_the_device_after_a_daemon_restart(kernel: Kernel) {
         format!("unix:{},server=on,wait=off", qmp.display()),
     ]);
     let mut guest = Guest::boot(config).unwrap();
-    guest
-        .load_driver(&v1_driver_params(
-            kernel,
-            &format!("timeout_ms={TIMEOUT_MS}"),
-        ))
-        .unwrap();
+    load_v1_driver(&mut guest, &format!("timeout_ms={TIMEOUT_MS}")).unwrap();
     guest.load_exerciser().unwrap();
 
     // 1. The device works.

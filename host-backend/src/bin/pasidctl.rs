@@ -312,12 +312,13 @@ fn render_pasids(pasids: &[PasidEntry]) -> String {
     format!("{}{} PASIDs allocated\n", table.render(), pasids.len())
 }
 
-/// "connected" or "idle".
-fn vm_state(vm: &VmEntry) -> &'static str {
-    if vm.connected {
-        "connected"
-    } else {
-        "idle"
+/// "connected", "held-over 12s" (disconnected, PASIDs reserved for 12 s
+/// more) or "idle".
+fn vm_state(vm: &VmEntry) -> String {
+    match (vm.connected, vm.held_over_secs) {
+        (true, _) => "connected".into(),
+        (false, Some(secs)) => format!("held-over {secs}s"),
+        (false, None) => "idle".into(),
     }
 }
 
@@ -337,7 +338,7 @@ fn render_vms(vms: &[VmEntry]) -> String {
     for vm in vms {
         table.row(vec![
             vm.name.clone(),
-            vm_state(vm).into(),
+            vm_state(vm),
             vm.held.to_string(),
             vm.in_use.to_string(),
             vm.cached.to_string(),
@@ -478,7 +479,7 @@ fn watch_frame(
         let (held, quota) = (u64::from(vm.held), u64::from(vm.quota));
         table.row(vec![
             name,
-            vm_state(vm).into(),
+            vm_state(vm),
             held.to_string(),
             vm.cached.to_string(),
             quota.to_string(),
@@ -819,6 +820,7 @@ mod tests {
             cached: 0,
             connected,
             counters: VmCountersEntry::default(),
+            held_over_secs: None,
             held,
             in_use: held,
             lease: 32,
@@ -845,6 +847,31 @@ mod tests {
             .collect();
         assert_eq!(state_at, vec![66, 66, 66], "{out}");
         assert!(lines[1].starts_with(&format!("{name}  connected")), "{out}");
+    }
+
+    /// A disconnected VM whose PASIDs are held over shows the time left.
+    #[test]
+    fn held_over_vm_shows_the_time_left() {
+        let mut vm = VmEntry {
+            cached: 0,
+            connected: false,
+            counters: VmCountersEntry::default(),
+            held_over_secs: Some(12),
+            held: 3,
+            in_use: 3,
+            lease: 0,
+            name: "a".into(),
+            quota: 9,
+            range_end: 9,
+            range_start: 1,
+            socket: "/s".into(),
+        };
+        assert_eq!(vm_state(&vm), "held-over 12s");
+        assert!(render_vms(std::slice::from_ref(&vm)).contains("held-over 12s"));
+        vm.held_over_secs = None;
+        assert_eq!(vm_state(&vm), "idle");
+        vm.connected = true;
+        assert_eq!(vm_state(&vm), "connected");
     }
 
     /// Only a terminal gets screen-clearing codes.

@@ -1328,3 +1328,51 @@ fn put_batch_is_all_or_nothing() {
     assert!(s.info(3).is_some() && s.is_free(1) && s.is_free(6));
     check_internal(&s);
 }
+
+// ---- claim and keep_only (RECONCILE) -------------------------------
+
+/// Each claim outcome, in the order `claim` decides them.
+#[test]
+fn claim_keeps_grants_conflicts_and_refuses() {
+    let mut s = space(8, vec![200..=209]);
+    let vm = s
+        .add_owner("vm0", OwnerKind::Vm, limits(3, 1..=100))
+        .unwrap();
+    let other = s.add_owner("vm1", OwnerKind::Vm, unlimited()).unwrap();
+    let mine = s.alloc(vm, 1, 100).unwrap();
+    let theirs = s.alloc(other, 1, 100).unwrap();
+    assert_eq!(s.claim(vm, mine), Ok(Claim::Kept));
+    assert_eq!(s.claim(vm, theirs), Ok(Claim::Conflict));
+    assert_eq!(s.info(theirs).unwrap().holders.len(), 1);
+    for refused in [0, 101, 205, 256, u32::MAX] {
+        assert_eq!(s.claim(vm, refused), Ok(Claim::Refused), "PASID {refused}");
+    }
+    assert_eq!(s.claim(vm, 50), Ok(Claim::Granted));
+    assert_eq!(s.held_by(vm), vec![mine, 50]);
+    assert!(!s.is_free(50));
+    // At its quota of 3 after one more: a free PASID is refused.
+    assert_eq!(s.claim(vm, 51), Ok(Claim::Granted));
+    assert_eq!(s.claim(vm, 52), Ok(Claim::Refused));
+    assert!(s.is_free(52));
+    // A PASID held already is kept even at the quota.
+    assert_eq!(s.claim(vm, 51), Ok(Claim::Kept));
+    assert_eq!(s.claim(OwnerId(99), 1), Err(RefError::UnknownOwner));
+}
+
+/// `keep_only` drops the unnamed references and nothing of other owners.
+#[test]
+fn keep_only_drops_what_is_not_named() {
+    let (mut s, vm, host) = vm_and_host(8);
+    let a = s.alloc(vm, 1, 255).unwrap();
+    let b = s.alloc(vm, 1, 255).unwrap();
+    let c = s.alloc(vm, 1, 255).unwrap();
+    s.get(host, c).unwrap();
+    assert_eq!(s.keep_only(vm, |p| p == a), 2);
+    assert_eq!(s.held_by(vm), vec![a]);
+    assert!(s.is_free(b));
+    // The host still holds c.
+    assert!(!s.is_free(c));
+    assert_eq!(s.held_by(host), vec![c]);
+    assert_eq!(s.keep_only(vm, |_| true), 0);
+    assert_eq!(s.keep_only(OwnerId(99), |_| false), 0);
+}

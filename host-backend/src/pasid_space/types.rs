@@ -267,6 +267,21 @@ pub struct PutOutcome {
     pub remaining_refs: u32,
 }
 
+/// What became of an owner's claim to hold a PASID
+/// ([`PasidSpace::claim`]; a RECONCILE entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The owner held it and still does.
+    Kept,
+    /// It was free; the owner now holds one reference on it.
+    Granted,
+    /// Another owner holds it; the claimant does not.
+    Conflict,
+    /// Not one the owner may be given (0, beyond the space, reserved,
+    /// outside its range), or free while it is at its quota.
+    Refused,
+}
+
 /// What [`PasidSpace::reclaim`] dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReclaimSummary {

@@ -22,10 +22,13 @@ pub struct Answered {
     pub request: [u8; REQUEST_SIZE],
     /// The response given.
     pub response: [u8; RESPONSE_SIZE],
-    /// PASIDs that belong to the request or its answer: a RETURN's list
-    /// (part of its readable bytes), the PASIDs a GRANT granted (part of
-    /// its answer). Empty for every other request.
+    /// PASIDs that belong to the request or its answer: a RETURN's or
+    /// RECONCILE's list (part of its readable bytes), the PASIDs a GRANT
+    /// granted (part of its answer). Empty for every other request.
     pub list: PasidList,
+    /// A RECONCILE's per-PASID results (part of its answer, wire values of
+    /// `ReconcileResult`). Empty for every other request.
+    pub results: PasidList,
     /// Given again from the record of an earlier answer; changed nothing.
     pub replayed: bool,
 }
@@ -37,7 +40,8 @@ pub enum Record {
     /// each answer's effect (ALLOC OK: the PASID is the VM's; FREE OK: one
     /// reference dropped; RESET OK: everything reclaimed; GRANT OK: each
     /// granted PASID is the VM's; RETURN OK: one reference dropped on each
-    /// listed PASID) and makes the batch the VM's replay window.
+    /// listed PASID; RECONCILE OK: carried out again, which must give the
+    /// recorded results) and makes the batch the VM's replay window.
     Batch {
         /// Owner index.
         owner: u32,

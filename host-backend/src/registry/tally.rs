@@ -18,10 +18,11 @@ use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 
 /// Every reclaim reason, in the order the metrics list them.
-const RECLAIM_REASONS: [ReclaimReason; 3] = [
+const RECLAIM_REASONS: [ReclaimReason; 4] = [
     ReclaimReason::DriverReset,
     ReclaimReason::Disconnect,
     ReclaimReason::Operator,
+    ReclaimReason::HoldoverExpired,
 ];
 
 /// Labels of a series about one VM.
@@ -67,6 +68,12 @@ pub struct VmFamilies {
     reclaims: CounterFamily<VmReasonLabels>,
     /// References released by reclaims, by reason.
     reclaimed_references: CounterFamily<VmReasonLabels>,
+    /// Reconciles completed (a resumed driver's RECONCILE with LAST).
+    resumes: CounterFamily<VmLabels>,
+    /// PASIDs a RECONCILE claimed that someone else held.
+    reconcile_conflicts: CounterFamily<VmLabels>,
+    /// Disconnects after which the VM's PASIDs were held over.
+    holdovers: CounterFamily<VmLabels>,
 }
 
 impl VmFamilies {
@@ -94,6 +101,21 @@ impl VmFamilies {
     pub fn reclaimed_references(&self) -> &CounterFamily<VmReasonLabels> {
         &self.reclaimed_references
     }
+
+    /// Reconciles completed, by VM.
+    pub fn resumes(&self) -> &CounterFamily<VmLabels> {
+        &self.resumes
+    }
+
+    /// Reconcile conflicts, by VM.
+    pub fn reconcile_conflicts(&self) -> &CounterFamily<VmLabels> {
+        &self.reconcile_conflicts
+    }
+
+    /// Hold-overs begun, by VM.
+    pub fn holdovers(&self) -> &CounterFamily<VmLabels> {
+        &self.holdovers
+    }
 }
 
 /// Where `item` is in `all`.
@@ -117,6 +139,12 @@ pub struct VmTally {
     malformed: Counter,
     /// Times the slot was connected.
     connects: Counter,
+    /// Reconciles completed.
+    resumes: Counter,
+    /// PASIDs a RECONCILE claimed that someone else held.
+    reconcile_conflicts: Counter,
+    /// Disconnects after which its PASIDs were held over.
+    holdovers: Counter,
     /// Requests re-delivered after a restart and answered from the record
     /// of their first answer (`pasidctl vms` only).
     pub(super) replayed: u64,
@@ -153,6 +181,9 @@ impl VmTally {
             }),
             malformed: families.malformed.get_or_create_owned(&labels),
             connects: families.connects.get_or_create_owned(&labels),
+            resumes: families.resumes.get_or_create_owned(&labels),
+            reconcile_conflicts: families.reconcile_conflicts.get_or_create_owned(&labels),
+            holdovers: families.holdovers.get_or_create_owned(&labels),
             families: families.clone(),
             vm: labels.vm,
             replayed: 0,
@@ -215,6 +246,21 @@ impl VmTally {
         self.connects.get()
     }
 
+    /// Counts a completed reconcile.
+    pub fn count_resume(&self) {
+        self.resumes.inc();
+    }
+
+    /// Counts a hold-over begun.
+    pub fn count_holdover(&self) {
+        self.holdovers.inc();
+    }
+
+    /// Counts PASIDs a RECONCILE found held by someone else.
+    pub fn count_conflicts(&self, conflicts: u64) {
+        self.reconcile_conflicts.inc_by(conflicts);
+    }
+
     /// The counters as `pasidctl vms` shows them: requests by opcode and
     /// by status (those counted at least once), and references reclaimed
     /// for any reason.
@@ -222,6 +268,9 @@ impl VmTally {
         let mut counters = VmCounters {
             malformed: self.malformed(),
             connects: self.connects(),
+            resumes: self.resumes.get(),
+            conflicts: self.reconcile_conflicts.get(),
+            holdovers: self.holdovers.get(),
             replayed: self.replayed,
             reclaimed: self
                 .reclaims
@@ -289,6 +338,9 @@ impl Drop for VmTally {
         let labels = VmLabels { vm: vm.clone() };
         self.families.malformed.remove(&labels);
         self.families.connects.remove(&labels);
+        self.families.resumes.remove(&labels);
+        self.families.reconcile_conflicts.remove(&labels);
+        self.families.holdovers.remove(&labels);
     }
 }
 

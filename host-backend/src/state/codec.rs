@@ -204,6 +204,10 @@ const ANSWER_REPLAYED: u8 = 1 << 0;
 /// PASIDs, a RETURN's list): a count byte, then that many `u32`s.
 /// Journals written before leases never set it, and still load.
 const ANSWER_LIST: u8 = 1 << 1;
+/// Answer flag: a RECONCILE's results follow (after the list, if any): a
+/// count byte, then that many `u32`s. Journals written before RECONCILE
+/// never set it, and still load.
+const ANSWER_RESULTS: u8 = 1 << 2;
 
 /// Appends one answer.
 fn put_answered(out: &mut Vec<u8>, a: &Answered) {
@@ -216,44 +220,64 @@ fn put_answered(out: &mut Vec<u8>, a: &Answered) {
     if !list.is_empty() {
         flags |= ANSWER_LIST;
     }
+    let results = a.results.as_slice();
+    if !results.is_empty() {
+        flags |= ANSWER_RESULTS;
+    }
     out.push(flags);
     out.extend_from_slice(&a.request);
     out.extend_from_slice(&a.response);
-    if !list.is_empty() {
-        // A list holds at most LEASE_BATCH_MAX (64) PASIDs.
-        out.push(u8::try_from(list.len()).unwrap_or(0));
-        for pasid in list {
-            put_u32(out, *pasid);
+    for words in [list, results] {
+        if !words.is_empty() {
+            // A list holds at most LEASE_BATCH_MAX (64) entries.
+            out.push(u8::try_from(words.len()).unwrap_or(0));
+            for word in words {
+                put_u32(out, *word);
+            }
         }
     }
+}
+
+/// Reads a count byte and that many `u32`s (1 to [`LEASE_BATCH_MAX`]).
+fn get_list(r: &mut Reader<'_>, what: &str) -> Result<PasidList, DecodeError> {
+    let mut list = PasidList::default();
+    let count = usize::from(r.u8()?);
+    let Some(slots) = list.slots(count).filter(|s| !s.is_empty()) else {
+        return Err(r.error(format!(
+            "answer lists {count} {what}, expected 1 to {LEASE_BATCH_MAX}"
+        )));
+    };
+    for slot in slots {
+        *slot = r.u32()?;
+    }
+    Ok(list)
 }
 
 fn get_answered(r: &mut Reader<'_>) -> Result<Answered, DecodeError> {
     let position = r.u16()?;
     let flags = r.u8()?;
-    if flags & !(ANSWER_REPLAYED | ANSWER_LIST) != 0 {
+    if flags & !(ANSWER_REPLAYED | ANSWER_LIST | ANSWER_RESULTS) != 0 {
         return Err(r.error(format!("unknown answer flags {flags:#x}")));
     }
     let request = r.array()?;
     let response = r.array()?;
-    let mut list = PasidList::default();
-    if flags & ANSWER_LIST != 0 {
-        let count = usize::from(r.u8()?);
-        let Some(slots) = list.slots(count).filter(|s| !s.is_empty()) else {
-            return Err(r.error(format!(
-                "answer lists {count} PASIDs, expected 1 to {LEASE_BATCH_MAX}"
-            )));
-        };
-        for slot in slots {
-            *slot = r.u32()?;
-        }
-    }
+    let list = if flags & ANSWER_LIST != 0 {
+        get_list(r, "PASIDs")?
+    } else {
+        PasidList::default()
+    };
+    let results = if flags & ANSWER_RESULTS != 0 {
+        get_list(r, "results")?
+    } else {
+        PasidList::default()
+    };
     Ok(Answered {
         position,
         replayed: flags & ANSWER_REPLAYED != 0,
         request,
         response,
         list,
+        results,
     })
 }
 
@@ -638,6 +662,12 @@ mod tests {
             // Every third answer carries a lease list.
             list: if position % 3 == 0 {
                 PasidList::from_slice(&[u32::from(position) + 1, 0xfffff]).unwrap()
+            } else {
+                PasidList::default()
+            },
+            // Every fifth carries RECONCILE results.
+            results: if position % 5 == 0 {
+                PasidList::from_slice(&[0, 1, 2, 3]).unwrap()
             } else {
                 PasidList::default()
             },

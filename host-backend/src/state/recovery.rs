@@ -9,6 +9,7 @@ use pasid_protocol::{RawRequest, Request, Response, Status};
 
 use super::{Loaded, StateError, StateFiles};
 use crate::pasid_space::{OwnerId, OwnerKind, PasidSpace};
+use crate::registry::reconcile::{self, Reconciliation};
 use crate::registry::record::{Answered, Record, RememberedVm, StateImage};
 
 /// The state being recovered: the space, its identifier, and what durable
@@ -18,6 +19,8 @@ pub struct Recovery {
     space: PasidSpace,
     space_id: u64,
     vms: BTreeMap<String, RememberedVm>,
+    /// Reconciles begun and not yet ended, by owner name.
+    reconciling: BTreeMap<String, Reconciliation>,
 }
 
 /// Rebuilds the state the directory holds over a fresh `space`: the
@@ -112,6 +115,7 @@ impl Recovery {
             space,
             space_id,
             vms,
+            reconciling: BTreeMap::new(),
         })
     }
 
@@ -148,6 +152,7 @@ impl Recovery {
                 self.space.reclaim(id);
                 // The device is gone: nothing of it can be re-delivered.
                 let name = self.name_of(id);
+                self.reconciling.remove(&name);
                 if let Some(vm) = self.vms.get_mut(&name) {
                     vm.window = Vec::new();
                 }
@@ -206,11 +211,15 @@ impl Recovery {
         if Status::from_wire(response.status) != Some(Status::Ok) {
             return Ok(());
         }
+        let name = self.name_of(id);
         match request {
             Request::Alloc { .. } => {
                 let pasid = response.pasid;
                 if !self.space.is_free(pasid) {
                     return Err(format!("ALLOC answered PASID {pasid}, which was not free"));
+                }
+                if let Some(progress) = self.reconciling.get_mut(&name) {
+                    progress.name(pasid);
                 }
                 self.space.restore(id, pasid, 1).map_err(|e| e.to_string())
             }
@@ -221,10 +230,14 @@ impl Recovery {
                 .map_err(|e| format!("FREE of PASID {pasid}: {e}")),
             Request::Reset { .. } => {
                 self.space.reclaim(id);
+                self.reconciling.remove(&name);
                 Ok(())
             }
             Request::Grant { .. } => {
                 for &pasid in a.list.as_slice() {
+                    if let Some(progress) = self.reconciling.get_mut(&name) {
+                        progress.name(pasid);
+                    }
                     if !self.space.is_free(pasid) {
                         return Err(format!("GRANT answered PASID {pasid}, which was not free"));
                     }
@@ -239,7 +252,51 @@ impl Recovery {
                 .put_batch(id, a.list.as_slice())
                 .map(|_| ())
                 .map_err(|e| format!("RETURN of {:?}: {e}", a.list)),
+            Request::Reconcile { first, last, .. } => {
+                self.apply_reconcile(id, &name, (first, last), a)
+            }
         }
+    }
+
+    /// Carries a RECONCILE out again; it must give the recorded results.
+    fn apply_reconcile(
+        &mut self,
+        id: OwnerId,
+        name: &str,
+        (first, last): (bool, bool),
+        a: &Answered,
+    ) -> Result<(), String> {
+        let mut progress = self.reconciling.remove(name);
+        if progress.is_none() && !first {
+            // The reconcile began before the snapshot this recovery started
+            // from, which does not keep what it named. Keep every reference
+            // the VM holds: a PASID held too long is safe, one dropped while
+            // the guest uses it is not.
+            let mut keep_all = Reconciliation::default();
+            for pasid in self.space.held_by(id) {
+                keep_all.name(pasid);
+            }
+            progress = Some(keep_all);
+        }
+        let settled = reconcile::settle(
+            &mut self.space,
+            id,
+            &mut progress,
+            first,
+            last,
+            a.list.as_slice(),
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(progress) = progress {
+            self.reconciling.insert(name.to_string(), progress);
+        }
+        if settled.results != a.results {
+            return Err(format!(
+                "RECONCILE of {:?} answered {:?}, but carried out again gives {:?}",
+                a.list, a.results, settled.results
+            ));
+        }
+        Ok(())
     }
 
     /// The recovered space, its identifier, and the VMs durable state

@@ -21,7 +21,8 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use pasid_protocol::{
-    Config, Request, Response, Status, CONFIG_SIZE, F_LEASE, REQUEST_SIZE, RESPONSE_SIZE,
+    Config, Request, Response, Status, CONFIG_SIZE, F_LEASE, F_RECONCILE, REQUEST_SIZE,
+    RESPONSE_SIZE,
 };
 use vhost::vhost_user::message::{
     VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
@@ -62,6 +63,9 @@ pub struct VmOptions {
     /// Accept VIRTIO_PASID_F_LEASE when the device offers it (a driver
     /// with leases); without it the VM is a v1 driver.
     pub lease: bool,
+    /// Accept VIRTIO_PASID_F_RECONCILE when the device offers it (a driver
+    /// that can resume on a new device).
+    pub reconcile: bool,
 }
 
 impl Default for VmOptions {
@@ -71,6 +75,7 @@ impl Default for VmOptions {
             event_idx: true,
             share_memory: true,
             lease: false,
+            reconcile: false,
         }
     }
 }
@@ -96,6 +101,8 @@ pub struct TestVm {
     event_idx: bool,
     /// VIRTIO_PASID_F_LEASE was negotiated.
     lease: bool,
+    /// VIRTIO_PASID_F_RECONCILE was negotiated.
+    reconcile: bool,
     next_tag: u64,
 }
 
@@ -134,8 +141,13 @@ impl TestVm {
     /// Negotiates as QEMU does: VERSION_1, optionally EVENT_IDX and (when
     /// offered) VIRTIO_PASID_F_LEASE, and the CONFIG and MQ protocol
     /// features. The daemon must offer VERSION_1, EVENT_IDX,
-    /// PROTOCOL_FEATURES and CONFIG. Says whether F_LEASE was negotiated.
-    fn negotiate(frontend: &mut Frontend, event_idx: bool, lease: bool) -> Result<bool, String> {
+    /// PROTOCOL_FEATURES and CONFIG. Says whether F_LEASE and F_RECONCILE
+    /// were negotiated.
+    fn negotiate(
+        frontend: &mut Frontend,
+        event_idx: bool,
+        (lease, reconcile): (bool, bool),
+    ) -> Result<(bool, bool), String> {
         frontend
             .set_owner()
             .map_err(|e| format!("SET_OWNER: {e}"))?;
@@ -160,6 +172,10 @@ impl TestVm {
         if lease {
             features |= 1 << F_LEASE;
         }
+        let reconcile = reconcile && offered & (1 << F_RECONCILE) != 0;
+        if reconcile {
+            features |= 1 << F_RECONCILE;
+        }
         frontend
             .set_features(features)
             .map_err(|e| format!("SET_FEATURES: {e}"))?;
@@ -174,14 +190,14 @@ impl TestVm {
                 VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ,
             )
             .map_err(|e| format!("SET_PROTOCOL_FEATURES: {e}"))?;
-        Ok(lease)
+        Ok((lease, reconcile))
     }
 
     /// Connects to `path` and negotiates ([`TestVm::negotiate`]).
-    fn handshake(path: &Path, event_idx: bool, lease: bool) -> (Frontend, bool) {
+    fn handshake(path: &Path, event_idx: bool, wanted: (bool, bool)) -> (Frontend, (bool, bool)) {
         let mut frontend = connect_frontend(path);
-        match Self::negotiate(&mut frontend, event_idx, lease) {
-            Ok(lease) => (frontend, lease),
+        match Self::negotiate(&mut frontend, event_idx, wanted) {
+            Ok(got) => (frontend, got),
             Err(e) => panic!("handshake with {}: {e}", path.display()),
         }
     }
@@ -249,12 +265,14 @@ impl TestVm {
             last_used: 0,
             event_idx,
             lease: false,
+            reconcile: false,
             next_tag: 1,
         }
     }
 
     pub fn connect_with(path: &Path, opts: VmOptions) -> TestVm {
-        let (frontend, lease) = Self::handshake(path, opts.event_idx, opts.lease);
+        let (frontend, (lease, reconcile)) =
+            Self::handshake(path, opts.event_idx, (opts.lease, opts.reconcile));
 
         let file = memfd(MEM_SIZE);
         let fd = file.as_raw_fd();
@@ -277,6 +295,7 @@ impl TestVm {
         }
         let mut vm = Self::with_ring(frontend, mem, uaddr, opts.queue_size, opts.event_idx);
         vm.lease = lease;
+        vm.reconcile = reconcile;
         vm
     }
 
@@ -684,7 +703,7 @@ impl TestVm {
     /// across two regions or in the gap between them. The rings stay in
     /// region A at the usual addresses.
     pub fn connect_regions(path: &Path) -> TestVm {
-        let (frontend, _) = Self::handshake(path, true, false);
+        let (frontend, _) = Self::handshake(path, true, (false, false));
         let layout = [
             (0, REGION_SPLIT),
             (REGION_SPLIT, MEM_SIZE - REGION_SPLIT),
@@ -868,7 +887,9 @@ impl TestVm {
             .and_then(|()| stream.set_write_timeout(limit))
             .map_err(|e| fail(format!("socket timeouts: {e}")))?;
         let mut frontend = Frontend::from_stream(stream, 1);
-        self.lease = Self::negotiate(&mut frontend, self.event_idx, self.lease).map_err(fail)?;
+        (self.lease, self.reconcile) =
+            Self::negotiate(&mut frontend, self.event_idx, (self.lease, self.reconcile))
+                .map_err(fail)?;
         frontend
             .set_mem_table(&self.memory_regions())
             .map_err(|e| fail(format!("SET_MEM_TABLE: {e}")))?;
@@ -1115,6 +1136,27 @@ impl TestVm {
     /// Whether VIRTIO_PASID_F_LEASE was negotiated.
     pub fn lease_negotiated(&self) -> bool {
         self.lease
+    }
+
+    /// Whether VIRTIO_PASID_F_RECONCILE was negotiated.
+    pub fn reconcile_negotiated(&self) -> bool {
+        self.reconcile
+    }
+
+    /// One RECONCILE listing `list` with `first` and `last`; checks the
+    /// tag. The reply's `pasids` are the per-PASID results.
+    pub fn reconcile(&mut self, list: &[u32], first: bool, last: bool) -> LeaseReply {
+        let tag = self.tag();
+        let req = Request::Reconcile {
+            tag,
+            first,
+            last,
+            count: list.len() as u16,
+            cached: 0,
+        };
+        let reply = self.lease_batch(&[(req, list.to_vec())]).remove(0);
+        assert_eq!(reply.response.tag, tag, "tag not echoed");
+        reply
     }
 
     fn lease_req_gpa(i: u16) -> u64 {
