@@ -653,7 +653,7 @@ impl Registry {
                 }
             }
             Err(e) => {
-                log::debug!("vm={name} event=reconcile_rejected tag={tag:#x} error=\"{e}\"");
+                log::debug!("vm={name} event=reconcile-rejected tag={tag:#x} error=\"{e}\"");
                 Response::new(Status::Invalid, tag).into()
             }
         }
@@ -678,7 +678,7 @@ impl Registry {
             .collect();
         for (pasid, holders) in &conflicts {
             log::warn!(
-                "vm={name} event=reconcile_conflict pasid={pasid} held_by={}",
+                "vm={name} event=reconcile-conflict pasid={pasid} held_by={}",
                 Value(&holders.join(","))
             );
         }

@@ -141,9 +141,9 @@ fn state_lost_conflicts_are_reported_and_free_ones_regranted() {
         (c["conflicts"].as_u64(), c["resumes"].as_u64()),
         (Some(2), Some(1))
     );
-    let log = d.wait_log("event=reconcile_conflict pasid=2");
+    let log = d.wait_log("event=reconcile-conflict pasid=2");
     assert!(
-        log.contains("vm=a event=reconcile_conflict pasid=1 held_by=b"),
+        log.contains("vm=a event=reconcile-conflict pasid=1 held_by=b"),
         "{log}"
     );
     let metrics = d.ctl(&["metrics"]).1;
