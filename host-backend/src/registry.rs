@@ -690,10 +690,10 @@ impl Registry {
             rec.tally.count_resume();
             info!(
                 "vm={name} event=resumed kept={} granted={} conflicts={} refused={} dropped={}",
-                settled.count(ReconcileResult::Kept),
-                settled.count(ReconcileResult::Granted),
-                settled.count(ReconcileResult::Conflict),
-                settled.count(ReconcileResult::Refused),
+                settled.total(ReconcileResult::Kept),
+                settled.total(ReconcileResult::Granted),
+                settled.total(ReconcileResult::Conflict),
+                settled.total(ReconcileResult::Refused),
                 settled.dropped
             );
         }
