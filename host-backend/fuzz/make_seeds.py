@@ -11,7 +11,8 @@ import struct
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 NEXT, WRITE, INDIRECT = 1, 2, 4
-ALLOC, FREE, RESET, GRANT, RETURN = 1, 2, 3, 4, 5
+ALLOC, FREE, RESET, GRANT, RETURN, RECONCILE = 1, 2, 3, 4, 5, 6
+FIRST, LAST = 1, 2
 
 
 def req(op, tag=0, pasid=0, lo=0, hi=0, flags=0):
@@ -43,6 +44,11 @@ for name, data in {
     "grant_count_0": lease(GRANT, 11, 0),
     "return_list": lease(RETURN, 12, 3, 5) + struct.pack("<III", 7, 8, 9),
     "return_count_65": lease(RETURN, 13, 65),
+    "reconcile_list": lease(RECONCILE, 14, 2, 1, flags=FIRST | LAST)
+    + struct.pack("<II", 7, 8),
+    "reconcile_empty": lease(RECONCILE, 15, 0, flags=FIRST | LAST),
+    "reconcile_bad_flags": lease(RECONCILE, 16, 1, flags=FIRST | 4),
+    "reconcile_count_65": lease(RECONCILE, 17, 65, flags=LAST),
 }.items():
     write(name, "request_decode", data)
 
@@ -177,6 +183,35 @@ img.avail(16)
 write("lease_mix", "request_queue", img.bytes(0x4C))
 write("lease_not_negotiated", "request_queue", img.bytes(0x0C))
 
+# RECONCILE (option bit 7: F_RECONCILE negotiated): an ALLOC, then a
+# reconcile over two requests naming a PASID held, a free one, 0 and one
+# out of range; a LAST without FIRST after it; and a writable part too
+# short for the results.
+img = Image()
+img.put(BUF, req(ALLOC, 0xA0, 0, 1, 255))
+img.desc(0, BUF, 24, NEXT, 1)
+img.desc(1, BUF + 0x20, 16, WRITE)
+img.put(BUF + 0x40, lease(RECONCILE, 0xA1, 2, 0, flags=FIRST)
+        + struct.pack("<II", 2, 9))
+img.desc(2, BUF + 0x40, 32, NEXT, 3)
+img.desc(3, BUF + 0x60, 24, WRITE)
+img.put(BUF + 0x80, lease(RECONCILE, 0xA2, 2, 0, flags=LAST)
+        + struct.pack("<II", 0, 250))
+img.desc(4, BUF + 0x80, 32, NEXT, 5)
+img.desc(5, BUF + 0xA0, 24, WRITE)
+img.put(BUF + 0xC0, lease(RECONCILE, 0xA3, 1, 0, flags=LAST)
+        + struct.pack("<I", 3))
+img.desc(6, BUF + 0xC0, 28, NEXT, 7)
+img.desc(7, BUF + 0xE0, 20, WRITE)
+img.put(BUF + 0x100, lease(RECONCILE, 0xA4, 1, 0, flags=FIRST | LAST)
+        + struct.pack("<I", 3))
+img.desc(8, BUF + 0x100, 28, NEXT, 9)
+img.desc(9, BUF + 0x120, 16, WRITE)
+img.heads = [0, 2, 4, 6, 8]
+img.avail(16)
+write("reconcile_mix", "request_queue", img.bytes(0x8C))
+write("reconcile_not_negotiated", "request_queue", img.bytes(0x0C))
+
 # control_line: access byte, then request lines.
 lines = [
     {"cmd": "pasids"}, {"cmd": "vms"}, {"cmd": "stats"}, {"cmd": "metrics"},
@@ -215,13 +250,15 @@ def resp(status, tag, pasid=0xFFFFFFFF):
     return struct.pack("<HHIQ", status, 0, pasid, tag)
 
 
-def answered(pos, request, response, replayed=0, pasids=()):
-    """An answer; with `pasids`, flag bit 1 and the lease list follow."""
-    flags = replayed | (2 if pasids else 0)
+def answered(pos, request, response, replayed=0, pasids=(), results=()):
+    """An answer; with `pasids`, flag bit 1 and the PASID list follow; with
+    `results` (a RECONCILE's), flag bit 2 and the results after that."""
+    flags = replayed | (2 if pasids else 0) | (4 if results else 0)
     out = struct.pack("<HB", pos, flags) + request + response
-    if pasids:
-        out += struct.pack("<B", len(pasids))
-        out += b"".join(struct.pack("<I", p) for p in pasids)
+    for words in (pasids, results):
+        if words:
+            out += struct.pack("<B", len(words))
+            out += b"".join(struct.pack("<I", w) for w in words)
     return out
 
 
@@ -263,6 +300,12 @@ lease_records = struct.pack("<BIH", 1, 0, 2) + answered(
     30, lease(GRANT, 50, 4, 0, 0, 4095), resp(0, 50, 3), pasids=(20, 21, 22)
 ) + answered(31, lease(RETURN, 51, 2, 3), resp(0, 51, 2), pasids=(20, 22))
 write("lease_records", "state_decode", b"\x01" + lease_records)
+
+reconcile_records = struct.pack("<BIH", 1, 0, 2) + answered(
+    40, req(ALLOC, 60, 0, 0, 4095), resp(0, 60, 1)
+) + answered(41, lease(RECONCILE, 61, 2, 0, flags=FIRST | LAST),
+             resp(0, 61, 0), pasids=(1, 2), results=(0, 1))
+write("reconcile_records", "state_decode", b"\x01" + reconcile_records)
 seq = 1
 crc = zlib.crc32(struct.pack("<QIQ", 1, len(records), seq) + records)
 write("frame", "state_decode",

@@ -81,8 +81,8 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "socket_path")]
     pub socket_count: Option<u32>,
 
-    /// A named VM slot:
-    /// NAME=PATH[,quota=N][,range=LO-HI][,lease=N][,holdover=SECONDS].
+    /// A named VM slot: NAME=PATH, then any of ,quota=N ,range=LO-HI
+    /// ,lease=N ,holdover=SECONDS.
     /// Repeatable.
     #[arg(long = "vm", value_name = "SPEC")]
     pub vms: Vec<String>,

@@ -653,7 +653,7 @@ impl Registry {
                 }
             }
             Err(e) => {
-                log::debug!("vm={name} event=reconcile_rejected tag={tag:#x} error=\"{e}\"");
+                log::debug!("vm={name} event=reconcile-rejected tag={tag:#x} error=\"{e}\"");
                 Response::new(Status::Invalid, tag).into()
             }
         }
@@ -678,7 +678,7 @@ impl Registry {
             .collect();
         for (pasid, holders) in &conflicts {
             log::warn!(
-                "vm={name} event=reconcile_conflict pasid={pasid} held_by={}",
+                "vm={name} event=reconcile-conflict pasid={pasid} held_by={}",
                 Value(&holders.join(","))
             );
         }
@@ -690,10 +690,10 @@ impl Registry {
             rec.tally.count_resume();
             info!(
                 "vm={name} event=resumed kept={} granted={} conflicts={} refused={} dropped={}",
-                settled.count(ReconcileResult::Kept),
-                settled.count(ReconcileResult::Granted),
-                settled.count(ReconcileResult::Conflict),
-                settled.count(ReconcileResult::Refused),
+                settled.total(ReconcileResult::Kept),
+                settled.total(ReconcileResult::Granted),
+                settled.total(ReconcileResult::Conflict),
+                settled.total(ReconcileResult::Refused),
                 settled.dropped
             );
         }
@@ -848,6 +848,8 @@ impl Registry {
             rec.cached = 0;
             // RESET and the end of the connection end a reconcile.
             rec.reconciling = None;
+            // Nothing is left to hold over.
+            rec.held_over_until = None;
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }
@@ -1157,5 +1159,88 @@ fn ref_status(e: RefError) -> Status {
         RefError::Invalid(_) | RefError::Repeated(_) => Status::Invalid,
         RefError::QuotaExceeded { .. } => Status::QuotaExceeded,
         RefError::Overflow(_) | RefError::UnknownOwner => Status::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pasid_space::SpaceConfig;
+
+    fn registry(holdover: Duration) -> (Registry, VmId) {
+        let space = PasidSpace::new(SpaceConfig {
+            pasid_bits: 8,
+            reserved: vec![],
+        })
+        .unwrap();
+        let mut reg = Registry::new(space, 1);
+        let limits = OwnerLimits {
+            quota: 10,
+            range: 1..=255,
+        };
+        let vm = reg.add_vm("a", "a.sock", limits).unwrap();
+        reg.set_holdover(vm, holdover);
+        (reg, vm)
+    }
+
+    fn alloc(reg: &mut Registry, vm: VmId) -> Pasid {
+        let tag = 1;
+        reg.handle(
+            vm,
+            Request::Alloc {
+                tag,
+                min: 1,
+                max: 255,
+            },
+        )
+        .pasid
+    }
+
+    /// The hold-over keeps the PASIDs until its last instant and not
+    /// after; `vms` shows the time left.
+    #[test]
+    fn holdover_lasts_exactly_its_period() {
+        let (mut reg, vm) = registry(Duration::from_secs(30));
+        let p = alloc(&mut reg, vm);
+        let t0 = Instant::now();
+        reg.set_connected(vm, true);
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, t0);
+        assert_eq!(reg.space().held_by(vm.0), vec![p]);
+        let next = reg.expire_holdovers(t0 + Duration::from_secs(29));
+        assert_eq!(next, Some(t0 + Duration::from_secs(30)));
+        assert_eq!(reg.space().held_by(vm.0), vec![p]);
+        assert!(reg.vms()[0].held_over_for.is_some());
+        assert_eq!(reg.expire_holdovers(t0 + Duration::from_secs(30)), None);
+        assert!(reg.space().held_by(vm.0).is_empty());
+        assert_eq!(reg.vms()[0].held_over_for, None);
+        assert_eq!(reg.vms()[0].counters.holdovers, 1);
+    }
+
+    /// A connection ends the hold-over; an operator release clears it; a
+    /// VM that holds nothing, or has no hold-over, is reclaimed at once.
+    #[test]
+    fn holdover_ends_on_connect_release_or_nothing_held() {
+        let (mut reg, vm) = registry(Duration::from_secs(30));
+        let p = alloc(&mut reg, vm);
+        let t0 = Instant::now();
+        reg.end_connection(vm, t0);
+        reg.set_connected(vm, true);
+        assert_eq!(reg.expire_holdovers(t0 + Duration::from_secs(60)), None);
+        assert_eq!(reg.space().held_by(vm.0), vec![p]);
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, t0);
+        reg.reclaim_vm(vm, ReclaimReason::Operator);
+        assert_eq!(reg.vms()[0].held_over_for, None);
+        assert_eq!(reg.expire_holdovers(t0), None);
+        // Nothing held: no hold-over begins.
+        reg.end_connection(vm, t0);
+        assert_eq!(reg.vms()[0].held_over_for, None);
+
+        let (mut reg, vm) = registry(Duration::ZERO);
+        alloc(&mut reg, vm);
+        reg.end_connection(vm, t0);
+        assert!(reg.space().held_by(vm.0).is_empty());
+        assert_eq!(reg.vms()[0].counters.holdovers, 0);
     }
 }

@@ -55,6 +55,11 @@ const REQUEST_FAMILIES: &[(Opcode, &str, &str)] = &[
         "vpasid_returns",
         "RETURN (lease) requests answered, by status",
     ),
+    (
+        Opcode::Reconcile,
+        "vpasid_reconciles",
+        "RECONCILE (resume) requests answered, by status",
+    ),
 ];
 
 /// A gauge read at scrape time: name, help, value.

@@ -804,8 +804,9 @@ fn protocol_features_are_config_mq_and_reply_ack() {
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << pasid_protocol::F_LEASE)
+            | (1 << pasid_protocol::F_RECONCILE)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
-        "virtio features {offered:#x} (F_LEASE: the default --lease is 32)"
+        "virtio features {offered:#x} (F_LEASE: the default --lease is 32; F_RECONCILE always)"
     );
     f.set_features((1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
         .unwrap();

@@ -105,6 +105,41 @@ fn resume_after_restart_keeps_named_and_drops_the_lost_alloc() {
         metrics.contains("vpasid_vm_resumes_total{vm=\"a\"} 1"),
         "{metrics}"
     );
+
+    // The journal holds the reconcile: recovery carries it out again (and
+    // checks its results), so a second restart finds the same holdings.
+    drop(a);
+    let before = held_by(&d, "a");
+    d.kill9();
+    d.restart();
+    assert_eq!(held_by(&d, "a"), before);
+}
+
+/// A reconcile re-delivered after a restart (its chain was journaled but
+/// never used) gets its first answer again and changes nothing.
+#[test]
+fn redelivered_reconcile_gets_its_first_answer() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().display().to_string();
+    let mut d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", &state_arg]);
+    let mut a = resuming_driver(&d, "a");
+    let p = a.alloc_ok(1, 100);
+    let first = a.reconcile(&[p, 50], true, true);
+    assert_eq!(
+        first.pasids,
+        results(&[ReconcileResult::Kept, ReconcileResult::Granted])
+    );
+    d.kill9();
+    a.rewind_used(1);
+    d.restart();
+    a.reconnect(&d.path("a.sock"));
+    let used = a.wait_used(1, std::time::Duration::from_secs(10));
+    let (head, used_len) = used[0];
+    let again = a.lease_reply_at((head / 2) as u16, used_len);
+    assert_eq!(again.response, first.response);
+    assert_eq!(again.pasids, first.pasids);
+    assert_eq!(counters(&d, "a")["replayed"], 1);
+    assert_eq!(held_by(&d, "a"), vec![p, 50]);
 }
 
 /// State lost (a restart without `--state-dir`) while VM b took PASIDs 1
@@ -141,9 +176,9 @@ fn state_lost_conflicts_are_reported_and_free_ones_regranted() {
         (c["conflicts"].as_u64(), c["resumes"].as_u64()),
         (Some(2), Some(1))
     );
-    let log = d.wait_log("event=reconcile_conflict pasid=2");
+    let log = d.wait_log("event=reconcile-conflict pasid=2");
     assert!(
-        log.contains("vm=a event=reconcile_conflict pasid=1 held_by=b"),
+        log.contains("vm=a event=reconcile-conflict pasid=1 held_by=b"),
         "{log}"
     );
     let metrics = d.ctl(&["metrics"]).1;

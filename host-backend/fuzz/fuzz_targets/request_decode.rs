@@ -3,15 +3,17 @@
 //! a config space each decode without panicking, re-encode to the same
 //! bytes, and a request that parses says exactly what its bytes say (a
 //! GRANT or RETURN: its `count` and `cached` are the halves of the `pasid`
-//! word, `count` 1 to 64). The bytes after the request, read as a RETURN's
-//! list, decode and re-encode to themselves.
+//! word, `count` 1 to 64; a RECONCILE: the same with `count` 0 to 64, and
+//! FIRST and LAST are its only flags). The bytes after the request, read as
+//! a RETURN's or RECONCILE's list, decode and re-encode to themselves.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pasid_protocol::{
     decode_pasids, encode_pasids, Config, DecodeError, Opcode, RawRequest, Request, Response,
-    Status, CONFIG_SIZE, LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE,
+    Status, CONFIG_SIZE, LEASE_BATCH_MAX, RECONCILE_F_FIRST, RECONCILE_F_LAST, REQUEST_SIZE,
+    RESPONSE_SIZE,
 };
 
 fn array<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
@@ -24,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(raw.encode(), bytes, "raw request round trip");
         match raw.parse() {
             Ok(req) => {
-                assert_eq!(raw.flags, 0);
+                if req.opcode() == Opcode::Reconcile {
+                    assert_eq!(raw.flags & !(RECONCILE_F_FIRST | RECONCILE_F_LAST), 0);
+                } else {
+                    assert_eq!(raw.flags, 0);
+                }
                 assert_eq!(req.tag(), raw.tag);
                 assert_eq!(req.opcode() as u16, raw.opcode);
                 match req {
@@ -48,21 +54,49 @@ fuzz_target!(|data: &[u8]| {
                         assert!((1..=LEASE_BATCH_MAX).contains(&count));
                         assert_eq!(req.list_len(), 4 * usize::from(count));
                     }
+                    Request::Reconcile {
+                        first,
+                        last,
+                        count,
+                        cached,
+                        ..
+                    } => {
+                        assert_eq!(u32::from(count) | u32::from(cached) << 16, raw.pasid);
+                        assert_eq!(first, raw.flags & RECONCILE_F_FIRST != 0);
+                        assert_eq!(last, raw.flags & RECONCILE_F_LAST != 0);
+                        assert!(count <= LEASE_BATCH_MAX);
+                        assert_eq!(req.list_len(), 4 * usize::from(count));
+                        assert_eq!(req.writable_len(), RESPONSE_SIZE + 4 * usize::from(count));
+                    }
                 }
                 assert_eq!(RawRequest::decode(&req.encode()).parse(), Ok(req));
             }
-            Err(DecodeError::NonZeroFlags(flags)) => assert!(flags != 0 && flags == raw.flags),
+            Err(DecodeError::NonZeroFlags(flags)) => {
+                // The bits the opcode does not define (RECONCILE: FIRST and
+                // LAST are defined).
+                let defined = if raw.opcode == Opcode::Reconcile as u16 {
+                    RECONCILE_F_FIRST | RECONCILE_F_LAST
+                } else {
+                    0
+                };
+                assert!(flags != 0 && flags == raw.flags & !defined);
+            }
             Err(DecodeError::UnknownOpcode(op)) => {
                 assert_eq!((raw.flags, op), (0, raw.opcode));
                 assert!(Opcode::from_wire(op).is_none());
             }
             Err(DecodeError::BadCount(count)) => {
+                let op = Opcode::from_wire(raw.opcode);
                 assert!(matches!(
-                    Opcode::from_wire(raw.opcode),
-                    Some(Opcode::Grant | Opcode::Return)
+                    op,
+                    Some(Opcode::Grant | Opcode::Return | Opcode::Reconcile)
                 ));
                 assert_eq!(u32::from(count), raw.pasid & 0xffff);
-                assert!(count == 0 || count > LEASE_BATCH_MAX);
+                if op == Some(Opcode::Reconcile) {
+                    assert!(count > LEASE_BATCH_MAX);
+                } else {
+                    assert!(count == 0 || count > LEASE_BATCH_MAX);
+                }
             }
         }
         let list = data.get(REQUEST_SIZE..).unwrap_or_default();

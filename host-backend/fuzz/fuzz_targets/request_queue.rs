@@ -9,6 +9,7 @@
 //! bit 3: EVENT_IDX; bit 4: kick twice, the second time with the avail
 //! index bumped; bit 5: a tight rate limit; bit 6: a lease cap of
 //! [`LEASE`] with VIRTIO_PASID_F_LEASE negotiated, so GRANT and RETURN are
+//! served; bit 7: VIRTIO_PASID_F_RECONCILE negotiated, so RECONCILE is
 //! served), then the image of guest memory
 //! from address 0. Guest memory is two adjacent regions, [0, 0x800) and
 //! [0x800, 0x1000) (a buffer may straddle them), and a third region at
@@ -120,9 +121,17 @@ fuzz_target!(|data: &[u8]| {
     }
     let registry = Arc::new(Mutex::new(reg));
     let device = PasidDevice::new(vm, "fuzz", registry.clone());
+    let mut device_features = 0;
     if lease {
-        device.acked_features(device.features());
+        device_features |= 1 << pasid_protocol::F_LEASE;
     }
+    if opts & 0x80 != 0 {
+        device_features |= 1 << pasid_protocol::F_RECONCILE;
+    }
+    // Everything transport-level the device offers, and the chosen
+    // device-type bits.
+    let offered = device.features();
+    device.acked_features(offered & !pasid_protocol::FEATURES_RESERVED_MASK | offered & device_features);
     device.update_memory(mem.clone()).unwrap();
     device.set_event_idx(event_idx);
 

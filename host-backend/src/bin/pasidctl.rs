@@ -614,6 +614,28 @@ struct ReattachReport {
     connect_ms: u128,
     held_before: u32,
     held_after: u32,
+    /// What the guest's driver did with the new device: "reconcile" (it
+    /// resumed with its PASIDs), "reset" (it released them), or "none"
+    /// (neither within the timeout).
+    guest: &'static str,
+    /// Milliseconds from the connection to the driver's RECONCILE (LAST)
+    /// or RESET.
+    guest_ms: Option<u128>,
+    /// PASIDs its RECONCILE named that someone else held.
+    conflicts: u64,
+}
+
+/// How the guest's driver took up a re-plugged device, seen in its
+/// counters: a completed reconcile, or a RESET.
+fn guest_step(before: &VmEntry, now: &VmEntry) -> Option<&'static str> {
+    let resets = |v: &VmEntry| v.counters.requests.get("RESET").copied().unwrap_or(0);
+    if now.counters.resumes > before.counters.resumes {
+        Some("reconcile")
+    } else if resets(now) > resets(before) {
+        Some("reset")
+    } else {
+        None
+    }
 }
 
 /// The VM named `name` in the daemon's listing.
@@ -638,16 +660,30 @@ fn reattach(
     let device = find_device(&mut qmp, &vm_socket)?;
     let replugged = replug(&mut qmp, &device, &vm_socket, timeout)?;
     let started = Instant::now();
-    let after = loop {
+    loop {
         let now = vm_entry(socket, vm)?;
         if now.connected && now.counters.connects > before.counters.connects {
-            break now;
+            break;
         }
         if started.elapsed() >= timeout {
             return Err(CtlError::NotReconnected {
                 vm: vm.to_string(),
                 timeout,
             });
+        }
+        std::thread::sleep(RECONNECT_POLL);
+    }
+    let connect_ms = started.elapsed().as_millis();
+    // The driver resumes (RECONCILE) or starts afresh (RESET) as it binds
+    // the device; one without either is reported, not waited for forever.
+    let connected = Instant::now();
+    let (after, guest, guest_ms) = loop {
+        let now = vm_entry(socket, vm)?;
+        if let Some(step) = guest_step(&before, &now) {
+            break (now, step, Some(connected.elapsed().as_millis()));
+        }
+        if started.elapsed() >= timeout {
+            break (now, "none", None);
         }
         std::thread::sleep(RECONNECT_POLL);
     };
@@ -657,16 +693,30 @@ fn reattach(
         chardev: replugged.device.chardev,
         unplug_ms: replugged.unplug.as_millis(),
         plug_ms: replugged.plug.as_millis(),
-        connect_ms: started.elapsed().as_millis(),
+        connect_ms,
         held_before: before.held,
         held_after: after.held,
+        guest,
+        guest_ms,
+        conflicts: after
+            .counters
+            .conflicts
+            .saturating_sub(before.counters.conflicts),
     };
     let out = if json {
         json_text(&report)?
     } else {
+        let guest = match (report.guest, report.guest_ms) {
+            ("reconcile", Some(ms)) => format!(
+                "guest resumed (RECONCILE) after {ms} ms, {} conflicts",
+                report.conflicts
+            ),
+            ("reset", Some(ms)) => format!("guest reset the device (RESET) after {ms} ms"),
+            _ => "guest sent neither RECONCILE nor RESET in time".to_string(),
+        };
         format!(
             "VM {}: device {} re-plugged on chardev {} (unplug {} ms, plug {} ms, \
-             connected after {} ms); PASIDs held {} -> {}\n",
+             connected after {} ms); {guest}; PASIDs held {} -> {}\n",
             report.vm,
             report.device,
             report.chardev,
@@ -847,6 +897,36 @@ mod tests {
             .collect();
         assert_eq!(state_at, vec![66, 66, 66], "{out}");
         assert!(lines[1].starts_with(&format!("{name}  connected")), "{out}");
+    }
+
+    /// reattach tells a resuming driver (its reconcile completed) from one
+    /// that reset the device, and from one that did neither yet.
+    #[test]
+    fn reattach_sees_reconcile_or_reset() {
+        let before = VmEntry {
+            cached: 0,
+            connected: false,
+            counters: VmCountersEntry::default(),
+            held_over_secs: None,
+            held: 2,
+            in_use: 2,
+            lease: 0,
+            name: "a".into(),
+            quota: 9,
+            range_end: 9,
+            range_start: 1,
+            socket: "/s".into(),
+        };
+        let mut now = before.clone();
+        assert_eq!(guest_step(&before, &now), None);
+        // RECONCILE requests without LAST are not a completed resume yet.
+        now.counters.requests.insert("RECONCILE".into(), 1);
+        assert_eq!(guest_step(&before, &now), None);
+        now.counters.resumes = 1;
+        assert_eq!(guest_step(&before, &now), Some("reconcile"));
+        let mut reset = before.clone();
+        reset.counters.requests.insert("RESET".into(), 1);
+        assert_eq!(guest_step(&before, &reset), Some("reset"));
     }
 
     /// A disconnected VM whose PASIDs are held over shows the time left.

@@ -17,7 +17,13 @@ use crate::request::PasidList;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciliation {
     named: HashSet<Pasid>,
+    /// Results so far, by [`ReconcileResult`] wire value.
+    totals: ResultTotals,
 }
+
+/// How many listed PASIDs came to each [`ReconcileResult`], indexed by its
+/// wire value.
+pub type ResultTotals = [u64; ReconcileResult::ALL.len()];
 
 impl Reconciliation {
     /// Counts `pasid` as named: ALLOC or GRANT gave it during the reconcile.
@@ -50,16 +56,14 @@ pub struct Settled {
     pub dropped: u64,
     /// Whether the request ended the reconcile (LAST).
     pub finished: bool,
+    /// LAST: the results of every request of the reconcile, by result.
+    pub totals: ResultTotals,
 }
 
 impl Settled {
-    /// How many of the results are `result`.
-    pub fn count(&self, result: ReconcileResult) -> usize {
-        self.results
-            .as_slice()
-            .iter()
-            .filter(|r| **r == result as u32)
-            .count()
+    /// LAST: how many PASIDs of the whole reconcile came to `result`.
+    pub fn total(&self, result: ReconcileResult) -> u64 {
+        self.totals.get(result as usize).copied().unwrap_or(0)
     }
 }
 
@@ -101,11 +105,15 @@ pub fn settle(
         if matches!(result, ReconcileResult::Kept | ReconcileResult::Granted) {
             named.name(pasid);
         }
+        if let Some(total) = named.totals.get_mut(result as usize) {
+            *total += 1;
+        }
         *slot = result as u32;
     }
     if last {
         if let Some(done) = progress.take() {
             settled.dropped = space.keep_only(owner, |p| done.named.contains(&p));
+            settled.totals = done.totals;
         }
         settled.finished = true;
     }
@@ -152,7 +160,7 @@ mod tests {
             ]
         );
         assert_eq!((done.dropped, done.finished), (1, true));
-        assert_eq!(done.count(ReconcileResult::Conflict), 1);
+        assert_eq!(done.totals, [1, 1, 1, 1]);
         assert_eq!(s.held_by(vm), vec![kept, 9]);
         assert!(s.is_free(lost));
         assert_eq!(s.held_by(other), vec![theirs]);
@@ -183,6 +191,8 @@ mod tests {
             [ReconcileResult::Kept as u32, ReconcileResult::Kept as u32]
         );
         assert_eq!(end.dropped, 1);
+        // Totals over both requests: a, then b twice.
+        assert_eq!(end.total(ReconcileResult::Kept), 3);
         assert_eq!(s.held_by(vm), vec![a, b, during]);
         assert!(s.is_free(c));
     }
