@@ -906,6 +906,12 @@ mod tests {
         let off = lease_fixture(100, 0, false);
         assert_eq!(off.device.features() & (1 << F_LEASE), 0);
         assert_eq!(lease_max(&off), 0);
+        // F_RECONCILE is offered whatever the lease cap; no other
+        // device-type bit is.
+        for f in [&on, &off] {
+            let device_bits = f.device.features() & pasid_protocol::FEATURES_RESERVED_MASK;
+            assert_eq!(device_bits & !(1 << F_LEASE), 1 << F_RECONCILE);
+        }
     }
 
     /// 5.x.6.12: a GRANT gets the lowest free PASIDs in ascending order,
