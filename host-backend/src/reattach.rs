@@ -136,6 +136,18 @@ pub fn find_device(qmp: &mut Qmp, socket: &Path) -> Result<PluggedDevice, Reatta
                     properties.insert(prop.to_string(), value);
                 }
             }
+            // The same bus: on q35 the device sits on a pcie-root-port, and
+            // device_add would otherwise pick pcie.0, which has no hotplug.
+            // parent_bus is a QOM path; device_add wants the bus's name, its
+            // last element (a root port's bus is named after the port's id).
+            if let Ok(bus) = qmp.execute(
+                "qom-get",
+                Some(json!({ "path": path, "property": "parent_bus" })),
+            ) {
+                if let Some(name) = bus.as_str().and_then(bus_name) {
+                    properties.insert("bus".to_string(), Value::from(name));
+                }
+            }
             let anonymous = container.ends_with("-anon");
             return Ok(PluggedDevice {
                 id: if anonymous { path } else { name.to_string() },
@@ -147,6 +159,12 @@ pub fn find_device(qmp: &mut Qmp, socket: &Path) -> Result<PluggedDevice, Reatta
         }
     }
     Err(ReattachError::NoDevice(chardev))
+}
+
+/// The name of the bus at QOM path `path` (its last element), as
+/// `device_add` takes it.
+pub fn bus_name(path: &str) -> Option<&str> {
+    path.rsplit('/').next().filter(|name| !name.is_empty())
 }
 
 /// `device_add` arguments for the new device.
@@ -228,6 +246,17 @@ mod tests {
         assert!(!chardev_names_socket("unix:/run/v/a", sock));
         assert!(!chardev_names_socket("file:/run/v/a.sock", sock));
         assert!(!chardev_names_socket("stdio", sock));
+    }
+
+    #[test]
+    fn buses_are_named_by_the_last_element_of_their_path() {
+        assert_eq!(
+            bus_name("/machine/peripheral/vpasid-port/vpasid-port"),
+            Some("vpasid-port")
+        );
+        assert_eq!(bus_name("/machine/i440fx/pci.0"), Some("pci.0"));
+        assert_eq!(bus_name(""), None);
+        assert_eq!(bus_name("/machine/"), None);
     }
 
     #[test]
