@@ -20,7 +20,8 @@
 //!    restart: every time the guest resumes (RECONCILE) with every PASID,
 //!    and host and guest agree.
 //! 4. Save and restore with the documented steps (unplug, `virsh save`,
-//!    `virsh restore --xml` without the device, plug): every PASID kept.
+//!    `virsh restore --xml` without the device, plug): every PASID kept. A
+//!    restore with the device still in the XML is refused, as documented.
 //! 5. `virsh destroy`: the slot holds the PASIDs over (as configured);
 //!    `pasidctl release` gives them back.
 //! 6. A domain destroyed before its guest's driver started the device:
@@ -402,6 +403,8 @@ fn documented_domain_keeps_every_pasid(kernel: Kernel) {
     let to_shell = started.elapsed();
     load_v1_driver(&mut guest, &format!("timeout_ms={TIMEOUT_MS}")).unwrap();
     guest.load_exerciser().unwrap();
+    // Bound to the device: without <acpi/> the guest ignores it.
+    guest.wait_driver_state("active", CMD).unwrap();
     let first = guest.alloc(MIN, MAX, 0).unwrap().expect("first alloc");
     let to_first_alloc = started.elapsed();
     let mut held: BTreeSet<u32> = [first].into();
@@ -468,6 +471,15 @@ fn documented_domain_keeps_every_pasid(kernel: Kernel) {
     replug.unplug(&lv);
     lv.virsh(&["save", VM, &save.to_string_lossy()]).unwrap();
     let saved = at.elapsed();
+    // As the docs warn: the saved XML still has the device, and QEMU
+    // refuses the saved state into a VM that has it.
+    let refused = lv
+        .virsh(&["restore", &save.to_string_lossy()])
+        .expect_err("virsh restore with the device in the XML");
+    assert!(
+        refused.to_string().contains("non-migratable device"),
+        "{refused}"
+    );
     let dumped = lv
         .virsh(&["save-image-dumpxml", &save.to_string_lossy()])
         .unwrap();
