@@ -4,12 +4,13 @@
 # Builds (once) .cache/libvirt-root: qemu.sh's trixie chroot recipe with
 # libvirt (12.9 from trixie-backports) added, for the libvirt tests
 # (tests/libvirt.rs). .cache/qemu-root, which every other test uses, is
-# not touched. Then fills the tree's QEMU capabilities cache, which a
-# libvirtd otherwise builds at its first start (80 s on a busy 2-core
-# machine) and every test's libvirtd would build again.
+# not touched. Then starts a libvirtd once (setup/libvirt-ns.sh), which
+# checks that it runs and answers, and fills the tree's QEMU capabilities
+# cache (about 1 s) so that the tests' libvirtds, started in parallel, find
+# it ready instead of each probing QEMU and writing it at once.
 #
-# Idempotent: a tree whose stamp names the same packages is kept, and a
-# valid capabilities cache makes the second step take about a second.
+# Idempotent: a tree whose stamp names the same packages is kept; the
+# second step takes under a second with a valid cache.
 # Needs root.
 #
 # Usage: qemu-tests/setup/libvirt.sh     (prints the libvirt version)

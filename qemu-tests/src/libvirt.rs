@@ -32,8 +32,8 @@ use crate::setup;
 /// The console relay's binary name (`src/bin/vpasid-console-relay.rs`).
 pub const CONSOLE_RELAY_BIN: &str = "vpasid-console-relay";
 
-/// How long libvirtd may take to answer after its start (the capabilities
-/// cache is warm after set-up; a cold one takes over a minute).
+/// How long libvirtd may take to answer after its start (about a second
+/// here; generous for a loaded machine).
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Bound on one `virsh` call.

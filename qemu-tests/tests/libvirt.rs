@@ -362,6 +362,12 @@ fn documented_domain_keeps_every_pasid(kernel: Kernel) {
             .arg(kvm.to_string()),
     ))
     .unwrap();
+    // QEMU sees the host's /tmp only (qemu_tests::libvirt).
+    assert!(
+        daemon.dir().starts_with("/tmp"),
+        "the daemon's sockets are in {}: unset TMPDIR",
+        daemon.dir().display()
+    );
     // Like /run/vhost-user-pasid: QEMU may pass through to the socket.
     fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711)).unwrap();
 
