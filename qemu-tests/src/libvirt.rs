@@ -66,18 +66,20 @@ pub fn chroot_group_id(name: &str) -> Result<u32> {
     let path = libvirt_root().join("etc/group");
     let text = fs::read_to_string(&path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let group = fields.next()?;
-            let gid = fields.nth(1)?;
-            (group == name).then(|| gid.parse().ok()).flatten()
-        })
-        .next()
-        .ok_or_else(|| Error::UnexpectedOutput {
-            what: format!("group {name} in {}", path.display()),
-            output: text.clone(),
-        })
+    group_id_in(&text, name).ok_or_else(|| Error::UnexpectedOutput {
+        what: format!("group {name} in {}", path.display()),
+        output: text.clone(),
+    })
+}
+
+/// The id of group `name` in `group`, the text of an `/etc/group`.
+fn group_id_in(group: &str, name: &str) -> Option<u32> {
+    group.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let group = fields.next()?;
+        let gid = fields.nth(1)?;
+        (group == name).then(|| gid.parse().ok()).flatten()
+    })
 }
 
 /// A running libvirtd. Dropping it kills it, its virtlogd and its QEMUs.
@@ -307,5 +309,20 @@ impl Drop for Libvirtd {
         // unshare --kill-child: its death kills the namespace's PID 1, and
         // with it every process in the namespace.
         let _ = self.child.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_come_from_the_named_line() {
+        let group = "root:x:0:\nkvm:x:993:libvirt-qemu\nkvmx:x:5:\nbad:x:no:\n";
+        assert_eq!(group_id_in(group, "kvm"), Some(993));
+        assert_eq!(group_id_in(group, "root"), Some(0));
+        assert_eq!(group_id_in(group, "kv"), None);
+        assert_eq!(group_id_in(group, "bad"), None);
+        assert_eq!(group_id_in(group, "libvirt-qemu"), None);
     }
 }
