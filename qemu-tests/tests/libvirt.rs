@@ -317,6 +317,7 @@ fn assert_kept(guest: &mut Guest, daemon: &Daemon, held: &BTreeSet<u32>, n: usiz
     assert_eq!(web["name"], VM, "{vms}");
     assert_eq!(web["connected"], true, "{vms}");
     assert_eq!(web["held"].as_u64(), Some(u64::from(HELD)), "{vms}");
+    assert!(web["counters"]["resumes"].as_u64() >= Some(1), "{vms}");
     reconciled
 }
 
