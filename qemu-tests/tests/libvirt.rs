@@ -438,6 +438,7 @@ fn documented_domain_keeps_every_pasid(kernel: Kernel) {
         refused.to_string().contains("non-migratable device"),
         "{refused}"
     );
+    let save_refused = refused.to_string().replace('\n', " | ");
 
     // 3. Re-plugs: virsh, pasidctl; live, then after a daemon restart.
     let mut replugs = 0;
@@ -570,7 +571,7 @@ fn documented_domain_keeps_every_pasid(kernel: Kernel) {
     eprintln!(
         "{kernel}: virsh start to the shell {to_shell:?}, to the first allocation \
          {to_first_alloc:?}; {}; save (unplug + virsh save) {saved:?}, restore (virsh \
-         restore + plug + resume) {restored:?}",
+         restore + plug + resume) {restored:?}; save with the device: {save_refused}",
         figures.join("; ")
     );
 }
