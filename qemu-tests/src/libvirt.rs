@@ -233,6 +233,40 @@ impl Libvirtd {
         Err(self.error(&what, detail))
     }
 
+    /// Runs the shell script `script` with `sh -c` in the chroot, in
+    /// libvirtd's namespace, as root there (`virsh` then reaches this
+    /// libvirtd by default), bounded by 120 s; returns its stdout, or an
+    /// error with its status and stderr.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        let mut cmd = Command::new("timeout");
+        cmd.arg(VIRSH_TIMEOUT_S.to_string())
+            .arg("nsenter")
+            .arg("-t")
+            .arg(self.ns_pid.to_string())
+            .args(["-m", "--", "chroot"])
+            .arg(libvirt_root())
+            .args(["sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = spawn_tied(cmd)
+            .and_then(|child| child.wait_with_output())
+            .map_err(|e| Error::io("running a shell script in the libvirt chroot", e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            return Ok(stdout);
+        }
+        Err(self.error(
+            &format!("sh -c {script:?}"),
+            format!(
+                "{}: {} {}",
+                out.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
+    }
+
     /// Runs `qemu-img ARGS` from the chroot in libvirtd's namespace (for
     /// the domain's disk image).
     pub fn qemu_img(&self, args: &[&str]) -> Result<()> {
