@@ -196,6 +196,10 @@ fn session_hint(e: &DaemonError) -> Option<&'static str> {
     }
 }
 
+/// The `reason` of a disconnect before the guest's driver started the
+/// device (no guest memory shared yet).
+const EARLY_HANG_UP: &str = "the frontend left before the guest started the device";
+
 /// Serves one VM session on `listener`; returns when the frontend is gone.
 fn serve_session(
     slot: &VmSlot,
@@ -242,18 +246,31 @@ fn serve_session(
     }
     drop(daemon);
 
-    if result.is_err() && !device.has_memory() {
-        // QEMU without share=on sends ring addresses we cannot map.
+    // QEMU exiting closes the socket: the normal end of a session.
+    let hung_up = matches!(
+        &result,
+        Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        ))
+    );
+    // QEMU shares guest memory when the guest's driver starts the device.
+    // A frontend that hung up before that (QEMU exiting after a failed
+    // start, a destroy before the driver loaded) is no misconfiguration;
+    // one that failed a request without memory (QEMU without share=on sends
+    // ring addresses we cannot map) is.
+    let never_started = !device.has_memory() && !device.memory_misconfig_reported();
+    if result.is_err() && !hung_up && !device.has_memory() {
         device.memory_not_shared();
     }
     let mut reg = lock(registry);
     reg.set_connected(slot.vm, false);
     match &result {
         Ok(()) => info!("vm={} event=disconnect", slot.name),
-        // QEMU exiting closes the socket: the normal end of a session.
-        Err(DaemonError::HandleRequest(
-            VhostUserError::Disconnected | VhostUserError::PartialMessage,
-        )) => info!("vm={} event=disconnect", slot.name),
+        Err(_) if hung_up && never_started => info!(
+            "vm={} event=disconnect reason=\"{EARLY_HANG_UP}\"",
+            slot.name
+        ),
+        Err(_) if hung_up => info!("vm={} event=disconnect", slot.name),
         Err(e) => match session_hint(e) {
             Some(hint) => error!(
                 "vm={} event=disconnect error={}: {hint}",

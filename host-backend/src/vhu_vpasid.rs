@@ -278,6 +278,11 @@ impl PasidDevice {
         self.guest_memory().is_ok()
     }
 
+    /// Whether [`PasidDevice::memory_not_shared`] has named the fix.
+    pub fn memory_misconfig_reported(&self) -> bool {
+        self.memory_warned.load(Ordering::Relaxed)
+    }
+
     /// Names the fix for QEMU started without shared memory, once.
     pub fn memory_not_shared(&self) {
         if !self.memory_warned.swap(true, Ordering::Relaxed) {

@@ -847,6 +847,51 @@ fn unshared_memory_is_named() {
     let _ = std::panic::catch_unwind(|| TestVm::connect_with(&d.path("a.sock"), opts));
     let log = d.wait_log("memory-backend-memfd,id=mem,size=...,share=on");
     assert_eq!(log.matches("share=on").count(), 1, "{log}");
+    let log = d.wait_log("vm=a event=disconnect");
+    assert!(!log.contains(EARLY_HANG_UP), "{log}");
+}
+
+/// What the daemon logs for a frontend that left before the guest started
+/// the device.
+const EARLY_HANG_UP: &str =
+    "event=disconnect reason=\"the frontend left before the guest started the device\"";
+
+/// QEMU connects when it creates the device and shares guest memory only
+/// when the guest's driver starts it. A QEMU that goes away in between (a
+/// failed start, `virsh destroy` before the driver loaded) is a disconnect
+/// that says so, not a missing `share=on`; the next VM on the slot is
+/// served.
+#[test]
+fn leaving_before_the_guest_started_the_device_is_no_misconfig() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    {
+        // What QEMU does at device creation: the handshake and the config
+        // space, no memory table and no ring.
+        let mut f = frontend::connect_frontend(&d.path("a.sock"));
+        f.set_owner().unwrap();
+        let features = f.get_features().unwrap();
+        f.set_features(
+            features
+                & ((1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()),
+        )
+        .unwrap();
+        let proto = f.get_protocol_features().unwrap();
+        f.set_protocol_features(proto & VhostUserProtocolFeatures::CONFIG)
+            .unwrap();
+        let buf = [0u8; 32];
+        f.get_config(0, 32, VhostUserConfigFlags::empty(), &buf)
+            .unwrap();
+    }
+    let log = d.wait_log(EARLY_HANG_UP);
+    assert!(!log.contains("misconfig"), "{log}");
+    assert!(!log.contains("share=on"), "{log}");
+    // The same slot serves the next frontend, and its allocation works.
+    let mut vm = TestVm::connect(&d.path("a.sock"));
+    assert_eq!(vm.alloc_ok(1, 10), 1);
+    drop(vm);
+    let log = wait_log_count(&d, "vm=a event=disconnect", 2);
+    assert_eq!(log.matches(EARLY_HANG_UP).count(), 1, "{log}");
+    assert!(!log.contains("misconfig"), "{log}");
 }
 
 #[test]

@@ -11,11 +11,18 @@
 # from scratch. Needs root (mmdebstrap --mode=root, chroot).
 #
 # Usage: qemu-tests/setup/qemu.sh        (prints the QEMU version)
+#        qemu-tests/setup/qemu.sh NAME PACKAGE...
+#            the same recipe in .cache/NAME with PACKAGE... added, e.g.
+#            libvirt.sh's libvirt-root; the package list is part of the
+#            stamp, so a changed list rebuilds that tree.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="$REPO_ROOT/.cache"
-ROOT="$CACHE/qemu-root"
+NAME="${1:-qemu-root}"
+[ $# -gt 0 ] && shift
+PACKAGES=(qemu-system-x86 "$@")
+ROOT="$CACHE/$NAME"
 STAMP="$ROOT/.vpasid-qemu-stamp"
 MIN_MAJOR=10
 MIN_MINOR=2
@@ -82,10 +89,14 @@ mirror_uri() {
 }
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/qemu-root.lock"
+exec 9>"$CACHE/$NAME.lock"
 flock 9
 
-if [ -f "$STAMP" ] && ver="$(verify)"; then
+# The stamp names the packages of a tree built with extra ones.
+want_stamp=""
+[ "$NAME" = qemu-root ] || want_stamp="packages: ${PACKAGES[*]}"
+if [ -f "$STAMP" ] && { [ -z "$want_stamp" ] || grep -qxF "$want_stamp" "$STAMP"; } &&
+    ver="$(verify)"; then
     echo "QEMU $ver (cached in $ROOT)"
     exit 0
 fi
@@ -99,13 +110,13 @@ fi
 MIRROR="$(mirror_uri)"
 [ -n "$MIRROR" ] || die "no Debian mirror URI found in /etc/apt/sources.list.d/debian.sources"
 MIRROR="${MIRROR%/}"
-log "building trixie chroot with QEMU from $MIRROR (about 30 s)"
+log "building trixie chroot $NAME with ${PACKAGES[*]} from $MIRROR (about 30 s)"
 
-TMP="$CACHE/qemu-root.tmp"
+TMP="$CACHE/$NAME.tmp"
 rm -rf --one-file-system "$TMP"
 mmdebstrap --variant=apt --mode=root --quiet \
     --aptopt='APT::Default-Release "trixie-backports"' \
-    --include=qemu-system-x86 \
+    --include="$(IFS=,; echo "${PACKAGES[*]}")" \
     trixie "$TMP" \
     "deb $MIRROR trixie main" \
     "deb $MIRROR trixie-backports main" >&2 ||
@@ -113,10 +124,10 @@ mmdebstrap --variant=apt --mode=root --quiet \
 
 # Never delete through a bind mount into the host (e.g. a leaked test mount).
 if awk -v r="$ROOT/" '{ if (index($5 "/", r) == 1) found = 1 } END { exit !found }' /proc/self/mountinfo; then
-    die "$ROOT has mounts below it; unmount them first (see: grep qemu-root /proc/self/mountinfo)"
+    die "$ROOT has mounts below it; unmount them first (see: grep $NAME /proc/self/mountinfo)"
 fi
 rm -rf --one-file-system "$ROOT"
 mv "$TMP" "$ROOT"
 ver="$(verify)" || die "QEMU in $ROOT does not pass the checks after a fresh build"
-date -u +%FT%TZ >"$STAMP"
+{ date -u +%FT%TZ; [ -z "$want_stamp" ] || echo "$want_stamp"; } >"$STAMP"
 echo "QEMU $ver (built in $ROOT)"

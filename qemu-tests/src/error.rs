@@ -123,6 +123,16 @@ pub enum Error {
         /// The daemon's log.
         log: PathBuf,
     },
+    /// libvirtd, or `virsh` talking to it, failed.
+    #[error("{what}: {detail} (libvirtd log: {log})")]
+    Libvirt {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        detail: String,
+        /// libvirtd's log.
+        log: PathBuf,
+    },
     /// Output from the guest could not be parsed.
     #[error("unexpected guest output for `{what}`: {output:.200}")]
     UnexpectedOutput {

@@ -284,19 +284,32 @@ impl Guest {
                 )));
             }
         }
-        let log_path = unique_log_path(&config)?;
-        let log_file = File::create(&log_path)
-            .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
-        let log = Arc::new(LogFile(Mutex::new(log_file)));
-
         let args = qemu::qemu_args(&config, &kernel, &initramfs);
-        log.note(&format!(
+        let note = format!(
             "guest {} ({}): qemu-system-x86_64 {}",
             config.name,
             config.kernel,
             args.join(" ")
-        ));
-        let mut cmd = qemu::command(&setup::qemu_root(), &config, &kernel, &initramfs, &args)?;
+        );
+        let cmd = qemu::command(&setup::qemu_root(), &config, &kernel, &initramfs, &args)?;
+        Guest::spawn(config, cmd, &note, || Ok(()))
+    }
+
+    /// Runs `cmd`, whose stdin and stdout are the guest's serial console
+    /// (QEMU itself, or a relay to the console of a QEMU that someone else
+    /// starts), calls `started` once it runs, then waits until the guest's
+    /// shell is ready. `note` heads the console log.
+    pub(crate) fn spawn(
+        config: GuestConfig,
+        mut cmd: std::process::Command,
+        note: &str,
+        started: impl FnOnce() -> Result<()>,
+    ) -> Result<Guest> {
+        let log_path = unique_log_path(&config)?;
+        let log_file = File::create(&log_path)
+            .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
+        let log = Arc::new(LogFile(Mutex::new(log_file)));
+        log.note(note);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -334,6 +347,10 @@ impl Guest {
             watch_cursor: 0,
             next_id: 1,
         };
+        if let Err(e) = started() {
+            guest.log.note(&format!("start failed: {e}"));
+            return Err(e);
+        }
         guest.wait_ready("the guest shell after boot")?;
         Ok(guest)
     }

@@ -11,6 +11,8 @@
 //! - [`process`]: [`ChildGuard`] and bounded waits for daemons' sockets.
 //! - [`daemon`]: the real `vhost-user-pasid` on sockets in a temporary
 //!   directory ([`Daemon`]), queried with the real `pasidctl`.
+//! - [`libvirt`]: a real libvirtd from a cached chroot ([`Libvirtd`]),
+//!   `virsh` against it, and its domains as [`Guest`]s.
 //! - [`vpasid`]: the guest side: the `virtio_pasid` driver's sysfs, debugfs and the
 //!   test-only `ioasid_exerciser` ([`VpasidGuest`]).
 //! - `qemu`: QEMU's arguments and its chroot/mount-namespace wrapper.
@@ -23,6 +25,7 @@ pub mod daemon;
 pub mod error;
 pub mod guest;
 mod health;
+pub mod libvirt;
 pub mod process;
 mod qemu;
 pub mod setup;
@@ -32,6 +35,7 @@ pub use daemon::{Daemon, DaemonConfig, VmSlot};
 pub use error::{Error, Result};
 pub use guest::{shell_quote, CmdOutput, Guest, GuestConfig, VhostUserDevice};
 pub use health::{ALLOWED_TAINT, BAD_PATTERNS};
+pub use libvirt::Libvirtd;
 pub use process::{spawn_tied, wait_for_path, wait_for_unix_listener, ChildGuard};
 pub use setup::{ensure_setup, Kernel};
 pub use vpasid::VpasidGuest;

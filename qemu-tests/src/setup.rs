@@ -115,7 +115,7 @@ pub fn log_dir() -> PathBuf {
 const OUTPUT_TAIL: usize = 4000;
 
 /// Runs `bash SCRIPT ARGS...` from the repository root, capturing output.
-fn run_script(script: &Path, args: &[&str]) -> std::result::Result<(), String> {
+pub(crate) fn run_script(script: &Path, args: &[&str]) -> std::result::Result<(), String> {
     let shown = format!(
         "{} {}",
         script.strip_prefix(repo_root()).unwrap_or(script).display(),
