@@ -220,6 +220,11 @@ pub struct VmEntry {
     pub held_over_secs: Option<u64>,
     /// PASIDs it holds references on.
     pub held: u32,
+    /// Its hold-over period in seconds (`--holdover`, `holdover=`): how
+    /// long its PASIDs stay reserved after a disconnect; 0 releases them
+    /// at once.
+    #[serde(default)]
+    pub holdover_secs: u64,
     /// Of `held`, PASIDs in use: `held - cached`.
     #[serde(default)]
     pub in_use: u32,
@@ -400,6 +405,7 @@ impl From<VmView> for VmEntry {
             held_over_secs: vm
                 .held_over_for
                 .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            holdover_secs: vm.holdover.as_secs(),
             held: vm.held,
             in_use: vm.held.saturating_sub(vm.cached),
             lease: vm.lease,
@@ -442,6 +448,7 @@ impl From<HostStats> for StatsResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn requests_have_stable_json() {
@@ -566,6 +573,7 @@ mod tests {
             socket: "/run/a.sock".into(),
             connected: true,
             held_over_for: None,
+            holdover: Duration::from_secs(30),
             held: 2,
             cached: 1,
             lease: 32,
@@ -576,7 +584,7 @@ mod tests {
         };
         round_trip(
             vec![VmEntry::from(vm)],
-            r#"[{"cached":1,"connected":true,"counters":{"conflicts":6,"connects":3,"holdovers":0,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"resumes":5,"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
+            r#"[{"cached":1,"connected":true,"counters":{"conflicts":6,"connects":3,"holdovers":0,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"resumes":5,"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"holdover_secs":30,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
         );
         let stats = HostStats {
             space_id: 0x77,

@@ -126,6 +126,12 @@ pub enum Command {
         /// the new one to connect.
         #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
         timeout: Duration,
+        /// Re-plug a connected VM that holds PASIDs although its hold-over
+        /// is 0: the unplug then releases every PASID the guest still uses,
+        /// and the daemon may give them to other VMs before the guest
+        /// reconciles.
+        #[arg(long)]
+        force: bool,
     },
     /// Set a VM's quota.
     ///
@@ -227,8 +233,12 @@ mod tests {
         };
         assert_matches!(
             parse(&[]),
-            Ok(Command::Reattach { vm, qmp, timeout })
+            Ok(Command::Reattach { vm, qmp, timeout, force: false })
                 if vm == "a" && qmp == Path::new("/run/q.sock") && timeout == Duration::from_secs(30)
+        );
+        assert_matches!(
+            parse(&["--force"]),
+            Ok(Command::Reattach { force: true, .. })
         );
         assert_matches!(
             parse(&["--timeout", "2.5"]),

@@ -253,6 +253,9 @@ pub struct VmView {
     /// Disconnected and held over: time left before its PASIDs are
     /// reclaimed.
     pub held_over_for: Option<Duration>,
+    /// Its hold-over period (`--holdover`, `holdover=`); zero releases its
+    /// PASIDs at disconnect.
+    pub holdover: Duration,
     /// PASIDs the VM holds references on.
     pub held: u32,
     /// Of those, PASIDs its driver reports cached (leased, not handed
@@ -1073,6 +1076,7 @@ impl Registry {
                     held_over_for: rec
                         .held_over_until
                         .map(|t| t.saturating_duration_since(Instant::now())),
+                    holdover: rec.holdover,
                     held,
                     // FREE or an operator's get/put may have moved `held`
                     // since the driver last reported.

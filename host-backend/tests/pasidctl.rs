@@ -94,6 +94,58 @@ fn release_of_a_connected_vm_needs_force() {
     assert_eq!(r["released"].as_u64(), Some(0));
 }
 
+/// A live `reattach` of a VM that holds PASIDs with a hold-over of 0 would
+/// release them while the guest uses them: it is refused before QMP is
+/// touched, says why and how, and changes nothing. `--force`, a hold-over,
+/// or holding nothing lets it go on (here to the missing QMP socket).
+#[test]
+fn live_reattach_that_would_release_pasids_is_refused() {
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock",
+        "--vm",
+        "b={dir}/b.sock,holdover=30",
+    ]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    let mine = vec![a.alloc_ok(1, 100), a.alloc_ok(1, 100)];
+    let theirs = b.alloc_ok(1, 100);
+    let qmp = d.path("missing.qmp");
+    let qmp = qmp.to_str().unwrap();
+    let reattach = |vm: &str, extra: &[&str]| {
+        let mut args = vec!["reattach", "--vm", vm, "--qmp", qmp];
+        args.extend_from_slice(extra);
+        d.ctl(&args)
+    };
+
+    let (ok, _, err) = reattach("a", &[]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "pasidctl: VM a is connected and holds 2 PASID(s), and its hold-over is 0: \
+         unplugging its device would release them while the guest still uses them, and the \
+         daemon could give them to other VMs before the guest reconciles. Give the VM a \
+         hold-over (--vm a=...,holdover=SECONDS or --holdover SECONDS, then restart the \
+         daemon) and reattach, or pass --force to re-plug anyway"
+    );
+    assert_eq!(held_by(&d, "a"), mine, "a refused reattach changes nothing");
+    assert_eq!(a.free(mine[1]), Status::Ok, "the guest is still served");
+
+    // Past the check, each of these fails at the QMP socket instead.
+    for (vm, extra) in [("a", &["--force"][..]), ("b", &[][..])] {
+        let (ok, _, err) = reattach(vm, extra);
+        assert!(!ok);
+        assert!(err.contains("QMP"), "{vm} {extra:?}: {err}");
+        assert!(!err.contains("hold-over is 0"), "{err}");
+    }
+    assert_eq!(d.ctl_json(&["vms"])[1]["holdover_secs"], 30);
+    assert_eq!(held_by(&d, "b"), vec![theirs]);
+    // Holding nothing, a VM without a hold-over is re-plugged as before.
+    assert_eq!(a.free(mine[0]), Status::Ok);
+    let (ok, _, err) = reattach("a", &[]);
+    assert!(!ok && err.contains("QMP"), "{err}");
+}
+
 /// Holder names follow the VM-name rules: an empty name, spaces, tabs,
 /// newlines or quotes are refused before anything is created or logged.
 #[test]

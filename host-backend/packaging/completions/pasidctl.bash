@@ -381,7 +381,7 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__reattach)
-            opts="-h --vm --qmp --timeout --socket --json --help"
+            opts="-h --vm --qmp --timeout --force --socket --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -74,6 +74,7 @@ complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l vm -d 'VM
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l qmp -d 'The VM\'s QMP socket (QEMU `-qmp unix:PATH,server=on,wait=off`)' -r -F
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l timeout -d 'Seconds to wait for the guest to release the old device and for the new one to connect' -r
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l socket -d 'Control socket of the daemon' -r -F
+complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l force -d 'Re-plug a connected VM that holds PASIDs although its hold-over is 0: the unplug then releases every PASID the guest still uses, and the daemon may give them to other VMs before the guest reconciles'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -l json -d 'Print the daemon\'s JSON instead of a table'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand reattach" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pasidctl -n "__fish_pasidctl_using_subcommand quota" -l vm -d 'VM name' -r

@@ -94,6 +94,14 @@ enum CtlError {
         timeout.as_secs_f64()
     )]
     NotReconnected { vm: String, timeout: Duration },
+    #[error(
+        "VM {vm} is connected and holds {held} PASID(s), and its hold-over is 0: unplugging \
+         its device would release them while the guest still uses them, and the daemon could \
+         give them to other VMs before the guest reconciles. Give the VM a hold-over \
+         (--vm {vm}=...,holdover=SECONDS or --holdover SECONDS, then restart the daemon) \
+         and reattach, or pass --force to re-plug anyway"
+    )]
+    LiveReplugWouldRelease { vm: String, held: u32 },
 }
 
 /// Whether an I/O error means the peer did not answer in time.
@@ -652,9 +660,17 @@ fn reattach(
     json: bool,
     vm: &str,
     qmp_socket: &Path,
-    timeout: Duration,
+    (timeout, force): (Duration, bool),
 ) -> Result<(), CtlError> {
     let before = vm_entry(socket, vm)?;
+    // A live re-plug disconnects the VM: with no hold-over its PASIDs are
+    // released at that moment, while the guest still has them in use.
+    if before.connected && before.held > 0 && before.holdover_secs == 0 && !force {
+        return Err(CtlError::LiveReplugWouldRelease {
+            vm: vm.to_string(),
+            held: before.held,
+        });
+    }
     let vm_socket = PathBuf::from(&before.socket);
     let mut qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT)?;
     let device = find_device(&mut qmp, &vm_socket)?;
@@ -739,8 +755,13 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Watch { interval, count } => {
             return watch(&cli.socket, cli.json, *interval, *count);
         }
-        Command::Reattach { vm, qmp, timeout } => {
-            return reattach(&cli.socket, cli.json, vm, qmp, *timeout);
+        Command::Reattach {
+            vm,
+            qmp,
+            timeout,
+            force,
+        } => {
+            return reattach(&cli.socket, cli.json, vm, qmp, (*timeout, *force));
         }
         Command::Get { pasid, holder } => ControlRequest::Get {
             holder: holder.clone(),
@@ -872,6 +893,7 @@ mod tests {
             counters: VmCountersEntry::default(),
             held_over_secs: None,
             held,
+            holdover_secs: 0,
             in_use: held,
             lease: 32,
             name: name.into(),
@@ -909,6 +931,7 @@ mod tests {
             counters: VmCountersEntry::default(),
             held_over_secs: None,
             held: 2,
+            holdover_secs: 0,
             in_use: 2,
             lease: 0,
             name: "a".into(),
@@ -938,6 +961,7 @@ mod tests {
             counters: VmCountersEntry::default(),
             held_over_secs: Some(12),
             held: 3,
+            holdover_secs: 0,
             in_use: 3,
             lease: 0,
             name: "a".into(),
