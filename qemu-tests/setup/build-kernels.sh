@@ -84,13 +84,8 @@ headers() {
 	for pkg in "linux-headers-$kver" "$common" "linux-kbuild-$series"; do
 		debs+=("$(fetch_deb "$pkg")")
 	done
-	rm -rf "$out"
-	local root=$out/root
-	mkdir -p "$root"
-	for pkg in "${debs[@]}"; do
-		dpkg-deb -x "$pkg" "$root"
-	done
-	fix_headers "$root" "$kver" "$common"
+	extract_debs "$out" "${debs[@]}"
+	fix_headers "$out/root" "$kver" "$common"
 	ln -sfn "root/usr/src/linux-headers-$kver" "$out/headers"
 	echo "$kver" >"$out/kver"
 	touch "$out/.complete"

@@ -150,6 +150,18 @@ fetch_deb() {
 	fi
 }
 
+# A fresh OUT/root holding the files of the packages DEB...
+# extract_debs OUT DEB...
+extract_debs() {
+	local out=$1 deb
+	shift
+	rm -rf "$out"
+	mkdir -p "$out/root"
+	for deb in "$@"; do
+		dpkg-deb -x "$deb" "$out/root"
+	done
+}
+
 # Debian's headers tree names the -common tree and the kbuild tools by
 # absolute path: point them into the tree extracted under ROOT instead.
 # fix_headers ROOT KVER COMMON
@@ -198,12 +210,8 @@ kernel() {
 	done
 
 	step "$name: extracting packages"
-	rm -rf "$out"
 	local root=$out/root
-	mkdir -p "$root"
-	for pkg in "${debs[@]}"; do
-		dpkg-deb -x "$pkg" "$root"
-	done
+	extract_debs "$out" "${debs[@]}"
 
 	step "$name: assembling vmlinuz, modules and headers"
 	cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
