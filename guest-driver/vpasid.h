@@ -204,6 +204,7 @@ int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
 void vpasid_reap(struct virtio_pasid *vp);
 void vpasid_vq_done(struct virtqueue *vq);
 struct vpasid_slot *vpasid_claim(struct virtio_pasid *vp);
+void vpasid_unclaim(struct vpasid_slot *slot);
 void vpasid_free_async(struct virtio_pasid *vp, u32 pasid);
 void vpasid_give_back(struct virtio_pasid *vp, u32 pasid);
 unsigned int vpasid_drop_pending(struct virtio_pasid *vp);

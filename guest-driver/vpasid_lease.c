@@ -242,7 +242,7 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 		in_len += count * sizeof(__le32);
 	}
 	if (!count) {
-		slot->state = VPASID_SLOT_FREE;
+		vpasid_unclaim(slot);
 		spin_unlock_irqrestore(&vp->lock, flags);
 		return -ENOENT;
 	}
@@ -265,9 +265,7 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 			for (i = 0; i < count; i++)
 				vpasid_cache_put(vp, le32_to_cpu(slot->buf->returned[i]));
 		}
-		slot->done = NULL;
-		slot->answered = NULL;
-		slot->state = VPASID_SLOT_FREE;
+		vpasid_unclaim(slot);
 		spin_unlock_irqrestore(&vp->lock, flags);
 		return err;
 	}

@@ -95,11 +95,8 @@ static int vpasid_reconcile_batch(struct virtio_pasid *vp, u32 *cursor,
 	slot->answered = vpasid_reconcile_answered;
 	err = vpasid_post(vp, slot, sizeof(*req) + count * sizeof(__le32),
 			  sizeof(slot->buf->resp) + count * sizeof(__le32));
-	if (err) {
-		slot->done = NULL;
-		slot->answered = NULL;
-		slot->state = VPASID_SLOT_FREE;
-	}
+	if (err)
+		vpasid_unclaim(slot);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	vpasid_held_unlock();
 	if (err)

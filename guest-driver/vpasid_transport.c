@@ -290,6 +290,14 @@ struct vpasid_slot *vpasid_claim(struct virtio_pasid *vp)
 	return slot;
 }
 
+/* Give back a claimed slot whose request was not posted; vp->lock held. */
+void vpasid_unclaim(struct vpasid_slot *slot)
+{
+	slot->done = NULL;
+	slot->answered = NULL;
+	slot->state = VPASID_SLOT_FREE;
+}
+
 /* Return a PASID the caller cannot use to the host, without waiting. */
 void vpasid_give_back(struct virtio_pasid *vp, u32 pasid)
 {

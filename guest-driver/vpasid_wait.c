@@ -164,9 +164,7 @@ int vpasid_request(struct virtio_pasid *vp, u16 opcode, u32 pasid,
 	ret = vpasid_post(vp, slot, sizeof(slot->buf->req),
 			  sizeof(slot->buf->resp));
 	if (ret) {
-		slot->done = NULL;
-		slot->answered = NULL;
-		slot->state = VPASID_SLOT_FREE;
+		vpasid_unclaim(slot);
 		spin_unlock_irqrestore(&vp->lock, flags);
 		return ret;
 	}
