@@ -287,7 +287,9 @@ extern struct vpasid_registration vpasid_reg;
 const char *vpasid_state_name(enum vpasid_state state);
 int vpasid_held_init(void);
 void vpasid_held_exit(void);
-bool vpasid_held_add(u32 pasid);
+/* vpasid_held_add(): a lost PASID is the VM's again. */
+#define VPASID_REGAINED	1
+int vpasid_held_add(u32 pasid);
 bool vpasid_held_release(u32 pasid);
 bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid);
 void vpasid_orphan_put(u32 pasid);

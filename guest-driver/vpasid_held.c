@@ -44,18 +44,20 @@ unsigned long vpasid_outstanding(void)
 
 /*
  * Mark @pasid handed out; vpasid_reg.lock held, @pasid below 2^20 (the
- * config check bounds it). False when it is already: only a lost one can
- * be, which the host has freed and now gave the VM again, so it is held on
- * the host again (no longer lost) while still in use here.
+ * config check bounds it). Return 0, or, when it is handed out already:
+ * VPASID_REGAINED for a lost one, which the host has freed and now gave
+ * the VM again, so it is the VM's on the host again (no longer lost: its
+ * free will tell the host) while still in use here; -EEXIST for any other,
+ * which the host should not have handed out.
  */
-bool vpasid_held_add(u32 pasid)
+int vpasid_held_add(u32 pasid)
 {
-	if (test_bit(pasid, vpasid_reg.held)) {
-		__clear_bit(pasid, vpasid_reg.lost);
-		return false;
+	if (!test_bit(pasid, vpasid_reg.held)) {
+		__set_bit(pasid, vpasid_reg.held);
+		return 0;
 	}
-	__set_bit(pasid, vpasid_reg.held);
-	return true;
+	return __test_and_clear_bit(pasid, vpasid_reg.lost) ? VPASID_REGAINED :
+							       -EEXIST;
 }
 
 /* @pasid is freed; vpasid_reg.lock held. True when it was lost. */

@@ -21,6 +21,12 @@
 #include "vpasid.h"
 
 /*
+ * Lost PASIDs one alloc() may find the host has given back (each costs a
+ * round trip under the framework's spinlock) before it gives up.
+ */
+#define VPASID_REGAIN_MAX	8
+
+/*
  * Draining with no device: serve alloc() from the orphaned cache, which
  * needs no request. reg->lock held. Return the PASID or INVALID_IOASID.
  */
@@ -41,6 +47,42 @@ static ioasid_t vpasid_alloc_orphan(struct vpasid_registration *reg,
 	reg->outstanding++;
 	vpasid_held_add(pasid);
 	return pasid;
+}
+
+/*
+ * A PASID for alloc() from @vp, marked handed out; reg->lock held. One
+ * the host hands out that is in use here already can only be one a
+ * RECONCILE found lost (another VM held it) that the host has since freed
+ * and given this VM: the VM holds it again, so it is kept as the VM's own
+ * (no longer lost; its user's free tells the host) and the device is asked
+ * again for the caller, at most VPASID_REGAIN_MAX times in one call. Any
+ * other such PASID fails the allocation (-EEXIST) and is left alone: it
+ * is in use here. Return the device's status or a negative errno.
+ */
+static int vpasid_alloc_held(struct virtio_pasid *vp, u32 lo, u32 hi,
+			     unsigned long in_use, u32 *pasid)
+{
+	unsigned int regained;
+	int status, held;
+
+	for (regained = 0; regained <= VPASID_REGAIN_MAX; regained++) {
+		status = vpasid_alloc_pasid(vp, lo, hi, in_use, pasid);
+		if (status != VIRTIO_PASID_S_OK)
+			return status;
+		/* In [pasid_min, pasid_max], which the config check bounds. */
+		held = vpasid_held_add(*pasid);
+		if (held != VPASID_REGAINED)
+			break;
+		dev_info_ratelimited(&vp->vdev->dev,
+				     "PASID %u, lost to a conflict, is the VM's on the host again: kept as in use here, asking again\n",
+				     *pasid);
+	}
+	if (!held)
+		return VIRTIO_PASID_S_OK;
+	dev_warn_ratelimited(&vp->vdev->dev,
+			     "device handed out PASID %u, which is in use here: allocation refused\n",
+			     *pasid);
+	return -EEXIST;
 }
 
 /* ioasid_allocator_ops.alloc: called with the framework's spinlock held. */
@@ -68,14 +110,7 @@ static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
 	if (!reg->outstanding && !try_module_get(THIS_MODULE))
 		goto reject;
 
-	status = vpasid_alloc_pasid(vp, lo, hi, reg->outstanding, &pasid);
-	/* In [pasid_min, pasid_max], which the config check bounds. */
-	if (status == VIRTIO_PASID_S_OK && !vpasid_held_add(pasid)) {
-		dev_warn_ratelimited(&vp->vdev->dev,
-				     "device handed out PASID %u, which is in use here: held on the host again, allocation refused\n",
-				     pasid);
-		status = -EEXIST;
-	}
+	status = vpasid_alloc_held(vp, lo, hi, reg->outstanding, &pasid);
 	if (status != VIRTIO_PASID_S_OK) {
 		if (!reg->outstanding)
 			module_put(THIS_MODULE);
