@@ -129,6 +129,7 @@ checkpatch() {
 
 build_main() {
 	mkdir -p "$DEBS" "$OUT"
+	ensure_tools >/dev/null
 	local cmd=${1:-}
 	shift || true
 	case $cmd in

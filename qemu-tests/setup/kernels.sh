@@ -32,6 +32,7 @@ ensure_tools() {
 	local -A need=(
 		[apt-get]=apt [depmod]=kmod [gcc]=gcc [make]=make [sparse]=sparse
 		[dpkg-deb]=dpkg [dpkg-architecture]=dpkg-dev [perl]=perl-base
+		[xz]=xz-utils
 	)
 	for cmd in "${!need[@]}"; do
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
