@@ -1,13 +1,21 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Internal interfaces of virtio_pasid.ko, shared by its six files:
+ * Internal interfaces of virtio_pasid.ko, shared by its files. The files
+ * form layers: each calls only into the files listed below it (build.sh
+ * checks this with check-layers.sh); a lower file hands results up through
+ * a callback the caller gave it, never by calling the caller by name.
  *   vpasid_device.c	probe, remove, freeze, restore, config space, module
- *   vpasid_transport.c	request slots, post, reap, bounded waits, late answers
- *   vpasid_lease.c	the lease cache (GRANT, RETURN) and its work item
- *   vpasid_reconcile.c	resuming on a new device: RECONCILE instead of RESET
- *   vpasid_ioasid.c	the IOASID allocator ops, their registration, and
- *			the PASIDs handed out (held, lost)
  *   vpasid_debugfs.c	the counters, one seq_file per device
+ *   vpasid_reconcile.c	resuming on a new device: RECONCILE instead of RESET
+ *   vpasid_register.c	the allocator's registration state machine, sysfs
+ *   vpasid_ioasid.c	the IOASID allocator ops: alloc() and free()
+ *   vpasid_held.c	the registration's state: the PASIDs handed out
+ *			(held, lost) and the orphaned cache
+ *   vpasid_alloc.c	one allocation or free for a device: cache or request
+ *   vpasid_lease.c	the lease cache (GRANT, RETURN) and its work item
+ *   vpasid_wait.c	bounded waits: busy-poll, sleep; one v1 request
+ *   vpasid_transport.c	request slots, post, reap, FREEs nobody waits for
+ *   vpasid_ids.c	ascending PASID arrays
  * The wire format is the protocol header virtio_pasid.h.
  */
 #ifndef _VPASID_H
@@ -16,12 +24,22 @@
 #include <linux/atomic.h>
 #include <linux/completion.h>
 #include <linux/ktime.h>
+#include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/virtio.h>
 #include <linux/workqueue.h>
 
 #include "virtio_pasid.h"
+
+/*
+ * Without the IOASID framework (Linux 5.5 to 6.3, selected by x86_64's
+ * INTEL_IOMMU_SVM or arm64's ARM_SMMU_V3_SVA) ioasid.h has only stubs: a
+ * direct build stops here with the reason; DKMS skips such kernels.
+ */
+#if !IS_ENABLED(CONFIG_IOASID)
+#error "virtio_pasid needs CONFIG_IOASID=y (INTEL_IOMMU_SVM or ARM_SMMU_V3_SVA): docs/guest.md"
+#endif
 
 /* Request slots; a timed-out request keeps its slot until the device answers. */
 #define VPASID_SLOTS		16
@@ -32,6 +50,16 @@
 
 struct dentry;
 struct seq_file;
+struct virtio_pasid;
+struct vpasid_slot;
+
+/*
+ * An answer arrived for @slot (the reap, vp->lock held): the poster's
+ * completion, called whether the poster still waits (@late false) or gave
+ * up on it (@late true), before the slot is handed back or reused.
+ */
+typedef void (*vpasid_answered_t)(struct virtio_pasid *vp,
+				  struct vpasid_slot *slot, bool late);
 
 enum vpasid_slot_state {
 	VPASID_SLOT_FREE,
@@ -66,6 +94,8 @@ struct vpasid_slot {
 	ktime_t posted;
 	/* A sleeping waiter (vpasid_wait()), or NULL; cleared when it gives up. */
 	struct completion *done;
+	/* The poster's completion, or NULL: see vpasid_answered_t. */
+	vpasid_answered_t answered;
 };
 
 /* The device's counters, shown in debugfs (vpasid_debugfs.c). */
@@ -116,6 +146,8 @@ struct virtio_pasid {
 	u32 seq;		/* low half of every tag */
 	/* A request timed out and no answer came since: fail at once. */
 	bool unresponsive;
+	/* Called (vp->lock held) when an answer clears the mark, or NULL. */
+	void (*responsive)(struct virtio_pasid *vp);
 	/* FREEs to post as soon as a slot comes back (the reap posts them). */
 	u32 pending_frees[VPASID_PENDING_FREES];
 	unsigned int npending;
@@ -156,48 +188,112 @@ struct virtio_pasid {
 	struct dentry *debugfs;
 };
 
+/* vpasid_ids.c */
+unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid);
+bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid);
+void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
+bool vpasid_ids_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid);
+
 /* vpasid_transport.c */
-int vpasid_request(struct virtio_pasid *vp, u16 opcode, u32 pasid,
-		   u32 min, u32 max, u32 *value);
-struct vpasid_slot *vpasid_claim(struct virtio_pasid *vp);
+const char *vpasid_op_name(u16 opcode);
+void vpasid_init_slots(struct virtio_pasid *vp);
+void vpasid_fill(struct vpasid_slot *slot, u16 opcode, u32 pasid,
+		 u32 min, u32 max);
 int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
 		unsigned int out_len, unsigned int in_len);
+void vpasid_reap(struct virtio_pasid *vp);
+void vpasid_vq_done(struct virtqueue *vq);
+struct vpasid_slot *vpasid_claim(struct virtio_pasid *vp);
+void vpasid_unclaim(struct vpasid_slot *slot);
+void vpasid_free_async(struct virtio_pasid *vp, u32 pasid);
+void vpasid_give_back(struct virtio_pasid *vp, u32 pasid);
+unsigned int vpasid_drop_pending(struct virtio_pasid *vp);
+
+/* vpasid_wait.c */
 int vpasid_poll(struct virtio_pasid *vp, struct vpasid_slot *slot,
 		u32 *value);
 int vpasid_wait(struct virtio_pasid *vp, struct vpasid_slot *slot,
 		u32 *value);
-void vpasid_free_async(struct virtio_pasid *vp, u32 pasid);
-void vpasid_give_back(struct virtio_pasid *vp, u32 pasid);
-unsigned int vpasid_drop_pending(struct virtio_pasid *vp);
-void vpasid_vq_done(struct virtqueue *vq);
-void vpasid_init_slots(struct virtio_pasid *vp);
+int vpasid_request(struct virtio_pasid *vp, u16 opcode, u32 pasid,
+		   u32 min, u32 max, vpasid_answered_t answered,
+		   bool may_sleep, u32 *value);
 unsigned int vpasid_quiesce(struct virtio_pasid *vp);
 
 /* vpasid_lease.c */
-unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid);
-bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid);
-void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
 unsigned int vpasid_lease_wanted(void);
 int vpasid_lease_init(struct virtio_pasid *vp);
 void vpasid_lease_start(struct virtio_pasid *vp);
 void vpasid_lease_stop(struct virtio_pasid *vp);
 void vpasid_lease_drain(struct virtio_pasid *vp);
 void vpasid_lease_kick(struct virtio_pasid *vp);
-void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot);
-int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
-		       unsigned long in_use, u32 *pasid);
+int vpasid_lease_return_one(struct virtio_pasid *vp);
+bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid);
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
-void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 
-/* vpasid_reconcile.c */
-int vpasid_reconcile(struct virtio_pasid *vp);
-void vpasid_reconcile_answered(struct virtio_pasid *vp,
-			       struct vpasid_slot *slot);
+/* vpasid_alloc.c */
+int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
+		       unsigned long in_use, u32 *pasid);
+void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid);
 
-/* vpasid_ioasid.c */
-extern const struct attribute_group *vpasid_drv_groups[];
-int vpasid_attach(struct virtio_pasid *vp, bool *resume);
+/* vpasid_held.c: the registration (vpasid_register.c) and what it holds */
+enum vpasid_state {
+	VPASID_UNREGISTERED,
+	VPASID_WAITING,		/* ioasid_register_allocator() said -EAGAIN */
+	VPASID_ACTIVE,
+	VPASID_SUSPENDED,	/* registered, device frozen: PASIDs kept */
+	VPASID_DRAINING,	/* device gone, PASIDs still outstanding */
+	VPASID_RESUMING,	/* registered, a new device reconciles */
+};
+
+/*
+ * The registration outlives the device it forwards to: after a removal
+ * with PASIDs outstanding it stays registered ("draining") until the last
+ * one is freed, or until a new device that offers VIRTIO_PASID_F_RECONCILE
+ * binds: that one resumes ("resuming", then "active") with the PASIDs kept.
+ * For that RECONCILE the registration knows which PASIDs it handed out.
+ * One for the driver: vpasid_reg.
+ */
+struct vpasid_registration {
+	/* Serializes probe, remove, freeze, restore and the work items. */
+	struct mutex mutex;
+	/* Protects state, vp and outstanding; held across a request. */
+	spinlock_t lock;
+	enum vpasid_state state;
+	struct virtio_pasid *vp;	/* backing device, NULL if none */
+	unsigned long outstanding;	/* PASIDs handed to the framework */
+	unsigned long *held;		/* those PASIDs, one bit each */
+	/*
+	 * Handed out, but a RECONCILE found that the host does not hold
+	 * them for this VM (CONFLICT, REFUSED): free() tells nobody and
+	 * never caches them. A subset of held.
+	 */
+	unsigned long *lost;
+	/*
+	 * The lease cache of a removed device that offered RECONCILE: held
+	 * on the host, not handed out. Draining, alloc() takes from it and
+	 * free() puts into it; a resume lists it and hands it to the new
+	 * device's cache. Ascending, norphan of orphan_cap used.
+	 */
+	u32 *orphan;
+	unsigned int norphan;
+	unsigned int orphan_cap;
+	u64 space_id;			/* of the last device registered */
+	struct work_struct unregister_work;
+};
+
+extern struct vpasid_registration vpasid_reg;
+
+const char *vpasid_state_name(enum vpasid_state state);
+int vpasid_held_init(void);
+void vpasid_held_exit(void);
+/* vpasid_held_add(): a lost PASID is the VM's again. */
+#define VPASID_REGAINED	1
+int vpasid_held_add(u32 pasid);
+bool vpasid_held_release(u32 pasid);
+bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid);
+void vpasid_orphan_put(u32 pasid);
+u32 *vpasid_orphans_detach(unsigned int *n);
 void vpasid_held_lock(void);
 void vpasid_held_unlock(void);
 unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max);
@@ -206,13 +302,24 @@ unsigned int vpasid_held_cached(void);
 void vpasid_orphan_cache(struct virtio_pasid *vp);
 void vpasid_adopt_orphans(struct virtio_pasid *vp);
 void vpasid_lost_show(struct seq_file *m);
+unsigned long vpasid_outstanding(void);
+
+/* vpasid_ioasid.c */
+int vpasid_ops_register(void);
+void vpasid_ops_unregister(void);
+
+/* vpasid_register.c */
+extern const struct attribute_group *vpasid_drv_groups[];
+int vpasid_attach(struct virtio_pasid *vp, bool *resume);
 void vpasid_register(struct virtio_pasid *vp);
 unsigned long vpasid_detach(struct virtio_pasid *vp);
 void vpasid_suspend(struct virtio_pasid *vp);
 void vpasid_resume(struct virtio_pasid *vp);
-unsigned long vpasid_outstanding(void);
-int vpasid_ioasid_init(void);
-void vpasid_ioasid_exit(void);
+int vpasid_registration_init(void);
+void vpasid_registration_exit(void);
+
+/* vpasid_reconcile.c */
+int vpasid_reconcile(struct virtio_pasid *vp);
 
 /* vpasid_debugfs.c */
 void vpasid_debugfs_init(void);

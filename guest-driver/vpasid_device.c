@@ -107,12 +107,16 @@ static void vpasid_remove_common(struct virtio_pasid *vp)
 	vp->vdev->config->del_vqs(vp->vdev);
 }
 
-/* Send RESET: drop every reference this VM holds on the host. */
+/*
+ * Send RESET: drop every reference this VM holds on the host. Probe and
+ * remove may sleep: the wait sleeps, bounded by timeout_ms.
+ */
 static int vpasid_reset(struct virtio_pasid *vp, u32 *released)
 {
 	int err;
 
-	err = vpasid_request(vp, VIRTIO_PASID_OP_RESET, 0, 0, 0, released);
+	err = vpasid_request(vp, VIRTIO_PASID_OP_RESET, 0, 0, 0, NULL, true,
+			     released);
 	if (err) {
 		dev_err(&vp->vdev->dev, "RESET failed (%d)\n", err);
 		return -EIO;
@@ -379,14 +383,14 @@ static int __init vpasid_init(void)
 	BUILD_BUG_ON(VPASID_DEVICE_ID == 0 ||
 		     VPASID_DEVICE_ID == VIRTIO_DEV_ANY_ID);
 
-	err = vpasid_ioasid_init();
+	err = vpasid_registration_init();
 	if (err)
 		return err;
 	vpasid_debugfs_init();
 	err = register_virtio_driver(&virtio_pasid_driver);
 	if (err) {
 		vpasid_debugfs_exit();
-		vpasid_ioasid_exit();
+		vpasid_registration_exit();
 	}
 	return err;
 }
@@ -394,7 +398,7 @@ static int __init vpasid_init(void)
 static void __exit vpasid_exit(void)
 {
 	unregister_virtio_driver(&virtio_pasid_driver);
-	vpasid_ioasid_exit();
+	vpasid_registration_exit();
 	vpasid_debugfs_exit();
 }
 

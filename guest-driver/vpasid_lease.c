@@ -94,48 +94,6 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 }
 
 /*
- * Ascending PASID arrays: the cache, and the cache a removed device left
- * (vpasid_ioasid.c). Index of the first of the @n @ids that is >= @pasid.
- */
-unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid)
-{
-	unsigned int lo = 0, hi = n;
-
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-
-		if (ids[mid] < pasid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/*
- * Insert @pasid into the *@n ascending @ids, which have room for one more.
- * False, and nothing changed, when it is there already.
- */
-bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid)
-{
-	unsigned int at = vpasid_ids_search(ids, *n, pasid);
-
-	if (at < *n && ids[at] == pasid)
-		return false;
-	memmove(&ids[at + 1], &ids[at], (*n - at) * sizeof(*ids));
-	ids[at] = pasid;
-	(*n)++;
-	return true;
-}
-
-/* Remove the entry at @at of the *@n ascending @ids. */
-void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at)
-{
-	(*n)--;
-	memmove(&ids[at], &ids[at + 1], (*n - at) * sizeof(*ids));
-}
-
-/*
  * Put a PASID the VM holds into the cache; vp->lock held. False when the
  * cache is full: the caller gives it back to the host.
  */
@@ -161,10 +119,12 @@ void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid)
 }
 
 /*
- * The answer to a GRANT or RETURN arrived (the reap, vp->lock held): apply
- * it to the cache, as the rule at the top of this file says.
+ * The completion of a GRANT or RETURN (the reap, vp->lock held): apply the
+ * answer to the cache, as the rule at the top of this file says, whoever
+ * waits for it and however @late it comes.
  */
-void vpasid_lease_answered(struct virtio_pasid *vp, struct vpasid_slot *slot)
+static void vpasid_lease_answered(struct virtio_pasid *vp,
+				  struct vpasid_slot *slot, bool late)
 {
 	const struct vpasid_buf *buf = slot->buf;
 	unsigned int count = min_t(unsigned int, le16_to_cpu(buf->lease.count),
@@ -251,7 +211,7 @@ static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
  * cached PASIDs (vpasid_cache_pick()), and wait for the answer, bounded:
  * sleeping if @may_sleep, else busy-polling (atomic context). Return the
  * status or a negative errno (-ENOENT: nothing to return); the effect on
- * the cache is vpasid_lease_answered()'s.
+ * the cache is vpasid_lease_answered()'s, the request's completion.
  */
 static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 			     unsigned int count, bool may_sleep)
@@ -282,12 +242,13 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 		in_len += count * sizeof(__le32);
 	}
 	if (!count) {
-		slot->state = VPASID_SLOT_FREE;
+		vpasid_unclaim(slot);
 		spin_unlock_irqrestore(&vp->lock, flags);
 		return -ENOENT;
 	}
 	if (may_sleep)
 		slot->done = &done;
+	slot->answered = vpasid_lease_answered;
 	req->opcode = cpu_to_le16(opcode);
 	req->flags = 0;
 	req->count = cpu_to_le16(count);
@@ -304,8 +265,7 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 			for (i = 0; i < count; i++)
 				vpasid_cache_put(vp, le32_to_cpu(slot->buf->returned[i]));
 		}
-		slot->done = NULL;
-		slot->state = VPASID_SLOT_FREE;
+		vpasid_unclaim(slot);
 		spin_unlock_irqrestore(&vp->lock, flags);
 		return err;
 	}
@@ -354,85 +314,12 @@ static void vpasid_lease_work(struct work_struct *work)
  * Take the lowest cached PASID in [lo, hi]; vp->lock held. False when none
  * is cached there.
  */
-static bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi,
-			      u32 *pasid)
+bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid)
 {
-	unsigned int at = vpasid_ids_search(vp->cache, vp->ncached, lo);
-
-	if (at >= vp->ncached || vp->cache[at] > hi)
+	if (!vpasid_ids_take(vp->cache, &vp->ncached, lo, hi, pasid))
 		return false;
-	*pasid = vp->cache[at];
-	vpasid_ids_remove(vp->cache, &vp->ncached, at);
 	vpasid_lease_kick(vp);
 	return true;
-}
-
-/* One synchronous ALLOC in [lo, hi]; atomic context. */
-static int vpasid_alloc_one(struct virtio_pasid *vp, u32 lo, u32 hi,
-			    u32 *pasid)
-{
-	int status;
-
-	status = vpasid_request(vp, VIRTIO_PASID_OP_ALLOC, 0, lo, hi, pasid);
-	if (status == VIRTIO_PASID_S_OK && (*pasid < lo || *pasid > hi)) {
-		atomic64_inc(&vp->stats.out_of_range);
-		dev_warn_ratelimited(&vp->vdev->dev,
-				     "device returned PASID %u outside [%u, %u]\n",
-				     *pasid, lo, hi);
-		vpasid_give_back(vp, *pasid);
-		status = -ERANGE;
-	}
-	return status;
-}
-
-/*
- * Get a PASID in [lo, hi] for alloc(), with @in_use PASIDs handed out
- * already; atomic context. The lowest cached one in range if any, with no
- * round trip; else one synchronous ALLOC. At the quota with only PASIDs
- * outside the range cached, one of them goes back first (a synchronous
- * RETURN), or the ALLOC could not succeed. Return the device's status or a
- * negative errno.
- */
-int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
-		       unsigned long in_use, u32 *pasid)
-{
-	unsigned long flags;
-	unsigned int cached;
-	bool hit;
-	int status;
-
-	if (!vp->lease_cap) {
-		atomic64_inc(&vp->stats.lease_misses);
-		return vpasid_alloc_one(vp, lo, hi, pasid);
-	}
-
-	spin_lock_irqsave(&vp->lock, flags);
-	hit = vpasid_cache_take(vp, lo, hi, pasid);
-	cached = vp->ncached + vp->returning;
-	if (!hit) {
-		/* The cache follows demand: see the watermarks. */
-		if (lo != vp->want_min || hi != vp->want_max)
-			vp->grant_blocked = false;
-		vp->want_min = lo;
-		vp->want_max = hi;
-		vpasid_lease_kick(vp);
-	}
-	spin_unlock_irqrestore(&vp->lock, flags);
-	if (hit) {
-		atomic64_inc(&vp->stats.lease_hits);
-		return VIRTIO_PASID_S_OK;
-	}
-
-	atomic64_inc(&vp->stats.lease_misses);
-	/* The quota read at probe; the host's answer below covers a change. */
-	if (cached && in_use + cached >= vp->quota)
-		vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false);
-	status = vpasid_alloc_one(vp, lo, hi, pasid);
-	if (status == VIRTIO_PASID_S_QUOTA_EXCEEDED &&
-	    vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false) ==
-	    VIRTIO_PASID_S_OK)
-		status = vpasid_alloc_one(vp, lo, hi, pasid);
-	return status;
 }
 
 /*
@@ -457,21 +344,12 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 }
 
 /*
- * free() of an active device: into the cache if leases are on and it has
- * room, else a FREE to the host, posted and never waited for with leases
- * on or while the device is unresponsive (the host still learns of it if
- * it comes back), waited for (bounded) as in protocol v1 otherwise.
+ * At the quota, make room for an ALLOC: one synchronous RETURN of a cached
+ * PASID, busy-polled (atomic context). Return as vpasid_lease_send().
  */
-void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
+int vpasid_lease_return_one(struct virtio_pasid *vp)
 {
-	u32 unused;
-
-	if (vpasid_lease_put(vp, pasid))
-		return;
-	if (vp->lease_cap || READ_ONCE(vp->unresponsive))
-		vpasid_give_back(vp, pasid);
-	else
-		vpasid_request(vp, VIRTIO_PASID_OP_FREE, pasid, 0, 0, &unused);
+	return vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, 1, false);
 }
 
 /*
@@ -481,6 +359,8 @@ void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
 int vpasid_lease_init(struct virtio_pasid *vp)
 {
 	INIT_WORK(&vp->lease_work, vpasid_lease_work);
+	/* A device that answers again may find the cache out of its band. */
+	vp->responsive = vpasid_lease_kick;
 	vp->lease_stopped = true;
 	vp->want_min = vp->pasid_min;
 	vp->want_max = vp->pasid_max;

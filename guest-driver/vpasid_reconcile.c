@@ -7,7 +7,7 @@
  * each one, or reports a conflict; the driver marks those lost
  * (vpasid_held_result()), and the host drops every reference no list named.
  *
- * The list is what vpasid_ioasid.c knows the VM holds: the PASIDs handed
+ * The list is what vpasid_held.c knows the VM holds: the PASIDs handed
  * out, then the lease cache the old device left (the orphans), in batches
  * of up to VIRTIO_PASID_LEASE_BATCH_MAX, one in flight at a time. What the
  * host keeps of the orphans becomes the new device's cache.
@@ -21,12 +21,12 @@
 #include "vpasid.h"
 
 /*
- * The answer to a RECONCILE arrived (the reap, vp->lock held): copy what
+ * The completion of a RECONCILE (the reap, vp->lock held): copy what
  * vpasid_reconcile() needs, as the slot may be reused once answered. A
  * malformed answer is -EPROTO.
  */
-void vpasid_reconcile_answered(struct virtio_pasid *vp,
-			       struct vpasid_slot *slot)
+static void vpasid_reconcile_answered(struct virtio_pasid *vp,
+				      struct vpasid_slot *slot, bool late)
 {
 	const struct vpasid_buf *buf = slot->buf;
 	unsigned int count = min_t(unsigned int, le16_to_cpu(buf->lease.count),
@@ -92,12 +92,11 @@ static int vpasid_reconcile_batch(struct virtio_pasid *vp, u32 *cursor,
 	req->max = 0;
 	vp->reconciled.status = -EINPROGRESS;
 	slot->done = &done;
+	slot->answered = vpasid_reconcile_answered;
 	err = vpasid_post(vp, slot, sizeof(*req) + count * sizeof(__le32),
 			  sizeof(slot->buf->resp) + count * sizeof(__le32));
-	if (err) {
-		slot->done = NULL;
-		slot->state = VPASID_SLOT_FREE;
-	}
+	if (err)
+		vpasid_unclaim(slot);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	vpasid_held_unlock();
 	if (err)

@@ -32,6 +32,7 @@ ensure_tools() {
 	local -A need=(
 		[apt-get]=apt [depmod]=kmod [gcc]=gcc [make]=make [sparse]=sparse
 		[dpkg-deb]=dpkg [dpkg-architecture]=dpkg-dev [perl]=perl-base
+		[xz]=xz-utils
 	)
 	for cmd in "${!need[@]}"; do
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
@@ -133,17 +134,55 @@ cached_deb() {
 	return 1
 }
 
-# Download a package into .cache/debs (cached) and print its path.
+# Download a package (the candidate version, or VERSION) into .cache/debs
+# (cached) and print its path: fetch_deb PACKAGE [VERSION].
 fetch_deb() {
-	local pkg=$1 ver
-	ver=$(apt-cache "${APT_OPTS[@]}" show --no-all-versions "$pkg" 2>/dev/null |
-		sed -n 's/^Version: //p' | head -n1)
+	local pkg=$1 ver=${2:-}
+	if [ -z "$ver" ]; then
+		ver=$(apt-cache "${APT_OPTS[@]}" show --no-all-versions "$pkg" 2>/dev/null |
+			sed -n 's/^Version: //p' | head -n1)
+	fi
 	[ -n "$ver" ] || die "package $pkg not found"
 	if ! cached_deb "$pkg" "$ver"; then
 		step "downloading $pkg $ver" >&2
 		(cd "$DEBS" && apt-get "${APT_OPTS[@]}" -qq download "$pkg=$ver" >/dev/null) ||
 			die "download of $pkg failed"
 		cached_deb "$pkg" "$ver" || die "download of $pkg left no .deb"
+	fi
+}
+
+# A fresh OUT/root holding the files of the packages DEB...
+# extract_debs OUT DEB...
+extract_debs() {
+	local out=$1 deb
+	shift
+	rm -rf "$out"
+	mkdir -p "$out/root"
+	for deb in "$@"; do
+		dpkg-deb -x "$deb" "$out/root"
+	done
+}
+
+# Debian's headers tree names the -common tree and the kbuild tools by
+# absolute path: point them into the tree extracted under ROOT instead.
+# fix_headers ROOT KVER COMMON
+fix_headers() {
+	local root=$1 kver=$2 common=$3
+	local hdr=$root/usr/src/linux-headers-$kver
+	local com=$root/usr/src/$common
+	sed -i -E "s|/usr/src/$common|$com|g" "$hdr/Makefile"
+	grep -q "$com" "$hdr/Makefile" || die "headers Makefile of $kver does not include $common"
+	local link target
+	find "$hdr" "$com" -maxdepth 2 -type l | while IFS= read -r link; do
+		target=$(readlink "$link")
+		case $target in
+		/*) ln -sfn "$root$target" "$link" ;;
+		esac
+	done
+	# The headers want the compiler the kernel was built with (gcc-10
+	# for 5.10); the host's gcc builds working modules.
+	if [ -f "$hdr/.kernelvariables" ]; then
+		sed -i -E 's/^(override )?CC *=.*/CC = gcc/' "$hdr/.kernelvariables"
 	fi
 }
 
@@ -172,12 +211,8 @@ kernel() {
 	done
 
 	step "$name: extracting packages"
-	rm -rf "$out"
 	local root=$out/root
-	mkdir -p "$root"
-	for pkg in "${debs[@]}"; do
-		dpkg-deb -x "$pkg" "$root"
-	done
+	extract_debs "$out" "${debs[@]}"
 
 	step "$name: assembling vmlinuz, modules and headers"
 	cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
@@ -186,24 +221,7 @@ kernel() {
 	mv "$root/lib/modules/$kver" "$out/modules/lib/modules/"
 	rm -f "$out/modules/lib/modules/$kver/build" "$out/modules/lib/modules/$kver/source"
 
-	# Debian's headers tree names the -common tree and the kbuild tools
-	# by absolute path: point them into the extracted tree instead.
-	local hdr=$root/usr/src/linux-headers-$kver
-	local com=$root/usr/src/$common
-	sed -i -E "s|/usr/src/$common|$com|g" "$hdr/Makefile"
-	grep -q "$com" "$hdr/Makefile" || die "$name: headers Makefile does not include $common"
-	local link target
-	find "$hdr" "$com" -maxdepth 2 -type l | while IFS= read -r link; do
-		target=$(readlink "$link")
-		case $target in
-		/*) ln -sfn "$root$target" "$link" ;;
-		esac
-	done
-	# The headers want the compiler the kernel was built with (gcc-10
-	# for 5.10); the host's gcc builds working modules.
-	if [ -f "$hdr/.kernelvariables" ]; then
-		sed -i -E 's/^(override )?CC *=.*/CC = gcc/' "$hdr/.kernelvariables"
-	fi
+	fix_headers "$root" "$kver" "$common"
 	ln -sfn "root/usr/src/linux-headers-$kver" "$out/headers"
 
 	step "$name: depmod -b"
@@ -227,4 +245,7 @@ main() {
 	done
 }
 
-main "$@"
+# Sourced by build-kernels.sh for its helpers; run, it fetches kernels.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	main "$@"
+fi

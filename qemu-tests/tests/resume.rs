@@ -31,7 +31,10 @@
 //! the first one is re-plugged. Its RECONCILE reports them as conflicts
 //! (the guest logs each once, counts and lists them in debugfs, and never
 //! frees them to the host); the second VM keeps them, and the first VM's
-//! other PASIDs are re-granted.
+//! other PASIDs are re-granted. Once the second VM frees them, the host
+//! grants them to the first again: a lost PASID still in use there is kept
+//! as the VM's own (no longer lost) and the allocation that met it asks
+//! again and succeeds.
 //!
 //! `unanswered_free_leaves_no_leak`: a FREE sits unanswered in a stopped
 //! daemon, which is then killed: the restarted daemon still holds that
@@ -552,6 +555,44 @@ fn state_lost_conflicts_are_reported(kernel: Kernel) {
         !conflicts.contains(&new) && !regranted.contains(&new),
         "{new}"
     );
+
+    // vmB frees its two: the host gives them to vmA again, lowest first.
+    // The one vmA freed is simply its own again. The one still in use in
+    // vmA is the VM's on the host again: the driver keeps it as its own
+    // (no longer lost) and asks again for the caller, whose allocation
+    // succeeds with the next free PASID.
+    let still_used = *conflicts.iter().nth(1).unwrap();
+    for id in &conflicts {
+        guest_b.free(*id).unwrap();
+    }
+    assert!(sole_holdings(&daemon, "vmB").is_empty());
+    let again = guest_a.alloc(MIN, MAX, 0).unwrap().expect("vmA alloc");
+    assert_eq!(again, lost, "the PASID vmA freed is free again");
+    let next = guest_a
+        .alloc(MIN, MAX, 0)
+        .unwrap()
+        .expect("vmA alloc after its lost PASID was granted back");
+    let used: BTreeSet<u32> = regranted
+        .iter()
+        .copied()
+        .chain([new, again, still_used])
+        .collect();
+    assert!(!used.contains(&next), "{next} is in use here: {used:?}");
+    guest_a
+        .wait_for_dmesg(
+            &format!("PASID {still_used}, lost to a conflict, is the VM's on the host again"),
+            CMD,
+        )
+        .unwrap();
+    assert!(lost_pasids(&mut guest_a).is_empty());
+    let mut holds = used.clone();
+    holds.insert(next);
+    assert_eq!(sole_holdings(&daemon, "vmA"), holds);
+    // Its free is a FREE again, which the host applies.
+    guest_a.free(still_used).unwrap();
+    holds.remove(&still_used);
+    assert_eq!(sole_holdings(&daemon, "vmA"), holds);
+    assert_eq!(guest_a.driver_status().unwrap().counter("lost_frees"), 1);
 
     common::finish(guest_a);
     common::finish(guest_b);

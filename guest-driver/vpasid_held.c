@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * virtio_pasid registration state (struct vpasid_registration, one for the
+ * driver): what the allocator has handed out ("held", a bitmap), which of
+ * those a RECONCILE found the host does not hold for the VM ("lost"), and
+ * the cache a removed device left ("orphans"). The ops (vpasid_ioasid.c)
+ * update it under its lock; a resume (vpasid_reconcile.c) lists it. The
+ * state machine that moves vpasid_reg.state is vpasid_register.c's.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/bitmap.h>
+#include <linux/device.h>
+#include <linux/mm.h>
+#include <linux/mutex.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+
+#include "vpasid.h"
+
+/* Every PASID a device can hand out: the held and lost bitmaps' size. */
+#define VPASID_PASID_SPACE	BIT(VIRTIO_PASID_MAX_BITS)
+
+struct vpasid_registration vpasid_reg;
+
+static const char * const vpasid_state_names[] = {
+	[VPASID_UNREGISTERED]	= "unregistered",
+	[VPASID_WAITING]	= "waiting-for-default-ids",
+	[VPASID_ACTIVE]		= "active",
+	[VPASID_SUSPENDED]	= "suspended",
+	[VPASID_DRAINING]	= "draining",
+	[VPASID_RESUMING]	= "resuming",
+};
+
+const char *vpasid_state_name(enum vpasid_state state)
+{
+	return vpasid_state_names[state];
+}
+
+unsigned long vpasid_outstanding(void)
+{
+	return READ_ONCE(vpasid_reg.outstanding);
+}
+
+/*
+ * Mark @pasid handed out; vpasid_reg.lock held, @pasid below 2^20 (the
+ * config check bounds it). Return 0, or, when it is handed out already:
+ * VPASID_REGAINED for a lost one, which the host has freed and now gave
+ * the VM again, so it is the VM's on the host again (no longer lost: its
+ * free will tell the host) while still in use here; -EEXIST for any other,
+ * which the host should not have handed out.
+ */
+int vpasid_held_add(u32 pasid)
+{
+	if (!test_bit(pasid, vpasid_reg.held)) {
+		__set_bit(pasid, vpasid_reg.held);
+		return 0;
+	}
+	return __test_and_clear_bit(pasid, vpasid_reg.lost) ? VPASID_REGAINED :
+							       -EEXIST;
+}
+
+/* @pasid is freed; vpasid_reg.lock held. True when it was lost. */
+bool vpasid_held_release(u32 pasid)
+{
+	if (pasid >= VPASID_PASID_SPACE)
+		return false;
+	__clear_bit(pasid, vpasid_reg.held);
+	return __test_and_clear_bit(pasid, vpasid_reg.lost);
+}
+
+/* Take the lowest orphan in [lo, hi]; vpasid_reg.lock held. */
+bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid)
+{
+	return vpasid_ids_take(vpasid_reg.orphan, &vpasid_reg.norphan, lo, hi,
+			       pasid);
+}
+
+/* Draining: a freed PASID goes into the orphans if they have room. */
+void vpasid_orphan_put(u32 pasid)
+{
+	if (vpasid_reg.norphan < vpasid_reg.orphan_cap)
+		vpasid_ids_insert(vpasid_reg.orphan, &vpasid_reg.norphan, pasid);
+}
+
+/*
+ * Take the orphans away (the caller frees the array); vpasid_reg.lock
+ * held. Their number in *@n.
+ */
+u32 *vpasid_orphans_detach(unsigned int *n)
+{
+	u32 *orphan = vpasid_reg.orphan;
+
+	*n = vpasid_reg.norphan;
+	vpasid_reg.orphan = NULL;
+	vpasid_reg.norphan = 0;
+	vpasid_reg.orphan_cap = 0;
+	return orphan;
+}
+
+/*
+ * The held bitmap for RECONCILE: vpasid_held_lock() keeps alloc() and
+ * free() out while a batch is listed and posted, so that a FREE is posted
+ * after every RECONCILE that listed its PASID, or its PASID is not listed.
+ * The lock is a spinlock: nothing in between may sleep.
+ */
+void vpasid_held_lock(void)
+	__acquires(vpasid_reg.lock)
+{
+	spin_lock(&vpasid_reg.lock);
+}
+
+void vpasid_held_unlock(void)
+	__releases(vpasid_reg.lock)
+{
+	spin_unlock(&vpasid_reg.lock);
+}
+
+/*
+ * List up to @max PASIDs the VM holds from *@cursor on into @list, and
+ * move *@cursor past them: first those handed out (the held bitmap; the
+ * cursor is the next bit), then the orphaned cache (the cursor is
+ * VPASID_PASID_SPACE plus the next PASID). Handed out first, so that a
+ * PASID freed into the orphans while it runs is listed as one or the other
+ * (resuming, free() never puts into the orphans, and alloc() is refused).
+ * Called with vpasid_held_lock(). Return how many.
+ */
+unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max)
+{
+	unsigned long bit = *cursor;
+	unsigned int n = 0, at;
+
+	while (n < max && bit < VPASID_PASID_SPACE) {
+		bit = find_next_bit(vpasid_reg.held, VPASID_PASID_SPACE, bit);
+		if (bit >= VPASID_PASID_SPACE)
+			bit = VPASID_PASID_SPACE;
+		else
+			list[n++] = cpu_to_le32(bit++);
+	}
+	if (n == max) {
+		*cursor = bit;
+		return n;
+	}
+	at = vpasid_ids_search(vpasid_reg.orphan, vpasid_reg.norphan,
+			       bit - VPASID_PASID_SPACE);
+	while (n < max && at < vpasid_reg.norphan) {
+		list[n++] = cpu_to_le32(vpasid_reg.orphan[at]);
+		bit = VPASID_PASID_SPACE + vpasid_reg.orphan[at++] + 1;
+	}
+	*cursor = bit;
+	return n;
+}
+
+/* The orphaned cache's size; called with vpasid_held_lock(). */
+unsigned int vpasid_held_cached(void)
+{
+	return vpasid_reg.norphan;
+}
+
+/*
+ * Apply the host's RECONCILE result for a PASID the driver listed as held.
+ * A PASID freed since was released by its FREE or dropped by LAST: nothing
+ * to do. A lost one is logged once, when it becomes lost.
+ */
+void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
+{
+	struct device *dev = &vp->vdev->dev;
+	bool held_here, was_lost = false;
+
+	spin_lock(&vpasid_reg.lock);
+	held_here = pasid < VPASID_PASID_SPACE &&
+		    test_bit(pasid, vpasid_reg.held);
+	/* A cached one the VM does not hold: out of the cache. */
+	if (!held_here && (result == VIRTIO_PASID_RECONCILE_CONFLICT ||
+			   result == VIRTIO_PASID_RECONCILE_REFUSED)) {
+		unsigned int at = vpasid_ids_search(vpasid_reg.orphan,
+						    vpasid_reg.norphan, pasid);
+
+		if (at < vpasid_reg.norphan && vpasid_reg.orphan[at] == pasid) {
+			vpasid_ids_remove(vpasid_reg.orphan, &vpasid_reg.norphan,
+					  at);
+			was_lost = true;
+		}
+	}
+	if (held_here && (result == VIRTIO_PASID_RECONCILE_CONFLICT ||
+			  result == VIRTIO_PASID_RECONCILE_REFUSED))
+		was_lost = __test_and_set_bit(pasid, vpasid_reg.lost);
+	else if (held_here)
+		was_lost = __test_and_clear_bit(pasid, vpasid_reg.lost);
+	spin_unlock(&vpasid_reg.lock);
+
+	if (!held_here) {
+		if (was_lost)
+			dev_info(dev, "cached PASID %u is not the VM's on the host (result %u): dropped from the cache\n",
+				 pasid, result);
+		return;
+	}
+	switch (result) {
+	case VIRTIO_PASID_RECONCILE_CONFLICT:
+		if (!was_lost)
+			dev_warn(dev, "PASID %u is in use here but another VM holds it on the host (conflict): never freed to the host nor reused\n",
+				 pasid);
+		break;
+	case VIRTIO_PASID_RECONCILE_REFUSED:
+		if (!was_lost)
+			dev_warn(dev, "PASID %u is in use here but the host refused it: never freed to the host nor reused\n",
+				 pasid);
+		break;
+	default:
+		if (was_lost)
+			dev_info(dev, "PASID %u is held on the host again\n",
+				 pasid);
+		break;
+	}
+}
+
+/*
+ * Remove with PASIDs outstanding from a device that offered RECONCILE:
+ * keep its lease cache (vp->cache) for the draining allocator and a later
+ * resume instead of returning it. After vpasid_detach() and
+ * vpasid_lease_stop(): nothing else touches the cache.
+ */
+void vpasid_orphan_cache(struct virtio_pasid *vp)
+{
+	unsigned int kept = 0;
+	u32 *old = NULL;
+
+	mutex_lock(&vpasid_reg.mutex);
+	spin_lock(&vpasid_reg.lock);
+	if (vpasid_reg.state == VPASID_DRAINING && vp->cache) {
+		old = vpasid_reg.orphan;
+		vpasid_reg.orphan = vp->cache;
+		vpasid_reg.norphan = vp->ncached;
+		vpasid_reg.orphan_cap = vp->lease_cap;
+		kept = vp->ncached;
+		vp->cache = NULL;
+		vp->ncached = 0;
+	}
+	spin_unlock(&vpasid_reg.lock);
+	mutex_unlock(&vpasid_reg.mutex);
+	/* Only a resume empties the orphans, and it takes them over. */
+	WARN_ON_ONCE(old);
+	kfree(old);
+	if (kept)
+		dev_info(&vp->vdev->dev, "%u cached PASID(s) kept for the draining allocator and a resume\n",
+			 kept);
+}
+
+/*
+ * A resume reconciled: the orphaned cache (what the host kept or
+ * re-granted of it) goes into @vp's cache, or back to the host with a FREE
+ * when that has no room. Before @vp's lease work starts.
+ */
+void vpasid_adopt_orphans(struct virtio_pasid *vp)
+{
+	unsigned long flags;
+	unsigned int i, n;
+	u32 *orphan;
+
+	spin_lock(&vpasid_reg.lock);
+	orphan = vpasid_orphans_detach(&n);
+	spin_lock_irqsave(&vp->lock, flags);
+	for (i = 0; i < n; i++)
+		vpasid_cache_keep(vp, orphan[i]);
+	spin_unlock_irqrestore(&vp->lock, flags);
+	spin_unlock(&vpasid_reg.lock);
+	kfree(orphan);
+}
+
+/* debugfs: the lost PASIDs, on one line. */
+void vpasid_lost_show(struct seq_file *m)
+{
+	unsigned long bit;
+
+	seq_puts(m, "lost_pasids");
+	spin_lock(&vpasid_reg.lock);
+	for_each_set_bit(bit, vpasid_reg.lost, VPASID_PASID_SPACE)
+		seq_printf(m, " %lu", bit);
+	spin_unlock(&vpasid_reg.lock);
+	seq_putc(m, '\n');
+}
+
+int vpasid_held_init(void)
+{
+	/* 128 KiB each: allocated once, as alloc() may not allocate. */
+	vpasid_reg.held = kvcalloc(BITS_TO_LONGS(VPASID_PASID_SPACE),
+				   sizeof(unsigned long), GFP_KERNEL);
+	vpasid_reg.lost = kvcalloc(BITS_TO_LONGS(VPASID_PASID_SPACE),
+				   sizeof(unsigned long), GFP_KERNEL);
+	if (!vpasid_reg.held || !vpasid_reg.lost) {
+		vpasid_held_exit();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void vpasid_held_exit(void)
+{
+	kvfree(vpasid_reg.held);
+	kvfree(vpasid_reg.lost);
+}
