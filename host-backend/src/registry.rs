@@ -19,14 +19,15 @@ mod image;
 pub mod reconcile;
 pub mod record;
 mod tally;
+mod view;
 
 pub use tally::{VmFamilies, VmLabels, VmReasonLabels, VmStatusLabels, VmTally};
+pub use view::{HostStats, ReclaimReason, VmCounters, VmView};
 
 use crate::figures::Histogram;
 use crate::logfmt::Value;
 use crate::pasid_space::{
-    AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError,
-    SpaceError, SpaceStats,
+    AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError, SpaceError,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
 use crate::request::{Answer, PasidList};
@@ -85,31 +86,6 @@ pub enum RegistryError {
     /// Owner management failed.
     #[error("{0}")]
     Space(#[from] SpaceError),
-}
-
-/// Per-VM request counters as `pasidctl vms` shows them, read from the
-/// VM's [`VmTally`].
-#[derive(Clone, Debug, Default)]
-pub struct VmCounters {
-    /// Requests answered, by opcode name.
-    pub requests: BTreeMap<&'static str, u64>,
-    /// Responses sent, by status name.
-    pub statuses: BTreeMap<&'static str, u64>,
-    /// Chains that were malformed (answered INVALID or returned unused).
-    pub malformed: u64,
-    /// PASIDs released by RESET, disconnect or operator release.
-    pub reclaimed: u64,
-    /// Times the slot was connected.
-    pub connects: u64,
-    /// Requests re-delivered after a restart and answered from the record
-    /// of their first answer.
-    pub replayed: u64,
-    /// Reconciles completed (resumes on a new device).
-    pub resumes: u64,
-    /// PASIDs a RECONCILE claimed that someone else held.
-    pub conflicts: u64,
-    /// Disconnects after which its PASIDs were held over.
-    pub holdovers: u64,
 }
 
 /// What the registry knows of one VM slot.
@@ -205,88 +181,6 @@ fn lists_pasids(request: &[u8]) -> bool {
     request
         .first()
         .is_some_and(|&op| op == Opcode::Return as u8 || op == Opcode::Reconcile as u8)
-}
-
-/// Why a VM's references were dropped, for the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReclaimReason {
-    /// The driver sent RESET.
-    DriverReset,
-    /// The vhost-user connection closed.
-    Disconnect,
-    /// `pasidctl release`.
-    Operator,
-    /// A disconnected VM's hold-over ran out.
-    HoldoverExpired,
-}
-
-impl ReclaimReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            ReclaimReason::DriverReset => "driver reset",
-            ReclaimReason::Disconnect => "disconnect",
-            ReclaimReason::Operator => "operator release",
-            ReclaimReason::HoldoverExpired => "hold-over expired",
-        }
-    }
-
-    /// The `reason` label of the reclaim metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            ReclaimReason::DriverReset => "driver_reset",
-            ReclaimReason::Disconnect => "disconnect",
-            ReclaimReason::Operator => "operator",
-            ReclaimReason::HoldoverExpired => "holdover_expired",
-        }
-    }
-}
-
-/// One VM as the control socket shows it.
-#[derive(Clone, Debug)]
-pub struct VmView {
-    /// Slot name.
-    pub name: String,
-    /// Socket path (or `fd:N`).
-    pub socket: String,
-    /// Whether a frontend is connected.
-    pub connected: bool,
-    /// Disconnected and held over: time left before its PASIDs are
-    /// reclaimed.
-    pub held_over_for: Option<Duration>,
-    /// PASIDs the VM holds references on.
-    pub held: u32,
-    /// Of those, PASIDs its driver reports cached (leased, not handed
-    /// out); never more than `held`.
-    pub cached: u32,
-    /// Its lease cap (`lease_max`); 0 when leases are off.
-    pub lease: u32,
-    /// Its quota.
-    pub quota: u32,
-    /// Lowest PASID it may be given.
-    pub range_start: Pasid,
-    /// Highest PASID it may be given.
-    pub range_end: Pasid,
-    /// Counters.
-    pub counters: VmCounters,
-}
-
-/// Whole-host figures as the control socket shows them.
-#[derive(Clone, Debug)]
-pub struct HostStats {
-    /// Identifier of this PASID space.
-    pub space_id: u64,
-    /// Space figures.
-    pub space: SpaceStats,
-    /// Number of VM slots.
-    pub vms: usize,
-    /// Slots with a frontend connected.
-    pub connected_vms: usize,
-    /// Requests answered, all VMs.
-    pub requests: u64,
-    /// Malformed chains, all VMs.
-    pub malformed: u64,
-    /// PASIDs reclaimed, all VMs.
-    pub reclaimed: u64,
 }
 
 /// The PASID space and everything attached to it.

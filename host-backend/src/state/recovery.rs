@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use pasid_protocol::{RawRequest, Request, Response, Status};
 
-use super::{Loaded, StateError, StateFiles};
+use super::files::{Loaded, StateError, StateFiles};
 use crate::pasid_space::{OwnerId, OwnerKind, PasidSpace};
 use crate::registry::reconcile::{self, Reconciliation};
 use crate::registry::record::{Answered, Record, RememberedVm, StateImage};
