@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use log::info;
 use pasid_protocol::{
-    Config, Opcode, ReconcileResult, Request, Response, Status, PASID_NONE, VERSION,
+    Answer, Config, Opcode, PasidList, ReconcileResult, Request, Response, Status, PASID_NONE,
+    VERSION,
 };
 
 mod image;
@@ -30,7 +31,6 @@ use crate::pasid_space::{
     AllocError, OwnerId, OwnerKind, OwnerLimits, Pasid, PasidInfo, PasidSpace, RefError, SpaceError,
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
-use crate::request::{Answer, PasidList};
 use reconcile::{Reconciliation, Settled};
 use record::{Answered, ChangeLog, CommitTicket, Record};
 

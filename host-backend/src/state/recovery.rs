@@ -329,7 +329,7 @@ fn hint_for(space: &PasidSpace, pasid: u32) -> &'static str {
 mod tests {
     use std::path::Path;
 
-    use crate::request::PasidList;
+    use pasid_protocol::PasidList;
     use pasid_protocol::{Request, Status};
 
     use std::sync::Arc;
