@@ -116,19 +116,6 @@ pub enum ChainOutcome {
     Rejected(ChainError),
     /// The chain was malformed and had no room for a response: returned unused.
     Dropped(ChainError),
-    /// The request was carried out but its response could not be written
-    /// (unreachable once the ranges were checked). The caller gives back
-    /// the PASIDs an ALLOC or GRANT obtained, since the guest never learns
-    /// of them.
-    Unanswered {
-        /// The request.
-        request: Request,
-        /// The answer that could not be written (boxed: this is the rare
-        /// case, and an answer carries a whole PASID list).
-        answer: Box<Answer>,
-        /// Why it could not be written.
-        error: ChainError,
-    },
 }
 
 impl ChainOutcome {
@@ -141,7 +128,7 @@ impl ChainOutcome {
                 u32::try_from(RESPONSE_SIZE + granted * PASID_ENTRY_SIZE).unwrap_or(0)
             }
             ChainOutcome::Rejected(_) => RESPONSE_LEN,
-            ChainOutcome::Dropped(_) | ChainOutcome::Unanswered { .. } => 0,
+            ChainOutcome::Dropped(_) => 0,
         }
     }
 }
@@ -393,16 +380,13 @@ where
         ),
     };
     let (bytes, len) = answer_bytes(&reply);
+    // Cannot fail: `split_chain` checked every writable buffer against this
+    // chain's memory snapshot for its whole length, and `read_request`
+    // that they hold the whole answer. So no request is ever carried out
+    // without its answer reaching the guest, and nothing needs undoing.
     match scatter(mem, &split.writable, bytes.get(..len).unwrap_or_default()) {
         Ok(()) => outcome,
-        Err(error) => match outcome {
-            ChainOutcome::Answered { request, .. } => ChainOutcome::Unanswered {
-                request,
-                answer: Box::new(reply),
-                error,
-            },
-            _ => ChainOutcome::Dropped(error),
-        },
+        Err(error) => ChainOutcome::Dropped(error),
     }
 }
 
@@ -631,6 +615,34 @@ mod tests {
                 "{outcome:?}"
             );
             assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE]);
+        }
+    }
+
+    /// A writable part that guest memory does not wholly hold (one that
+    /// runs past its end, or a second buffer outside it) is refused before
+    /// the request is carried out: an answer is only ever given when it
+    /// can be written, which is why nothing is ever undone.
+    #[test]
+    fn a_partly_unwritable_response_is_refused_before_answering() {
+        for descs in [
+            vec![readable(REQ_AT, 24), writable(MEM_END - 8, 16)],
+            vec![
+                readable(REQ_AT, 24),
+                writable(RESP_AT, 8),
+                writable(MEM_END - 4, 8),
+            ],
+        ] {
+            let (outcome, resp, called) = run(&alloc_bytes(), &descs);
+            assert!(!called, "{descs:?}");
+            assert!(
+                matches!(
+                    outcome,
+                    ChainOutcome::Dropped(ChainError::OutsideMemory { .. })
+                ),
+                "{outcome:?}"
+            );
+            assert_eq!(outcome.used_len(), 0);
+            assert_eq!(resp.encode(), [0xee; RESPONSE_SIZE], "nothing written");
         }
     }
 

@@ -455,33 +455,6 @@ impl Registry {
         rec.tally
             .log_rejection(name, request.opcode(), status, format_args!("{detail}"));
     }
-
-    /// Undoes a request whose response never reached the guest.
-    pub fn undo(&mut self, vm: VmId, request: Request, answer: &Answer) {
-        if let Some(rec) = self.record_mut(vm) {
-            // Its answer is the last of the batch: it must not be recorded.
-            if rec
-                .batch
-                .last()
-                .is_some_and(|a| a.request == request.encode())
-            {
-                rec.batch.pop();
-            }
-        }
-        if Status::from_wire(answer.response.status) != Some(Status::Ok) {
-            return;
-        }
-        // The guest never saw these PASIDs: drop the references they got.
-        match request {
-            Request::Alloc { .. } => {
-                let _ = self.space.put(vm.0, answer.response.pasid);
-            }
-            Request::Grant { .. } => {
-                let _ = self.space.put_batch(vm.0, answer.granted.as_slice());
-            }
-            _ => {}
-        }
-    }
 }
 
 fn alloc_status(e: AllocError) -> Status {
