@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
+use crate::config::GuestConfig;
 use crate::error::{Error, Result};
-use crate::guest::GuestConfig;
 
 /// A command that runs `qemu-system-x86_64 ARGS` from the chroot `root`,
 /// seeing the directories `config` needs (see [`bind_dirs`]).
