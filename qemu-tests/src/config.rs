@@ -44,13 +44,48 @@ impl VhostUserDevice {
     }
 }
 
-/// How to boot a [`Guest`].
+/// The QEMU machine a guest runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Machine {
+    /// `pc` (i440FX): devices on the root bus `pci.0`, which supports
+    /// hot-plug (ACPI).
+    #[default]
+    Pc,
+    /// `q35` (PCIe): each vhost-user device on a `pcie-root-port` of its
+    /// own, named `vpasid-port{N}` for device N, as docs/operations.md
+    /// plugs it: the root bus `pcie.0` refuses hot-plug, a root port
+    /// takes it.
+    Q35,
+}
+
+impl Machine {
+    /// QEMU's `-machine` type.
+    pub fn qemu_type(self) -> &'static str {
+        match self {
+            Machine::Pc => "pc",
+            Machine::Q35 => "q35",
+        }
+    }
+
+    /// The bus device `index` goes on, `None` for the root bus; QEMU's
+    /// arguments add a root port of that id first.
+    pub fn root_port(self, index: usize) -> Option<String> {
+        match self {
+            Machine::Pc => None,
+            Machine::Q35 => Some(format!("vpasid-port{index}")),
+        }
+    }
+}
+
+/// How to boot a [`Guest`](crate::Guest).
 #[derive(Debug, Clone)]
 pub struct GuestConfig {
     /// Name of the guest in logs and messages, e.g. `vm1`.
     pub name: String,
     /// The guest kernel.
     pub kernel: Kernel,
+    /// The QEMU machine (default `pc`).
+    pub machine: Machine,
     /// Guest memory in MiB (default 256).
     pub memory_mib: u32,
     /// Virtual CPUs (`-smp`, default 1). TCG runs each vCPU in a host
@@ -87,6 +122,7 @@ impl GuestConfig {
         GuestConfig {
             name: name.into(),
             kernel,
+            machine: Machine::Pc,
             memory_mib: 256,
             vcpus: 1,
             devices: Vec::new(),
@@ -109,6 +145,12 @@ impl GuestConfig {
     /// Attaches `device`.
     pub fn device(mut self, device: VhostUserDevice) -> Self {
         self.devices.push(device);
+        self
+    }
+
+    /// Sets the QEMU machine.
+    pub fn machine(mut self, machine: Machine) -> Self {
+        self.machine = machine;
         self
     }
 

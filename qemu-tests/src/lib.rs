@@ -30,7 +30,7 @@ mod qemu;
 pub mod setup;
 pub mod vpasid;
 
-pub use config::{GuestConfig, VhostUserDevice};
+pub use config::{GuestConfig, Machine, VhostUserDevice};
 pub use daemon::{Daemon, DaemonConfig, VmSlot};
 pub use error::{Error, Result};
 pub use guest::{shell_quote, CmdOutput, Guest};
