@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Observability: metrics encoded by `prometheus-client` in the OpenMetrics
-//! 1.0 text format; [`http`] is the optional loopback HTTP listener
-//! (`--metrics-listen`), [`process`] the standard `process_*` metrics,
-//! [`text`] the text format and its encoders. What
-//! is encoded comes from `scrape` (the registry's metric families and its
-//! figures at scrape time): this module knows nothing of the registry.
+//! 1.0 text format (`text`); [`http`] is the optional loopback HTTP
+//! listener (`--metrics-listen`), [`process`] the standard `process_*`
+//! metrics. What is encoded comes from `scrape` (the registry's metric
+//! families and its figures at scrape time): this module knows nothing of
+//! the registry.
 //!
 //! The same text is served on the control socket (`pasidctl metrics`) and,
 //! when asked for, at `http://ADDR/metrics`. The daemon's own metrics are

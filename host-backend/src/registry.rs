@@ -4,6 +4,13 @@
 //!
 //! One `Registry` lives behind one mutex shared by every VM session and the
 //! control socket. A request batch takes the lock once per queue drain.
+//!
+//! This file holds the types, construction, lookups, the change log and
+//! `reclaim_vm`; the methods are split by who calls them: `guest` (a VM
+//! session: connection, hold-over, requests), `operator` (the control
+//! socket's commands), `views` (listings and figures, with the values
+//! they show in `view`). `tally` counts, `image` is the state
+//! image, [`record`] what is journaled, [`reconcile`] RECONCILE's rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

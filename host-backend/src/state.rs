@@ -8,7 +8,7 @@
 //! (an exclusive `flock`: one daemon per directory). Start-up loads the
 //! newest valid snapshot, replays the journal on top of it ([`recover`]),
 //! then writes the result as the next generation's snapshot and starts an
-//! empty journal. [`files`] holds the directory, its lock and the reads
+//! empty journal. `files` holds the directory, its lock and the reads
 //! of start-up; [`journal`] has the write path (group commit and
 //! compaction; [`Journal`] is the registry's change log); [`codec`] the
 //! byte layout, which docs/state.md documents. What is recorded (records,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::pasid_space::{Pasid, SpaceStats};
 
 /// Per-VM request counters as `pasidctl vms` shows them, read from the
-/// VM's [`VmTally`].
+/// VM's [`VmTally`](super::VmTally).
 #[derive(Clone, Debug, Default)]
 pub struct VmCounters {
     /// Requests answered, by opcode name.
