@@ -148,6 +148,13 @@ impl Guest {
                 )));
             }
         }
+        // QEMU sees only the bind-mounted directories, at their canonical
+        // paths (qemu::command): a cache reached through a symlink (a
+        // worktree's `.cache/kernels`) must be named by its real path.
+        let real = |p: &Path| {
+            fs::canonicalize(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+        };
+        let (kernel, initramfs) = (real(&kernel)?, real(&initramfs)?);
         let log_path = unique_log_path(&config)?;
         let log_file = File::create(&log_path)
             .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
