@@ -21,6 +21,7 @@ pub struct PasidList {
 }
 
 impl Default for PasidList {
+    #[inline]
     fn default() -> Self {
         PasidList {
             len: 0,
@@ -38,6 +39,7 @@ impl fmt::Debug for PasidList {
 impl PasidList {
     /// The list of `pasids`; `None` if there are more than
     /// [`LEASE_BATCH_MAX`].
+    #[inline]
     pub fn from_slice(pasids: &[u32]) -> Option<Self> {
         let mut list = PasidList::default();
         list.slots(pasids.len())?.copy_from_slice(pasids);
@@ -45,22 +47,26 @@ impl PasidList {
     }
 
     /// The PASIDs, in list order.
+    #[inline]
     pub fn as_slice(&self) -> &[u32] {
         self.items.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
     /// Number of PASIDs.
+    #[inline]
     pub fn len(&self) -> usize {
         usize::from(self.len)
     }
 
     /// Whether the list is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Makes the list `n` entries long and returns them to be filled;
     /// `None` (list unchanged) if `n` is above [`LEASE_BATCH_MAX`].
+    #[inline]
     pub fn slots(&mut self, n: usize) -> Option<&mut [u32]> {
         let len = u8::try_from(n).ok().filter(|_| n <= BATCH_MAX)?;
         self.len = len;
@@ -68,6 +74,7 @@ impl PasidList {
     }
 
     /// Keeps only the first `n` entries.
+    #[inline]
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
             // n < len <= 64 fits in u8.
@@ -87,6 +94,7 @@ pub struct Answer {
 }
 
 impl From<Response> for Answer {
+    #[inline]
     fn from(response: Response) -> Self {
         Answer {
             response,
