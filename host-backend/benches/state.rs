@@ -41,10 +41,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use frontend::Daemon;
+use pasid_protocol::PasidList;
 use pasid_protocol::{Request, Status};
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 use vhost_user_pasid::registry::{Registry, VmId};
-use vhost_user_pasid::request::PasidList;
 use vhost_user_pasid::state::{Journal, Recovery, StateFiles, DEFAULT_JOURNAL_LIMIT};
 
 /// VM slots, as `--socket-count` names them.

@@ -4,22 +4,29 @@
 //! Module map:
 //! - [`pasid_space`]: the allocator: lowest-free search, references, owners,
 //!   quotas.
-//! - [`registry`]: the space plus per-VM records; guest requests and operator
-//!   commands both land here, and replayed requests get their first answer.
+//! - [`registry`]: the space plus per-VM records; guest requests
+//!   (`registry::guest`) and operator commands (`registry::operator`) both
+//!   land here, listings and figures are read from `registry::views` (the
+//!   values they show in `registry::view`), and replayed requests get
+//!   their first answer.
 //! - [`request`]: turns one descriptor chain into a request and writes its
-//!   response, validating everything the guest wrote.
+//!   response, validating everything the guest wrote; the PASID lists and
+//!   answers it carries are `pasid_protocol::{PasidList, Answer}`, which
+//!   the registry, its records and the state codec share.
 //! - [`vhu_vpasid`]: the `VhostUserBackend` of one VM session.
 //! - [`slot`]: a VM slot's socket served in a loop, one session after another.
 //! - [`control`], [`control_protocol`]: the operator's control socket;
 //!   [`ctl_cli`]: the command line of `pasidctl`, its client.
-//! - [`metrics`]: OpenMetrics text through `prometheus-client`, the
-//!   optional loopback HTTP listener and the `process_*` metrics;
+//! - [`metrics`]: OpenMetrics text through `prometheus-client`
+//!   (`metrics::text`), the optional loopback HTTP listener
+//!   (`metrics::http`) and the `process_*` metrics;
 //!   [`scrape`]: one scrape (control command `metrics`, HTTP), the
 //!   registry's metric families plus a collector over its figures at
 //!   scrape time; [`figures`]: the duration histogram, the journal's
 //!   figures and labels, so the registry never imports `metrics`.
-//! - [`state`]: durable state (`--state-dir`): snapshot, journal with
-//!   group commit and compaction, recovery. It records the registry's
+//! - [`state`]: durable state (`--state-dir`): the directory and its
+//!   start-up reads (`state::files`), snapshot, journal with group commit
+//!   and compaction, recovery. It records the registry's
 //!   changes ([`registry::record`]) as values handed to it through
 //!   [`registry::record::ChangeLog`]; the registry never imports it.
 //! - [`config`]: the command line; [`daemon`]: start-up and shutdown.
@@ -28,6 +35,9 @@
 //! - [`logfmt`]: free-form values in log lines, quoted when they need it.
 //! - [`socket`], [`rate_limit`]: small helpers (the latter also holds the
 //!   per-VM request token bucket, `--rate-limit`).
+//!
+//! No module imports one that imports it back, submodules included
+//! (`tests/module_graph.rs`).
 //!
 //! Nothing here may panic on guest or operator input: `unwrap`, `expect`,
 //! `panic!` and unchecked indexing are denied outside tests.

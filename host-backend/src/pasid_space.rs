@@ -64,9 +64,10 @@ use std::ops::RangeInclusive;
 
 use free_map::FreeMap;
 use holders::{
-    AddRefError, AddRules, DropCount, DropRefError, Entry, HolderList, Holding, OwnerSlot, RefTable,
+    AddRefError, AddRules, DropCount, DropRefError, Entry, HolderList, Holding, RefTable,
 };
 use log::debug;
+use types::OwnerSlot;
 
 pub use types::{
     AllocError, Claim, Holder, OwnerId, OwnerKind, OwnerLimits, OwnerUsage, Pasid, PasidInfo,

@@ -12,8 +12,8 @@
 use std::ops::Deref;
 
 use pasid_protocol::{
-    Opcode, RawRequest, Request, Response, Status, LEASE_BATCH_MAX, PASID_ENTRY_SIZE, REQUEST_SIZE,
-    RESPONSE_SIZE,
+    Answer, Opcode, PasidList, RawRequest, Request, Response, Status, LEASE_BATCH_MAX,
+    PASID_ENTRY_SIZE, REQUEST_SIZE, RESPONSE_SIZE,
 };
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
@@ -32,89 +32,6 @@ pub const READABLE_MAX: usize = REQUEST_SIZE + BATCH_MAX * PASID_ENTRY_SIZE;
 /// Most bytes written into a chain's writable part: a GRANT's response
 /// with a full list.
 const WRITTEN_MAX: usize = RESPONSE_SIZE + BATCH_MAX * PASID_ENTRY_SIZE;
-
-/// Up to [`LEASE_BATCH_MAX`] PASIDs, without a heap allocation: a RETURN's
-/// list as the guest wrote it, or the PASIDs a GRANT granted.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PasidList {
-    len: u8,
-    items: [u32; BATCH_MAX],
-}
-
-impl Default for PasidList {
-    fn default() -> Self {
-        PasidList {
-            len: 0,
-            items: [0; BATCH_MAX],
-        }
-    }
-}
-
-impl std::fmt::Debug for PasidList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.as_slice()).finish()
-    }
-}
-
-impl PasidList {
-    /// The list of `pasids`; `None` if there are more than
-    /// [`LEASE_BATCH_MAX`].
-    pub fn from_slice(pasids: &[u32]) -> Option<Self> {
-        let mut list = PasidList::default();
-        list.slots(pasids.len())?.copy_from_slice(pasids);
-        Some(list)
-    }
-
-    /// The PASIDs, in list order.
-    pub fn as_slice(&self) -> &[u32] {
-        self.items.get(..usize::from(self.len)).unwrap_or(&[])
-    }
-
-    /// Number of PASIDs.
-    pub fn len(&self) -> usize {
-        usize::from(self.len)
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Makes the list `n` entries long and returns them to be filled;
-    /// `None` (list unchanged) if `n` is above [`LEASE_BATCH_MAX`].
-    pub fn slots(&mut self, n: usize) -> Option<&mut [u32]> {
-        let len = u8::try_from(n).ok().filter(|_| n <= BATCH_MAX)?;
-        self.len = len;
-        self.items.get_mut(..n)
-    }
-
-    /// Keeps only the first `n` entries.
-    pub fn truncate(&mut self, n: usize) {
-        if n < self.len() {
-            // n < len <= 64 fits in u8.
-            self.len = u8::try_from(n).unwrap_or(0);
-        }
-    }
-}
-
-/// What the caller answers a well-formed request with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Answer {
-    /// The response.
-    pub response: Response,
-    /// GRANT answered OK: the PASIDs granted, written after the response.
-    /// Empty otherwise.
-    pub granted: PasidList,
-}
-
-impl From<Response> for Answer {
-    fn from(response: Response) -> Self {
-        Answer {
-            response,
-            granted: PasidList::default(),
-        }
-    }
-}
 
 /// Why a chain could not be turned into a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -199,19 +116,6 @@ pub enum ChainOutcome {
     Rejected(ChainError),
     /// The chain was malformed and had no room for a response: returned unused.
     Dropped(ChainError),
-    /// The request was carried out but its response could not be written
-    /// (unreachable once the ranges were checked). The caller gives back
-    /// the PASIDs an ALLOC or GRANT obtained, since the guest never learns
-    /// of them.
-    Unanswered {
-        /// The request.
-        request: Request,
-        /// The answer that could not be written (boxed: this is the rare
-        /// case, and an answer carries a whole PASID list).
-        answer: Box<Answer>,
-        /// Why it could not be written.
-        error: ChainError,
-    },
 }
 
 impl ChainOutcome {
@@ -224,7 +128,7 @@ impl ChainOutcome {
                 u32::try_from(RESPONSE_SIZE + granted * PASID_ENTRY_SIZE).unwrap_or(0)
             }
             ChainOutcome::Rejected(_) => RESPONSE_LEN,
-            ChainOutcome::Dropped(_) | ChainOutcome::Unanswered { .. } => 0,
+            ChainOutcome::Dropped(_) => 0,
         }
     }
 }
@@ -476,16 +380,13 @@ where
         ),
     };
     let (bytes, len) = answer_bytes(&reply);
+    // Cannot fail: `split_chain` checked every writable buffer against this
+    // chain's memory snapshot for its whole length, and `read_request`
+    // that they hold the whole answer. So no request is ever carried out
+    // without its answer reaching the guest, and nothing needs undoing.
     match scatter(mem, &split.writable, bytes.get(..len).unwrap_or_default()) {
         Ok(()) => outcome,
-        Err(error) => match outcome {
-            ChainOutcome::Answered { request, .. } => ChainOutcome::Unanswered {
-                request,
-                answer: Box::new(reply),
-                error,
-            },
-            _ => ChainOutcome::Dropped(error),
-        },
+        Err(error) => ChainOutcome::Dropped(error),
     }
 }
 
@@ -696,13 +597,22 @@ mod tests {
     }
 
     /// Addresses outside guest memory (or wrapping the address space) are
-    /// refused before any access.
+    /// refused before any access. So is a writable part that memory does
+    /// not wholly hold (running past its end, or a second buffer outside
+    /// it): a request is only carried out when its answer can be written,
+    /// which is why nothing is ever undone.
     #[test]
     fn buffers_outside_memory_are_dropped() {
         for descs in [
             vec![readable(MEM_END - 8, 24), writable(RESP_AT, 16)],
             vec![readable(REQ_AT, 24), writable(MEM_END, 16)],
             vec![readable(u64::MAX - 4, 24), writable(RESP_AT, 16)],
+            vec![readable(REQ_AT, 24), writable(MEM_END - 8, 16)],
+            vec![
+                readable(REQ_AT, 24),
+                writable(RESP_AT, 8),
+                writable(MEM_END - 4, 8),
+            ],
         ] {
             let (outcome, resp, called) = run(&alloc_bytes(), &descs);
             assert!(!called);

@@ -244,17 +244,6 @@ impl PasidDevice {
                     registry.count_malformed(self.vm);
                     self.warn_guest(format_args!("malformed chain returned unused: {e}"));
                 }
-                ChainOutcome::Unanswered {
-                    request,
-                    answer,
-                    error,
-                } => {
-                    registry.count_malformed(self.vm);
-                    registry.undo(self.vm, *request, answer);
-                    self.warn_guest(format_args!(
-                        "response not writable, request undone: {error}"
-                    ));
-                }
             }
             registry.observe_latency(started.elapsed());
             used.push((head, outcome.used_len()));

@@ -356,12 +356,12 @@ fn malformed_chains_do_not_harm_the_other_vm() {
     let mut raw = pasid_protocol::RawRequest::decode(&req);
     raw.opcode = 0x99;
     raw.tag = 0x1234;
-    let r = bad_request(&mut bad, &raw.encode());
+    let r = bad.raw_request(&raw.encode(), LONG);
     assert_eq!((status(r), r.tag), (Status::Invalid, 0x1234));
     raw.opcode = 1;
     raw.flags = 1;
     assert_eq!(
-        status(bad_request(&mut bad, &raw.encode())),
+        status(bad.raw_request(&raw.encode(), LONG)),
         Status::Invalid
     );
     // The bad VM itself still works after all that.
@@ -380,33 +380,6 @@ fn malformed_chains_do_not_harm_the_other_vm() {
     let log = d.log();
     assert!(log.contains("vm=bad event=guest-error"), "{log}");
     assert!(!log.contains("vm=good event=guest-error"), "{log}");
-}
-
-fn bad_request(vm: &mut TestVm, bytes: &[u8; 24]) -> pasid_protocol::Response {
-    vm.write_at(TestVm::req_gpa(0), bytes);
-    vm.write_desc(
-        0,
-        RawDesc {
-            addr: TestVm::req_gpa(0),
-            len: 24,
-            flags: VRING_DESC_F_NEXT as u16,
-            next: 1,
-        },
-    );
-    vm.write_desc(
-        1,
-        RawDesc {
-            addr: TestVm::resp_gpa(0),
-            len: 16,
-            flags: VRING_DESC_F_WRITE as u16,
-            next: 0,
-        },
-    );
-    vm.push_avail(0);
-    vm.publish();
-    vm.kick();
-    assert_eq!(vm.wait_used(1, LONG), vec![(0, 16)]);
-    vm.read_response(0)
 }
 
 #[test]

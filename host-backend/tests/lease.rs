@@ -16,29 +16,8 @@ mod frontend;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use frontend::{held_by, Daemon, TestVm, VmOptions};
+use frontend::{driver, held_by, vm_json, Daemon, TestVm, VmOptions};
 use pasid_protocol::{Response, Status};
-
-/// A driver that accepts VIRTIO_PASID_F_LEASE when offered.
-fn lease_driver(d: &Daemon, vm: &str) -> TestVm {
-    TestVm::connect_with(
-        &d.path(&format!("{vm}.sock")),
-        VmOptions {
-            lease: true,
-            ..VmOptions::default()
-        },
-    )
-}
-
-fn vm_json(d: &Daemon, name: &str) -> serde_json::Value {
-    d.ctl_json(&["vms"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-        .unwrap()
-}
 
 /// (held, cached, in_use, lease) as `pasidctl vms --json` shows them.
 fn lease_view(d: &Daemon, name: &str) -> (u64, u64, u64, u64) {
@@ -57,7 +36,7 @@ fn status(r: &Response) -> Option<Status> {
 #[test]
 fn grant_32_and_pasidctl_shows_held_cached_and_in_use() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock,quota=100"]);
-    let mut a = lease_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::lease());
     assert!(a.lease_negotiated(), "F_LEASE offered by default");
     assert_eq!(a.config().lease_max, 32);
 
@@ -95,7 +74,7 @@ fn grant_32_and_pasidctl_shows_held_cached_and_in_use() {
 #[test]
 fn the_quota_holds_with_leases() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock,quota=10,lease=64"]);
-    let mut a = lease_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::lease());
     let reply = a.grant(64, 0, 1, 0xfffff);
     assert_eq!(reply.pasids, (1..=10).collect::<Vec<u32>>());
     assert_eq!(status(&a.alloc(1, 0xfffff)), Some(Status::QuotaExceeded));
@@ -120,8 +99,8 @@ fn two_vms_get_disjoint_pasids() {
         "--vm",
         "b={dir}/b.sock",
     ]);
-    let mut a = lease_driver(&d, "a");
-    let mut b = lease_driver(&d, "b");
+    let mut a = driver(&d, "a", VmOptions::lease());
+    let mut b = driver(&d, "b", VmOptions::lease());
     let (mut mine, mut theirs) = (BTreeSet::new(), BTreeSet::new());
     for round in 0..8u16 {
         let ra = a.grant(64, round * 64, 1, 2000);
@@ -143,7 +122,7 @@ fn two_vms_get_disjoint_pasids() {
 #[test]
 fn disconnect_reclaims_leased_pasids() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
-    let mut a = lease_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::lease());
     a.grant(32, 0, 1, 0xfffff);
     a.alloc_ok(1, 0xfffff);
     drop(a);
@@ -158,7 +137,7 @@ fn disconnect_reclaims_leased_pasids() {
 #[test]
 fn without_f_lease_grant_and_return_are_invalid() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock,lease=0", "--vm", "b={dir}/b.sock"]);
-    let mut a = lease_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::lease());
     assert!(!a.lease_negotiated());
     assert_eq!(a.config().lease_max, 0);
     let mut b = TestVm::connect(&d.path("b.sock"));
@@ -184,7 +163,7 @@ fn without_f_lease_grant_and_return_are_invalid() {
 #[test]
 fn kill9_restart_keeps_leases_and_replays_grant_and_return() {
     let mut d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
-    let mut a = lease_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::lease());
     let first = a.grant(16, 0, 1, 0xfffff);
     let second = a.grant(16, 16, 1, 0xfffff);
     assert_eq!(second.pasids, (17..=32).collect::<Vec<u32>>());

@@ -22,9 +22,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use frontend::{Daemon, RawDesc, TestVm};
+use frontend::{Daemon, TestVm};
 use pasid_protocol::{Request, Status};
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -215,31 +214,8 @@ fn metrics_addr(d: &Daemon) -> SocketAddr {
 fn unknown_opcode(vm: &mut TestVm) {
     let mut bytes = [0u8; 24];
     bytes[0] = 9;
-    vm.write_at(TestVm::req_gpa(0), &bytes);
-    vm.write_desc(
-        0,
-        RawDesc {
-            addr: TestVm::req_gpa(0),
-            len: 24,
-            flags: VRING_DESC_F_NEXT as u16,
-            next: 1,
-        },
-    );
-    vm.write_desc(
-        1,
-        RawDesc {
-            addr: TestVm::resp_gpa(0),
-            len: 16,
-            flags: VRING_DESC_F_WRITE as u16,
-            next: 0,
-        },
-    );
-    vm.push_avail(0);
-    vm.publish();
-    vm.kick();
-    assert_eq!(vm.wait_used(1, LONG), vec![(0, 16)]);
     assert_eq!(
-        Status::from_wire(vm.read_response(0).status),
+        Status::from_wire(vm.raw_request(&bytes, LONG).status),
         Some(Status::Invalid)
     );
 }

@@ -21,7 +21,7 @@ mod frontend;
 use std::time::{Duration, Instant};
 
 use frontend::{
-    config_body, held_by, Daemon, RawMessage, TestVm, VmOptions, VHOST_USER_REPLY,
+    config_body, driver, held_by, vm_json, Daemon, RawMessage, TestVm, VmOptions, VHOST_USER_REPLY,
     VHOST_USER_VERSION,
 };
 use pasid_protocol::{ReconcileResult, Request, Response, Status, PASID_NONE};
@@ -30,8 +30,9 @@ use vhost::VhostBackend;
 
 /// A driver that accepts both VIRTIO_PASID_F_LEASE and _F_RECONCILE.
 fn full_driver(d: &Daemon, vm: &str) -> TestVm {
-    TestVm::connect_with(
-        &d.path(&format!("{vm}.sock")),
+    driver(
+        d,
+        vm,
         VmOptions {
             lease: true,
             reconcile: true,
@@ -40,19 +41,8 @@ fn full_driver(d: &Daemon, vm: &str) -> TestVm {
     )
 }
 
-/// The VM's entry of `pasidctl vms --json`.
-fn vm_entry(d: &Daemon, name: &str) -> serde_json::Value {
-    d.ctl_json(&["vms"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-        .unwrap()
-}
-
 fn cached(d: &Daemon, name: &str) -> u64 {
-    vm_entry(d, name)["cached"].as_u64().unwrap()
+    vm_json(d, name)["cached"].as_u64().unwrap()
 }
 
 fn status(r: &Response) -> Status {
@@ -354,7 +344,7 @@ fn invalid_answers_are_not_malformed_chains() {
     let mut a = TestVm::connect(&d.path("a.sock"));
     let r = a.alloc(50, 10);
     assert_eq!(status(&r), Status::Invalid);
-    let c = &vm_entry(&d, "a")["counters"];
+    let c = &vm_json(&d, "a")["counters"];
     assert_eq!(c["requests"]["ALLOC"], 1);
     assert_eq!(c["statuses"]["INVALID"], 1);
     assert_eq!(c["malformed"], 0);
@@ -367,14 +357,10 @@ fn invalid_answers_are_not_malformed_chains() {
     };
     let mut bytes = alloc.encode();
     bytes[2] = 1;
-    a.post(&[alloc]);
-    a.write_at(TestVm::req_gpa(0), &bytes);
-    a.kick();
-    assert_eq!(a.wait_used(1, Duration::from_secs(10)).len(), 1);
-    let r = a.read_response(0);
+    let r = a.raw_request(&bytes, Duration::from_secs(10));
     assert_eq!(status(&r), Status::Invalid);
     assert_eq!(r.tag, 9);
-    let c = &vm_entry(&d, "a")["counters"];
+    let c = &vm_json(&d, "a")["counters"];
     assert_eq!(c["malformed"], 1);
     assert_eq!(c["requests"]["ALLOC"], 1, "not counted as a request");
     assert_eq!(c["statuses"]["INVALID"], 1, "nor as a status");

@@ -15,32 +15,15 @@
 
 mod frontend;
 
-use frontend::{held_by, Daemon, TestVm, VmOptions};
+use frontend::{driver, held_by, vm_json, Daemon, TestVm, VmOptions};
 use pasid_protocol::{ReconcileResult, Response, Status};
-
-/// A driver that accepts VIRTIO_PASID_F_RECONCILE.
-fn resuming_driver(d: &Daemon, vm: &str) -> TestVm {
-    TestVm::connect_with(
-        &d.path(&format!("{vm}.sock")),
-        VmOptions {
-            reconcile: true,
-            ..VmOptions::default()
-        },
-    )
-}
 
 fn results(values: &[ReconcileResult]) -> Vec<u32> {
     values.iter().map(|r| *r as u32).collect()
 }
 
 fn counters(d: &Daemon, name: &str) -> serde_json::Value {
-    d.ctl_json(&["vms"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .map(|v| v["counters"].clone())
-        .unwrap()
+    vm_json(d, name)["counters"].clone()
 }
 
 /// F_RECONCILE is offered; a driver that did not accept it is answered
@@ -48,7 +31,7 @@ fn counters(d: &Daemon, name: &str) -> serde_json::Value {
 #[test]
 fn reconcile_needs_the_feature() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
-    let a = resuming_driver(&d, "a");
+    let a = driver(&d, "a", VmOptions::reconcile());
     assert!(a.reconcile_negotiated(), "F_RECONCILE offered");
     drop(a);
     let mut v1 = TestVm::connect(&d.path("a.sock"));
@@ -71,7 +54,7 @@ fn resume_after_restart_keeps_named_and_drops_the_lost_alloc() {
     let state = tempfile::tempdir().unwrap();
     let state_arg = state.path().display().to_string();
     let mut d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", &state_arg]);
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     let known: Vec<u32> = (0..3).map(|_| a.alloc_ok(1, 100)).collect();
     // Carried out and journaled, but the guest never learns of it.
     let lost = a.alloc_ok(1, 100);
@@ -79,7 +62,7 @@ fn resume_after_restart_keeps_named_and_drops_the_lost_alloc() {
     d.restart();
     assert_eq!(held_by(&d, "a"), vec![1, 2, 3, 4]);
 
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     let reply = a.reconcile(&known, true, true);
     assert_eq!(reply.response, Response::ok(reply.response.tag, 1));
     assert_eq!(reply.used_len, 16 + 12);
@@ -122,7 +105,7 @@ fn redelivered_reconcile_gets_its_first_answer() {
     let state = tempfile::tempdir().unwrap();
     let state_arg = state.path().display().to_string();
     let mut d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", &state_arg]);
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     let p = a.alloc_ok(1, 100);
     let first = a.reconcile(&[p, 50], true, true);
     assert_eq!(
@@ -153,7 +136,7 @@ fn state_lost_conflicts_are_reported_and_free_ones_regranted() {
     assert_eq!(b.alloc_ok(1, 100), 1);
     assert_eq!(b.alloc_ok(1, 100), 2);
 
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     let reply = a.reconcile(&[1, 2, 3, 0], true, true);
     assert_eq!(reply.response, Response::ok(reply.response.tag, 0));
     assert_eq!(
@@ -194,7 +177,7 @@ fn state_lost_conflicts_are_reported_and_free_ones_regranted() {
 #[test]
 fn reconcile_over_several_requests() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     let held: Vec<u32> = (0..4).map(|_| a.alloc_ok(1, 100)).collect();
 
     let stray = a.reconcile(&[held[0]], false, true);
@@ -220,16 +203,6 @@ fn reconcile_over_several_requests() {
     );
 }
 
-fn vm_json(d: &Daemon, name: &str) -> serde_json::Value {
-    d.ctl_json(&["vms"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-        .unwrap()
-}
-
 /// A live re-plug within the hold-over: the disconnected VM's PASIDs stay
 /// reserved (pasidctl shows `held-over`), another VM allocating meanwhile
 /// never gets them, and the new device's reconcile keeps every one.
@@ -241,7 +214,7 @@ fn live_replug_within_the_holdover_keeps_everything() {
         "--vm",
         "b={dir}/b.sock",
     ]);
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     let held: Vec<u32> = (0..3).map(|_| a.alloc_ok(1, 100)).collect();
     drop(a);
     d.wait_log("vm=a event=held-over pasids=3 seconds=300");
@@ -256,7 +229,7 @@ fn live_replug_within_the_holdover_keeps_everything() {
     let theirs: Vec<u32> = (0..3).map(|_| b.alloc_ok(1, 100)).collect();
     assert!(theirs.iter().all(|p| !held.contains(p)), "{theirs:?}");
 
-    let mut a = resuming_driver(&d, "a");
+    let mut a = driver(&d, "a", VmOptions::reconcile());
     assert_eq!(vm_json(&d, "a")["held_over_secs"], serde_json::Value::Null);
     let reply = a.reconcile(&held, true, true);
     assert_eq!(reply.response, Response::ok(reply.response.tag, 0));

@@ -15,7 +15,7 @@ mod frontend;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use frontend::{held_by, Daemon, TestVm};
+use frontend::{held_by, vm_json, Daemon, TestVm};
 use pasid_protocol::Status;
 
 /// Daemon arguments for VMs `a` and `b` over the state in `state`.
@@ -85,16 +85,6 @@ fn refused(state: &Path) -> String {
         "the daemon started and exited 0:\n{stderr}"
     );
     stderr
-}
-
-fn vm_json(d: &Daemon, name: &str) -> serde_json::Value {
-    d.ctl_json(&["vms"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .cloned()
-        .unwrap()
 }
 
 #[test]

@@ -14,7 +14,11 @@
 // the fixed-offset field accessors (which carry a local allow) and tests.
 #![deny(clippy::indexing_slicing)]
 
+mod answer;
+
 use std::fmt;
+
+pub use answer::{Answer, PasidList};
 
 /// Protocol version reported in [`Config::version`].
 pub const VERSION: u32 = 1;

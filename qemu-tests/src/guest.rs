@@ -18,19 +18,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::config::GuestConfig;
 use crate::console::{self, Decoder, MAX_COMMAND_LEN, PANIC_MARKER, READY_MARKER};
 use crate::error::{Error, Result};
 use crate::health;
 use crate::process::ChildGuard;
 use crate::qemu;
-use crate::setup::{self, Kernel};
-
-/// The virtio device ID the test device uses by default: QEMU accepts it and
-/// no in-tree guest driver binds to it.
-pub const DEFAULT_VIRTIO_ID: u32 = 37;
-
-/// The default config space size of the test device, in bytes.
-pub const DEFAULT_CONFIG_SIZE: u32 = 32;
+use crate::setup;
 
 /// How long `check_health` lets each of its guest commands run.
 const HEALTH_CMD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,136 +54,6 @@ enum Cursor {
 /// from arbitrary strings: `it's` becomes `'it'\''s'`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// A `vhost-user-test-device-pci` attached to a vhost-user backend socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VhostUserDevice {
-    /// The backend's listening socket (it must exist when the guest boots).
-    pub socket: PathBuf,
-    /// The virtio device ID the guest sees.
-    pub virtio_id: u32,
-    /// Number of virtqueues.
-    pub num_vqs: u32,
-    /// Virtqueue size; `None` keeps QEMU's default (64).
-    pub vq_size: Option<u32>,
-    /// Config space size (<= 256; > 0 needs the backend's CONFIG feature).
-    pub config_size: u32,
-}
-
-impl VhostUserDevice {
-    /// A device with ID 37, one queue and a 32-byte config space.
-    pub fn new(socket: impl Into<PathBuf>) -> Self {
-        VhostUserDevice {
-            socket: socket.into(),
-            virtio_id: DEFAULT_VIRTIO_ID,
-            num_vqs: 1,
-            vq_size: None,
-            config_size: DEFAULT_CONFIG_SIZE,
-        }
-    }
-}
-
-/// How to boot a [`Guest`].
-#[derive(Debug, Clone)]
-pub struct GuestConfig {
-    /// Name of the guest in logs and messages, e.g. `vm1`.
-    pub name: String,
-    /// The guest kernel.
-    pub kernel: Kernel,
-    /// Guest memory in MiB (default 256).
-    pub memory_mib: u32,
-    /// Virtual CPUs (`-smp`, default 1). TCG runs each vCPU in a host
-    /// thread of its own; on a busy 2-core host more than 2 only queue.
-    pub vcpus: u32,
-    /// vhost-user devices to attach (default none).
-    pub devices: Vec<VhostUserDevice>,
-    /// Extra kernel command line, appended to the harness's own.
-    pub cmdline: String,
-    /// Pass `-no-reboot` so a guest reboot or panic ends QEMU (default
-    /// true). Set false for guests that must survive `reboot`.
-    pub no_reboot: bool,
-    /// Bound on reaching the shell at boot and after a reboot (default 120 s).
-    pub boot_timeout: Duration,
-    /// Console log level once userspace runs (default 5: warnings and
-    /// worse, so driver chatter stays out of command output; `dmesg` has
-    /// everything). Use 8 to see every message on the console.
-    pub console_loglevel: u8,
-    /// Log lines containing any of these substrings are exempt from the
-    /// health checks (for scenarios that provoke a warning on purpose).
-    pub allow_in_log: Vec<String>,
-    /// Extra QEMU arguments, appended last.
-    pub extra_qemu_args: Vec<String>,
-    /// Extra host directories QEMU must see (bind-mounted at the same path).
-    pub bind_dirs: Vec<PathBuf>,
-    /// Test name for the log file; default: the current thread's name,
-    /// which the test harness sets to the test's name.
-    pub test_name: Option<String>,
-}
-
-impl GuestConfig {
-    /// A guest `name` running `kernel`, without devices.
-    pub fn new(name: impl Into<String>, kernel: Kernel) -> Self {
-        GuestConfig {
-            name: name.into(),
-            kernel,
-            memory_mib: 256,
-            vcpus: 1,
-            devices: Vec::new(),
-            cmdline: String::new(),
-            no_reboot: true,
-            boot_timeout: Duration::from_secs(120),
-            console_loglevel: 5,
-            allow_in_log: Vec::new(),
-            extra_qemu_args: Vec::new(),
-            bind_dirs: Vec::new(),
-            test_name: None,
-        }
-    }
-
-    /// Attaches a default [`VhostUserDevice`] on `socket`.
-    pub fn vhost_user(self, socket: impl Into<PathBuf>) -> Self {
-        self.device(VhostUserDevice::new(socket))
-    }
-
-    /// Attaches `device`.
-    pub fn device(mut self, device: VhostUserDevice) -> Self {
-        self.devices.push(device);
-        self
-    }
-
-    /// Sets the guest memory in MiB.
-    pub fn memory_mib(mut self, mib: u32) -> Self {
-        self.memory_mib = mib;
-        self
-    }
-
-    /// Sets the number of virtual CPUs.
-    pub fn vcpus(mut self, n: u32) -> Self {
-        self.vcpus = n;
-        self
-    }
-
-    /// Appends `args` to the kernel command line.
-    pub fn cmdline(mut self, args: &str) -> Self {
-        if !self.cmdline.is_empty() {
-            self.cmdline.push(' ');
-        }
-        self.cmdline.push_str(args);
-        self
-    }
-
-    /// Lets `reboot` restart the guest instead of ending QEMU.
-    pub fn allow_reboot(mut self) -> Self {
-        self.no_reboot = false;
-        self
-    }
-
-    /// Exempts log lines containing `substring` from the health checks.
-    pub fn allow_in_log(mut self, substring: impl Into<String>) -> Self {
-        self.allow_in_log.push(substring.into());
-        self
-    }
 }
 
 /// What a guest command printed (stdout and stderr) and its exit status.
@@ -284,6 +148,13 @@ impl Guest {
                 )));
             }
         }
+        // QEMU sees only the bind-mounted directories, at their canonical
+        // paths (qemu::command): a cache reached through a symlink (a
+        // worktree's `.cache/kernels`) must be named by its real path.
+        let real = |p: &Path| {
+            fs::canonicalize(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+        };
+        let (kernel, initramfs) = (real(&kernel)?, real(&initramfs)?);
         let args = qemu::qemu_args(&config, &kernel, &initramfs);
         let note = format!(
             "guest {} ({}): qemu-system-x86_64 {}",

@@ -5,6 +5,7 @@
 //!
 //! - [`setup`]: guest kernels, cache paths and [`ensure_setup`], which runs
 //!   the idempotent scripts in `qemu-tests/setup/` once per process.
+//! - [`config`]: [`GuestConfig`], how to boot a guest, and its devices.
 //! - [`guest`]: [`Guest::boot`] from a [`GuestConfig`], shell commands over
 //!   the serial console ([`Guest::run`]), console waits, health checks,
 //!   reboot and poweroff.
@@ -20,6 +21,7 @@
 //!
 //! See `qemu-tests/README.md` for what is cached where and how to read logs.
 
+pub mod config;
 mod console;
 pub mod daemon;
 pub mod error;
@@ -31,9 +33,10 @@ mod qemu;
 pub mod setup;
 pub mod vpasid;
 
+pub use config::{GuestConfig, Machine, VhostUserDevice};
 pub use daemon::{Daemon, DaemonConfig, VmSlot};
 pub use error::{Error, Result};
-pub use guest::{shell_quote, CmdOutput, Guest, GuestConfig, VhostUserDevice};
+pub use guest::{shell_quote, CmdOutput, Guest};
 pub use health::{ALLOWED_TAINT, BAD_PATTERNS};
 pub use libvirt::Libvirtd;
 pub use process::{spawn_tied, wait_for_path, wait_for_unix_listener, ChildGuard};

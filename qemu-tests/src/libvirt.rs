@@ -23,9 +23,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::config::GuestConfig;
 use crate::daemon::binary;
 use crate::error::{Error, Result};
-use crate::guest::{unique_log_path_for, Guest, GuestConfig};
+use crate::guest::{unique_log_path_for, Guest};
 use crate::process::{spawn_tied, wait_for_unix_listener, ChildGuard};
 use crate::setup;
 

@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
+use crate::config::GuestConfig;
 use crate::error::{Error, Result};
-use crate::guest::GuestConfig;
 
 /// A command that runs `qemu-system-x86_64 ARGS` from the chroot `root`,
 /// seeing the directories `config` needs (see [`bind_dirs`]).
@@ -82,7 +82,7 @@ pub(crate) fn qemu_args(config: &GuestConfig, kernel: &Path, initramfs: &Path) -
         "-nodefaults",
         "-no-user-config",
         "-machine",
-        "pc",
+        config.machine.qemu_type(),
         "-accel",
         "tcg",
         "-smp",
@@ -125,6 +125,14 @@ pub(crate) fn qemu_args(config: &GuestConfig, kernel: &Path, initramfs: &Path) -
         );
         if let Some(size) = dev.vq_size {
             device.push_str(&format!(",vq_size={size}"));
+        }
+        if let Some(port) = config.machine.root_port(i) {
+            // Chassis numbers must differ between root ports; 0 is invalid.
+            args.extend([
+                "-device".into(),
+                format!("pcie-root-port,id={port},chassis={}", i + 1),
+            ]);
+            device.push_str(&format!(",bus={port}"));
         }
         args.extend([
             "-chardev".into(),
@@ -193,6 +201,7 @@ fn tmpfs_tops(root: &Path, binds: &[PathBuf]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Machine;
     use crate::setup::Kernel;
 
     #[test]
@@ -213,6 +222,31 @@ mod tests {
             "-device vhost-user-test-device-pci,chardev=vu0,virtio-id=37,num_vqs=1,config_size=32"
         ));
         assert!(joined.contains("-accel tcg") && joined.contains("-no-reboot"));
+    }
+
+    /// `pc` puts devices on its root bus; `q35` puts each on a root port
+    /// of its own, declared before it.
+    #[test]
+    fn q35_puts_each_device_on_a_root_port() {
+        let pc = GuestConfig::new("vm1", Kernel::V6_1).vhost_user("/tmp/x/a.sock");
+        let args = qemu_args(&pc, Path::new("/k"), Path::new("/i")).join(" ");
+        assert!(args.contains("-machine pc "), "{args}");
+        assert!(!args.contains("pcie-root-port") && !args.contains(",bus="));
+        let q35 = GuestConfig::new("vm1", Kernel::V6_1)
+            .machine(Machine::Q35)
+            .vhost_user("/tmp/x/a.sock")
+            .vhost_user("/tmp/x/b.sock");
+        let args = qemu_args(&q35, Path::new("/k"), Path::new("/i")).join(" ");
+        assert!(args.contains("-machine q35 "), "{args}");
+        for (i, chassis) in [(0, 1), (1, 2)] {
+            let port = format!("-device pcie-root-port,id=vpasid-port{i},chassis={chassis}");
+            let device = format!(
+                "-device vhost-user-test-device-pci,chardev=vu{i},virtio-id=37,num_vqs=1,\
+                 config_size=32,bus=vpasid-port{i}"
+            );
+            let (p, d) = (args.find(&port), args.find(&device));
+            assert!(p.is_some() && d.is_some() && p < d, "{args}");
+        }
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! vhost-user device, loads the virtio PCI stack and, when it was built, the
 //! ioasid exerciser, checks the guest's health and powers it off.
 
+mod common;
+
 use std::time::Duration;
 
+use common::CMD;
 use qemu_tests::{Guest, GuestConfig, Kernel, Result};
-
-const CMD: Duration = Duration::from_secs(60);
 
 fn smoke(kernel: Kernel) -> Result<()> {
     let mut guest = Guest::boot(GuestConfig::new("vm", kernel))?;

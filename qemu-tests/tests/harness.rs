@@ -6,11 +6,12 @@
 //! exerciser's multi-threaded `stress` and `alloc_timed` on the guest's own
 //! allocator, on two vCPUs.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::CMD;
 use qemu_tests::{shell_quote, Error, Guest, GuestConfig, Kernel, VpasidGuest};
-
-const CMD: Duration = Duration::from_secs(60);
 
 #[test]
 fn shell_protocol_reboot_and_waits_6_1() {

@@ -29,24 +29,18 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{boot_in_parallel, finish, guest_config, sole_holdings};
+use common::{boot_in_parallel, finish, guest_config, sole_holdings, CMD, MAX, MIN};
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{
     parse_alloc_timed, wait_lease_settled, DriverStatus, Found, TimedAlloc, EXERCISER_CTL,
 };
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
-/// Bound on one guest command.
-const CMD: Duration = Duration::from_secs(60);
 /// Bound on a reboot until the shell is back.
 const REBOOT: Duration = Duration::from_secs(120);
 /// Bound on a daemon log line showing up, and on the driver's refill and
 /// return work going idle ([`settled`]).
 const SHOWS_UP: Duration = Duration::from_secs(30);
-/// The range most scenarios allocate in: [MIN, MAX].
-const MIN: u32 = 100;
-/// See [`MIN`].
-const MAX: u32 = 10_000;
 /// The host's lease cap in these scenarios (the daemon's default, given
 /// explicitly so that the scenarios do not depend on it).
 const LEASE: u32 = 32;

@@ -55,18 +55,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
+use common::{
+    assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config, CMD, MAX, MIN, POWEROFF,
+};
 use qemu_tests::vpasid::{parse_alloc, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
-/// Bound on one guest command.
-const CMD: Duration = Duration::from_secs(60);
-/// Bound on a clean power-off.
-const POWEROFF: Duration = Duration::from_secs(60);
-/// The range every allocation asks for: [MIN, MAX].
-const MIN: u32 = 100;
-/// See [`MIN`].
-const MAX: u32 = 10_000;
 /// PASIDs guest A allocates before the crash.
 const A_COUNT: u32 = 8;
 /// PASIDs guest B allocates after the restart: more than A holds.

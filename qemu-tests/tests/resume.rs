@@ -62,20 +62,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
-use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
+use common::{
+    assert_guest_knows, load_v1_driver, qmp_guest_config, reattach, sole_holdings,
+    v1_daemon_config, CMD, MAX, MIN,
+};
+use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
 
-/// Bound on one guest command or wait.
-const CMD: Duration = Duration::from_secs(60);
 /// The driver's request timeout: the dead device's requests end quickly.
 const TIMEOUT_MS: u32 = 500;
-/// The range every allocation asks for.
-const MIN: u32 = 100;
-/// See [`MIN`].
-const MAX: u32 = 10_000;
 /// PASIDs the guest holds across the restart.
 const HELD: u32 = 3;
 
@@ -102,26 +98,6 @@ enum Restart {
     Crash,
     /// SIGTERM, then the same binary again: an upgrade.
     Upgrade,
-}
-
-/// Runs `pasidctl --json reattach` for `vm` and returns its report.
-fn reattach(daemon: &Daemon, vm: &str, qmp: &Path) -> serde_json::Value {
-    let qmp = qmp.to_string_lossy();
-    daemon
-        .pasidctl_json(&["reattach", "--vm", vm, "--qmp", &qmp, "--timeout", "60"])
-        .unwrap()
-}
-
-/// The guest config of `vm` on `daemon`, with a QMP socket for reattach;
-/// returns it and the QMP socket's path.
-fn qmp_guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> (GuestConfig, PathBuf) {
-    let qmp = daemon.dir().join(format!("{vm}.qmp"));
-    let mut config = GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap());
-    config.extra_qemu_args.extend([
-        "-qmp".to_string(),
-        format!("unix:{},server=on,wait=off", qmp.display()),
-    ]);
-    (config, qmp)
 }
 
 /// Loads the driver (v1 request path) and the exerciser and waits for the

@@ -27,22 +27,16 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_guest_knows, assert_v1_path, boot_in_parallel, finish, guest_config, load_v1_driver,
-    sole_holdings, v1_daemon_config, v1_driver_params,
+    sole_holdings, v1_daemon_config, v1_driver_params, CMD, MAX, MIN,
 };
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{DriverStatus, Found, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
 
-/// Bound on one guest command.
-const CMD: Duration = Duration::from_secs(60);
 /// Bound on a reboot until the shell is back.
 const REBOOT: Duration = Duration::from_secs(120);
 /// Bound on a daemon log line or a dmesg line showing up.
 const SHOWS_UP: Duration = Duration::from_secs(20);
-/// The range most scenarios allocate in: [MIN, MAX].
-const MIN: u32 = 100;
-/// See [`MIN`].
-const MAX: u32 = 10_000;
 
 qemu_tests::per_kernel!(
     allocations_come_from_the_host,

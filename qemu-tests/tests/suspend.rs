@@ -25,17 +25,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
+use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config, CMD, MAX, MIN};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest};
 
-/// Bound on one guest command.
-const CMD: Duration = Duration::from_secs(60);
 /// Bound on the whole suspend and resume (the alarm fires after 3 s).
 const SUSPEND: Duration = Duration::from_secs(90);
-/// The range allocated in: [MIN, MAX].
-const MIN: u32 = 100;
-/// See [`MIN`].
-const MAX: u32 = 10_000;
 /// PASIDs held across the suspend, and allocated again after it.
 const HELD: u32 = 8;
 

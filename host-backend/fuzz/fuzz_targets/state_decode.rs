@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use vhost_user_pasid::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 use vhost_user_pasid::registry::record::StateImage;
 use vhost_user_pasid::registry::Registry;
-use vhost_user_pasid::request::PasidList;
+use pasid_protocol::PasidList;
 use vhost_user_pasid::state::Recovery;
 use vhost_user_pasid::state::codec::{
     decode_snapshot, encode_snapshot, get_records, put_record, read_commit,

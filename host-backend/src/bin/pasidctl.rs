@@ -227,6 +227,86 @@ fn json_text<T: Serialize>(result: &T) -> Result<String, CtlError> {
     Ok(format!("{}\n", serde_json::to_string_pretty(result)?))
 }
 
+/// A reply pasidctl prints: as people read it, or (`--json`) as the
+/// daemon wrote it.
+trait Show: Serialize {
+    /// The text for people: a table or one line.
+    fn text(&self) -> String;
+}
+
+/// `result` as `--json` asks: its JSON, or its text.
+fn show<T: Show>(result: &T, json: bool) -> Result<String, CtlError> {
+    if json {
+        json_text(result)
+    } else {
+        Ok(result.text())
+    }
+}
+
+/// Sends `request`, reads the reply as the command's own result type `T`
+/// and prints it.
+fn ask<T: Show + DeserializeOwned>(
+    socket: &Path,
+    request: &ControlRequest,
+    json: bool,
+) -> Result<(), CtlError> {
+    emit(&show(&call::<T>(socket, request)?, json)?)
+}
+
+impl Show for Vec<PasidEntry> {
+    fn text(&self) -> String {
+        render_pasids(self)
+    }
+}
+
+impl Show for Vec<VmEntry> {
+    fn text(&self) -> String {
+        render_vms(self)
+    }
+}
+
+impl Show for StatsResult {
+    fn text(&self) -> String {
+        render_stats(self)
+    }
+}
+
+/// The OpenMetrics text, printed as it is.
+impl Show for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Show for GetResult {
+    fn text(&self) -> String {
+        format!("PASID {} pinned ({} references)\n", self.pasid, self.refs)
+    }
+}
+
+impl Show for PutResult {
+    fn text(&self) -> String {
+        let what = if self.freed {
+            "freed"
+        } else {
+            "still referenced"
+        };
+        format!("PASID {} {what}\n", self.pasid)
+    }
+}
+
+impl Show for ReleaseResult {
+    fn text(&self) -> String {
+        format!("VM {}: released {} references\n", self.vm, self.released)
+    }
+}
+
+impl Show for QuotaResult {
+    fn text(&self) -> String {
+        format!("VM {}: quota {}\n", self.vm, self.quota)
+    }
+}
+
 /// How a column's cells line up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Align {
@@ -633,6 +713,31 @@ struct ReattachReport {
     conflicts: u64,
 }
 
+impl Show for ReattachReport {
+    fn text(&self) -> String {
+        let guest = match (self.guest, self.guest_ms) {
+            ("reconcile", Some(ms)) => format!(
+                "guest resumed (RECONCILE) after {ms} ms, {} conflicts",
+                self.conflicts
+            ),
+            ("reset", Some(ms)) => format!("guest reset the device (RESET) after {ms} ms"),
+            _ => "guest sent neither RECONCILE nor RESET in time".to_string(),
+        };
+        format!(
+            "VM {}: device {} re-plugged on chardev {} (unplug {} ms, plug {} ms, \
+             connected after {} ms); {guest}; PASIDs held {} -> {}\n",
+            self.vm,
+            self.device,
+            self.chardev,
+            self.unplug_ms,
+            self.plug_ms,
+            self.connect_ms,
+            self.held_before,
+            self.held_after
+        )
+    }
+}
+
 /// How the guest's driver took up a re-plugged device, seen in its
 /// counters: a completed reconcile, or a RESET.
 fn guest_step(before: &VmEntry, now: &VmEntry) -> Option<&'static str> {
@@ -719,138 +824,39 @@ fn reattach(
             .conflicts
             .saturating_sub(before.counters.conflicts),
     };
-    let out = if json {
-        json_text(&report)?
-    } else {
-        let guest = match (report.guest, report.guest_ms) {
-            ("reconcile", Some(ms)) => format!(
-                "guest resumed (RECONCILE) after {ms} ms, {} conflicts",
-                report.conflicts
-            ),
-            ("reset", Some(ms)) => format!("guest reset the device (RESET) after {ms} ms"),
-            _ => "guest sent neither RECONCILE nor RESET in time".to_string(),
-        };
-        format!(
-            "VM {}: device {} re-plugged on chardev {} (unplug {} ms, plug {} ms, \
-             connected after {} ms); {guest}; PASIDs held {} -> {}\n",
-            report.vm,
-            report.device,
-            report.chardev,
-            report.unplug_ms,
-            report.plug_ms,
-            report.connect_ms,
-            report.held_before,
-            report.held_after
-        )
-    };
-    emit(&out)
+    emit(&show(&report, json)?)
 }
 
 fn run(cli: Cli) -> Result<(), CtlError> {
-    let request = match &cli.command {
-        Command::Pasids { vm } => ControlRequest::Pasids { vm: vm.clone() },
-        Command::Vms => ControlRequest::Vms {},
-        Command::Stats => ControlRequest::Stats {},
-        Command::Metrics => ControlRequest::Metrics {},
-        Command::Watch { interval, count } => {
-            return watch(&cli.socket, cli.json, *interval, *count);
+    let (socket, json) = (cli.socket.as_path(), cli.json);
+    // Each command reads its own result type; --json prints it as read.
+    match cli.command {
+        Command::Pasids { vm } => {
+            ask::<Vec<PasidEntry>>(socket, &ControlRequest::Pasids { vm }, json)
         }
+        Command::Vms => ask::<Vec<VmEntry>>(socket, &ControlRequest::Vms {}, json),
+        Command::Stats => ask::<StatsResult>(socket, &ControlRequest::Stats {}, json),
+        Command::Metrics => ask::<String>(socket, &ControlRequest::Metrics {}, json),
+        Command::Get { pasid, holder } => {
+            ask::<GetResult>(socket, &ControlRequest::Get { holder, pasid }, json)
+        }
+        Command::Put { pasid, holder } => {
+            ask::<PutResult>(socket, &ControlRequest::Put { holder, pasid }, json)
+        }
+        Command::Release { vm, force } => {
+            ask::<ReleaseResult>(socket, &ControlRequest::Release { vm, force }, json)
+        }
+        Command::Quota { vm, quota } => {
+            ask::<QuotaResult>(socket, &ControlRequest::Quota { vm, quota }, json)
+        }
+        Command::Watch { interval, count } => watch(socket, json, interval, count),
         Command::Reattach {
             vm,
             qmp,
             timeout,
             force,
-        } => {
-            return reattach(&cli.socket, cli.json, vm, qmp, (*timeout, *force));
-        }
-        Command::Get { pasid, holder } => ControlRequest::Get {
-            holder: holder.clone(),
-            pasid: *pasid,
-        },
-        Command::Put { pasid, holder } => ControlRequest::Put {
-            holder: holder.clone(),
-            pasid: *pasid,
-        },
-        Command::Release { vm, force } => ControlRequest::Release {
-            vm: vm.clone(),
-            force: *force,
-        },
-        Command::Quota { vm, quota } => ControlRequest::Quota {
-            vm: vm.clone(),
-            quota: *quota,
-        },
-    };
-    let socket = &cli.socket;
-    // Each command reads its own result type; --json prints it as read.
-    let out = match cli.command {
-        Command::Pasids { .. } => {
-            let pasids: Vec<PasidEntry> = call(socket, &request)?;
-            if cli.json {
-                json_text(&pasids)?
-            } else {
-                render_pasids(&pasids)
-            }
-        }
-        Command::Vms => {
-            let vms: Vec<VmEntry> = call(socket, &request)?;
-            if cli.json {
-                json_text(&vms)?
-            } else {
-                render_vms(&vms)
-            }
-        }
-        Command::Stats => {
-            let stats: StatsResult = call(socket, &request)?;
-            if cli.json {
-                json_text(&stats)?
-            } else {
-                render_stats(&stats)
-            }
-        }
-        Command::Metrics => {
-            let text: String = call(socket, &request)?;
-            if cli.json {
-                json_text(&text)?
-            } else {
-                text
-            }
-        }
-        Command::Watch { .. } | Command::Reattach { .. } => String::new(),
-        Command::Get { .. } => {
-            let r: GetResult = call(socket, &request)?;
-            if cli.json {
-                json_text(&r)?
-            } else {
-                format!("PASID {} pinned ({} references)\n", r.pasid, r.refs)
-            }
-        }
-        Command::Put { .. } => {
-            let r: PutResult = call(socket, &request)?;
-            let what = if r.freed { "freed" } else { "still referenced" };
-            if cli.json {
-                json_text(&r)?
-            } else {
-                format!("PASID {} {what}\n", r.pasid)
-            }
-        }
-        Command::Release { .. } => {
-            let r: ReleaseResult = call(socket, &request)?;
-            if cli.json {
-                json_text(&r)?
-            } else {
-                format!("VM {}: released {} references\n", r.vm, r.released)
-            }
-        }
-        Command::Quota { .. } => {
-            let r: QuotaResult = call(socket, &request)?;
-            if cli.json {
-                json_text(&r)?
-            } else {
-                format!("VM {}: quota {}\n", r.vm, r.quota)
-            }
-        }
-    };
-    emit(&out)
+        } => reattach(socket, json, &vm, &qmp, (timeout, force)),
+    }
 }
 
 fn main() -> ExitCode {

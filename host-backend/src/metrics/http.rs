@@ -17,7 +17,32 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{MetricsError, CONTENT_TYPE};
+use super::text::CONTENT_TYPE;
+
+/// Errors of the metrics listener and its command line.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// `--metrics-listen` is not `IP:PORT`.
+    #[error("invalid --metrics-listen {0:?}: expected IP:PORT such as 127.0.0.1:9860")]
+    InvalidListen(String),
+    /// `--metrics-listen` names an address other hosts could reach.
+    #[error(
+        "--metrics-listen {0} is not a loopback address: metrics are served on \
+         127.0.0.0/8 or [::1] only (put a proxy in front to export them)"
+    )]
+    NotLoopback(SocketAddr),
+    /// The listening socket could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The listener thread could not be started.
+    #[error("cannot start serving metrics: {0}")]
+    Thread(std::io::Error),
+}
 
 /// What a scrape answers: the whole exposition text, rendered when asked
 /// (the daemon gives `scrape::render_shared` over its registry).

@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-use super::encode_family;
+use super::text::encode_family;
 
 /// One sample of the process's figures; `None` where /proc did not say.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -281,7 +281,7 @@ mod tests {
             ..ProcessStats::default()
         }));
         assert_eq!(
-            super::super::encode(&registry),
+            super::super::text::encode(&registry),
             "# HELP process_cpu_seconds Total user and system CPU time spent in seconds.\n\
              # TYPE process_cpu_seconds counter\n\
              # UNIT process_cpu_seconds seconds\n\

@@ -11,17 +11,10 @@ use std::hash::{BuildHasher, Hash};
 
 use super::free_map::FreeMap;
 use super::id_hash::IdBuildHasher;
-use super::types::{Pasid, MAX_OWNERS};
+use super::types::{OwnerSlot, Pasid};
 
 /// Index of a PASID in its holder's `held` list.
 pub(super) type HeldPos = u32;
-
-/// Owner index as stored in entries. [`MAX_OWNERS`] keeps it within 16 bits,
-/// which is what lets [`Entry`] fit in 12 bytes.
-pub(super) type OwnerSlot = u16;
-
-// Every issued owner index must fit an `OwnerSlot`.
-const _: () = assert!(MAX_OWNERS - 1 <= OwnerSlot::MAX as u32);
 
 /// Reference state of one allocated PASID; 12 bytes, so a map bucket with its
 /// key is 16.

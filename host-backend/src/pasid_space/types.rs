@@ -4,7 +4,6 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use super::holders::OwnerSlot;
 #[cfg(doc)]
 use super::PasidSpace;
 
@@ -18,6 +17,13 @@ pub const MAX_PASID_BITS: u32 = 20;
 /// It is far above the number of VM slots and host holders one host runs
 /// (host holders holding nothing are forgotten).
 pub const MAX_OWNERS: u32 = 1 << 16;
+
+/// Owner index as stored in entries. [`MAX_OWNERS`] keeps it within 16 bits,
+/// which is what lets [`Entry`](super::holders::Entry) fit in 12 bytes.
+pub(super) type OwnerSlot = u16;
+
+// Every issued owner index must fit an `OwnerSlot`.
+const _: () = assert!(MAX_OWNERS - 1 <= OwnerSlot::MAX as u32);
 
 /// Compact handle for an owner (a VM slot or a host holder), issued by the space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,10 +6,9 @@
 
 use std::collections::HashSet;
 
-use pasid_protocol::ReconcileResult;
+use pasid_protocol::{PasidList, ReconcileResult};
 
 use crate::pasid_space::{Claim, OwnerId, Pasid, PasidSpace, RefError};
-use crate::request::PasidList;
 
 /// A reconcile in progress: every PASID its requests listed, and those
 /// ALLOC or GRANT gave the VM meanwhile. They survive its end; the VM's

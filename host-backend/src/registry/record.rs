@@ -7,10 +7,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use pasid_protocol::{REQUEST_SIZE, RESPONSE_SIZE};
+use pasid_protocol::{PasidList, REQUEST_SIZE, RESPONSE_SIZE};
 
 use crate::pasid_space::{OwnerKind, OwnerLimits, Pasid};
-use crate::request::PasidList;
 
 /// One answered guest request as the state keeps it: enough to recognise a
 /// replay of it and to give the same answer again.

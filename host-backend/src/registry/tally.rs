@@ -13,7 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::{ReclaimReason, VmCounters};
+use super::view::{ReclaimReason, VmCounters};
 use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 

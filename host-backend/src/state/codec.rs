@@ -6,11 +6,10 @@
 //! Everything is little-endian. Decoding never trusts a length: every read
 //! is bounds-checked, so a damaged file is an error, never a panic.
 
-use pasid_protocol::{LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE};
+use pasid_protocol::{PasidList, LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE};
 
 use crate::pasid_space::{OwnerKind, OwnerLimits};
 use crate::registry::record::{Answered, OwnerImage, Record, StateImage};
-use crate::request::PasidList;
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VPASIDS\x01";

@@ -34,7 +34,7 @@ use crate::registry::record::{Answered, ChangeLog, Record, StateImage};
 use super::codec::{
     encode_journal_header, encode_snapshot, put_batch, put_record, seal_commit, COMMIT_HEADER_LEN,
 };
-use super::{StateError, StateFiles};
+use super::files::{StateError, StateFiles};
 
 /// Exit status when the state cannot be written (EX_IOERR): the daemon
 /// stops rather than answer from state that is not on disk.

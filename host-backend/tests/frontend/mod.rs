@@ -80,6 +80,25 @@ impl Default for VmOptions {
     }
 }
 
+impl VmOptions {
+    /// A driver with leases: accepts VIRTIO_PASID_F_LEASE when offered.
+    pub fn lease() -> Self {
+        VmOptions {
+            lease: true,
+            ..VmOptions::default()
+        }
+    }
+
+    /// A driver that can resume: accepts VIRTIO_PASID_F_RECONCILE when
+    /// offered.
+    pub fn reconcile() -> Self {
+        VmOptions {
+            reconcile: true,
+            ..VmOptions::default()
+        }
+    }
+}
+
 /// One descriptor as a hostile test writes it.
 #[derive(Clone, Copy, Debug)]
 pub struct RawDesc {
@@ -510,6 +529,37 @@ impl TestVm {
         let tag = self.tag();
         self.request(Request::Reset { tag })
     }
+
+    /// Sends 24 request bytes as they are (a request the typed
+    /// [`Request`] cannot express, e.g. an unknown opcode) in one chain of
+    /// a 24-byte readable and a 16-byte writable descriptor; the device
+    /// must answer it with a response (used length 16), which is returned.
+    pub fn raw_request(&mut self, bytes: &[u8; 24], timeout: Duration) -> Response {
+        self.write_at(Self::req_gpa(0), bytes);
+        self.write_desc(
+            0,
+            RawDesc {
+                addr: Self::req_gpa(0),
+                len: 24,
+                flags: VRING_DESC_F_NEXT as u16,
+                next: 1,
+            },
+        );
+        self.write_desc(
+            1,
+            RawDesc {
+                addr: Self::resp_gpa(0),
+                len: 16,
+                flags: VRING_DESC_F_WRITE as u16,
+                next: 0,
+            },
+        );
+        self.push_avail(0);
+        self.publish();
+        self.kick();
+        assert_eq!(self.wait_used(1, timeout), vec![(0, 16)]);
+        self.read_response(0)
+    }
 }
 
 /// A running daemon, killed on drop.
@@ -568,7 +618,7 @@ impl Daemon {
     }
 
     pub fn wait_for_socket(&self, path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !path.exists() {
             assert!(
                 Instant::now() < deadline,
@@ -667,6 +717,24 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// Slot `name` as `pasidctl vms --json` shows it.
+pub fn vm_json(daemon: &Daemon, name: &str) -> serde_json::Value {
+    daemon
+        .ctl_json(&["vms"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no VM {name} in pasidctl vms"))
+}
+
+/// A test VM set up as `opts` says, connected to slot `vm`'s socket
+/// (`{dir}/VM.sock`).
+pub fn driver(daemon: &Daemon, vm: &str, opts: VmOptions) -> TestVm {
+    TestVm::connect_with(&daemon.path(&format!("{vm}.sock")), opts)
 }
 
 /// PASIDs the daemon lists for `vm`, sorted.

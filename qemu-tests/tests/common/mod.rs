@@ -4,6 +4,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use qemu_tests::vpasid::Found;
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VpasidGuest};
@@ -141,12 +143,44 @@ pub fn boot_in_parallel(
     })
 }
 
+/// Bound on one guest command or wait.
+pub const CMD: Duration = Duration::from_secs(60);
+
 /// Bound on a clean power-off.
-pub const POWEROFF: std::time::Duration = std::time::Duration::from_secs(60);
+pub const POWEROFF: Duration = Duration::from_secs(60);
+
+/// The range the scenarios allocate in: [MIN, MAX].
+pub const MIN: u32 = 100;
+/// See [`MIN`].
+pub const MAX: u32 = 10_000;
 
 /// The guest config of VM `vm` on `daemon`'s socket for it.
 pub fn guest_config(kernel: Kernel, daemon: &Daemon, vm: &str) -> qemu_tests::GuestConfig {
     qemu_tests::GuestConfig::new(vm, kernel).vhost_user(daemon.socket(vm).unwrap())
+}
+
+/// The guest config of `vm` on `daemon`, with a QMP socket for
+/// `pasidctl reattach`; returns it and the QMP socket's path.
+pub fn qmp_guest_config(
+    kernel: Kernel,
+    daemon: &Daemon,
+    vm: &str,
+) -> (qemu_tests::GuestConfig, PathBuf) {
+    let qmp = daemon.dir().join(format!("{vm}.qmp"));
+    let mut config = guest_config(kernel, daemon, vm);
+    config.extra_qemu_args.extend([
+        "-qmp".to_string(),
+        format!("unix:{},server=on,wait=off", qmp.display()),
+    ]);
+    (config, qmp)
+}
+
+/// Runs `pasidctl --json reattach` for `vm` and returns its report.
+pub fn reattach(daemon: &Daemon, vm: &str, qmp: &Path) -> serde_json::Value {
+    let qmp = qmp.to_string_lossy();
+    daemon
+        .pasidctl_json(&["reattach", "--vm", vm, "--qmp", &qmp, "--timeout", "60"])
+        .unwrap()
 }
 
 /// The guest's health check, then a clean power-off.
