@@ -16,7 +16,9 @@
 //! - [`vhu_vpasid`]: the `VhostUserBackend` of one VM session.
 //! - [`slot`]: a VM slot's socket served in a loop, one session after another.
 //! - [`control`], [`control_protocol`]: the operator's control socket;
-//!   [`ctl_cli`]: the command line of `pasidctl`, its client.
+//!   [`ctl_cli`]: the command line of `pasidctl`, its client;
+//!   [`qmp`], [`reattach`]: `pasidctl reattach`'s QMP client and the
+//!   re-plug of a VM's device through it.
 //! - [`metrics`]: OpenMetrics text through `prometheus-client`
 //!   (`metrics::text`), the optional loopback HTTP listener
 //!   (`metrics::http`) and the `process_*` metrics;
