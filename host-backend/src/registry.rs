@@ -147,6 +147,9 @@ struct VmRecord {
     /// Disconnected and held over: when its PASIDs are reclaimed unless a
     /// device connects first.
     held_over_until: Option<Instant>,
+    /// When its current session was taken over from a daemon before this
+    /// one (systemd's descriptor store), if it was.
+    resumed_at: Option<std::time::SystemTime>,
 }
 
 impl VmRecord {
@@ -166,6 +169,7 @@ impl VmRecord {
             reconciling: None,
             holdover: Duration::ZERO,
             held_over_until: None,
+            resumed_at: None,
         }
     }
 
@@ -253,6 +257,8 @@ pub struct VmView {
     /// Disconnected and held over: time left before its PASIDs are
     /// reclaimed.
     pub held_over_for: Option<Duration>,
+    /// When its session was taken over from a previous daemon, if it was.
+    pub resumed_at: Option<std::time::SystemTime>,
     /// PASIDs the VM holds references on.
     pub held: u32,
     /// Of those, PASIDs its driver reports cached (leased, not handed
@@ -405,6 +411,14 @@ impl Registry {
                 rec.tally.count_connect();
                 rec.held_over_until = None;
             }
+        }
+    }
+
+    /// Marks a slot's session as taken over from a previous daemon at
+    /// `at` (`None` when a new session starts).
+    pub fn set_resumed(&mut self, vm: VmId, at: Option<std::time::SystemTime>) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.resumed_at = at;
         }
     }
 
@@ -1073,6 +1087,7 @@ impl Registry {
                     held_over_for: rec
                         .held_over_until
                         .map(|t| t.saturating_duration_since(Instant::now())),
+                    resumed_at: rec.resumed_at,
                     held,
                     // FREE or an operator's get/put may have moved `held`
                     // since the driver last reported.
