@@ -30,7 +30,7 @@ use crate::slot::{serve_slot, SlotError, VmSlot};
 use crate::socket::{bind, SocketAccess, SocketError};
 use crate::state::{recover, ImageSource, Journal, StateError, StateFiles};
 use crate::fdstore::{take_inherited, Inherited, Notifier};
-use crate::takeover::{adopt, Fit, Internal, Sessions, Stopper, Stored, STOP_WAIT};
+use crate::takeover::{adopt, Adopted, Fit, Internal, Sessions, Stopper, Stored, STOP_WAIT};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -417,7 +417,7 @@ fn start_journal(
 fn take_over_sessions(
     inherited: Inherited,
     config: &Config,
-    registry: &Registry,
+    registry: &mut Registry,
     notifier: Option<&Notifier>,
 ) -> BTreeMap<String, Stored> {
     if inherited.is_empty() {
@@ -429,27 +429,49 @@ fn take_over_sessions(
         state_space: config.state_dir.as_ref().map(|_| registry.stats().space_id),
     };
     let found = inherited.len();
-    let stored = adopt(inherited, &fit, notifier);
+    let Adopted { sessions, ended } = adopt(inherited, &fit, notifier);
     info!(
         "event=takeover descriptors={found} sessions={} started={}",
-        stored.len(),
-        stored.values().filter(|s| s.started()).count()
+        sessions.len(),
+        sessions.values().filter(|s| s.started()).count()
     );
-    stored
+    // Those connections ended while no daemon ran: their end is handled
+    // now, as the old daemon would have (reclaim, or hold-over).
+    for name in ended {
+        if let Ok(vm) = registry.vm(&name) {
+            info!("vm={name} event=session-ended-while-down");
+            registry.end_connection(vm, Instant::now());
+        }
+    }
+    if let Some(point) = registry.commit_point() {
+        point.settle();
+    }
+    sessions
+}
+
+/// What the serving threads take, made before the sandbox.
+struct Serving {
+    bound: Bound,
+    stored: BTreeMap<String, Stored>,
+    metrics: Option<std::net::TcpListener>,
+    signals: Signals,
 }
 
 /// Phase 5: the threads that serve: signals, one per VM slot, hold-overs,
 /// control, metrics.
 fn spawn_threads(
     config: &Config,
-    bound: Bound,
+    serving: Serving,
     registry: &Arc<Mutex<Registry>>,
     sessions: &Arc<Sessions>,
-    mut stored: BTreeMap<String, Stored>,
-    metrics: Option<std::net::TcpListener>,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), DaemonError> {
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+    let Serving {
+        bound,
+        mut stored,
+        metrics,
+        mut signals,
+    } = serving;
     let sig_tx = tx.clone();
     thread::Builder::new()
         .name("signals".into())
@@ -509,7 +531,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     let journal = start_journal(&config, &mut registry, state, state_time)?;
     // Opened before the filter, which forbids creating it.
     let notifier = open_notifier();
-    let stored = take_over_sessions(inherited, &config, &registry, notifier.as_deref());
+    let stored = take_over_sessions(inherited, &config, &mut registry, notifier.as_deref());
 
     let stats = registry.stats();
     info!(
@@ -534,6 +556,8 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     });
 
     let (tx, rx) = mpsc::channel();
+    // Before the filter: signal-hook makes a socket pair.
+    let signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
     let metrics = crate::metrics::bind_listener(config.metrics_listen)?;
 
     // Every socket is bound: give up what serving does not need, before
@@ -562,7 +586,13 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
             |r| format!("{}/s,burst={}", r.per_second, r.burst)
         ),
     );
-    spawn_threads(&config, bound, &registry, &sessions, stored, metrics, &tx)?;
+    let serving = Serving {
+        bound,
+        stored,
+        metrics,
+        signals,
+    };
+    spawn_threads(&config, serving, &registry, &sessions, &tx)?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {

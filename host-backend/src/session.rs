@@ -213,27 +213,20 @@ fn send_all(stream: &UnixStream, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<(),
     Ok(())
 }
 
-/// Receives into `buf` (all of it unless the peer closes), collecting
-/// descriptors; with `peek`, leaves the bytes queued.
-fn recv_exact(
-    stream: &UnixStream,
-    buf: &mut [u8],
-    peek: bool,
-    fds: &mut Vec<OwnedFd>,
-) -> Result<(), WireError> {
-    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
-    if peek {
-        flags |= MsgFlags::MSG_PEEK | MsgFlags::MSG_WAITALL;
-    } else {
-        flags |= MsgFlags::MSG_WAITALL;
-    }
+/// Receives into `buf`, all of it unless the peer closes, collecting the
+/// descriptors that come with it. Never with MSG_PEEK: a peek at a Unix
+/// stream socket reports the descriptors of a later message (seen on
+/// Linux 6.18: peeking a message without descriptors returned those of
+/// the next one), so only a real read says which message carried which.
+fn recv_exact(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<(), WireError> {
+    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL;
     let len = buf.len();
     let mut got = 0;
     while got < len {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
-        // A peek always reads from the front of the queue.
-        let from = if peek { 0 } else { got };
-        let target = if peek { &mut buf[..] } else { &mut buf[from..] };
+        let Some(target) = buf.get_mut(got..) else {
+            break;
+        };
         let mut iov = [IoSliceMut::new(target)];
         let bytes = {
             let msg =
@@ -256,51 +249,28 @@ fn recv_exact(
         if bytes == 0 {
             return Err(WireError::Closed);
         }
-        if peek {
-            // Descriptors come with the first bytes; a short peek is retried
-            // whole (MSG_WAITALL is not honoured with MSG_PEEK everywhere).
-            if bytes < len {
-                fds.clear();
-                std::thread::sleep(std::time::Duration::from_micros(100));
-                continue;
-            }
-            got = bytes;
-        } else {
-            got += bytes;
-        }
+        got += bytes;
     }
     Ok(())
 }
 
-/// Reads one message; with `peek`, leaves it queued (see [`consume`]).
-pub fn receive(stream: &UnixStream, peek: bool) -> Result<Message, WireError> {
+/// Reads one message.
+pub fn receive(stream: &UnixStream) -> Result<Message, WireError> {
     let mut header = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
-    recv_exact(stream, &mut header, true, &mut fds)?;
+    recv_exact(stream, &mut header, &mut fds)?;
     let size = le32(&header, 8).unwrap_or(0) as usize;
     if size > MAX_PAYLOAD {
         return Err(WireError::TooLong(size));
     }
-    let mut whole = vec![0u8; HEADER_LEN + size];
-    fds.clear();
-    recv_exact(stream, &mut whole, true, &mut fds)?;
-    if !peek {
-        consume(stream, whole.len())?;
-    }
+    let mut payload = vec![0u8; size];
+    recv_exact(stream, &mut payload, &mut fds)?;
     Ok(Message {
-        request: le32(&whole, 0).unwrap_or(0),
-        flags: le32(&whole, 4).unwrap_or(0),
-        payload: whole.split_off(HEADER_LEN),
+        request: le32(&header, 0).unwrap_or(0),
+        flags: le32(&header, 4).unwrap_or(0),
+        payload,
         fds,
     })
-}
-
-/// Takes a peeked message of `len` bytes off the queue (its descriptors,
-/// received again, are closed).
-pub fn consume(stream: &UnixStream, len: usize) -> Result<(), WireError> {
-    let mut buf = vec![0u8; len];
-    let mut fds = Vec::new();
-    recv_exact(stream, &mut buf, false, &mut fds)
 }
 
 /// One memory region as SET_MEM_TABLE gave it.
@@ -998,33 +968,34 @@ mod tests {
         assert!(Image::decode(b"nope").is_err());
     }
 
-    /// Framing over a real socket pair, descriptors included, with a peek
-    /// that leaves the message for the real read.
+    /// Framing over a real socket pair: each message gets exactly the
+    /// descriptors sent with it, also when the next one carries some.
     #[test]
     fn messages_cross_a_socket_with_descriptors() {
         let (a, b) = UnixStream::pair().unwrap();
+        Message::new(req::SET_VRING_NUM, state(0, 64)).send(&a).unwrap();
         let mut m = Message::new(req::SET_VRING_KICK, 0u64.to_le_bytes().to_vec());
         m.fds.push(efd());
         m.send(&a).unwrap();
         Message::new(req::GET_FEATURES, vec![]).send(&a).unwrap();
-        let peeked = receive(&b, true).unwrap();
-        assert_eq!(peeked.request, req::SET_VRING_KICK);
-        assert_eq!(peeked.fds.len(), 1);
-        let read = receive(&b, false).unwrap();
-        assert_eq!(read.payload, peeked.payload);
-        assert_eq!(read.fds.len(), 1);
-        let next = receive(&b, false).unwrap();
+        let num = receive(&b).unwrap();
+        assert_eq!(num.request, req::SET_VRING_NUM);
+        assert!(num.fds.is_empty());
+        let kick = receive(&b).unwrap();
+        assert_eq!(kick.request, req::SET_VRING_KICK);
+        assert_eq!(kick.fds.len(), 1);
+        let next = receive(&b).unwrap();
         assert_eq!(next.request, req::GET_FEATURES);
         assert!(next.wants_reply(0));
         drop(a);
-        assert!(matches!(receive(&b, false), Err(WireError::Closed)));
+        assert!(matches!(receive(&b), Err(WireError::Closed)));
     }
 
     #[test]
     fn oversized_messages_are_refused() {
         let (a, b) = UnixStream::pair().unwrap();
         Message::new(req::SET_FEATURES, vec![0; MAX_PAYLOAD + 1]).send(&a).unwrap();
-        assert!(matches!(receive(&b, false), Err(WireError::TooLong(_))));
+        assert!(matches!(receive(&b), Err(WireError::TooLong(_))));
     }
 
     #[test]

@@ -40,7 +40,6 @@ use crate::fdstore::{Inherited, Notifier, NAME_PREFIX};
 use crate::vhu_vpasid::PasidDevice;
 use crate::session::{
     self, member_of, read_used_idx, receive, Image, ImageFile, Message, Recorder, WireError,
-    HEADER_LEN,
 };
 
 /// The role names of the two descriptors every session stores.
@@ -237,12 +236,19 @@ fn drop_group(notifier: Option<&Notifier>, fds: BTreeMap<String, OwnedFd>) {
 /// Sorts the inherited descriptors into sessions, by VM. Drops (removes
 /// from the store and closes) every descriptor that belongs to no session
 /// the new daemon can take over, with a log line saying why.
-pub fn adopt(
-    mut inherited: Inherited,
-    fit: &Fit<'_>,
-    notifier: Option<&Notifier>,
-) -> BTreeMap<String, Stored> {
+/// What [`adopt`] found.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Sessions to take over, by VM.
+    pub sessions: BTreeMap<String, Stored>,
+    /// VMs whose session ended while no daemon ran (QEMU closed the
+    /// connection): their PASIDs go as at any end of a connection.
+    pub ended: Vec<String>,
+}
+
+pub fn adopt(mut inherited: Inherited, fit: &Fit<'_>, notifier: Option<&Notifier>) -> Adopted {
     let mut out: BTreeMap<String, Stored> = BTreeMap::new();
+    let mut ended = Vec::new();
     let prefixes: Vec<String> = inherited
         .keys()
         .filter_map(|n| n.strip_suffix(IMAGE).map(str::to_string))
@@ -282,10 +288,11 @@ pub fn adopt(
             Some("the configuration names no such VM".to_string())
         } else if out.contains_key(&vm) {
             Some("a second session for this VM".to_string())
+        } else if fds.get(&image.conn).is_none_or(|c| hung_up(c.as_fd())) {
+            ended.push(vm.clone());
+            Some("QEMU closed the connection while the daemon was down".to_string())
         } else if let Some(missing) = image.names().into_iter().find(|n| !fds.contains_key(*n)) {
             Some(format!("descriptor {missing} is missing from the store"))
-        } else if fds.get(&image.conn).is_some_and(|c| hung_up(c.as_fd())) {
-            Some("QEMU closed the connection while the daemon was down".to_string())
         } else if image.started() && fit.state_space.is_none() {
             Some("its driver may hold PASIDs, and without --state-dir nothing vouches for them".into())
         } else if image.started() && fit.state_space != Some(image.space_id) {
@@ -333,7 +340,10 @@ pub fn adopt(
         let kept: usize = out.values().map(|s| s.fds.len()).sum();
         n.count_kept(kept as u64);
     }
-    out
+    Adopted {
+        sessions: out,
+        ended,
+    }
 }
 
 fn session_id() -> String {
@@ -462,12 +472,12 @@ impl Proxy {
             let reply = msg.wants_reply(pf);
             msg.send(backend)?;
             if reply {
-                receive(backend, false)?;
+                receive(backend)?;
             }
         }
         // A barrier: the daemon has taken every message above.
         Message::new(session::req::GET_FEATURES, Vec::new()).send(backend)?;
-        receive(backend, false)?;
+        receive(backend)?;
         for v in image.vrings.iter().filter(|v| image.vring_started(v)) {
             for name in [&v.kick, &v.call].into_iter().flatten() {
                 if let Some(fd) = fds.get(name) {
@@ -480,9 +490,10 @@ impl Proxy {
 
     /// Stores what a frontend message adds, then forwards it.
     fn from_frontend(&mut self, backend: &UnixStream) -> Result<(), End> {
-        // Peeked, recorded, stored and forwarded before it leaves QEMU's
-        // socket: a daemon killed half-way leaves it for the next one.
-        let msg = receive(&self.frontend, true).map_err(|e| match e {
+        // Read, then stored before it is forwarded: a daemon killed after
+        // the read and before the store loses this one message (a window
+        // of microseconds, during QEMU's set-up only; docs/operations.md).
+        let msg = receive(&self.frontend).map_err(|e| match e {
             WireError::Closed => End::Frontend,
             e => End::Backend(e),
         })?;
@@ -516,16 +527,12 @@ impl Proxy {
         if msg.wants_reply(self.recorder.image.protocol_features.unwrap_or(0)) {
             self.replies_owed += 1;
         }
-        msg.send(backend).map_err(End::Backend)?;
-        session::consume(&self.frontend, HEADER_LEN + msg.payload.len()).map_err(|e| match e {
-            WireError::Closed => End::Frontend,
-            e => End::Backend(e),
-        })
+        msg.send(backend).map_err(End::Backend)
     }
 
     /// Forwards the daemon's message (a reply) to QEMU.
     fn from_backend(&mut self, backend: &UnixStream) -> Result<(), End> {
-        let msg = receive(backend, false).map_err(End::Backend)?;
+        let msg = receive(backend).map_err(End::Backend)?;
         if msg.flags & session::REPLY != 0 {
             self.replies_owed = self.replies_owed.saturating_sub(1);
         }
