@@ -4,12 +4,12 @@
 //! slot and one for the control socket, then waits for SIGTERM/SIGINT or a
 //! slot failure.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -23,13 +23,13 @@ use signal_hook::iterator::Signals;
 
 use crate::config::{Config, LogLevel, SlotSource};
 use crate::control::serve_control;
+use crate::fdstore::{take_inherited, Inherited, Notifier};
 use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig, SpaceError};
 use crate::registry::{Registry, RegistryError};
 use crate::sandbox::{drop_privileges, hand_over, install_seccomp, SandboxError};
 use crate::slot::{serve_slot, SlotError, VmSlot};
 use crate::socket::{bind, SocketAccess, SocketError};
 use crate::state::{recover, ImageSource, Journal, StateError, StateFiles};
-use crate::fdstore::{take_inherited, Inherited, Notifier};
 use crate::takeover::{adopt, Adopted, Fit, Internal, Sessions, Stopper, Stored, STOP_WAIT};
 
 /// Errors that stop the daemon.

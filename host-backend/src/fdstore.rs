@@ -266,6 +266,5 @@ mod tests {
         notifier.remove("vpasid.a.1.kick0").unwrap();
         let n = manager.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"FDSTOREREMOVE=1\nFDNAME=vpasid.a.1.kick0\n");
-
     }
 }

@@ -191,11 +191,7 @@ fn send_all(stream: &UnixStream, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<(),
     let mut first = true;
     while !bytes.is_empty() {
         let cmsg = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage<'_>] = if first && !raw.is_empty() {
-            &cmsg
-        } else {
-            &[]
-        };
+        let cmsgs: &[ControlMessage<'_>] = if first && !raw.is_empty() { &cmsg } else { &[] };
         let sent = match sendmsg::<UnixAddr>(
             stream.as_raw_fd(),
             &[IoSlice::new(&bytes)],
@@ -218,7 +214,11 @@ fn send_all(stream: &UnixStream, parts: &[&[u8]], fds: &[OwnedFd]) -> Result<(),
 /// stream socket reports the descriptors of a later message (seen on
 /// Linux 6.18: peeking a message without descriptors returned those of
 /// the next one), so only a real read says which message carried which.
-fn recv_exact(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<(), WireError> {
+fn recv_exact(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<(), WireError> {
     let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL;
     let len = buf.len();
     let mut got = 0;
@@ -390,7 +390,12 @@ impl Image {
         let mut names = vec![self.conn.as_str()];
         names.extend(self.mem.iter().map(|r| r.fd.as_str()));
         for v in &self.vrings {
-            names.extend([&v.kick, &v.call, &v.err].into_iter().flatten().map(String::as_str));
+            names.extend(
+                [&v.kick, &v.call, &v.err]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
         }
         names.extend(self.backend_req.as_deref());
         names
@@ -497,7 +502,10 @@ impl Image {
             }
         }
         if let Some(name) = &self.backend_req {
-            out.push((Message::new(SET_BACKEND_REQ_FD, Vec::new()), vec![name.clone()]));
+            out.push((
+                Message::new(SET_BACKEND_REQ_FD, Vec::new()),
+                vec![name.clone()],
+            ));
         }
         out
     }
@@ -631,7 +639,9 @@ impl Recorder {
             SET_OWNER => self.image.owner = true,
             RESET_OWNER | RESET_DEVICE => {
                 for v in std::mem::take(&mut self.image.vrings) {
-                    change.remove.extend([v.kick, v.call, v.err].into_iter().flatten());
+                    change
+                        .remove
+                        .extend([v.kick, v.call, v.err].into_iter().flatten());
                 }
                 if msg.request == RESET_OWNER {
                     self.image.owner = false;
@@ -712,18 +722,20 @@ impl Recorder {
             SET_VRING_KICK | SET_VRING_CALL | SET_VRING_ERR => {
                 let value = msg.u64_payload().unwrap_or(0);
                 let index = u32::try_from(value & VRING_IDX_MASK).unwrap_or(0);
-                let fd = if value & VRING_NOFD == 0 { fds.next() } else { None };
+                let fd = if value & VRING_NOFD == 0 {
+                    fds.next()
+                } else {
+                    None
+                };
                 let what = match msg.request {
                     SET_VRING_KICK => "kick",
                     SET_VRING_CALL => "call",
                     _ => "err",
                 };
-                let current = self.image.vring_mut(index).and_then(|v| {
-                    match msg.request {
-                        SET_VRING_KICK => v.kick.take(),
-                        SET_VRING_CALL => v.call.take(),
-                        _ => v.err.take(),
-                    }
+                let current = self.image.vring_mut(index).and_then(|v| match msg.request {
+                    SET_VRING_KICK => v.kick.take(),
+                    SET_VRING_CALL => v.call.take(),
+                    _ => v.err.take(),
                 });
                 let name = match fd {
                     Some(fd) if index < MAX_VRINGS as u32 => Some(self.adopt(
@@ -757,7 +769,9 @@ impl Recorder {
             }
             _ => {}
         }
-        change.remove.retain(|r| !self.image.names().contains(&r.as_str()));
+        change
+            .remove
+            .retain(|r| !self.image.names().contains(&r.as_str()));
         change.remove.sort();
         change.remove.dedup();
         change.image = self.image != before;
@@ -875,15 +889,28 @@ mod tests {
             r.forget(&c.remove);
             c.remove
         };
-        apply(&mut r, msg(req::SET_PROTOCOL_FEATURES, 0x200u64.to_le_bytes().to_vec(), vec![]));
+        apply(
+            &mut r,
+            msg(
+                req::SET_PROTOCOL_FEATURES,
+                0x200u64.to_le_bytes().to_vec(),
+                vec![],
+            ),
+        );
         apply(&mut r, msg(req::SET_OWNER, vec![], vec![]));
-        apply(&mut r, msg(req::SET_FEATURES, features.to_le_bytes().to_vec(), vec![]));
+        apply(
+            &mut r,
+            msg(req::SET_FEATURES, features.to_le_bytes().to_vec(), vec![]),
+        );
         let mem = OwnedFd::from(
             nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap(),
         );
         let dup = mem.try_clone().unwrap();
         let mut table = vec![2, 0, 0, 0, 0, 0, 0, 0];
-        for (gpa, size, uaddr, off) in [(0u64, 0xa0000u64, 0x7000_0000u64, 0u64), (0x100000, 0x1000, 0x7010_0000, 0x100000)] {
+        for (gpa, size, uaddr, off) in [
+            (0u64, 0xa0000u64, 0x7000_0000u64, 0u64),
+            (0x100000, 0x1000, 0x7010_0000, 0x100000),
+        ] {
             for v in [gpa, size, uaddr, off] {
                 table.extend_from_slice(&v.to_le_bytes());
             }
@@ -902,19 +929,46 @@ mod tests {
         apply(&mut r, msg(req::SET_VRING_ADDR, addr, vec![]));
         let call = efd();
         let call_again = call.try_clone().unwrap();
-        apply(&mut r, msg(req::SET_VRING_CALL, 0u64.to_le_bytes().to_vec(), vec![call]));
-        apply(&mut r, msg(req::SET_VRING_KICK, 0u64.to_le_bytes().to_vec(), vec![efd()]));
-        assert!(!r.image.started(), "not enabled yet (protocol features acked)");
+        apply(
+            &mut r,
+            msg(req::SET_VRING_CALL, 0u64.to_le_bytes().to_vec(), vec![call]),
+        );
+        apply(
+            &mut r,
+            msg(
+                req::SET_VRING_KICK,
+                0u64.to_le_bytes().to_vec(),
+                vec![efd()],
+            ),
+        );
+        assert!(
+            !r.image.started(),
+            "not enabled yet (protocol features acked)"
+        );
         apply(&mut r, msg(req::SET_VRING_ENABLE, state(0, 1), vec![]));
         assert!(r.image.started());
         // The same call eventfd again keeps its name: nothing stored, nothing removed.
         let before = stored.borrow().len();
-        let removed = apply(&mut r, msg(req::SET_VRING_CALL, 0u64.to_le_bytes().to_vec(), vec![call_again]));
+        let removed = apply(
+            &mut r,
+            msg(
+                req::SET_VRING_CALL,
+                0u64.to_le_bytes().to_vec(),
+                vec![call_again],
+            ),
+        );
         assert_eq!(stored.borrow().len(), before);
         assert!(removed.is_empty());
         // A new call eventfd replaces the old one.
         let old = r.image.vrings[0].call.clone().unwrap();
-        let removed = apply(&mut r, msg(req::SET_VRING_CALL, 0u64.to_le_bytes().to_vec(), vec![efd()]));
+        let removed = apply(
+            &mut r,
+            msg(
+                req::SET_VRING_CALL,
+                0u64.to_le_bytes().to_vec(),
+                vec![efd()],
+            ),
+        );
         assert_eq!(removed, vec![old]);
         assert_eq!(r.fds.len(), 3, "mem, kick, call: {:?}", r.fds.keys());
         let mut names: Vec<&str> = r.image.names().into_iter().skip(1).collect();
@@ -944,7 +998,10 @@ mod tests {
             ]
         );
         // The running ring goes on from the used index given.
-        let base = replay.iter().find(|(m, _)| m.request == req::SET_VRING_BASE).unwrap();
+        let base = replay
+            .iter()
+            .find(|(m, _)| m.request == req::SET_VRING_BASE)
+            .unwrap();
         assert_eq!(base.0.vring_state(), Some((0, 7)));
         // GET_VRING_BASE stops it and lets go of kick and call.
         let removed = apply(&mut r, msg(req::GET_VRING_BASE, state(0, 0), vec![]));
@@ -963,7 +1020,10 @@ mod tests {
         assert_eq!(Image::decode(&bytes).unwrap(), image);
         let last = bytes.len() - 2;
         bytes[last] ^= 1;
-        assert_eq!(Image::decode(&bytes), Err(ImageError::Unreadable("checksum")));
+        assert_eq!(
+            Image::decode(&bytes),
+            Err(ImageError::Unreadable("checksum"))
+        );
         assert!(Image::decode(&bytes[..10]).is_err());
         assert!(Image::decode(b"nope").is_err());
     }
@@ -973,7 +1033,9 @@ mod tests {
     #[test]
     fn messages_cross_a_socket_with_descriptors() {
         let (a, b) = UnixStream::pair().unwrap();
-        Message::new(req::SET_VRING_NUM, state(0, 64)).send(&a).unwrap();
+        Message::new(req::SET_VRING_NUM, state(0, 64))
+            .send(&a)
+            .unwrap();
         let mut m = Message::new(req::SET_VRING_KICK, 0u64.to_le_bytes().to_vec());
         m.fds.push(efd());
         m.send(&a).unwrap();
@@ -994,7 +1056,9 @@ mod tests {
     #[test]
     fn oversized_messages_are_refused() {
         let (a, b) = UnixStream::pair().unwrap();
-        Message::new(req::SET_FEATURES, vec![0; MAX_PAYLOAD + 1]).send(&a).unwrap();
+        Message::new(req::SET_FEATURES, vec![0; MAX_PAYLOAD + 1])
+            .send(&a)
+            .unwrap();
         assert!(matches!(receive(&b), Err(WireError::TooLong(_))));
     }
 
@@ -1003,7 +1067,8 @@ mod tests {
         let mem = nix::sys::memfd::memfd_create(c"g", nix::sys::memfd::MFdFlags::empty()).unwrap();
         let file = File::from(mem);
         file.set_len(0x4000).unwrap();
-        file.write_all_at(&513u16.to_le_bytes(), 0x2000 + 0x100 + 2).unwrap();
+        file.write_all_at(&513u16.to_le_bytes(), 0x2000 + 0x100 + 2)
+            .unwrap();
         let mut fds = BTreeMap::new();
         fds.insert("m".to_string(), OwnedFd::from(file));
         let image = Image {

@@ -37,10 +37,10 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 
 use crate::fdstore::{Inherited, Notifier, NAME_PREFIX};
-use crate::vhu_vpasid::PasidDevice;
 use crate::session::{
     self, member_of, read_used_idx, receive, Image, ImageFile, Message, Recorder, WireError,
 };
+use crate::vhu_vpasid::PasidDevice;
 
 /// The role names of the two descriptors every session stores.
 const CONN: &str = "conn";
@@ -77,7 +77,9 @@ pub struct Internal {
 
 impl std::fmt::Debug for Internal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Internal").field("path", &self.path).finish()
+        f.debug_struct("Internal")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -294,7 +296,10 @@ pub fn adopt(mut inherited: Inherited, fit: &Fit<'_>, notifier: Option<&Notifier
         } else if let Some(missing) = image.names().into_iter().find(|n| !fds.contains_key(*n)) {
             Some(format!("descriptor {missing} is missing from the store"))
         } else if image.started() && fit.state_space.is_none() {
-            Some("its driver may hold PASIDs, and without --state-dir nothing vouches for them".into())
+            Some(
+                "its driver may hold PASIDs, and without --state-dir nothing vouches for them"
+                    .into(),
+            )
         } else if image.started() && fit.state_space != Some(image.space_id) {
             Some(format!(
                 "durable state does not know it (image space {:#x}, state space {:#x})",
@@ -422,7 +427,11 @@ impl Proxy {
     }
 
     /// A session taken over from the store.
-    pub fn resume(vm: &str, stored: Stored, sessions: Arc<Sessions>) -> Result<Proxy, TakeoverError> {
+    pub fn resume(
+        vm: &str,
+        stored: Stored,
+        sessions: Arc<Sessions>,
+    ) -> Result<Proxy, TakeoverError> {
         let Stored { prefix, image, fds } = stored;
         let conn = fds
             .get(&image.conn)

@@ -148,11 +148,8 @@ impl Manager {
         let socket = dir.path().join("notify");
         let listener = UnixDatagram::bind(&socket).unwrap();
         // The daemon may run as another user (--user).
-        std::fs::set_permissions(
-            &socket,
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
