@@ -32,10 +32,6 @@ pub const NAME_PREFIX: &str = "vpasid.";
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
 
-/// Descriptors sent per `FDSTORE=1` message: one, so that each has its own
-/// name.
-const FDS_PER_MESSAGE: usize = 1;
-
 /// The open `NOTIFY_SOCKET`.
 #[derive(Debug)]
 pub struct Notifier {
@@ -111,12 +107,12 @@ impl Notifier {
         self.send("READY=1\n", &[])
     }
 
-    /// Stores `fd` under `name` (FDSTORE=1, FDNAME=). systemd keeps it
+    /// Stores `fd` under `name` (FDSTORE=1, FDNAME=), one descriptor per
+    /// message so that each has its own name. systemd keeps it
     /// until [`Notifier::remove`], and drops it by itself when it reports
     /// POLLHUP or POLLERR (FDPOLL defaults to on): a connection whose peer
     /// closed leaves the store even while the daemon is down.
     pub fn store(&self, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
-        debug_assert!(FDS_PER_MESSAGE == 1);
         self.send(&format!("FDSTORE=1\nFDNAME={name}\n"), &[fd])?;
         STORED.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -169,11 +165,9 @@ pub fn take_inherited() -> Inherited {
         return found;
     }
     let mut names = names.split(':');
-    let mut foreign = 0;
     for fd in LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count) {
         let name = names.next().unwrap_or("unknown");
         if !name.starts_with(NAME_PREFIX) {
-            foreign += 1;
             continue;
         }
         // Only an open descriptor may be owned.
@@ -197,9 +191,6 @@ pub fn take_inherited() -> Inherited {
     // must not read them. Nothing else has started yet (see above).
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
-    }
-    if foreign > 0 && found.is_empty() {
-        log::debug!("event=listen-fds foreign={foreign}");
     }
     found
 }

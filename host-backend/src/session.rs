@@ -169,10 +169,12 @@ impl Message {
     /// Writes the message, descriptors attached.
     pub fn send(&self, stream: &UnixStream) -> Result<(), WireError> {
         let len = u32::try_from(self.payload.len()).map_err(|_| WireError::TooLong(usize::MAX))?;
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&self.request.to_le_bytes());
-        header[4..8].copy_from_slice(&self.flags.to_le_bytes());
-        header[8..].copy_from_slice(&len.to_le_bytes());
+        let header = [
+            self.request.to_le_bytes(),
+            self.flags.to_le_bytes(),
+            len.to_le_bytes(),
+        ]
+        .concat();
         send_all(stream, &[&header, &self.payload], &self.fds)
     }
 }
@@ -738,12 +740,14 @@ impl Recorder {
                     _ => v.err.take(),
                 });
                 let name = match fd {
-                    Some(fd) if index < MAX_VRINGS as u32 => Some(self.adopt(
-                        &format!("{what}{index}-"),
-                        fd,
-                        current.as_deref(),
-                        &mut change,
-                    )?),
+                    Some(fd) if usize::try_from(index).is_ok_and(|i| i < MAX_VRINGS) => {
+                        Some(self.adopt(
+                            &format!("{what}{index}-"),
+                            fd,
+                            current.as_deref(),
+                            &mut change,
+                        )?)
+                    }
                     _ => {
                         change.remove.extend(current);
                         None
@@ -902,9 +906,7 @@ mod tests {
             &mut r,
             msg(req::SET_FEATURES, features.to_le_bytes().to_vec(), vec![]),
         );
-        let mem = OwnedFd::from(
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap(),
-        );
+        let mem = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
         let dup = mem.try_clone().unwrap();
         let mut table = vec![2, 0, 0, 0, 0, 0, 0, 0];
         for (gpa, size, uaddr, off) in [

@@ -202,7 +202,7 @@ pub enum Begin {
     /// QEMU connected to the slot's socket.
     Accepted(UnixStream),
     /// A session a previous daemon left in systemd's descriptor store.
-    Resumed(Stored),
+    Resumed(Box<Stored>),
 }
 
 /// Serves one VM session; returns when the frontend is gone. QEMU's
@@ -225,7 +225,7 @@ fn serve_session(
     let resumed = matches!(begin, Begin::Resumed(_));
     let proxy = match begin {
         Begin::Accepted(conn) => Proxy::start(&slot.name, conn, sessions.clone()),
-        Begin::Resumed(stored) => Proxy::resume(&slot.name, stored, sessions.clone()),
+        Begin::Resumed(stored) => Proxy::resume(&slot.name, *stored, sessions.clone()),
     };
     let mut proxy = proxy.map_err(|cause| SlotError::Session {
         vm: slot.name.clone(),
@@ -358,7 +358,12 @@ pub fn serve_slot(
     stored: Option<Stored>,
 ) -> Result<(), SlotError> {
     if let Some(stored) = stored {
-        serve_session(&slot, Begin::Resumed(stored), &registry, &sessions)?;
+        serve_session(
+            &slot,
+            Begin::Resumed(Box::new(stored)),
+            &registry,
+            &sessions,
+        )?;
     }
     loop {
         let conn = match slot.listener.accept() {

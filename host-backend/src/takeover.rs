@@ -498,7 +498,7 @@ impl Proxy {
     }
 
     /// Stores what a frontend message adds, then forwards it.
-    fn from_frontend(&mut self, backend: &UnixStream) -> Result<(), End> {
+    fn forward_request(&mut self, backend: &UnixStream) -> Result<(), End> {
         // Read, then stored before it is forwarded: a daemon killed after
         // the read and before the store loses this one message (a window
         // of microseconds, during QEMU's set-up only; docs/operations.md).
@@ -540,7 +540,7 @@ impl Proxy {
     }
 
     /// Forwards the daemon's message (a reply) to QEMU.
-    fn from_backend(&mut self, backend: &UnixStream) -> Result<(), End> {
+    fn forward_reply(&mut self, backend: &UnixStream) -> Result<(), End> {
         let msg = receive(backend).map_err(End::Backend)?;
         if msg.flags & session::REPLY != 0 {
             self.replies_owed = self.replies_owed.saturating_sub(1);
@@ -575,12 +575,12 @@ impl Proxy {
             };
             let (back, front) = (ready(0), ready(1));
             if back {
-                if let Err(end) = self.from_backend(backend) {
+                if let Err(end) = self.forward_reply(backend) {
                     break end;
                 }
             }
             if front {
-                if let Err(end) = self.from_frontend(backend) {
+                if let Err(end) = self.forward_request(backend) {
                     break end;
                 }
             }

@@ -140,9 +140,9 @@ fn a_crash_mid_traffic_loses_nothing_and_repeats_nothing() {
     d.kill9();
     m.respawn(&mut d, "after SIGKILL");
     d.wait_ready(WAIT);
-    let used = vm.wait_used(heads.len() as u16, WAIT);
+    let used = vm.wait_used(16, WAIT);
     assert_eq!(used.len(), heads.len());
-    for i in 0..heads.len() as u16 {
+    for i in 0..16u16 {
         let r = vm.read_response(i);
         assert_eq!(r.status, pasid_protocol::Status::Ok as u16, "{r:?}");
         held.push(r.pasid);
@@ -166,9 +166,9 @@ fn without_state_only_unstarted_sessions_are_taken_over() {
         "--vm",
         "busy={dir}/busy.sock",
     ]);
-    let mut idle = frontend::connect_frontend(&d.path("idle.sock"));
-    vhost::VhostBackend::set_owner(&mut idle).unwrap();
-    let _ = vhost::VhostBackend::get_features(&mut idle).unwrap();
+    let idle = frontend::connect_frontend(&d.path("idle.sock"));
+    vhost::VhostBackend::set_owner(&idle).unwrap();
+    let _ = vhost::VhostBackend::get_features(&idle).unwrap();
     let mut busy = TestVm::connect(&d.path("busy.sock"));
     busy.alloc_ok(1, 10);
     m.wait_names("both stored", WAIT, |n| {
@@ -184,7 +184,7 @@ fn without_state_only_unstarted_sessions_are_taken_over() {
     );
     m.wait_names("busy gone", WAIT, |n| roles(n, "busy").is_empty());
     // The idle session is served by the new daemon.
-    assert!(vhost::VhostBackend::get_features(&mut idle).is_ok());
+    assert!(vhost::VhostBackend::get_features(&idle).is_ok());
 }
 
 /// A store holding a session the new durable state does not know (the
