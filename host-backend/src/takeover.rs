@@ -607,3 +607,102 @@ fn poll_one(fd: BorrowedFd<'_>) -> bool {
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Vring;
+
+    fn efd() -> OwnedFd {
+        OwnedFd::from(EventFd::new().unwrap())
+    }
+
+    /// A stored session as a daemon leaves it: image, connection (a live
+    /// socket pair, whose other end is returned) and a kick eventfd.
+    fn stored(vm: &str, started: bool, space: u64) -> (Inherited, UnixStream) {
+        let prefix = format!("{NAME_PREFIX}{vm}.s1.");
+        let (ours, qemu) = UnixStream::pair().unwrap();
+        let mut image = Image {
+            vm: vm.into(),
+            space_id: space,
+            conn: format!("{prefix}{CONN}"),
+            features: Some(0),
+            ..Image::default()
+        };
+        let mut fds = Inherited::new();
+        if started {
+            image.vrings.push(Vring {
+                kick: Some(format!("{prefix}kick0-3")),
+                addr: Some(session::Addr::default()),
+                ..Vring::default()
+            });
+            fds.insert(format!("{prefix}kick0-3"), efd());
+        }
+        let file = ImageFile::create().unwrap();
+        file.write(&image).unwrap();
+        fds.insert(
+            format!("{prefix}{IMAGE}"),
+            file.as_fd().try_clone_to_owned().unwrap(),
+        );
+        fds.insert(image.conn.clone(), OwnedFd::from(ours));
+        (fds, qemu)
+    }
+
+    fn fit(slots: &[String], state: Option<u64>) -> Fit<'_> {
+        Fit {
+            slots,
+            state_space: state,
+        }
+    }
+
+    /// A crash between storing a descriptor and writing the image leaves
+    /// a descriptor no image names: it is closed, the session kept.
+    #[test]
+    fn descriptors_no_image_names_are_closed() {
+        let (mut fds, _qemu) = stored("a", true, 7);
+        fds.insert("vpasid.a.s1.call0-9".into(), efd());
+        let slots = vec!["a".to_string()];
+        let adopted = adopt(fds, &fit(&slots, Some(7)), None);
+        let s = adopted.sessions.get("a").unwrap();
+        assert_eq!(s.fds.len(), 3, "{:?}", s.fds.keys());
+        assert!(!s.fds.contains_key("vpasid.a.s1.call0-9"));
+        assert!(adopted.ended.is_empty());
+    }
+
+    /// What the new daemon cannot vouch for or serve is dropped; a session
+    /// whose QEMU went away is reported as ended.
+    #[test]
+    fn sessions_that_do_not_fit_are_dropped() {
+        let slots = vec!["a".to_string()];
+        // Started, and no durable state.
+        let (fds, mut qemu) = stored("a", true, 7);
+        let adopted = adopt(fds, &fit(&slots, None), None);
+        assert!(adopted.sessions.is_empty());
+        // The connection was closed: QEMU reads end of file.
+        let mut b = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut qemu, &mut b).unwrap(), 0);
+        // Started, another PASID space.
+        let (fds, _q) = stored("a", true, 7);
+        assert!(adopt(fds, &fit(&slots, Some(8)), None).sessions.is_empty());
+        // Not started: taken over without state.
+        let (fds, _q) = stored("a", false, 0);
+        assert!(adopt(fds, &fit(&slots, None), None)
+            .sessions
+            .contains_key("a"));
+        // A VM the configuration no longer names.
+        let (fds, _q) = stored("gone", false, 0);
+        assert!(adopt(fds, &fit(&slots, None), None).sessions.is_empty());
+        // QEMU exited while no daemon ran.
+        let (fds, qemu) = stored("a", true, 7);
+        drop(qemu);
+        let adopted = adopt(fds, &fit(&slots, Some(7)), None);
+        assert!(adopted.sessions.is_empty());
+        assert_eq!(adopted.ended, ["a"]);
+        // A torn image.
+        let (mut fds, _q) = stored("a", false, 0);
+        let image = fds.get("vpasid.a.s1.image").unwrap();
+        nix::unistd::ftruncate(image, 5).unwrap();
+        fds.insert("vpasid.orphan.x.y".into(), efd());
+        assert!(adopt(fds, &fit(&slots, None), None).sessions.is_empty());
+    }
+}

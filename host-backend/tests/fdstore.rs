@@ -285,3 +285,50 @@ fn without_the_store_a_restart_loses_the_sessions() {
     assert!(!d.log().contains("event=resume"));
     let _ = Daemon::stop;
 }
+
+/// Figures (printed; run with `--nocapture`): time from the old daemon's
+/// exit (reaped) to the first request the new one serves, and to every VM
+/// served again, for SIGTERM and SIGKILL, with 1 and 100 VM slots. The
+/// bound only catches a take-over that does not happen.
+#[test]
+fn figure_restart_gap() {
+    for n in [1usize, 100] {
+        for kill in [false, true] {
+            let m = Manager::new();
+            let mut args: Vec<String> = vec!["--state-dir".into(), "{dir}/state".into()];
+            for i in 0..n {
+                args.push("--vm".into());
+                args.push(format!("v{i}={{dir}}/v{i}.sock"));
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut d = m.start(&argv);
+            let mut vms: Vec<TestVm> = (0..n)
+                .map(|i| TestVm::connect(&d.path(&format!("v{i}.sock"))))
+                .collect();
+            for vm in &mut vms {
+                vm.alloc_ok(1, 1 << 19);
+            }
+            m.wait_names("all stored", Duration::from_secs(60), |s| s.len() == 5 * n);
+            if kill {
+                d.kill9();
+            } else {
+                d.term();
+            }
+            let exited = Instant::now();
+            m.respawn(&mut d, "figure");
+            vms[0].alloc_ok(1, 1 << 19);
+            let first = exited.elapsed();
+            for vm in vms.iter_mut().skip(1) {
+                vm.alloc_ok(1, 1 << 19);
+            }
+            let all = exited.elapsed();
+            eprintln!(
+                "figure: slots={n} signal={} exit_to_first_request_ms={:.1} exit_to_all_served_ms={:.1}",
+                if kill { "KILL" } else { "TERM" },
+                first.as_secs_f64() * 1e3,
+                all.as_secs_f64() * 1e3
+            );
+            assert!(all < Duration::from_secs(60));
+        }
+    }
+}

@@ -7,6 +7,10 @@
 //! `same_fd()` does), and starts the next daemon with the store as
 //! `LISTEN_FDS`/`LISTEN_FDNAMES` and `LISTEN_PID` set to the daemon's own
 //! pid (sd_notify(3), sd_listen_fds_with_names(3)).
+//!
+//! Shared by the host tests (through [`super::service`]) and the QEMU tests
+//! (`qemu-tests/tests/fdstore.rs`, through `#[path]`): it uses nothing of
+//! either.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -20,8 +24,6 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-
-use super::Daemon;
 
 /// One stored descriptor.
 #[derive(Debug)]
@@ -217,8 +219,10 @@ impl Manager {
         self.store.lock().unwrap().entries.clear();
     }
 
-    /// The command that starts the daemon with `args` as systemd would.
-    fn command(&self, args: &[String], control: &std::path::Path) -> Command {
+    /// The command that starts `program ARGS` as systemd would: with
+    /// `NOTIFY_SOCKET`, and the store as `LISTEN_FDS` (descriptors 3..),
+    /// `LISTEN_FDNAMES` and `LISTEN_PID` (the program's own pid).
+    pub fn command(&self, program: &std::path::Path, args: &[String]) -> Command {
         let store = self.store.lock().unwrap();
         let names: Vec<String> = store.entries.iter().map(|e| e.name.clone()).collect();
         let fds: Vec<OwnedFd> = store
@@ -232,10 +236,8 @@ impl Manager {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
-            .arg(env!("CARGO_BIN_EXE_vhost-user-pasid"))
+            .arg(program)
             .args(args)
-            .arg("--control-socket")
-            .arg(control)
             .env("NOTIFY_SOCKET", &self.socket)
             .env(
                 "RUST_LOG",
@@ -276,67 +278,11 @@ impl Manager {
         }
         cmd
     }
-
-    /// Starts a daemon under this manager (see [`Daemon::start`]).
-    pub fn start(self: &Arc<Self>, args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let control = dir.path().join("control.sock");
-        let d = dir.path().display().to_string();
-        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &d)).collect();
-        let child = self
-            .command(&args, &control)
-            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut daemon = Daemon {
-            child: Some(child),
-            dir,
-            control,
-            args,
-        };
-        daemon.wait_ready(Duration::from_secs(20));
-        daemon
-    }
-
-    /// Starts `daemon` again (same arguments, same dir, log appended) with
-    /// the store, as systemd does after a stop or crash of the service.
-    pub fn respawn(&self, daemon: &mut Daemon, marker: &str) {
-        assert!(daemon.child.is_none(), "respawn: daemon still running");
-        let log_path = daemon.dir.path().join("daemon.log");
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        std::io::Write::write_all(&mut log, format!("==== test: {marker} ====\n").as_bytes())
-            .unwrap();
-        let child = self
-            .command(&daemon.args, &daemon.control)
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        daemon.child = Some(child);
-    }
 }
 
 impl Drop for Manager {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = &self.dir;
-    }
-}
-
-impl Daemon {
-    /// SIGTERMs the daemon and reaps it (bounded); its sockets and state
-    /// stay for [`Manager::respawn`]. Returns the exit status.
-    pub fn term(&mut self) -> std::process::ExitStatus {
-        let child = self.child.take().expect("term: daemon not running");
-        // SAFETY: plain kill(2) on our own, not yet reaped, child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        super::wait_bounded(child, Duration::from_secs(10))
     }
 }

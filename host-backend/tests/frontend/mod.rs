@@ -37,6 +37,7 @@ use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemory
 use vmm_sys_util::eventfd::EventFd;
 
 pub mod manager;
+pub mod service;
 
 /// Size of the test VM's memory.
 pub const MEM_SIZE: u64 = 1 << 20;
