@@ -284,6 +284,11 @@ impl Guest {
                 )));
             }
         }
+        // QEMU sees the directories bound at their canonical paths
+        // (`qemu::bind_dirs`): a cache reached through a symbolic link (a
+        // worktree's `.cache/kernels`) must be named that way too.
+        let kernel = std::fs::canonicalize(&kernel).unwrap_or(kernel);
+        let initramfs = std::fs::canonicalize(&initramfs).unwrap_or(initramfs);
         let log_path = unique_log_path(&config)?;
         let log_file = File::create(&log_path)
             .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;

@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A daemon restart that running VMs do not see: systemd's file descriptor
+//! store, played by the test (`host-backend/tests/frontend/manager.rs`), with
+//! real guests (Linux 6.1 and 5.10 under QEMU TCG).
+//!
+//! `a_restart_is_invisible_to_running_vms`:
+//!
+//! 1. The daemon serves `idle` (a guest without the driver loaded: no
+//!    driver has started its device) and `busy` (the driver loaded,
+//!    allocating) with a state directory, under the manager.
+//! 2. While `busy` runs a burst of allocations and frees from two kernel
+//!    threads, the daemon gets SIGTERM and a new daemon starts with the
+//!    stored descriptors. Both QEMUs keep running; `busy`'s burst has no
+//!    failed, duplicate, out-of-range or lookup error; the new daemon logs
+//!    a resume for each VM.
+//! 3. `busy`'s PASIDs, as the guest knows them and as the host lists them,
+//!    are equal. `idle` then loads the driver (its device's first
+//!    DRIVER_OK after a resume) and allocates.
+//!
+//! `qemu_aborts_when_a_backend_leaves_an_unstarted_device` documents a
+//! QEMU bug (docs/operations.md, "QEMU aborts when the backend of a device
+//! no driver started goes away"): without the store, a daemon that exits
+//! while a guest has no driver bound makes QEMU 11.1 abort. The test
+//! expects the abort; a QEMU that no longer aborts fails it loudly, and the
+//! docs can then change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+#[path = "../../host-backend/tests/frontend/manager.rs"]
+#[allow(dead_code)]
+mod manager;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{load_v1_driver, sole_holdings};
+use manager::Manager;
+use qemu_tests::daemon::binary;
+use qemu_tests::{
+    wait_for_unix_listener, ChildGuard, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot,
+    VpasidGuest,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+const MIN: u32 = 1;
+const MAX: u32 = 4000;
+
+/// The daemon under the manager: its sockets, log and command line.
+struct Managed {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<ChildGuard>,
+}
+
+impl Managed {
+    fn socket(&self, vm: &str) -> PathBuf {
+        self.dir.path().join(format!("{vm}.sock"))
+    }
+
+    fn control(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    fn start(m: &Manager, vms: &[&str]) -> Managed {
+        let dir = tempfile::Builder::new().prefix("vpasid-").tempdir().unwrap();
+        let mut args = Vec::new();
+        for vm in vms {
+            args.push("--vm".to_string());
+            args.push(format!("{vm}={}", dir.path().join(format!("{vm}.sock")).display()));
+        }
+        args.push("--state-dir".into());
+        args.push(dir.path().join("state").display().to_string());
+        args.push("--control-socket".into());
+        args.push(dir.path().join("control.sock").display().to_string());
+        let log = dir.path().join("daemon.log");
+        File::create(&log).unwrap();
+        let mut d = Managed {
+            dir,
+            args,
+            log,
+            child: None,
+        };
+        d.spawn(m);
+        for vm in vms {
+            wait_for_unix_listener(&d.socket(vm), WAIT).unwrap();
+        }
+        d
+    }
+
+    fn spawn(&mut self, m: &Manager) {
+        self.child = Some(spawn(m, &self.args, &self.log));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log_count(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= n {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never showed {n}x {needle:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn held(&self, vm: &str) -> BTreeSet<u32> {
+        let out = Command::new(binary("pasidctl").unwrap())
+            .arg("--socket")
+            .arg(self.control())
+            .args(["--json", "pasids"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["holders"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["name"] == vm))
+            })
+            .map(|p| u32::try_from(p["pasid"].as_u64().unwrap()).unwrap())
+            .collect()
+    }
+}
+
+/// Starts the daemon as systemd would, with the manager's store.
+fn spawn(m: &Manager, args: &[String], log: &Path) -> ChildGuard {
+    let log = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    let mut cmd = m.command(&binary("vhost-user-pasid").unwrap(), args);
+    cmd.stdin(Stdio::null()).stderr(log);
+    ChildGuard::spawn("vhost-user-pasid", cmd).unwrap()
+}
+
+fn roles(names: &[String], vm: &str) -> Vec<String> {
+    let prefix = format!("vpasid.{vm}.");
+    let mut r: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_once('.').map(|(_, role)| role.to_string()))
+        .collect();
+    r.sort();
+    r
+}
+
+fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
+    let m = Manager::new();
+    let mut d = Managed::start(&m, &["idle", "busy"]);
+    let configs = vec![
+        GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
+        GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
+    ];
+    let mut guests: Vec<Guest> = common::boot_in_parallel(configs, |g| {
+        if g.name() == "busy" {
+            load_v1_driver(g, "")?;
+            g.load_exerciser()?;
+        }
+        Ok(())
+    });
+    let mut busy = guests.pop().unwrap();
+    let mut idle = guests.pop().unwrap();
+    let mut kept = BTreeSet::new();
+    for _ in 0..8 {
+        kept.insert(busy.alloc(MIN, MAX, 1).unwrap().unwrap());
+    }
+    m.wait_names("both sessions stored", WAIT, |n| {
+        roles(n, "busy").len() >= 5 && roles(n, "idle").len() >= 2
+    });
+    let names = m.names();
+    eprintln!(
+        "figure: {kernel}: descriptors in the store: busy (driver bound) {} {:?}, idle (no driver) {} {:?}",
+        roles(&names, "busy").len(),
+        roles(&names, "busy"),
+        roles(&names, "idle").len(),
+        roles(&names, "idle")
+    );
+
+    // The restart (SIGTERM, then a new daemon with the store, as
+    // `systemctl restart`), from another thread while the guest's burst
+    // runs.
+    let restarter = {
+        let mut child = d.child.take().unwrap();
+        let (m, args, log) = (m.clone(), d.args.clone(), d.log.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            child.signal(libc::SIGTERM).unwrap();
+            child.wait_timeout(WAIT).unwrap();
+            let exited = Instant::now();
+            let next = spawn(&m, &args, &log);
+            (next, exited)
+        })
+    };
+    let burst = busy.stress(2, 400, (MIN, MAX), Duration::from_secs(300));
+    let (next, exited) = restarter.join().unwrap();
+    d.child = Some(next);
+    let burst = burst.unwrap();
+    eprintln!(
+        "{kernel}: burst across the restart: {burst:?}; the old daemon exited {:?} before the burst ended",
+        exited.elapsed()
+    );
+    assert_eq!(
+        (burst.failed, burst.duplicate, burst.out_of_range, burst.lookup),
+        (0, 0, 0, 0),
+        "{burst:?}"
+    );
+    let log = d.wait_log_count("event=resume", 2);
+    assert!(log.contains("vm=busy event=resume started=true"), "{log}");
+    assert!(log.contains("vm=idle event=resume started=false"), "{log}");
+    assert!(idle.is_running() && busy.is_running());
+    assert_eq!(d.held("busy"), kept, "host and guest disagree");
+
+    // The idle guest's driver starts its device on the new daemon.
+    load_v1_driver(&mut idle, "").unwrap();
+    idle.load_exerciser().unwrap();
+    let first = idle.alloc(MIN, MAX, 2).unwrap().unwrap();
+    assert_eq!(d.held("idle"), BTreeSet::from([first]));
+    let _ = sole_holdings;
+    for g in [idle, busy] {
+        common::finish(g);
+    }
+    m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
+}
+
+/// Documents a QEMU bug: expects QEMU 11.1 to abort.
+fn qemu_aborts_when_a_backend_leaves_an_unstarted_device(kernel: Kernel) {
+    let mut daemon = Daemon::start(
+        DaemonConfig::new()
+            .vm(VmSlot::new("idle"))
+            .test_name(format!("qemu_aborts.{kernel}")),
+    )
+    .unwrap();
+    let config = GuestConfig::new("idle", kernel)
+        .vhost_user(daemon.socket("idle").unwrap())
+        .allow_in_log("memory_region_del_eventfd")
+        .allow_in_log("Failed to set msg fds");
+    let mut guest = Guest::boot(config).unwrap();
+    daemon.stop().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while guest.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = guest.qemu_stderr();
+    assert!(
+        !guest.is_running() && stderr.contains("memory_region_del_eventfd"),
+        "QEMU no longer aborts when the backend of a device no driver started goes away \
+         (fixed upstream?): update docs/operations.md and this test. QEMU stderr:\n{stderr}"
+    );
+    let _ = Path::new("");
+}
+
+qemu_tests::per_kernel!(
+    a_restart_is_invisible_to_running_vms,
+    qemu_aborts_when_a_backend_leaves_an_unstarted_device
+);
