@@ -242,26 +242,29 @@ fn serve_session(
         }
     };
     if resumed {
-        if let Err(e) = proxy.replay(&backend) {
-            let abort = if proxy.image().started() {
-                ""
-            } else {
-                " (its device is not started: QEMU 11.1 aborts when the connection closes)"
-            };
-            error!(
-                "vm={} event=takeover-failed error={}: session closed{abort}",
-                slot.name,
-                crate::logfmt::Value(e)
-            );
-            proxy.end();
-            drop(backend);
-            let _ = daemon.wait();
-            return Ok(());
-        }
+        let bases = match proxy.replay(&backend) {
+            Ok(bases) => bases,
+            Err(e) => {
+                let abort = if proxy.image().started() {
+                    ""
+                } else {
+                    " (its device is not started: QEMU 11.1 aborts when the connection closes)"
+                };
+                error!(
+                    "vm={} event=takeover-failed error={}: session closed{abort}",
+                    slot.name,
+                    crate::logfmt::Value(e)
+                );
+                proxy.end();
+                drop(backend);
+                let _ = daemon.wait();
+                return Ok(());
+            }
+        };
         crate::fdstore::count_takeover();
         lock(registry).set_resumed(slot.vm, Some(SystemTime::now()));
         info!(
-            "vm={} event=resume started={} stored={} us={}",
+            "vm={} event=resume started={} stored={} used={bases:?} us={}",
             slot.name,
             proxy.image().started(),
             proxy.stored(),

@@ -463,14 +463,19 @@ impl Proxy {
         self.recorder.fds.len()
     }
 
-    /// Sets a fresh daemon on `backend` up as the image says, then wakes
-    /// the vrings: a kick the old daemon read but never served, and a used
+    /// Sets a fresh daemon on `backend` up as the image says (returns the
+    /// used index each running vring goes on from), then wakes the vrings: a kick the old daemon read but never served, and a used
     /// entry whose interrupt it never sent, are both covered.
-    pub fn replay(&mut self, backend: &UnixStream) -> Result<(), TakeoverError> {
+    pub fn replay(&mut self, backend: &UnixStream) -> Result<Vec<u16>, TakeoverError> {
         let image = self.recorder.image.clone();
         let pf = image.protocol_features.unwrap_or(0);
         let fds = &self.recorder.fds;
-        let messages = image.replay(|v| read_used_idx(&image, fds, v));
+        let bases = std::cell::RefCell::new(Vec::new());
+        let messages = image.replay(|v| {
+            let idx = read_used_idx(&image, fds, v);
+            bases.borrow_mut().extend(idx);
+            idx
+        });
         for (mut msg, names) in messages {
             for n in &names {
                 let fd = fds
@@ -494,7 +499,7 @@ impl Proxy {
                 }
             }
         }
-        Ok(())
+        Ok(bases.into_inner())
     }
 
     /// Stores what a frontend message adds, then forwards it.

@@ -68,18 +68,29 @@ impl Managed {
         self.dir.path().join("control.sock")
     }
 
-    fn start(m: &Manager, vms: &[&str]) -> Managed {
-        let dir = tempfile::Builder::new().prefix("vpasid-").tempdir().unwrap();
+    fn start(m: &Manager, vms: &[&str], test: &str) -> Managed {
+        let dir = tempfile::Builder::new()
+            .prefix("vpasid-")
+            .tempdir()
+            .unwrap();
         let mut args = Vec::new();
         for vm in vms {
             args.push("--vm".to_string());
-            args.push(format!("{vm}={}", dir.path().join(format!("{vm}.sock")).display()));
+            // lease=0: every allocation is a request to the host, so the
+            // burst crosses the restart and host and guest must agree
+            // exactly (no leased cache in between).
+            args.push(format!(
+                "{vm}={},lease=0",
+                dir.path().join(format!("{vm}.sock")).display()
+            ));
         }
         args.push("--state-dir".into());
         args.push(dir.path().join("state").display().to_string());
         args.push("--control-socket".into());
         args.push(dir.path().join("control.sock").display().to_string());
-        let log = dir.path().join("daemon.log");
+        let logs = qemu_tests::setup::log_dir();
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("{test}-daemon.log"));
         File::create(&log).unwrap();
         let mut d = Managed {
             dir,
@@ -109,7 +120,10 @@ impl Managed {
             if log.matches(needle).count() >= n {
                 return log;
             }
-            assert!(Instant::now() < deadline, "log never showed {n}x {needle:?}:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {n}x {needle:?}:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -121,7 +135,11 @@ impl Managed {
             .args(["--json", "pasids"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         list.as_array()
             .unwrap()
@@ -129,7 +147,7 @@ impl Managed {
             .filter(|p| {
                 p["holders"]
                     .as_array()
-                    .is_some_and(|h| h.iter().any(|h| h["name"] == vm))
+                    .is_some_and(|h| h.iter().any(|h| h["owner"] == vm))
             })
             .map(|p| u32::try_from(p["pasid"].as_u64().unwrap()).unwrap())
             .collect()
@@ -157,7 +175,11 @@ fn roles(names: &[String], vm: &str) -> Vec<String> {
 
 fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
     let m = Manager::new();
-    let mut d = Managed::start(&m, &["idle", "busy"]);
+    let mut d = Managed::start(
+        &m,
+        &["idle", "busy"],
+        &format!("a_restart_is_invisible_to_running_vms.linux_{kernel}"),
+    );
     let configs = vec![
         GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
         GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
@@ -202,16 +224,25 @@ fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
             (next, exited)
         })
     };
-    let burst = busy.stress(2, 400, (MIN, MAX), Duration::from_secs(300));
+    let burst = busy.stress(2, 3000, (MIN, MAX), Duration::from_secs(300));
     let (next, exited) = restarter.join().unwrap();
     d.child = Some(next);
     let burst = burst.unwrap();
+    let after = exited.elapsed();
     eprintln!(
-        "{kernel}: burst across the restart: {burst:?}; the old daemon exited {:?} before the burst ended",
-        exited.elapsed()
+        "{kernel}: burst across the restart: {burst:?}; the old daemon exited {after:?} before the burst ended"
+    );
+    assert!(
+        after > Duration::from_millis(100),
+        "the burst ended before the restart: make it longer"
     );
     assert_eq!(
-        (burst.failed, burst.duplicate, burst.out_of_range, burst.lookup),
+        (
+            burst.failed,
+            burst.duplicate,
+            burst.out_of_range,
+            burst.lookup
+        ),
         (0, 0, 0, 0),
         "{burst:?}"
     );
