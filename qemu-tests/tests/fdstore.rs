@@ -37,11 +37,13 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{load_v1_driver, sole_holdings};
+use common::load_v1_driver;
 use manager::Manager;
 use qemu_tests::daemon::binary;
+use qemu_tests::vpasid::{parse_alloc_timed, EXERCISER_CTL};
 use qemu_tests::{
     wait_for_unix_listener, ChildGuard, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot,
     VpasidGuest,
@@ -173,13 +175,61 @@ fn roles(names: &[String], vm: &str) -> Vec<String> {
     r
 }
 
-fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
-    let m = Manager::new();
-    let mut d = Managed::start(
-        &m,
-        &["idle", "busy"],
-        &format!("a_restart_is_invisible_to_running_vms.linux_{kernel}"),
+/// Restarts the daemon (`signal`, then a new daemon with the store, as
+/// `systemctl restart` or `Restart=on-failure` do) from another thread,
+/// 500 ms into `work` on `guest`. Returns what `work` returned and how long
+/// before its end the old daemon was gone.
+fn restart_during<R>(
+    m: &Arc<Manager>,
+    d: &mut Managed,
+    signal: i32,
+    guest: &mut Guest,
+    work: impl FnOnce(&mut Guest) -> R,
+) -> (R, Duration) {
+    let restarter = {
+        let mut child = d.child.take().unwrap();
+        let (m, args, log) = (m.clone(), d.args.clone(), d.log.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            child.signal(signal).unwrap();
+            child.wait_timeout(WAIT).unwrap();
+            let exited = Instant::now();
+            (spawn(&m, &args, &log), exited)
+        })
+    };
+    let out = work(guest);
+    let (next, exited) = restarter.join().unwrap();
+    d.child = Some(next);
+    let after = exited.elapsed();
+    assert!(
+        after > Duration::from_millis(100),
+        "the guest's work ended before the restart: make it longer"
     );
+    (out, after)
+}
+
+/// The longest `ioasid_alloc()` among `lines` of `alloc_timed` results
+/// (`ok ID NS`); every one must have succeeded.
+fn longest_alloc(lines: &str) -> (usize, Duration, Vec<u32>) {
+    let mut longest = Duration::ZERO;
+    let mut ids = Vec::new();
+    for line in lines
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("err "))
+    {
+        let timed = parse_alloc_timed(line.trim()).unwrap();
+        let id = timed
+            .id
+            .unwrap_or_else(|| panic!("an allocation failed: {line}"));
+        ids.push(id);
+        longest = longest.max(timed.took);
+    }
+    (ids.len(), longest, ids)
+}
+
+fn restart_scenario(kernel: Kernel, signal: i32, test: &str) {
+    let m = Manager::new();
+    let mut d = Managed::start(&m, &["idle", "busy"], &format!("{test}.linux_{kernel}"));
     let configs = vec![
         GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
         GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
@@ -208,34 +258,18 @@ fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
         roles(&names, "idle").len(),
         roles(&names, "idle")
     );
-
-    // The restart (SIGTERM, then a new daemon with the store, as
-    // `systemctl restart`), from another thread while the guest's burst
-    // runs.
-    let restarter = {
-        let mut child = d.child.take().unwrap();
-        let (m, args, log) = (m.clone(), d.args.clone(), d.log.clone());
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            child.signal(libc::SIGTERM).unwrap();
-            child.wait_timeout(WAIT).unwrap();
-            let exited = Instant::now();
-            let next = spawn(&m, &args, &log);
-            (next, exited)
-        })
+    let sig = if signal == libc::SIGKILL {
+        "SIGKILL"
+    } else {
+        "SIGTERM"
     };
-    let burst = busy.stress(2, 3000, (MIN, MAX), Duration::from_secs(300));
-    let (next, exited) = restarter.join().unwrap();
-    d.child = Some(next);
+
+    // 1. A burst of ALLOC/FREE from two kernel threads across the restart.
+    let (burst, after) = restart_during(&m, &mut d, signal, &mut busy, |g| {
+        g.stress(2, 3000, (MIN, MAX), Duration::from_secs(300))
+    });
     let burst = burst.unwrap();
-    let after = exited.elapsed();
-    eprintln!(
-        "{kernel}: burst across the restart: {burst:?}; the old daemon exited {after:?} before the burst ended"
-    );
-    assert!(
-        after > Duration::from_millis(100),
-        "the burst ended before the restart: make it longer"
-    );
+    eprintln!("{kernel}: {sig}: burst across the restart: {burst:?} (went on {after:?} after)");
     assert_eq!(
         (
             burst.failed,
@@ -250,18 +284,59 @@ fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
     assert!(log.contains("vm=busy event=resume started=true"), "{log}");
     assert!(log.contains("vm=idle event=resume started=false"), "{log}");
     assert!(idle.is_running() && busy.is_running());
-    assert_eq!(d.held("busy"), kept, "host and guest disagree");
+    assert_eq!(
+        d.held("busy"),
+        kept,
+        "host and guest disagree after the burst"
+    );
 
-    // The idle guest's driver starts its device on the new daemon.
+    // 2. Allocations one after another, each timed in the guest kernel,
+    // across a second restart: the longest is the pause the guest saw.
+    let loop_cmd = format!(
+        "for i in $(seq 150); do echo 'alloc_timed {MIN} {MAX}' > {EXERCISER_CTL} && cat {EXERCISER_CTL}; done"
+    );
+    let (out, _) = restart_during(&m, &mut d, signal, &mut busy, |g| {
+        g.run_ok(&loop_cmd, Duration::from_secs(300))
+    });
+    let (n, longest, ids) = longest_alloc(&out.unwrap());
+    eprintln!(
+        "figure: {kernel}: {sig}: longest single allocation across a restart (lease=0): {:.1} ms of {n}",
+        longest.as_secs_f64() * 1e3
+    );
+    assert_eq!(n, 150);
+    assert!(
+        longest < Duration::from_secs(2),
+        "longer than the driver's timeout_ms"
+    );
+    kept.extend(ids);
+    assert_eq!(
+        d.held("busy"),
+        kept,
+        "host and guest disagree after the timed loop"
+    );
+
+    // 3. The idle guest's driver starts its device on the new daemon.
     load_v1_driver(&mut idle, "").unwrap();
     idle.load_exerciser().unwrap();
     let first = idle.alloc(MIN, MAX, 2).unwrap().unwrap();
     assert_eq!(d.held("idle"), BTreeSet::from([first]));
-    let _ = sole_holdings;
     for g in [idle, busy] {
         common::finish(g);
     }
+    // Both VMs are gone: nothing of them stays in the store.
     m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
+}
+
+fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
+    restart_scenario(
+        kernel,
+        libc::SIGTERM,
+        "a_restart_is_invisible_to_running_vms",
+    );
+}
+
+fn a_crash_mid_burst_loses_nothing(kernel: Kernel) {
+    restart_scenario(kernel, libc::SIGKILL, "a_crash_mid_burst_loses_nothing");
 }
 
 /// Documents a QEMU bug: expects QEMU 11.1 to abort.
@@ -293,5 +368,6 @@ fn qemu_aborts_when_a_backend_leaves_an_unstarted_device(kernel: Kernel) {
 
 qemu_tests::per_kernel!(
     a_restart_is_invisible_to_running_vms,
+    a_crash_mid_burst_loses_nothing,
     qemu_aborts_when_a_backend_leaves_an_unstarted_device
 );
