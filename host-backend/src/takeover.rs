@@ -207,20 +207,16 @@ pub struct Fit<'a> {
     pub state_space: Option<u64>,
 }
 
-/// Whether a connection's peer has gone (POLLHUP/POLLRDHUP/POLLERR).
+/// Whether a connection's peer has gone (POLLHUP or POLLERR: a Unix
+/// stream socket whose peer closed reports POLLHUP). Not POLLRDHUP: nix's
+/// `revents()` reads no flag set it does not know, and that is one.
 fn hung_up(fd: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::new(
-        fd,
-        PollFlags::POLLIN | PollFlags::from_bits_retain(libc::POLLRDHUP),
-    )];
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(n) if n > 0 => fds[0].revents().is_some_and(|r| {
-            r.intersects(
-                PollFlags::POLLHUP
-                    | PollFlags::from_bits_retain(libc::POLLRDHUP)
-                    | PollFlags::POLLERR,
-            )
-        }),
+        Ok(n) if n > 0 => fds
+            .first()
+            .and_then(PollFd::revents)
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
         _ => false,
     }
 }

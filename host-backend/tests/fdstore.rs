@@ -9,7 +9,7 @@ mod frontend;
 
 use std::time::{Duration, Instant};
 
-use frontend::manager::Manager;
+use frontend::manager::{roles, Manager};
 use frontend::{held_by, Daemon, TestVm};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -17,22 +17,6 @@ const WAIT: Duration = Duration::from_secs(20);
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Roles in the store for VM `vm`: each name minus its session prefix.
-fn roles(names: &[String], vm: &str) -> Vec<String> {
-    let prefix = format!("vpasid.{vm}.");
-    let mut r: Vec<String> = names
-        .iter()
-        .filter_map(|n| n.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split_once('.').map(|(_, role)| role.to_string()))
-        .map(|role| {
-            role.trim_end_matches(|c: char| c.is_ascii_digit())
-                .to_string()
-        })
-        .collect();
-    r.sort();
-    r
 }
 
 /// A started session stores its connection, image, guest memory, kick and
@@ -193,15 +177,13 @@ fn without_state_only_unstarted_sessions_are_taken_over() {
 #[test]
 fn a_session_the_state_does_not_know_is_dropped() {
     let m = Manager::new();
-    let mut d = m.start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
-    let mut vm = TestVm::connect(&d.path("a.sock"));
-    vm.alloc_ok(1, 10);
-    m.wait_names("stored", WAIT, |n| n.len() == 5);
+    let (mut d, mut vms) = vms_stored(&m, 1);
+    let vm = vms.remove(0);
     d.kill9();
     std::fs::remove_dir_all(d.path("state")).unwrap();
     m.respawn(&mut d, "new state");
     d.wait_ready(WAIT);
-    d.wait_log("vm=a event=takeover-dropped reason=\"durable state does not know it");
+    d.wait_log("vm=v0 event=takeover-dropped reason=\"durable state does not know it");
     m.wait_names("empty", WAIT, <[String]>::is_empty);
     assert!(vm.nothing_used_within(Duration::from_millis(100)));
 }
@@ -212,23 +194,41 @@ fn a_session_the_state_does_not_know_is_dropped() {
 #[test]
 fn a_vm_that_exits_while_the_daemon_is_down_leaves_the_store() {
     let m = Manager::new();
-    let mut d = m.start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
-    let mut vm = TestVm::connect(&d.path("a.sock"));
-    vm.alloc_ok(1, 10);
-    m.wait_names("stored", WAIT, |n| n.len() == 5);
+    let (mut d, mut vms) = vms_stored(&m, 1);
+    let vm = vms.remove(0);
     d.kill9();
     drop(vm);
     m.wait_names("connection dropped by FDPOLL", WAIT, |n| {
-        !roles(n, "a").contains(&"conn".to_string())
+        !roles(n, "v0").contains(&"conn".to_string())
     });
     m.respawn(&mut d, "vm gone");
     d.wait_ready(WAIT);
-    d.wait_log("vm=a event=takeover-dropped");
+    d.wait_log("vm=v0 event=takeover-dropped");
     m.wait_names("empty", WAIT, <[String]>::is_empty);
     // The session ended while the daemon was down: released at start
     // (no hold-over configured), as if the daemon had seen it end.
-    d.wait_log("vm=a event=session-ended-while-down");
-    assert_eq!(held_by(&d, "a"), Vec::<u32>::new());
+    d.wait_log("vm=v0 event=session-ended-while-down");
+    assert_eq!(held_by(&d, "v0"), Vec::<u32>::new());
+}
+
+/// A daemon with `n` VM slots and durable state under `m`, each slot's VM
+/// connected, holding one PASID, and its session stored.
+fn vms_stored(m: &std::sync::Arc<Manager>, n: usize) -> (Daemon, Vec<TestVm>) {
+    let mut args: Vec<String> = vec!["--state-dir".into(), "{dir}/state".into()];
+    for i in 0..n {
+        args.push("--vm".into());
+        args.push(format!("v{i}={{dir}}/v{i}.sock"));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = m.start(&argv);
+    let mut vms: Vec<TestVm> = (0..n)
+        .map(|i| TestVm::connect(&d.path(&format!("v{i}.sock"))))
+        .collect();
+    for vm in &mut vms {
+        vm.alloc_ok(1, 1 << 19);
+    }
+    m.wait_names("all stored", Duration::from_secs(60), |s| s.len() == 5 * n);
+    (d, vms)
 }
 
 /// 100 VMs, one daemon restart: every VM answered again, timed.
@@ -236,20 +236,7 @@ fn a_vm_that_exits_while_the_daemon_is_down_leaves_the_store() {
 fn a_hundred_vms_are_taken_over_at_once() {
     const N: usize = 100;
     let m = Manager::new();
-    let mut args: Vec<String> = vec!["--state-dir".into(), "{dir}/state".into()];
-    for i in 0..N {
-        args.push("--vm".into());
-        args.push(format!("v{i}={{dir}}/v{i}.sock"));
-    }
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut d = m.start(&argv);
-    let mut vms: Vec<TestVm> = (0..N)
-        .map(|i| TestVm::connect(&d.path(&format!("v{i}.sock"))))
-        .collect();
-    for vm in &mut vms {
-        vm.alloc_ok(1, 1 << 19);
-    }
-    m.wait_names("all stored", Duration::from_secs(60), |n| n.len() == 5 * N);
+    let (mut d, mut vms) = vms_stored(&m, N);
     let stopping = Instant::now();
     d.term();
     let down = stopping.elapsed();
@@ -274,10 +261,8 @@ fn a_hundred_vms_are_taken_over_at_once() {
 #[test]
 fn without_the_store_a_restart_loses_the_sessions() {
     let m = Manager::new();
-    let mut d = m.start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
-    let mut vm = TestVm::connect(&d.path("a.sock"));
-    vm.alloc_ok(1, 10);
-    m.wait_names("stored", WAIT, |n| n.len() == 5);
+    let (mut d, mut vms) = vms_stored(&m, 1);
+    let _vm = vms.remove(0);
     d.term();
     m.flush();
     m.respawn(&mut d, "store flushed");
@@ -295,20 +280,7 @@ fn figure_restart_gap() {
     for n in [1usize, 100] {
         for kill in [false, true] {
             let m = Manager::new();
-            let mut args: Vec<String> = vec!["--state-dir".into(), "{dir}/state".into()];
-            for i in 0..n {
-                args.push("--vm".into());
-                args.push(format!("v{i}={{dir}}/v{i}.sock"));
-            }
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut d = m.start(&argv);
-            let mut vms: Vec<TestVm> = (0..n)
-                .map(|i| TestVm::connect(&d.path(&format!("v{i}.sock"))))
-                .collect();
-            for vm in &mut vms {
-                vm.alloc_ok(1, 1 << 19);
-            }
-            m.wait_names("all stored", Duration::from_secs(60), |s| s.len() == 5 * n);
+            let (mut d, mut vms) = vms_stored(&m, n);
             if kill {
                 d.kill9();
             } else {

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::load_v1_driver;
-use manager::Manager;
+use manager::{roles, Manager};
 use qemu_tests::daemon::binary;
 use qemu_tests::vpasid::{parse_alloc_timed, EXERCISER_CTL};
 use qemu_tests::{
@@ -162,17 +162,6 @@ fn spawn(m: &Manager, args: &[String], log: &Path) -> ChildGuard {
     let mut cmd = m.command(&binary("vhost-user-pasid").unwrap(), args);
     cmd.stdin(Stdio::null()).stderr(log);
     ChildGuard::spawn("vhost-user-pasid", cmd).unwrap()
-}
-
-fn roles(names: &[String], vm: &str) -> Vec<String> {
-    let prefix = format!("vpasid.{vm}.");
-    let mut r: Vec<String> = names
-        .iter()
-        .filter_map(|n| n.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split_once('.').map(|(_, role)| role.to_string()))
-        .collect();
-    r.sort();
-    r
 }
 
 /// Restarts the daemon (`signal`, then a new daemon with the store, as

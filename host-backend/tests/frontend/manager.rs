@@ -144,6 +144,24 @@ fn serve(socket: UnixDatagram, store: Arc<Mutex<Store>>, stop: Arc<AtomicBool>) 
     }
 }
 
+/// What the store holds for VM `vm`: the role of each of its descriptors
+/// (the daemon's names are `vpasid.VM.SESSION.ROLE`), sorted, with the
+/// counter that ends a role's name removed (`kick0-4` -> `kick0-`).
+pub fn roles(names: &[String], vm: &str) -> Vec<String> {
+    let prefix = format!("vpasid.{vm}.");
+    let mut r: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_once('.').map(|(_, role)| role.to_string()))
+        .map(|role| {
+            role.trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_string()
+        })
+        .collect();
+    r.sort();
+    r
+}
+
 impl Manager {
     pub fn new() -> Arc<Manager> {
         let dir = tempfile::tempdir().unwrap();
@@ -267,8 +285,8 @@ impl Manager {
                     }
                     high.push(h);
                 }
-                for (i, h) in high.iter().enumerate() {
-                    if libc::dup2(*h, 3 + i as i32) < 0 {
+                for (target, h) in (3..).zip(&high) {
+                    if libc::dup2(*h, target) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     libc::close(*h);
