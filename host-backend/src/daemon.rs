@@ -522,6 +522,14 @@ fn spawn_threads(
     Ok(())
 }
 
+/// Which build this is, for the start line: `VPASID_BUILD_ID` at build
+/// time (a packager's build number; the upgrade test builds a second
+/// daemon with it set), else the crate version.
+const BUILD: &str = match option_env!("VPASID_BUILD_ID") {
+    Some(id) => id,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a failure (Err).
 pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     // Before any thread: adopting descriptors changes the environment.
@@ -535,12 +543,13 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
 
     let stats = registry.stats();
     info!(
-        "event=start pasid_bits={} capacity={} reserved={} vms={} control={}",
+        "event=start pasid_bits={} capacity={} reserved={} vms={} control={} build={}",
         stats.space.pasid_bits,
         stats.space.capacity,
         stats.space.reserved,
         stats.vms,
-        crate::logfmt::Value(config.control_socket.display())
+        crate::logfmt::Value(config.control_socket.display()),
+        crate::logfmt::Value(BUILD)
     );
     let space_id = stats.space_id;
     let registry = Arc::new(Mutex::new(registry));

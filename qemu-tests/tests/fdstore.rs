@@ -158,8 +158,13 @@ impl Managed {
 
 /// Starts the daemon as systemd would, with the manager's store.
 fn spawn(m: &Manager, args: &[String], log: &Path) -> ChildGuard {
+    spawn_build(m, &binary("vhost-user-pasid").unwrap(), args, log)
+}
+
+/// [`spawn`] of the daemon binary `bin`.
+fn spawn_build(m: &Manager, bin: &Path, args: &[String], log: &Path) -> ChildGuard {
     let log = std::fs::OpenOptions::new().append(true).open(log).unwrap();
-    let mut cmd = m.command(&binary("vhost-user-pasid").unwrap(), args);
+    let mut cmd = m.command(bin, args);
     cmd.stdin(Stdio::null()).stderr(log);
     ChildGuard::spawn("vhost-user-pasid", cmd).unwrap()
 }
@@ -376,6 +381,66 @@ fn leased_allocations_across_a_restart(kernel: Kernel) {
     m.wait_names("empty after the VM exits", WAIT, <[String]>::is_empty);
 }
 
+/// The daemon of another build (`VPASID_BUILD_ID=upgrade-test`, built by
+/// `qemu-tests/run setup` into `target/upgrade`) takes the sessions over
+/// after a SIGTERM, as `systemctl restart` after an upgrade: the busy
+/// guest goes on allocating, host and guest agree, and the guest without a
+/// driver loads it afterwards.
+fn an_upgrade_resumes(kernel: Kernel) {
+    let upgrade = qemu_tests::setup::repo_root().join("target/upgrade/release/vhost-user-pasid");
+    assert!(
+        upgrade.is_file(),
+        "{} is missing: run `qemu-tests/run setup` (it builds the upgrade daemon)",
+        upgrade.display()
+    );
+    let test = format!("an_upgrade_resumes.linux_{kernel}");
+    let m = Manager::new();
+    let mut d = Managed::start(&m, &["idle", "busy"], Some(0), &test);
+    let configs = vec![
+        GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
+        GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
+    ];
+    let mut guests: Vec<Guest> = common::boot_in_parallel(configs, |g| {
+        if g.name() == "busy" {
+            load_v1_driver(g, "")?;
+            g.load_exerciser()?;
+        }
+        Ok(())
+    });
+    let mut busy = guests.pop().unwrap();
+    let mut idle = guests.pop().unwrap();
+    let mut kept: BTreeSet<u32> = (0..8)
+        .map(|_| busy.alloc(MIN, MAX, 1).unwrap().unwrap())
+        .collect();
+    m.wait_names("both sessions stored", WAIT, |n| {
+        roles(n, "busy").len() >= 5 && roles(n, "idle").len() >= 2
+    });
+    let mut old = d.child.take().unwrap();
+    old.signal(libc::SIGTERM).unwrap();
+    old.wait_timeout(WAIT).unwrap();
+    d.child = Some(spawn_build(&m, &upgrade, &d.args, &d.log));
+    let log = d.wait_log_count("event=resume", 2);
+    assert!(
+        log.contains("build=upgrade-test"),
+        "not the upgrade build:\n{log}"
+    );
+    assert!(log.contains("vm=busy event=resume started=true"), "{log}");
+    assert!(log.contains("vm=idle event=resume started=false"), "{log}");
+    for _ in 0..8 {
+        kept.insert(busy.alloc(MIN, MAX, 1).unwrap().unwrap());
+    }
+    assert_eq!(kept.len(), 16);
+    assert_eq!(d.held("busy"), kept, "host and guest disagree");
+    load_v1_driver(&mut idle, "").unwrap();
+    idle.load_exerciser().unwrap();
+    let first = idle.alloc(MIN, MAX, 2).unwrap().unwrap();
+    assert_eq!(d.held("idle"), BTreeSet::from([first]));
+    for g in [idle, busy] {
+        common::finish(g);
+    }
+    m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
+}
+
 /// Documents a QEMU bug: expects QEMU 11.1 to abort.
 fn qemu_aborts_when_a_backend_leaves_an_unstarted_device(kernel: Kernel) {
     let mut daemon = Daemon::start(
@@ -407,5 +472,6 @@ qemu_tests::per_kernel!(
     a_restart_is_invisible_to_running_vms,
     a_crash_mid_burst_loses_nothing,
     leased_allocations_across_a_restart,
+    an_upgrade_resumes,
     qemu_aborts_when_a_backend_leaves_an_unstarted_device
 );
