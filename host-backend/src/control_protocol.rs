@@ -242,6 +242,11 @@ pub struct VmEntry {
     pub range_start: u32,
     /// Socket path (or `fd:N`).
     pub socket: String,
+    /// When its session was taken over from a previous daemon (systemd's
+    /// descriptor store), in seconds since the Unix epoch; absent for a
+    /// session this daemon accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<u64>,
 }
 
 /// Request counters of one VM slot.
@@ -413,6 +418,10 @@ impl From<VmView> for VmEntry {
             quota: vm.quota,
             range_end: vm.range_end,
             range_start: vm.range_start,
+            resumed_at: vm
+                .resumed_at
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
             socket: vm.socket,
         }
     }
@@ -574,6 +583,7 @@ mod tests {
             connected: true,
             held_over_for: None,
             holdover: Duration::from_secs(30),
+            resumed_at: None,
             held: 2,
             cached: 1,
             lease: 32,

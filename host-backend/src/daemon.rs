@@ -4,6 +4,7 @@
 //! slot and one for the control socket, then waits for SIGTERM/SIGINT or a
 //! slot failure.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
@@ -22,12 +23,14 @@ use signal_hook::iterator::Signals;
 
 use crate::config::{Config, LogLevel, SlotSource};
 use crate::control::serve_control;
+use crate::fdstore::{take_inherited, Inherited, Notifier};
 use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig, SpaceError};
 use crate::registry::{Registry, RegistryError};
 use crate::sandbox::{drop_privileges, hand_over, install_seccomp, SandboxError};
 use crate::slot::{serve_slot, SlotError, VmSlot};
 use crate::socket::{bind, SocketAccess, SocketError};
 use crate::state::{recover, ImageSource, Journal, StateError, StateFiles};
+use crate::takeover::{adopt, Adopted, Fit, Internal, Sessions, Stopper, Stored, STOP_WAIT};
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -132,16 +135,36 @@ pub fn init_logger(level: LogLevel) {
     builder.init();
 }
 
-/// Tells the service manager the daemon is ready, when it asked
-/// (`NOTIFY_SOCKET`, `Type=notify`). A failure is logged and the daemon
-/// goes on: it serves either way, and systemd then fails the start by its
-/// own timeout, which the log line explains.
-fn notify_ready() {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+/// Opens the notify socket (`NOTIFY_SOCKET`, `Type=notify`), before the
+/// seccomp filter, which forbids creating it later. A failure is logged
+/// and the daemon goes on without it: it serves either way, and systemd
+/// then fails the start by its own timeout, which the log line explains.
+fn open_notifier() -> Option<Arc<Notifier>> {
+    match Notifier::from_env() {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            warn!(
+                "event=notify socket={} error={} (systemd will time the start out; \
+                 the socket must be a path socket the daemon's user can write)",
+                crate::logfmt::Value(
+                    std::env::var_os("NOTIFY_SOCKET")
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                ),
+                crate::logfmt::Value(e)
+            );
+            None
+        }
+    }
+}
+
+/// Tells the service manager the daemon is ready, when it asked.
+fn notify_ready(notifier: Option<&Notifier>) {
+    let Some(n) = notifier else {
         return;
     };
-    let socket = crate::logfmt::Value(socket.to_string_lossy());
-    match sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+    let socket = crate::logfmt::Value(n.target());
+    match n.ready() {
         Ok(()) => info!("event=notify state=READY socket={socket}"),
         Err(e) => warn!(
             "event=notify socket={socket} error={} (systemd will time the start out; \
@@ -224,13 +247,17 @@ fn image_source(registry: &Arc<Mutex<Registry>>) -> ImageSource {
     })
 }
 
-/// Runs the daemon until SIGTERM/SIGINT (Ok) or a failure (Err).
-pub fn start_backend(config: Config) -> Result<(), DaemonError> {
+/// Durable state as loaded, before its journal starts.
+type LoadedState = Option<(StateFiles, crate::state::Loaded)>;
+
+/// Phase 1: the PASID space and the registry, from durable state when
+/// `--state-dir` is given. Returns the time the state work took.
+fn load_state(config: &Config) -> Result<(Registry, LoadedState, Duration), DaemonError> {
     let space = PasidSpace::new(SpaceConfig {
         pasid_bits: config.pasid_bits,
         reserved: config.reserved.clone(),
     })?;
-    let loading = std::time::Instant::now();
+    let loading = Instant::now();
     let state = match &config.state_dir {
         Some(dir) => {
             let files = StateFiles::open(dir)?;
@@ -246,12 +273,37 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         }
         None => Registry::new(space, space_id()),
     };
-    // State work only: binding the slots' sockets below is not counted.
-    let mut state_time = loading.elapsed();
     registry.set_rate_limit(config.rate_limit);
+    Ok((registry, state, loading.elapsed()))
+}
 
+/// Every socket the daemon listens on, bound before the sandbox.
+struct Bound {
+    slots: Vec<VmSlot>,
+    control: UnixListener,
+    /// Socket files to remove at exit.
+    paths: Vec<PathBuf>,
+    /// Directories created for them.
+    created_dirs: Vec<PathBuf>,
+}
+
+/// The internal listener's path: beside the control socket, so that it
+/// lives wherever the operator keeps the daemon's private sockets.
+fn internal_path(control: &Path) -> PathBuf {
+    let mut p = control.as_os_str().to_owned();
+    p.push(".internal");
+    PathBuf::from(p)
+}
+
+/// Phase 2: configures each VM slot in the registry and binds its socket,
+/// the control socket and the internal listener of the per-session
+/// daemons.
+fn bind_sockets(
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<(Bound, Internal), DaemonError> {
     let mut slots = Vec::new();
-    let mut bound_paths = Vec::new();
+    let mut paths = Vec::new();
     for slot in &config.slots {
         let limits = OwnerLimits {
             quota: slot.quota,
@@ -263,7 +315,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         let listener = match &slot.source {
             SlotSource::Path(p) => {
                 let l = bind(p, &config.access)?;
-                bound_paths.push(p.clone());
+                paths.push(p.clone());
                 l
             }
             SlotSource::Fd(fd) => inherited_listener(*fd)?,
@@ -299,85 +351,127 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
             gid: config.control_gid,
         },
     )?;
-    bound_paths.push(config.control_socket.clone());
+    paths.push(config.control_socket.clone());
+    // The daemon's own user only: whoever connects here is served as the
+    // VM the next session belongs to.
+    let internal = internal_path(&config.control_socket);
+    let listener = bind(
+        &internal,
+        &SocketAccess {
+            mode: Some(0o600),
+            gid: None,
+        },
+    )?;
+    paths.push(internal.clone());
+    let bound = Bound {
+        slots,
+        control,
+        paths,
+        created_dirs,
+    };
+    Ok((bound, Internal::new(listener, internal)))
+}
 
-    let mut journal = None;
-    if let Some((files, loaded)) = state {
-        let dir = files.dir().display().to_string();
-        let records: usize = loaded.commits.iter().map(|c| c.records.len()).sum();
-        let frames = loaded.commits.len();
-        let starting = std::time::Instant::now();
-        let started = Arc::new(Journal::start(
-            files,
-            &registry.image(),
-            loaded.generation + 1,
-            loaded.slot ^ usize::from(loaded.generation > 0),
-            config.journal_limit,
-        )?);
-        registry.attach_change_log(started.clone());
-        journal = Some(started);
-        state_time += starting.elapsed();
-        registry.warn_unconfigured();
-        let stats = registry.stats();
-        info!(
-            "event=state-loaded dir={} generation={} frames={frames} records={records} \
-             owners={} pasids={} references={} ms={}",
-            crate::logfmt::Value(&dir),
-            loaded.generation + 1,
-            stats.space.owners,
-            stats.space.allocated,
-            stats.space.total_refs,
-            state_time.as_millis()
-        );
-    }
-
+/// Phase 3: with durable state, starts the journal on the loaded state and
+/// logs what was loaded.
+fn start_journal(
+    config: &Config,
+    registry: &mut Registry,
+    state: LoadedState,
+    mut state_time: Duration,
+) -> Result<Option<Arc<Journal>>, DaemonError> {
+    let Some((files, loaded)) = state else {
+        return Ok(None);
+    };
+    let dir = files.dir().display().to_string();
+    let records: usize = loaded.commits.iter().map(|c| c.records.len()).sum();
+    let frames = loaded.commits.len();
+    let starting = Instant::now();
+    let started = Arc::new(Journal::start(
+        files,
+        &registry.image(),
+        loaded.generation + 1,
+        loaded.slot ^ usize::from(loaded.generation > 0),
+        config.journal_limit,
+    )?);
+    registry.attach_change_log(started.clone());
+    state_time += starting.elapsed();
+    registry.warn_unconfigured();
     let stats = registry.stats();
     info!(
-        "event=start pasid_bits={} capacity={} reserved={} vms={} control={}",
-        stats.space.pasid_bits,
-        stats.space.capacity,
-        stats.space.reserved,
-        stats.vms,
-        crate::logfmt::Value(config.control_socket.display())
+        "event=state-loaded dir={} generation={} frames={frames} records={records} \
+         owners={} pasids={} references={} ms={}",
+        crate::logfmt::Value(&dir),
+        loaded.generation + 1,
+        stats.space.owners,
+        stats.space.allocated,
+        stats.space.total_refs,
+        state_time.as_millis()
     );
-    let registry = Arc::new(Mutex::new(registry));
-    if let Some(journal) = journal {
-        journal.set_image_source(image_source(&registry));
+    Ok(Some(started))
+}
+
+/// Phase 4: sorts the sessions a previous daemon left in the descriptor
+/// store by VM slot; drops, with a log line each, those this daemon cannot
+/// take over.
+fn take_over_sessions(
+    inherited: Inherited,
+    config: &Config,
+    registry: &mut Registry,
+    notifier: Option<&Notifier>,
+) -> BTreeMap<String, Stored> {
+    if inherited.is_empty() {
+        return BTreeMap::new();
     }
-
-    let (tx, rx) = mpsc::channel();
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
-
-    let metrics = crate::metrics::bind_listener(config.metrics_listen)?;
-
-    // Every socket is bound: give up what serving does not need, before
-    // any thread starts (threads inherit the filter). Bind every listener
-    // (VM slots, control, metrics) above this point: after it the seccomp
-    // filter refuses socket(), bind() and listen() (docs/security.md).
-    if let Some(user) = &config.user {
-        hand_over(&bound_paths, &created_dirs, user)?;
-        drop_privileges(user)?;
-    }
-    // Ready: every listener is bound and listening (a client connecting
-    // now waits in its backlog until the threads below accept), and the
-    // privileges are gone, so a failed drop is a failed start, not a
-    // failure after READY. Not after the filter: sd_notify makes a
-    // datagram socket and connects it, which the allow-list refuses (and
-    // should keep refusing).
-    notify_ready();
-    install_seccomp(config.seccomp)?;
+    let slots: Vec<String> = config.slots.iter().map(|s| s.name.clone()).collect();
+    let fit = Fit {
+        slots: &slots,
+        state_space: config.state_dir.as_ref().map(|_| registry.stats().space_id),
+    };
+    let found = inherited.len();
+    let Adopted { sessions, ended } = adopt(inherited, &fit, notifier);
     info!(
-        "event=sandbox user={} seccomp={} rate_limit={}",
-        config
-            .user
-            .as_ref()
-            .map_or("(unchanged)", |u| u.name.as_str()),
-        config.seccomp,
-        config.rate_limit.map_or_else(
-            || "off".to_string(),
-            |r| format!("{}/s,burst={}", r.per_second, r.burst)
-        ),
+        "event=takeover descriptors={found} sessions={} started={}",
+        sessions.len(),
+        sessions.values().filter(|s| s.started()).count()
     );
+    // Those connections ended while no daemon ran: their end is handled
+    // now, as the old daemon would have (reclaim, or hold-over).
+    for name in ended {
+        if let Ok(vm) = registry.vm(&name) {
+            info!("vm={name} event=session-ended-while-down");
+            registry.end_connection(vm, Instant::now());
+        }
+    }
+    if let Some(point) = registry.commit_point() {
+        point.settle();
+    }
+    sessions
+}
+
+/// What the serving threads take, made before the sandbox.
+struct Serving {
+    bound: Bound,
+    stored: BTreeMap<String, Stored>,
+    metrics: Option<std::net::TcpListener>,
+    signals: Signals,
+}
+
+/// Phase 5: the threads that serve: signals, one per VM slot, hold-overs,
+/// control, metrics.
+fn spawn_threads(
+    config: &Config,
+    serving: Serving,
+    registry: &Arc<Mutex<Registry>>,
+    sessions: &Arc<Sessions>,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), DaemonError> {
+    let Serving {
+        bound,
+        mut stored,
+        metrics,
+        mut signals,
+    } = serving;
     let sig_tx = tx.clone();
     thread::Builder::new()
         .name("signals".into())
@@ -388,18 +482,20 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         })
         .map_err(DaemonError::Thread)?;
 
-    for slot in slots {
+    for slot in bound.slots {
         info!(
             "vm={} event=listen socket={}",
             slot.name,
             crate::logfmt::Value(&slot.socket)
         );
         let registry = registry.clone();
+        let sessions = sessions.clone();
+        let resume = stored.remove(&slot.name);
         let tx = tx.clone();
         thread::Builder::new()
             .name(format!("slot-{}", slot.name))
             .spawn(move || {
-                if let Err(e) = serve_slot(slot, registry) {
+                if let Err(e) = serve_slot(slot, registry, sessions, resume) {
                     let _ = tx.send(Event::SlotFailed(e));
                 }
             })
@@ -413,6 +509,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
             .map_err(DaemonError::Thread)?;
     }
     let control_registry = registry.clone();
+    let control = bound.control;
     thread::Builder::new()
         .name("control".into())
         .spawn(move || serve_control(control, control_registry))
@@ -422,6 +519,89 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         metrics,
         Arc::new(move || crate::scrape::render_shared(&scraped)),
     )?;
+    Ok(())
+}
+
+/// Which build this is, for the start line: `VPASID_BUILD_ID` at build
+/// time (a packager's build number; the upgrade test builds a second
+/// daemon with it set), else the crate version.
+const BUILD: &str = match option_env!("VPASID_BUILD_ID") {
+    Some(id) => id,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// Runs the daemon until SIGTERM/SIGINT (Ok) or a failure (Err).
+pub fn start_backend(config: Config) -> Result<(), DaemonError> {
+    // Before any thread: adopting descriptors changes the environment.
+    let inherited = take_inherited();
+    let (mut registry, state, state_time) = load_state(&config)?;
+    let (bound, internal) = bind_sockets(&config, &mut registry)?;
+    let journal = start_journal(&config, &mut registry, state, state_time)?;
+    // Opened before the filter, which forbids creating it.
+    let notifier = open_notifier();
+    let stored = take_over_sessions(inherited, &config, &mut registry, notifier.as_deref());
+
+    let stats = registry.stats();
+    info!(
+        "event=start pasid_bits={} capacity={} reserved={} vms={} control={} build={}",
+        stats.space.pasid_bits,
+        stats.space.capacity,
+        stats.space.reserved,
+        stats.vms,
+        crate::logfmt::Value(config.control_socket.display()),
+        crate::logfmt::Value(BUILD)
+    );
+    let space_id = stats.space_id;
+    let registry = Arc::new(Mutex::new(registry));
+    if let Some(journal) = journal {
+        journal.set_image_source(image_source(&registry));
+    }
+    let paths = bound.paths.clone();
+    let sessions = Arc::new(Sessions {
+        notifier: notifier.clone(),
+        internal,
+        stopper: Stopper::new().map_err(DaemonError::Signals)?,
+        space_id,
+    });
+
+    let (tx, rx) = mpsc::channel();
+    // Before the filter: signal-hook makes a socket pair.
+    let signals = Signals::new([SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+    let metrics = crate::metrics::bind_listener(config.metrics_listen)?;
+
+    // Every socket is bound: give up what serving does not need, before
+    // any thread starts (threads inherit the filter). Bind every listener
+    // (VM slots, control, internal, metrics) above this point: after it
+    // the seccomp filter refuses bind() and listen() (docs/security.md).
+    if let Some(user) = &config.user {
+        hand_over(&paths, &bound.created_dirs, user)?;
+        drop_privileges(user)?;
+    }
+    // Ready: every listener is bound and listening (a client connecting
+    // now waits in its backlog until the threads below accept), and the
+    // privileges are gone, so a failed drop is a failed start, not a
+    // failure after READY.
+    notify_ready(notifier.as_deref());
+    install_seccomp(config.seccomp)?;
+    info!(
+        "event=sandbox user={} seccomp={} rate_limit={}",
+        config
+            .user
+            .as_ref()
+            .map_or("(unchanged)", |u| u.name.as_str()),
+        config.seccomp,
+        config.rate_limit.map_or_else(
+            || "off".to_string(),
+            |r| format!("{}/s,burst={}", r.per_second, r.burst)
+        ),
+    );
+    let serving = Serving {
+        bound,
+        stored,
+        metrics,
+        signals,
+    };
+    spawn_threads(&config, serving, &registry, &sessions, &tx)?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {
@@ -431,7 +611,15 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         Ok(Event::SlotFailed(e)) => Err(e.into()),
         Err(_) => Ok(()),
     };
-    for path in &bound_paths {
+    // Each session stops at a message boundary and stays in the store
+    // (when there is one) for the next start.
+    if !sessions.stopper.stop(STOP_WAIT) {
+        warn!(
+            "event=stop-timeout a session did not reach a message boundary within {} ms",
+            STOP_WAIT.as_millis()
+        );
+    }
+    for path in &paths {
         remove_socket(path);
     }
     result

@@ -35,6 +35,10 @@
 //! - [`sandbox`]: containment after set-up: socket hand-over, privilege
 //!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.
 //! - [`logfmt`]: free-form values in log lines, quoted when they need it.
+//! - [`takeover`]: every session through a proxy that keeps it in
+//!   systemd's descriptor store, and the take-over of stored sessions at
+//!   start; [`session`]: vhost-user framing and the session image;
+//!   [`fdstore`]: the notify socket and the descriptors passed at start.
 //! - [`socket`], [`rate_limit`]: small helpers (the latter also holds the
 //!   per-VM request token bucket, `--rate-limit`).
 //!
@@ -51,6 +55,7 @@ pub mod control;
 pub mod control_protocol;
 pub mod ctl_cli;
 pub mod daemon;
+pub mod fdstore;
 pub mod figures;
 pub mod logfmt;
 pub mod metrics;
@@ -62,7 +67,9 @@ pub mod registry;
 pub mod request;
 pub mod sandbox;
 pub mod scrape;
+pub mod session;
 pub mod slot;
 pub mod socket;
 pub mod state;
+pub mod takeover;
 pub mod vhu_vpasid;

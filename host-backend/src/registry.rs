@@ -128,6 +128,9 @@ struct VmRecord {
     /// Disconnected and held over: when its PASIDs are reclaimed unless a
     /// device connects first.
     held_over_until: Option<Instant>,
+    /// When its current session was taken over from a daemon before this
+    /// one (systemd's descriptor store), if it was.
+    resumed_at: Option<std::time::SystemTime>,
 }
 
 impl VmRecord {
@@ -147,6 +150,7 @@ impl VmRecord {
             reconciling: None,
             holdover: Duration::ZERO,
             held_over_until: None,
+            resumed_at: None,
         }
     }
 

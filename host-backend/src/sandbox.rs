@@ -326,6 +326,36 @@ pub fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErro
         (libc::SYS_setsockopt, any()),
         (libc::SYS_getsockname, any()),
         (libc::SYS_getpeername, any()),
+        // Session proxies (takeover.rs): each session's daemon is served
+        // on a new connection to the internal listener, a Unix stream
+        // socket bound before this filter. Only Unix stream sockets can be
+        // made; connect(2)'s address cannot be checked here, so the file
+        // modes of the sockets a compromised daemon could reach are what
+        // guard them (docs/security.md).
+        (
+            libc::SYS_socket,
+            vec![all(vec![
+                cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?,
+                cond(
+                    1,
+                    SeccompCmpOp::Eq,
+                    (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                )?,
+            ])?],
+        ),
+        (libc::SYS_connect, any()),
+        // Each session's image: a memfd (no executable seals or mappings:
+        // mmap is checked above), rewritten with pwrite.
+        (
+            libc::SYS_memfd_create,
+            arg_in(1, &[libc::MFD_CLOEXEC as u64])?,
+        ),
+        // A running vring's used index, read from guest memory at a
+        // take-over.
+        (libc::SYS_pread64, any()),
+        // Whether two descriptors are one open file (KCMP_FILE only), as
+        // systemd's store tells them apart.
+        (libc::SYS_kcmp, arg_in(2, &[0])?),
         // Waiting: vring epoll loops, eventfd kicks and calls, poll loops.
         (libc::SYS_epoll_create1, any()),
         (libc::SYS_epoll_ctl, any()),

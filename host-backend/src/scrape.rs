@@ -265,6 +265,22 @@ impl Collector for Figures {
         }
         encode_family(
             &mut encoder,
+            "vpasid_session_takeovers",
+            "VM sessions taken over from systemd's descriptor store at start \
+             (a restart, upgrade or crash the VM did not see)",
+            None,
+            &ConstCounter::new(crate::fdstore::takeovers()),
+        )?;
+        encode_family(
+            &mut encoder,
+            "vpasid_fdstore_descriptors",
+            "Descriptors the daemon keeps in systemd's descriptor store \
+             (FileDescriptorStoreMax= must exceed it)",
+            None,
+            &ConstGauge::new(i64::try_from(crate::fdstore::stored()).unwrap_or(i64::MAX)),
+        )?;
+        encode_family(
+            &mut encoder,
             "vpasid_quota_rejections",
             "ALLOC requests refused because the VM was at its quota",
             None,

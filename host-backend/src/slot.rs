@@ -12,19 +12,20 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost::vhost_user::Error as VhostUserError;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon, VhostUserHandlerError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::registry::{Registry, VmId};
+use crate::takeover::{End, Proxy, Sessions, Stored, TakeoverError};
 use crate::vhu_vpasid::PasidDevice;
 
 /// How long a frontend that connects while the slot is busy waits for the
@@ -34,6 +35,7 @@ use crate::vhu_vpasid::PasidDevice;
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(1);
 
 /// Errors that stop a slot from serving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
     /// The daemon could not be created.
@@ -44,19 +46,17 @@ pub enum SlotError {
         /// Cause.
         cause: DaemonError,
     },
-    /// The listening socket failed.
-    #[error("vm {vm}: cannot accept a connection on {socket}: {cause}")]
-    Accept {
+    /// A session could not be set up or taken over.
+    #[error("vm {vm}: session: {cause}")]
+    Session {
         /// VM name.
         vm: String,
-        /// Socket description.
-        socket: String,
         /// Cause.
-        cause: DaemonError,
+        cause: TakeoverError,
     },
-    /// The busy guard could not duplicate the listener.
-    #[error("vm {vm}: cannot duplicate listener: {source}")]
-    Dup {
+    /// The listening socket failed.
+    #[error("vm {vm}: cannot accept a connection: {source}")]
+    Accept {
         /// VM name.
         vm: String,
         /// Cause.
@@ -200,11 +200,23 @@ fn session_hint(e: &DaemonError) -> Option<&'static str> {
 /// device (no guest memory shared yet).
 const EARLY_HANG_UP: &str = "the frontend left before the guest started the device";
 
-/// Serves one VM session on `listener`; returns when the frontend is gone.
+/// How a session begins.
+#[derive(Debug)]
+pub enum Begin {
+    /// QEMU connected to the slot's socket.
+    Accepted(UnixStream),
+    /// A session a previous daemon left in systemd's descriptor store.
+    Resumed(Box<Stored>),
+}
+
+/// Serves one VM session; returns when the frontend is gone. QEMU's
+/// connection goes through a [`Proxy`] that keeps the session in the
+/// descriptor store; the daemon serves the proxy's internal connection.
 fn serve_session(
     slot: &VmSlot,
-    listener: &mut Listener,
+    begin: Begin,
     registry: &Arc<Mutex<Registry>>,
+    sessions: &Arc<Sessions>,
 ) -> Result<(), SlotError> {
     let device = Arc::new(PasidDevice::new(slot.vm, &slot.name, registry.clone()));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
@@ -213,11 +225,58 @@ fn serve_session(
             vm: slot.name.clone(),
             cause,
         })?;
-    daemon.start(listener).map_err(|cause| SlotError::Accept {
+    let taking_over = Instant::now();
+    let resumed = matches!(begin, Begin::Resumed(_));
+    let proxy = match begin {
+        Begin::Accepted(conn) => Proxy::start(&slot.name, conn, sessions.clone()),
+        Begin::Resumed(stored) => Proxy::resume(&slot.name, *stored, sessions.clone()),
+    };
+    let mut proxy = proxy.map_err(|cause| SlotError::Session {
         vm: slot.name.clone(),
-        socket: slot.socket.clone(),
         cause,
     })?;
+    let backend = match sessions.internal.attach(&mut daemon) {
+        Ok(b) => b,
+        Err(cause) => {
+            proxy.end();
+            return Err(SlotError::Session {
+                vm: slot.name.clone(),
+                cause,
+            });
+        }
+    };
+    if resumed {
+        let bases = match proxy.replay(&backend) {
+            Ok(bases) => bases,
+            Err(e) => {
+                let abort = if proxy.image().started() {
+                    ""
+                } else {
+                    " (its device is not started: QEMU 11.1 aborts when the connection closes)"
+                };
+                error!(
+                    "vm={} event=takeover-failed error={}: session closed{abort}",
+                    slot.name,
+                    crate::logfmt::Value(e)
+                );
+                proxy.end();
+                drop(backend);
+                let _ = daemon.wait();
+                return Ok(());
+            }
+        };
+        crate::fdstore::count_takeover();
+        lock(registry).set_resumed(slot.vm, Some(SystemTime::now()));
+        info!(
+            "vm={} event=resume started={} stored={} used={bases:?} us={}",
+            slot.name,
+            proxy.image().started(),
+            proxy.stored(),
+            taking_over.elapsed().as_micros()
+        );
+    } else {
+        lock(registry).set_resumed(slot.vm, None);
+    }
     lock(registry).set_connected(slot.vm, true);
     info!(
         "vm={} event=connect socket={}",
@@ -237,9 +296,21 @@ fn serve_session(
             crate::logfmt::Value(e)
         );
     }
+    let end = proxy.run(&backend);
+    if let End::Stopped = end {
+        // The daemon exits; the session stays in the store for the next
+        // one. Nothing here may touch QEMU's connection again.
+        loop {
+            thread::park();
+        }
+    }
+    // Out of the store, then closed: QEMU's connection (the session is
+    // over), then the internal one, which ends the daemon's thread.
+    proxy.end();
+    drop(backend);
     let result = daemon.wait();
     // The session is over: a newcomer already waiting is left for the next
-    // `daemon.start`, after the reclaim below.
+    // accept, after the reclaim below.
     drop(guard);
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();
@@ -264,6 +335,7 @@ fn serve_session(
     }
     let mut reg = lock(registry);
     reg.set_connected(slot.vm, false);
+    reg.set_resumed(slot.vm, None);
     match &result {
         Ok(()) => info!("vm={} event=disconnect", slot.name),
         Err(_) if hung_up && never_started => info!(
@@ -297,15 +369,33 @@ fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
     registry.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Serves a slot forever: one session after another.
-pub fn serve_slot(slot: VmSlot, registry: Arc<Mutex<Registry>>) -> Result<(), SlotError> {
-    let dup = slot.listener.try_clone().map_err(|source| SlotError::Dup {
-        vm: slot.name.clone(),
-        source,
-    })?;
-    // Built from a UnixListener, the vhost Listener never unlinks the path.
-    let mut listener = Listener::from(dup);
+/// Serves a slot forever: the session a previous daemon left, if any,
+/// then one session after another.
+pub fn serve_slot(
+    slot: VmSlot,
+    registry: Arc<Mutex<Registry>>,
+    sessions: Arc<Sessions>,
+    stored: Option<Stored>,
+) -> Result<(), SlotError> {
+    if let Some(stored) = stored {
+        serve_session(
+            &slot,
+            Begin::Resumed(Box::new(stored)),
+            &registry,
+            &sessions,
+        )?;
+    }
     loop {
-        serve_session(&slot, &mut listener, &registry)?;
+        let conn = match slot.listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(SlotError::Accept {
+                    vm: slot.name.clone(),
+                    source,
+                })
+            }
+        };
+        serve_session(&slot, Begin::Accepted(conn), &registry, &sessions)?;
     }
 }

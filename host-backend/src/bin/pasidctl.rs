@@ -400,10 +400,18 @@ fn render_pasids(pasids: &[PasidEntry]) -> String {
     format!("{}{} PASIDs allocated\n", table.render(), pasids.len())
 }
 
-/// "connected", "held-over 12s" (disconnected, PASIDs reserved for 12 s
-/// more) or "idle".
+/// "connected", "resumed 42s ago" (connected, its session taken over
+/// from a previous daemon through systemd's descriptor store), "held-over
+/// 12s" (disconnected, PASIDs reserved for 12 s more) or "idle".
 fn vm_state(vm: &VmEntry) -> String {
     match (vm.connected, vm.held_over_secs) {
+        (true, _) if vm.resumed_at.is_some() => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let ago = now.saturating_sub(vm.resumed_at.unwrap_or(now));
+            format!("resumed {ago}s ago")
+        }
         (true, _) => "connected".into(),
         (false, Some(secs)) => format!("held-over {secs}s"),
         (false, None) => "idle".into(),
@@ -907,6 +915,7 @@ mod tests {
             range_end: 9,
             range_start: 1,
             socket: socket.into(),
+            resumed_at: None,
         };
         let mut long = vm(&name, true, 1, "/s");
         long.counters.requests.insert("ALLOC".into(), 3);
@@ -945,6 +954,7 @@ mod tests {
             range_end: 9,
             range_start: 1,
             socket: "/s".into(),
+            resumed_at: None,
         };
         let mut now = before.clone();
         assert_eq!(guest_step(&before, &now), None);
@@ -975,6 +985,7 @@ mod tests {
             range_end: 9,
             range_start: 1,
             socket: "/s".into(),
+            resumed_at: None,
         };
         assert_eq!(vm_state(&vm), "held-over 12s");
         assert!(render_vms(std::slice::from_ref(&vm)).contains("held-over 12s"));
@@ -982,6 +993,12 @@ mod tests {
         assert_eq!(vm_state(&vm), "idle");
         vm.connected = true;
         assert_eq!(vm_state(&vm), "connected");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        vm.resumed_at = Some(now - 5);
+        assert!(vm_state(&vm).starts_with("resumed "), "{}", vm_state(&vm));
     }
 
     /// Only a terminal gets screen-clearing codes.

@@ -36,6 +36,9 @@ use virtio_bindings::virtio_ring::{
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+pub mod manager;
+pub mod service;
+
 /// Size of the test VM's memory.
 pub const MEM_SIZE: u64 = 1 << 20;
 /// Guest-physical layout of the request queue.
