@@ -540,6 +540,14 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     // Opened before the filter, which forbids creating it.
     let notifier = open_notifier();
     let stored = take_over_sessions(inherited, &config, &mut registry, notifier.as_deref());
+    // VMs that held PASIDs at the restart and whose session did not come
+    // back through the store: their hold-over runs from now.
+    let now = Instant::now();
+    for slot in &config.slots {
+        if let (false, Ok(vm)) = (stored.contains_key(&slot.name), registry.vm(&slot.name)) {
+            registry.hold_over_after_restart(vm, now);
+        }
+    }
 
     let stats = registry.stats();
     info!(

@@ -295,3 +295,42 @@ fn holdover_expiry_reclaims_and_logs() {
     d.wait_log("vm=b event=reclaim reason=\"disconnect\" references=1");
     assert_eq!(counters(&d, "b")["holdovers"], 0);
 }
+
+/// 5.x.6.8: after a SIGKILL and a restart with `--state-dir` (no descriptor
+/// store), a VM that held PASIDs starts its hold-over afresh at the
+/// restart, and it runs out as any other: released, logged. A VM with a
+/// hold-over of 0 keeps its PASIDs across the restart, as before.
+#[test]
+fn a_restart_starts_the_holdover_again() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().display().to_string();
+    let mut d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock,holdover=1",
+        "--vm",
+        "b={dir}/b.sock",
+        "--state-dir",
+        &state_arg,
+    ]);
+    let mut a = TestVm::connect(&d.path("a.sock"));
+    let mut b = TestVm::connect(&d.path("b.sock"));
+    let held_a = vec![a.alloc_ok(1, 100), a.alloc_ok(1, 100)];
+    let held_b = vec![b.alloc_ok(1, 100)];
+    d.kill9();
+    drop((a, b));
+    d.restart();
+    d.wait_log("vm=a event=held-over pasids=2 seconds=1 reason=\"restart\"");
+    assert_eq!(held_by(&d, "a"), held_a, "held over, not yet released");
+    let log = d.wait_log("vm=a event=reclaim reason=\"hold-over expired\"");
+    assert!(
+        log.contains("vm=a event=reclaim reason=\"hold-over expired\" references=2 pasids_freed=2"),
+        "{log}"
+    );
+    assert!(held_by(&d, "a").is_empty());
+    assert_eq!(
+        held_by(&d, "b"),
+        held_b,
+        "hold-over 0: kept across the restart"
+    );
+    assert!(!log.contains("vm=b event=held-over"), "{log}");
+}

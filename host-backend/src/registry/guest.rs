@@ -98,6 +98,33 @@ impl Registry {
         );
     }
 
+    /// After a restart (`now`), a VM that holds PASIDs from durable state
+    /// but has no session (none was taken over from the descriptor store)
+    /// starts its hold-over afresh, as if it had disconnected at the
+    /// restart: the new daemon cannot tell when, or whether, its QEMU went
+    /// away. With a hold-over of 0 its PASIDs stay until its next
+    /// connection ends, RESET, or an operator release (docs/protocol.md
+    /// 5.x.6.8).
+    pub fn hold_over_after_restart(&mut self, vm: VmId, now: Instant) {
+        let held = self.space.usage(vm.0).map_or(0, |u| u.held);
+        let name = self.vm_name(vm).to_string();
+        let Some(rec) = self.record_mut(vm) else {
+            return;
+        };
+        // Connected, already held over (its stored session was found ended),
+        // nothing to keep, or no hold-over: nothing to start.
+        if rec.connected || rec.held_over_until.is_some() || rec.holdover.is_zero() || held == 0 {
+            return;
+        }
+        let holdover = rec.holdover;
+        rec.held_over_until = Some(now + holdover);
+        rec.tally.count_holdover();
+        info!(
+            "vm={name} event=held-over pasids={held} seconds={} reason=\"restart\"",
+            holdover.as_secs()
+        );
+    }
+
     /// Reclaims the PASIDs of every VM whose hold-over ran out by `now`.
     /// Returns when the next one runs out, if any is held over.
     pub fn expire_holdovers(&mut self, now: Instant) -> Option<Instant> {
