@@ -65,6 +65,14 @@ impl Registry {
         }
     }
 
+    /// Marks a slot's session as taken over from a previous daemon at
+    /// `at` (`None` when a new session starts).
+    pub fn set_resumed(&mut self, vm: VmId, at: Option<std::time::SystemTime>) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.resumed_at = at;
+        }
+    }
+
     /// Sets how long a VM's PASIDs stay reserved after it disconnects
     /// (`--holdover`, `holdover=`).
     pub fn set_holdover(&mut self, vm: VmId, holdover: Duration) {

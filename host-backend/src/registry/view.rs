@@ -83,6 +83,8 @@ pub struct VmView {
     /// Its hold-over period (`--holdover`, `holdover=`); zero releases its
     /// PASIDs at disconnect.
     pub holdover: Duration,
+    /// When its session was taken over from a previous daemon, if it was.
+    pub resumed_at: Option<std::time::SystemTime>,
     /// PASIDs the VM holds references on.
     pub held: u32,
     /// Of those, PASIDs its driver reports cached (leased, not handed
