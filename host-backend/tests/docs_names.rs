@@ -140,9 +140,10 @@ fn defined(word: &str, texts: &[(String, String)]) -> bool {
 }
 
 /// Names architecture.md explains that the project neither defines nor
-/// calls: the IOASID framework's own internals and the API of kernels the
-/// driver does not target (5.11-5.17 had `ioasid_get`/`ioasid_put`).
-const OUTSIDE_APIS: [&str; 3] = ["in_atomic", "ioasid_get", "ioasid_put"];
+/// calls: the IOASID framework's own internals, the API of kernels the
+/// driver does not target (5.11-5.17 had `ioasid_get`/`ioasid_put`), and
+/// vhost-user-backend's private session handler (why the daemon proxies).
+const OUTSIDE_APIS: [&str; 4] = ["in_atomic", "ioasid_get", "ioasid_put", "VhostUserHandler"];
 
 /// Whether `word` appears in a line of code (not a comment) of `texts`.
 fn used_in_code(word: &str, texts: &[(String, String)]) -> bool {
