@@ -134,8 +134,9 @@ struct virtio_pasid {
 	/*
 	 * Protects vq, slots, waiters, seq, unresponsive, pending_frees,
 	 * npending and the lease cache
-	 * (cache, ncached, returning, lease_stopped, grant_blocked, want_min,
-	 * want_max); taken in the vq callback.
+	 * (cache, ncached, returning, lease_size, lease_missed,
+	 * lease_stopped, grant_blocked, want_min, want_max); taken in the vq
+	 * callback.
 	 */
 	spinlock_t lock;
 	struct vpasid_buf *bufs;
@@ -159,9 +160,16 @@ struct virtio_pasid {
 	u32 quota;
 	u32 lease_max;		/* 0 unless VIRTIO_PASID_F_LEASE was negotiated */
 	u64 space_id;
-	/* The lease cache (vpasid_lease.c); lease_cap 0: leases off. */
+	/*
+	 * The lease cache (vpasid_lease.c); lease_cap 0: leases off. Its
+	 * size adapts to demand between lease_cap (resting) and lease_room
+	 * (the host's lease_max, the array's length).
+	 */
 	unsigned int lease_cap;
-	u32 *cache;		/* lease_cap entries, ncached used, ascending */
+	unsigned int lease_room;
+	unsigned int lease_size;	/* current size: watermarks, room */
+	bool lease_missed;	/* a miss since the last shrink period */
+	u32 *cache;		/* lease_room entries, ncached used, ascending */
 	unsigned int ncached;
 	unsigned int returning;	/* listed in RETURNs not answered yet */
 	bool lease_stopped;	/* no work item may run or be queued */
@@ -169,6 +177,7 @@ struct virtio_pasid {
 	u32 want_min;		/* the range GRANT asks for */
 	u32 want_max;
 	struct work_struct lease_work;
+	struct delayed_work shrink_work;	/* halves lease_size when idle */
 	/* Registration retries after -EAGAIN; under the registration mutex. */
 	struct delayed_work register_work;
 	unsigned int retry_ms;
@@ -227,6 +236,8 @@ void vpasid_lease_stop(struct virtio_pasid *vp);
 void vpasid_lease_drain(struct virtio_pasid *vp);
 void vpasid_lease_kick(struct virtio_pasid *vp);
 int vpasid_lease_return_one(struct virtio_pasid *vp);
+void vpasid_lease_missed(struct virtio_pasid *vp);
+int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room);
 bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid);
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
