@@ -134,9 +134,9 @@ struct virtio_pasid {
 	/*
 	 * Protects vq, slots, waiters, seq, unresponsive, pending_frees,
 	 * npending and the lease cache
-	 * (cache, ncached, returning, lease_size, lease_missed,
-	 * lease_stopped, grant_blocked, want_min, want_max); taken in the vq
-	 * callback.
+	 * (cache, ncached, returning, granting, prefetching, lease_size,
+	 * lease_missed, lease_stopped, grant_blocked, want_min, want_max);
+	 * taken in the vq callback.
 	 */
 	spinlock_t lock;
 	struct vpasid_buf *bufs;
@@ -172,6 +172,8 @@ struct virtio_pasid {
 	u32 *cache;		/* lease_room entries, ncached used, ascending */
 	unsigned int ncached;
 	unsigned int returning;	/* listed in RETURNs not answered yet */
+	unsigned int granting;	/* asked for in GRANTs not answered yet */
+	bool prefetching;	/* posting a prefetch GRANT: no re-entry */
 	bool lease_stopped;	/* no work item may run or be queued */
 	bool grant_blocked;	/* the last GRANT found no room; until a free */
 	u32 want_min;		/* the range GRANT asks for */

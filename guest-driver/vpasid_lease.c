@@ -115,13 +115,48 @@ static unsigned int vpasid_lease_high(const struct virtio_pasid *vp)
 	return vp->lease_size - vp->lease_size / 4;
 }
 
-/* Queue the work item if the cache is outside its band; vp->lock held. */
+static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
+					     u16 opcode, unsigned int count,
+					     enum vpasid_lease_wait wait,
+					     struct completion *done);
+
+/*
+ * Refill ahead of need without waiting: post one GRANT up to the target,
+ * counting what unanswered GRANTs will bring; vp->lock held. The reap
+ * applies the answer while allocations go on from the cache. False when
+ * it could not be posted (the work item then refills). Not re-entered
+ * from the reap its slot claim runs.
+ */
+static bool vpasid_lease_prefetch(struct virtio_pasid *vp)
+{
+	unsigned int have = vp->ncached + vp->granting;
+	struct vpasid_slot *slot;
+
+	if (vp->prefetching)
+		return true;
+	if (have >= vpasid_lease_target(vp))
+		return true;
+	vp->prefetching = true;
+	slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT,
+				 vpasid_lease_target(vp) - have,
+				 VPASID_LEASE_NOWAIT, NULL);
+	vp->prefetching = false;
+	return !IS_ERR(slot);
+}
+
+/*
+ * The cache left its band; vp->lock held. Below it, a GRANT is posted at
+ * once (vpasid_lease_prefetch()); above it, or when that could not be
+ * posted, the work item runs.
+ */
 void vpasid_lease_kick(struct virtio_pasid *vp)
 {
 	if (!vp->lease_cap || vp->lease_stopped || vp->unresponsive)
 		return;
-	if (vp->ncached > vpasid_lease_high(vp) ||
-	    (vp->ncached <= vpasid_lease_low(vp) && !vp->grant_blocked))
+	if (vp->ncached > vpasid_lease_high(vp))
+		schedule_work(&vp->lease_work);
+	else if (vp->ncached + vp->granting <= vpasid_lease_low(vp) &&
+		 !vp->grant_blocked && !vpasid_lease_prefetch(vp))
 		schedule_work(&vp->lease_work);
 }
 
@@ -191,6 +226,7 @@ static void vpasid_lease_answered(struct virtio_pasid *vp,
 		return;
 	}
 
+	vp->granting -= min(vp->granting, count);
 	if (slot->status != VIRTIO_PASID_S_OK) {
 		if (slot->status == VIRTIO_PASID_S_QUOTA_EXCEEDED ||
 		    slot->status == VIRTIO_PASID_S_NO_SPACE)
@@ -219,8 +255,11 @@ static void vpasid_lease_answered(struct virtio_pasid *vp,
 			vpasid_free_async(vp, pasid);
 			continue;
 		}
-		vpasid_cache_keep(vp, pasid);
+		if (!vpasid_cache_put(vp, pasid))
+			vpasid_free_async(vp, pasid);
 	}
+	/* Once the whole batch is in: no refill for a half-applied one. */
+	vpasid_lease_kick(vp);
 }
 
 /*
@@ -287,6 +326,8 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	req->cached = cpu_to_le16(vp->ncached + vp->returning);
 
 	err = vpasid_post(vp, slot, out_len, in_len);
+	if (!err && opcode == VIRTIO_PASID_OP_GRANT)
+		vp->granting += count;
 	if (err) {
 		if (opcode == VIRTIO_PASID_OP_RETURN) {
 			/* They just left the cache: they fit back in. */
@@ -336,10 +377,11 @@ static bool vpasid_lease_step(struct virtio_pasid *vp)
 		if (vp->ncached > vpasid_lease_high(vp)) {
 			opcode = VIRTIO_PASID_OP_RETURN;
 			count = vp->ncached - vpasid_lease_target(vp);
-		} else if (vp->ncached <= vpasid_lease_low(vp) &&
-			   !vp->grant_blocked) {
+		} else if (vp->ncached + vp->granting <=
+			   vpasid_lease_low(vp) && !vp->grant_blocked) {
 			opcode = VIRTIO_PASID_OP_GRANT;
-			count = vpasid_lease_target(vp) - vp->ncached;
+			count = vpasid_lease_target(vp) - vp->ncached -
+				vp->granting;
 		}
 	}
 	spin_unlock_irqrestore(&vp->lock, flags);
@@ -424,7 +466,7 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room)
 	unsigned int count = 0, held;
 
 	spin_lock_irqsave(&vp->lock, flags);
-	held = vp->ncached + vp->returning;
+	held = vp->ncached + vp->returning + vp->granting;
 	if (!vp->grant_blocked && vp->lease_size > held)
 		count = min(vp->lease_size - held, room);
 	spin_unlock_irqrestore(&vp->lock, flags);
