@@ -163,7 +163,7 @@ fn without_f_lease_grant_and_return_are_invalid() {
     assert_eq!(a.config().lease_max, 0);
     let mut b = TestVm::connect(&d.path("b.sock"));
     assert!(!b.lease_negotiated());
-    assert_eq!(b.config().lease_max, 32, "offered, but declined");
+    assert_eq!(b.config().lease_max, 256, "offered, but declined");
     for (name, vm) in [("a", &mut a), ("b", &mut b)] {
         let g = vm.grant(8, 0, 1, 0xfffff);
         assert_eq!(g.response, Response::new(Status::Invalid, g.response.tag));
@@ -173,7 +173,7 @@ fn without_f_lease_grant_and_return_are_invalid() {
         assert_eq!(vm.alloc_ok(1, 0xfffff), if name == "a" { 1 } else { 2 });
         let v = vm_json(&d, name);
         assert_eq!(v["counters"]["malformed"], 2, "{name}");
-        assert_eq!(v["lease"], if name == "a" { 0 } else { 32 });
+        assert_eq!(v["lease"], if name == "a" { 0 } else { 256 });
     }
 }
 
