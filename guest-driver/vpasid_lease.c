@@ -19,7 +19,10 @@
  *     or no free PASID in the range) costs a single ALLOC.
  *   - A free into a full cache posts one RETURN of the highest cached
  *     PASIDs (down to the target), never waited for, so that a burst of
- *     frees costs one request per batch, not one FREE each.
+ *     frees costs one request per batch, not one FREE each; while one is
+ *     unanswered, the next full cache waits (busy-polled) for a RETURN of
+ *     its own, so that frees never run ahead of the host by more than a
+ *     batch or two (nor out of request slots).
  *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss, S
  *     halves (down to lease_cap) and the work item returns what lies above
  *     the new high watermark, so an idle guest does not sit on a large
@@ -479,25 +482,45 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room)
 /*
  * free(): keep @pasid in the cache if leases are on. A full cache first
  * posts a RETURN of its highest PASIDs down to the target, never waited
- * for. False when the caller must tell the host.
+ * for; if a RETURN is still unanswered, the host is behind the frees:
+ * rather than pile up requests (and run out of slots), this free sends
+ * its RETURN and busy-polls for the answer (atomic context, bounded), as
+ * a miss does for its GRANT. False when the caller must tell the host.
  */
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 {
 	struct vpasid_slot *slot;
 	unsigned long flags;
-	bool kept;
+	bool kept, wait = false;
 
 	if (!vp->lease_cap)
 		return false;
 	spin_lock_irqsave(&vp->lock, flags);
 	kept = vpasid_cache_put(vp, pasid);
 	if (!kept && !vp->lease_stopped && !vp->unresponsive) {
-		slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
-					 vp->ncached - vpasid_lease_target(vp),
-					 VPASID_LEASE_NOWAIT, NULL);
-		if (!IS_ERR(slot))
-			kept = vpasid_cache_put(vp, pasid);
+		if (vp->returning) {
+			wait = true;
+		} else {
+			slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
+						 vp->ncached -
+						 vpasid_lease_target(vp),
+						 VPASID_LEASE_NOWAIT, NULL);
+			if (!IS_ERR(slot))
+				kept = vpasid_cache_put(vp, pasid);
+		}
 	}
+	if (kept) {
+		vp->grant_blocked = false;
+		vpasid_lease_kick(vp);
+	}
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (!wait)
+		return kept;
+
+	vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, vpasid_lease_target(vp),
+			  VPASID_LEASE_POLL);
+	spin_lock_irqsave(&vp->lock, flags);
+	kept = vpasid_cache_put(vp, pasid);
 	if (kept) {
 		vp->grant_blocked = false;
 		vpasid_lease_kick(vp);

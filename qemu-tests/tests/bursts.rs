@@ -184,6 +184,9 @@ fn held_burst_is_served_in_batches(kernel: Kernel) {
     };
     assert!(status.counter("cached") <= RESTING, "{status:?}");
     assert_eq!(u64::from(host.held), status.counter("cached"), "{host:?}");
+    // Every free reached the host or the cache: none was dropped.
+    assert_eq!(status.counter("unsent_frees"), 0, "{status:?}");
+    assert_eq!(status.failures(), [], "{status:?}");
     assert_eq!(status.counter("outstanding"), 0, "{status:?}");
     finish(guest);
 }
