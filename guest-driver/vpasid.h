@@ -135,8 +135,8 @@ struct virtio_pasid {
 	 * Protects vq, slots, waiters, seq, unresponsive, pending_frees,
 	 * npending and the lease cache
 	 * (cache, ncached, returning, granting, prefetching, lease_size,
-	 * lease_missed, lease_stopped, grant_blocked, want_min, want_max);
-	 * taken in the vq callback.
+	 * lease_missed, lease_warm, lease_stopped, grant_blocked, want_min,
+	 * want_max); taken in the vq callback.
 	 */
 	spinlock_t lock;
 	struct vpasid_buf *bufs;
@@ -169,6 +169,7 @@ struct virtio_pasid {
 	unsigned int lease_room;
 	unsigned int lease_size;	/* current size: watermarks, room */
 	bool lease_missed;	/* a miss since the last shrink period */
+	bool lease_warm;	/* a GRANT filled the cache: misses now grow it */
 	u32 *cache;		/* lease_room entries, ncached used, ascending */
 	unsigned int ncached;
 	unsigned int returning;	/* listed in RETURNs not answered yet */

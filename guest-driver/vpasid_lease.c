@@ -10,11 +10,12 @@
  * resting size lease_cap (min(lease, lease_max)) and the host's cap
  * lease_max (lease_room, the array's length), and the work item keeps it
  * between the watermarks of S (below).
- *   - A miss (nothing cached in the range asked for) is demand the cache
- *     did not foresee: S doubles (up to lease_max), and the allocation
- *     fetches a batch with one GRANT, busy-polled (vpasid_lease_fetch():
- *     as many as S, the quota and VIRTIO_PASID_LEASE_BATCH_MAX allow) and
- *     hands out the lowest; the work item refills the rest ahead of need.
+ *   - A miss (nothing cached in the range asked for) of a cache that was
+ *     filled before is demand the cache did not foresee: S doubles (up to
+ *     lease_max). Any miss fetches a batch with one GRANT, busy-polled
+ *     (vpasid_lease_fetch(): one to hand out plus the target S/2, as far
+ *     as the quota and VIRTIO_PASID_LEASE_BATCH_MAX allow) and hands out
+ *     the lowest; below the low mark a GRANT is posted ahead of need.
  *     Only what a GRANT cannot serve (nothing granted: a VM at its quota,
  *     or no free PASID in the range) costs a single ALLOC.
  *   - A free into a full cache posts one RETURN of the highest cached
@@ -245,6 +246,7 @@ static void vpasid_lease_answered(struct virtio_pasid *vp,
 		return;
 	}
 	atomic64_inc(&vp->stats.refills);
+	vp->lease_warm = true;
 	for (i = 0; i < answered; i++) {
 		u32 pasid = le32_to_cpu(buf->granted[i]);
 
@@ -418,12 +420,14 @@ bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid)
 }
 
 /*
- * A miss: demand outpaces the cache, so its size doubles, up to the
- * host's cap, and the shrink timer runs; vp->lock held.
+ * A miss of a cache that was filled before: demand outpaces the cache, so
+ * its size doubles, up to the host's cap, and the shrink timer runs;
+ * vp->lock held.
  */
 void vpasid_lease_missed(struct virtio_pasid *vp)
 {
-	if (!vp->lease_cap)
+	/* The first fill of a cold cache is not demand outpacing it. */
+	if (!vp->lease_cap || !vp->lease_warm)
 		return;
 	vp->lease_missed = true;
 	vp->lease_size = min(vp->lease_size * 2, vp->lease_room);
@@ -458,10 +462,11 @@ static void vpasid_lease_shrink(struct work_struct *work)
 
 /*
  * A miss fetches a batch: one GRANT in the wanted range (the caller set
- * it) for as many as the cache's size, @room (what the quota leaves) and
- * a batch allow, busy-polled (atomic context). Return the status or a
- * negative errno (-ENOSPC: nothing to ask for); the PASIDs granted are in
- * the cache.
+ * it) for the one to hand out and the target behind it, as far as the
+ * cache's size, @room (what the quota leaves) and a batch allow,
+ * busy-polled (atomic context). The cache then sits at its target, inside
+ * its band: nothing to return. Return the status or a negative errno
+ * (-ENOSPC: nothing to ask for); the PASIDs granted are in the cache.
  */
 int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room)
 {
@@ -471,7 +476,8 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room)
 	spin_lock_irqsave(&vp->lock, flags);
 	held = vp->ncached + vp->returning + vp->granting;
 	if (!vp->grant_blocked && vp->lease_size > held)
-		count = min(vp->lease_size - held, room);
+		count = min3(vp->lease_size - held,
+			     vpasid_lease_target(vp) + 1, room);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	if (!count)
 		return -ENOSPC;
