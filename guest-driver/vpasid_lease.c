@@ -20,10 +20,10 @@
  *     or no free PASID in the range) costs a single ALLOC.
  *   - A free into a full cache posts one RETURN of the highest cached
  *     PASIDs (down to the target), never waited for, so that a burst of
- *     frees costs one request per batch, not one FREE each; while one is
- *     unanswered, the next full cache waits (busy-polled) for a RETURN of
- *     its own, so that frees never run ahead of the host by more than a
- *     batch or two (nor out of request slots).
+ *     frees costs one request per batch, not one FREE each; with four
+ *     batches unanswered, the next full cache waits (busy-polled) for a
+ *     RETURN of its own, so that frees never run ahead of the host by more
+ *     than that (nor out of request slots).
  *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss, S
  *     halves (down to lease_cap) and the work item returns what lies above
  *     the new high watermark, so an idle guest does not sit on a large
@@ -72,6 +72,11 @@ MODULE_PARM_DESC(lease,
 /* Work item rounds per run: enough to move a whole cache in batches. */
 #define VPASID_LEASE_ROUNDS \
 	(VIRTIO_PASID_LEASE_MAX / VIRTIO_PASID_LEASE_BATCH_MAX + 1)
+/*
+ * Most PASIDs in unanswered RETURNs before a free into a full cache waits
+ * for a RETURN of its own: a few batches (request slots) ahead of the host.
+ */
+#define VPASID_RETURN_AHEAD	(4 * VIRTIO_PASID_LEASE_BATCH_MAX)
 /* How long without a miss before the cache's size halves. */
 #define VPASID_SHRINK_MS	1000
 
@@ -488,10 +493,11 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room)
 /*
  * free(): keep @pasid in the cache if leases are on. A full cache first
  * posts a RETURN of its highest PASIDs down to the target, never waited
- * for; if a RETURN is still unanswered, the host is behind the frees:
- * rather than pile up requests (and run out of slots), this free sends
- * its RETURN and busy-polls for the answer (atomic context, bounded), as
- * a miss does for its GRANT. False when the caller must tell the host.
+ * for; with VPASID_RETURN_AHEAD PASIDs in RETURNs still unanswered, the
+ * host is behind the frees: rather than pile up requests (and run out of
+ * slots), this free sends its RETURN and busy-polls for the answer
+ * (atomic context, bounded), as a miss does for its GRANT. False when the
+ * caller must tell the host.
  */
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 {
@@ -504,7 +510,7 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 	spin_lock_irqsave(&vp->lock, flags);
 	kept = vpasid_cache_put(vp, pasid);
 	if (!kept && !vp->lease_stopped && !vp->unresponsive) {
-		if (vp->returning) {
+		if (vp->returning >= VPASID_RETURN_AHEAD) {
 			wait = true;
 		} else {
 			slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
