@@ -278,6 +278,26 @@ static int exerciser_cmd_stress(unsigned long *arg)
 	return 0;
 }
 
+/* held N MIN MAX: see ioasid_exerciser_stress.c. */
+static int exerciser_cmd_held(unsigned long *arg)
+{
+	struct exerciser_held_result r;
+	unsigned long n;
+	int err;
+
+	if (!arg[0] || arg[0] > EXERCISER_N_MAX)
+		return -EINVAL;
+	err = exerciser_held(&exerciser_set, arg[0], arg[1], arg[2], &r);
+	if (err)
+		return err;
+	n = max(r.done, 1UL);
+	snprintf(exerciser_result, sizeof(exerciser_result),
+		 "ok %lu %llu %llu %ld %ld %ld\n", r.done,
+		 div64_u64(r.alloc_ns, n), div64_u64(r.free_ns, n), r.duplicate,
+		 r.out_of_range, r.lookup);
+	return 0;
+}
+
 struct exerciser_cmd {
 	const char *name;
 	unsigned int nargs;
@@ -296,6 +316,7 @@ static const struct exerciser_cmd exerciser_cmds[] = {
 	{ "free_all",	 0, 0,	    exerciser_cmd_free_all },
 	{ "bench",	 3, 0,	    exerciser_cmd_bench },
 	{ "stress",	 4, 0,	    exerciser_cmd_stress },
+	{ "held",	 3, 0,	    exerciser_cmd_held },
 };
 
 /* Parse and run one command line; called with exerciser_lock held. */

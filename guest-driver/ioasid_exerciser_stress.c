@@ -2,7 +2,8 @@
 /*
  * TEST ONLY: the exerciser's "stress" command (ioasid_exerciser_main.c
  * parses it): kernel threads that allocate and free IOASIDs at once and
- * check every ID they are given.
+ * check every ID they are given; and its "held" command: a burst of
+ * allocations kept, then freed, timed and checked.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -13,7 +14,11 @@
 #include <linux/jiffies.h>
 #include <linux/kthread.h>
 #include <linux/sched.h>
+#include <linux/ktime.h>
+#include <linux/mm.h>
 #include <linux/slab.h>
+#include <linux/sort.h>
+#include <linux/string.h>
 #include <linux/xarray.h>
 
 #include "ioasid_exerciser.h"
@@ -166,4 +171,60 @@ free:
 	kfree(threads);
 	kfree(st);
 	return err;
+}
+
+static int exerciser_cmp_ids(const void *a, const void *b)
+{
+	ioasid_t x = *(const ioasid_t *)a, y = *(const ioasid_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * held: N allocations in a row, each kept, as SVA users keep their PASIDs
+ * (private data: the ID's index + 1), timed; then every ID is checked
+ * (within [min, max], once only, found by ioasid_find() with its private
+ * data) and all are freed in a row, timed. Stops allocating at the first
+ * failure; whatever was allocated is freed all the same.
+ */
+int exerciser_held(struct ioasid_set *set, unsigned long n,
+		   unsigned long min, unsigned long max,
+		   struct exerciser_held_result *res)
+{
+	ioasid_t *ids;
+	unsigned long i;
+	ktime_t start;
+	void *priv;
+
+	memset(res, 0, sizeof(*res));
+	ids = kvmalloc_array(n, sizeof(*ids), GFP_KERNEL);
+	if (!ids)
+		return -ENOMEM;
+	start = ktime_get();
+	for (i = 0; i < n; i++) {
+		ids[i] = ioasid_alloc(set, min, max, (void *)(i + 1));
+		if (ids[i] == INVALID_IOASID)
+			break;
+		cond_resched();
+	}
+	res->alloc_ns = ktime_to_ns(ktime_sub(ktime_get(), start));
+	res->done = i;
+	for (i = 0; i < res->done; i++) {
+		if (ids[i] < min || ids[i] > max)
+			res->out_of_range++;
+		priv = ioasid_find(set, ids[i], NULL);
+		if (IS_ERR_OR_NULL(priv) || priv != (void *)(i + 1))
+			res->lookup++;
+	}
+	start = ktime_get();
+	for (i = 0; i < res->done; i++) {
+		ioasid_free(ids[i]);
+		cond_resched();
+	}
+	res->free_ns = ktime_to_ns(ktime_sub(ktime_get(), start));
+	sort(ids, res->done, sizeof(*ids), exerciser_cmp_ids, NULL);
+	for (i = 1; i < res->done; i++)
+		res->duplicate += ids[i] == ids[i - 1];
+	kvfree(ids);
+	return 0;
 }

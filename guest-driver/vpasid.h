@@ -134,7 +134,8 @@ struct virtio_pasid {
 	/*
 	 * Protects vq, slots, waiters, seq, unresponsive, pending_frees,
 	 * npending and the lease cache
-	 * (cache, ncached, returning, lease_stopped, grant_blocked, want_min,
+	 * (cache, ncached, returning, granting, prefetching, lease_size,
+	 * lease_missed, lease_warm, lease_stopped, grant_blocked, want_min,
 	 * want_max); taken in the vq callback.
 	 */
 	spinlock_t lock;
@@ -159,16 +160,27 @@ struct virtio_pasid {
 	u32 quota;
 	u32 lease_max;		/* 0 unless VIRTIO_PASID_F_LEASE was negotiated */
 	u64 space_id;
-	/* The lease cache (vpasid_lease.c); lease_cap 0: leases off. */
+	/*
+	 * The lease cache (vpasid_lease.c); lease_cap 0: leases off. Its
+	 * size adapts to demand between lease_cap (resting) and lease_room
+	 * (the host's lease_max, the array's length).
+	 */
 	unsigned int lease_cap;
-	u32 *cache;		/* lease_cap entries, ncached used, ascending */
+	unsigned int lease_room;
+	unsigned int lease_size;	/* current size: watermarks, room */
+	bool lease_missed;	/* a miss since the last shrink period */
+	bool lease_warm;	/* a GRANT filled the cache: misses now grow it */
+	u32 *cache;		/* lease_room entries, ncached used, ascending */
 	unsigned int ncached;
 	unsigned int returning;	/* listed in RETURNs not answered yet */
+	unsigned int granting;	/* asked for in GRANTs not answered yet */
+	bool prefetching;	/* posting a prefetch GRANT: no re-entry */
 	bool lease_stopped;	/* no work item may run or be queued */
 	bool grant_blocked;	/* the last GRANT found no room; until a free */
 	u32 want_min;		/* the range GRANT asks for */
 	u32 want_max;
 	struct work_struct lease_work;
+	struct delayed_work shrink_work;	/* halves lease_size when idle */
 	/* Registration retries after -EAGAIN; under the registration mutex. */
 	struct delayed_work register_work;
 	unsigned int retry_ms;
@@ -227,6 +239,8 @@ void vpasid_lease_stop(struct virtio_pasid *vp);
 void vpasid_lease_drain(struct virtio_pasid *vp);
 void vpasid_lease_kick(struct virtio_pasid *vp);
 int vpasid_lease_return_one(struct virtio_pasid *vp);
+void vpasid_lease_missed(struct virtio_pasid *vp);
+int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room);
 bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid);
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);

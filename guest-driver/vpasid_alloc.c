@@ -2,8 +2,10 @@
 /*
  * virtio_pasid allocation for one device: what alloc() and free() of an
  * active device do. An allocation takes the lowest cached PASID in range
- * (vpasid_lease.c), with no round trip, or else sends one synchronous
- * ALLOC; a free goes into the cache, or to the host as a FREE. Both run
+ * (vpasid_lease.c), with no round trip, or else fetches a batch with one
+ * synchronous GRANT and takes the lowest of it, or, when a GRANT cannot
+ * serve, sends one synchronous ALLOC; a free goes into the cache, or to
+ * the host as a FREE. Both run
  * with the IOASID framework's spinlock held: every wait here busy-polls,
  * bounded by timeout_ms. An ALLOC answered after its caller gave up
  * carries a PASID that is the VM's: its completion keeps it.
@@ -56,10 +58,13 @@ static int vpasid_alloc_one(struct virtio_pasid *vp, u32 lo, u32 hi,
 /*
  * Get a PASID in [lo, hi] for alloc(), with @in_use PASIDs handed out
  * already; atomic context. The lowest cached one in range if any, with no
- * round trip; else one synchronous ALLOC. At the quota with only PASIDs
- * outside the range cached, one of them goes back first (a synchronous
- * RETURN), or the ALLOC could not succeed. Return the device's status or a
- * negative errno.
+ * round trip. Else (a miss, which also grows the cache) one synchronous
+ * GRANT fetches a batch in the range, as far as the quota leaves room,
+ * and the lowest of it is handed out. What a GRANT cannot serve (nothing
+ * granted, or another CPU took the batch) is one synchronous ALLOC; at
+ * the quota with only PASIDs outside the range cached, one of them goes
+ * back first (a synchronous RETURN), or the ALLOC could not succeed.
+ * Return the device's status or a negative errno.
  */
 int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 		       unsigned long in_use, u32 *pasid)
@@ -83,6 +88,7 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 			vp->grant_blocked = false;
 		vp->want_min = lo;
 		vp->want_max = hi;
+		vpasid_lease_missed(vp);
 		vpasid_lease_kick(vp);
 	}
 	spin_unlock_irqrestore(&vp->lock, flags);
@@ -92,7 +98,16 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 	}
 
 	atomic64_inc(&vp->stats.lease_misses);
-	/* The quota read at probe; the host's answer below covers a change. */
+	/* The quota read at probe; the host's answers cover a change. */
+	if (in_use + cached < vp->quota &&
+	    vpasid_lease_fetch(vp, vp->quota - in_use - cached) ==
+	    VIRTIO_PASID_S_OK) {
+		spin_lock_irqsave(&vp->lock, flags);
+		hit = vpasid_cache_take(vp, lo, hi, pasid);
+		spin_unlock_irqrestore(&vp->lock, flags);
+		if (hit)
+			return VIRTIO_PASID_S_OK;
+	}
 	if (cached && in_use + cached >= vp->quota)
 		vpasid_lease_return_one(vp);
 	status = vpasid_alloc_one(vp, lo, hi, pasid);

@@ -67,8 +67,12 @@ static int vpasid_stats_show(struct seq_file *m, void *unused)
 
 	seq_printf(m, "register_attempts %u\n", READ_ONCE(vp->attempts));
 	seq_printf(m, "outstanding %lu\n", vpasid_outstanding());
-	/* Lease state: the effective cache size (0: off), its fill, the mark. */
+	/*
+	 * Lease state: the resting cache size (0: off), the size demand has
+	 * grown it to, its fill, the mark.
+	 */
 	seq_printf(m, "lease_cap %u\n", vp->lease_cap);
+	seq_printf(m, "lease_size %u\n", READ_ONCE(vp->lease_size));
 	seq_printf(m, "cached %u\n", READ_ONCE(vp->ncached));
 	seq_printf(m, "unresponsive %u\n", READ_ONCE(vp->unresponsive) ? 1 : 0);
 	for (i = 0; i < ARRAY_SIZE(vpasid_counters); i++) {

@@ -66,6 +66,7 @@ void vpasid_init_slots(struct virtio_pasid *vp)
 	vp->waiters = 0;
 	vp->unresponsive = false;
 	vp->returning = 0;
+	vp->granting = 0;
 }
 
 /* Called with vp->lock held. */

@@ -20,8 +20,12 @@ pub const MIN_JOURNAL_LIMIT: u64 = 64 << 10;
 /// Default per-VM quota.
 pub const DEFAULT_QUOTA: u32 = 4096;
 /// Default lease cap: most PASIDs a VM's driver may keep cached (leased
-/// from the host but not handed out). 0 turns leases off.
-pub const DEFAULT_LEASE: u32 = 32;
+/// from the host but not handed out). 0 turns leases off. 256: the
+/// reference driver rests at 32 and grows towards the cap only while
+/// allocations outpace frees (a burst then costs one GRANT per 64), so the
+/// cap is what a burst may hold ahead of need: 4 batches, 1/16 of the
+/// default quota (docs/operations.md, "Leases").
+pub const DEFAULT_LEASE: u32 = 256;
 /// Default hold-over after a VM disconnects, in seconds: none, so that a
 /// VM that really exits gives its PASIDs back at once, as before hold-over
 /// existed. Upgrades set it (docs/operations.md).

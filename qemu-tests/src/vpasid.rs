@@ -316,6 +316,48 @@ pub fn parse_stress(result: &str) -> Result<Stress> {
     }
 }
 
+/// An exerciser `held` result: N allocations in a row, kept, then all
+/// freed in a row (guest-driver/README.md, "held").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Allocations before the first failure (all N if none failed).
+    pub done: u64,
+    /// ns per allocation, over the `done` allocations in a row.
+    pub alloc_ns: u64,
+    /// ns per free, freeing all `done` in a row.
+    pub free_ns: u64,
+    /// IDs handed out twice.
+    pub duplicate: u64,
+    /// IDs outside the requested range.
+    pub out_of_range: u64,
+    /// IDs `ioasid_find()` did not map to their private data.
+    pub lookup: u64,
+}
+
+/// Parses an exerciser `held` result
+/// `ok DONE ALLOC_NS FREE_NS DUPLICATE OUT_OF_RANGE LOOKUP`.
+pub fn parse_held(result: &str) -> Result<Held> {
+    let words: Vec<&str> = result.split_whitespace().collect();
+    let n: Vec<u64> = match words.as_slice() {
+        ["ok", rest @ ..] if rest.len() == 6 => rest
+            .iter()
+            .map(|w| w.parse().map_err(|_| unexpected("exerciser held", result)))
+            .collect::<Result<_>>()?,
+        _ => return Err(unexpected("exerciser held", result)),
+    };
+    match n.as_slice() {
+        &[done, alloc_ns, free_ns, duplicate, out_of_range, lookup] => Ok(Held {
+            done,
+            alloc_ns,
+            free_ns,
+            duplicate,
+            out_of_range,
+            lookup,
+        }),
+        _ => Err(unexpected("exerciser held", result)),
+    }
+}
+
 /// Parses an exerciser `bench` result `ok N NS_PER_PAIR` into ns per pair.
 pub fn parse_bench(result: &str) -> Result<u64> {
     let words: Vec<&str> = result.split_whitespace().collect();
@@ -350,6 +392,9 @@ pub trait VpasidGuest {
         range: (u32, u32),
         timeout: Duration,
     ) -> Result<Stress>;
+    /// `held N MIN MAX`: N allocations in a row, kept, then all freed
+    /// (bounded by `timeout`).
+    fn held(&mut self, n: u32, range: (u32, u32), timeout: Duration) -> Result<Held>;
     /// `free ID`, which must answer `ok`.
     fn free(&mut self, id: u32) -> Result<()>;
     /// `free_all`: the number of IDs freed.
@@ -425,6 +470,18 @@ impl VpasidGuest for Guest {
             timeout,
         )?;
         parse_stress(out.trim())
+    }
+
+    fn held(&mut self, n: u32, (min, max): (u32, u32), timeout: Duration) -> Result<Held> {
+        let command = format!("held {n} {min} {max}");
+        let out = self.run_ok(
+            &format!(
+                "echo {} > {EXERCISER_CTL} && cat {EXERCISER_CTL}",
+                shell_quote(&command)
+            ),
+            timeout,
+        )?;
+        parse_held(out.trim())
     }
 
     fn free(&mut self, id: u32) -> Result<()> {
@@ -662,6 +719,19 @@ mod tests {
             }
         );
         assert!(parse_stress("ok 8000 0 1 2").is_err());
+        assert_eq!(
+            parse_held("ok 2000 3100 1200 0 1 2").unwrap(),
+            Held {
+                done: 2000,
+                alloc_ns: 3100,
+                free_ns: 1200,
+                duplicate: 0,
+                out_of_range: 1,
+                lookup: 2
+            }
+        );
+        assert!(parse_held("ok 2000 3100 1200 0 1").is_err());
+        assert!(parse_held("err EINVAL").is_err());
         assert!(parse_stress("err EINVAL").is_err());
         assert!(parse_bench("err INVALID").is_err());
     }

@@ -14,15 +14,24 @@
 //! Prints ns per pair (median round), the ratios to the default allocator
 //! and the host requests per 10,000 pairs.
 //!
-//! Usage: `vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N]`. Needs
-//! root and the binaries built (`cargo build --release --bins`). TCG
-//! inflates every figure; compare the two rows, not absolute numbers.
+//! Held mode (`--mode held`): as SVA users keep their PASIDs, the exerciser
+//! allocates N (2000, then 20,000) in a row and keeps them, then frees them
+//! all (`held N MIN MAX`), with the same three allocators taking turns in
+//! each round of the same boot, the host's lease cap being its default.
+//! Prints ns per allocation and per free (median round), each ratio to the
+//! default allocator, and host requests per 1000 allocations (all the
+//! requests of the run, its frees' included).
+//!
+//! Usage: `vpasid-guest-bench [--kernel 6.1|5.10|all] [--mode pairs|held|all]
+//! [--pairs N] [--rounds R]`. Needs root and the binaries built (`cargo
+//! build --release --bins`). TCG inflates every figure; compare the rows,
+//! not absolute numbers.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use qemu_tests::daemon::VmCounters;
-use qemu_tests::vpasid::{parse_bench, DriverStatus};
+use qemu_tests::vpasid::{parse_bench, DriverStatus, Held};
 use qemu_tests::{
     ensure_setup, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest,
 };
@@ -50,6 +59,18 @@ const LEASE: u32 = 32;
 /// allocator's ns per pair.
 const TARGET_RATIO: f64 = 1.25;
 
+/// Held mode: PASIDs allocated in a row and kept, per run.
+const HELD_SIZES: [u32; 2] = [2000, 20_000];
+/// Held mode: the bench VM's quota, above the largest burst plus any cap.
+const HELD_QUOTA: u32 = 32_768;
+/// Held mode targets: per allocation and per free, at most this many times
+/// the default allocator; at most this many host requests per 1000
+/// allocations.
+const HELD_TARGET_RATIO: f64 = 1.5;
+const HELD_TARGET_REQUESTS: f64 = 40.0;
+/// Held mode: allocations of the untimed warm-up run.
+const HELD_WARMUP: u32 = 500;
+
 type BoxError = Box<dyn std::error::Error>;
 
 #[derive(Debug)]
@@ -57,15 +78,20 @@ struct Options {
     kernels: Vec<Kernel>,
     pairs: u32,
     rounds: u32,
+    pairs_mode: bool,
+    held_mode: bool,
 }
 
 fn usage() -> String {
     format!(
-        "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--pairs N] [--rounds R]\n\
+        "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--mode pairs|held|all]\n\
+         \x20                         [--pairs N] [--rounds R]\n\
          Times N ioasid_alloc()+ioasid_free() pairs in a guest with the guest's\n\
          default allocator, virtio_pasid with leases and virtio_pasid lease=0,\n\
          taking turns in each of R rounds (default N = {DEFAULT_PAIRS}, at most\n\
-         {MAX_PAIRS}; default R = {DEFAULT_ROUNDS}, at most {MAX_ROUNDS})."
+         {MAX_PAIRS}; default R = {DEFAULT_ROUNDS}, at most {MAX_ROUNDS}). Held mode:\n\
+         {HELD_SIZES:?} allocations in a row, kept, then all freed, the same way.\n\
+         Default mode: all (pairs, then held)."
     )
 }
 
@@ -74,6 +100,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         kernels: vec![Kernel::V6_1],
         pairs: DEFAULT_PAIRS,
         rounds: DEFAULT_ROUNDS,
+        pairs_mode: true,
+        held_mode: true,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -89,6 +117,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
                     "5.10" => vec![Kernel::V5_10],
                     "all" => Kernel::ALL.to_vec(),
                     other => return Err(format!("unknown kernel {other:?}: use 6.1, 5.10 or all")),
+                }
+            }
+            "--mode" => {
+                (options.pairs_mode, options.held_mode) = match value("--mode")?.as_str() {
+                    "pairs" => (true, false),
+                    "held" => (false, true),
+                    "all" => (true, true),
+                    other => return Err(format!("unknown mode {other:?}: use pairs, held or all")),
                 }
             }
             "--pairs" => {
@@ -335,11 +371,228 @@ fn ratio(ns: u64, base: u64) -> f64 {
     }
 }
 
+/// Held mode: one allocator's timed runs of one burst size.
+#[derive(Debug, Default)]
+struct HeldSide {
+    /// ns per allocation, per free, of each timed round.
+    alloc: Vec<u64>,
+    free: Vec<u64>,
+    /// Host requests (all opcodes but RESET) of the timed runs.
+    requests: u64,
+    /// The driver's counters after its last timed run.
+    driver: Option<DriverStatus>,
+}
+
+/// Held mode: one kernel's figures for one burst size, from one boot.
+#[derive(Debug)]
+struct HeldFigures {
+    kernel: Kernel,
+    n: u32,
+    rounds: u32,
+    /// The host's lease cap for the VM (its default).
+    cap: u32,
+    /// default, leased, lease=0.
+    sides: [HeldSide; 3],
+}
+
+impl HeldFigures {
+    fn median(ns: &[u64]) -> u64 {
+        let mut sorted = ns.to_vec();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+    }
+
+    /// Median ns per allocation and per free of side `i`.
+    fn ns(&self, i: usize) -> (u64, u64) {
+        (
+            Self::median(&self.sides[i].alloc),
+            Self::median(&self.sides[i].free),
+        )
+    }
+
+    /// Side `i`'s ratios to the default allocator (medians), alloc and free.
+    fn ratios(&self, i: usize) -> (f64, f64) {
+        let (a, f) = self.ns(i);
+        let (da, df) = self.ns(0);
+        (ratio(a, da), ratio(f, df))
+    }
+
+    /// Side `i`'s host requests per 1000 allocations.
+    fn requests_per_1000(&self, i: usize) -> f64 {
+        self.sides[i].requests as f64 * 1000.0 / (f64::from(self.n) * f64::from(self.rounds))
+    }
+}
+
+/// One held run of `n` in a row over [`RANGE`], which must succeed
+/// completely and hand out no duplicate, out-of-range or unmapped ID.
+fn held_once(guest: &mut Guest, n: u32) -> Result<Held, BoxError> {
+    let held = guest.held(n, RANGE, BENCH_TIMEOUT)?;
+    if held.done != u64::from(n) || held.duplicate + held.out_of_range + held.lookup != 0 {
+        return Err(format!("held {n}: {held:?}").into());
+    }
+    Ok(held)
+}
+
+/// Held mode on one kernel: for each burst size, the three allocators
+/// take turns in each round, in one boot.
+fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxError> {
+    println!(
+        "\n=== Linux {kernel}: held bursts of {HELD_SIZES:?} ioasid_alloc() in a row, kept, \
+         then all freed, over [{}, {}] ===",
+        RANGE.0, RANGE.1
+    );
+    let name = format!("vpasid-guest-bench-held-{kernel}");
+    let daemon = Daemon::start(
+        DaemonConfig::new()
+            .vm(VmSlot::new(VM).quota(HELD_QUOTA))
+            .test_name(name.clone()),
+    )?;
+    let mut config = GuestConfig::new(VM, kernel).vhost_user(daemon.socket(VM)?);
+    config.test_name = Some(name);
+    let mut guest = Guest::boot(config)?;
+    guest.load_exerciser()?;
+    let cap = daemon.vm(VM)?.lease;
+    println!("host lease cap (its default): {cap}; quota {HELD_QUOTA}");
+    let params: [(&str, Option<&str>); 3] = [
+        ("guest default allocator", None),
+        ("virtio_pasid, leases", Some("")),
+        ("virtio_pasid, lease=0", Some("lease=0")),
+    ];
+    let mut all = Vec::new();
+    for n in HELD_SIZES {
+        let mut sides: [HeldSide; 3] = Default::default();
+        for r in 1..=rounds {
+            for ((label, driver), side) in params.iter().zip(sides.iter_mut()) {
+                if let Some(p) = driver {
+                    guest.load_driver(p)?;
+                    guest.wait_driver_state("active", CMD)?;
+                }
+                held_once(&mut guest, HELD_WARMUP)?;
+                let before = daemon.vm(VM)?.counters;
+                let held = held_once(&mut guest, n)?;
+                let after = daemon.vm(VM)?.counters;
+                let requests: u64 = after
+                    .requests
+                    .iter()
+                    .filter(|(op, _)| op.as_str() != "RESET")
+                    .map(|(op, &k)| k.saturating_sub(before.request(op)))
+                    .sum();
+                println!(
+                    "{label:<26} N={n:<6} round {r}: {:>8} ns/alloc {:>8} ns/free, {requests} host requests",
+                    held.alloc_ns, held.free_ns
+                );
+                side.alloc.push(held.alloc_ns);
+                side.free.push(held.free_ns);
+                side.requests += requests;
+                if driver.is_some() {
+                    side.driver = Some(guest.driver_status()?);
+                    guest.run_ok("rmmod virtio_pasid", CMD)?;
+                }
+                let vm = daemon.vm(VM)?;
+                if vm.held != 0 {
+                    return Err(
+                        format!("the host still holds {} PASIDs after {label}", vm.held).into(),
+                    );
+                }
+            }
+        }
+        if sides[0].requests != 0 {
+            return Err("the default-allocator runs reached the host".into());
+        }
+        all.push(HeldFigures {
+            kernel,
+            n,
+            rounds,
+            cap,
+            sides,
+        });
+    }
+    guest.check_health()?;
+    guest.poweroff(CMD)?;
+    let mut daemon = daemon;
+    daemon.stop()?;
+    Ok(all)
+}
+
+/// Prints the held-mode table and the targets.
+fn print_held(all: &[HeldFigures], rounds: u32) {
+    println!(
+        "\n=== Held bursts (QEMU TCG, 1 vCPU; median of {rounds} rounds; ns per ioasid_alloc() \
+         and per ioasid_free(); host requests per 1000 allocations, frees included) ==="
+    );
+    println!(
+        "{:<7} {:>6} {:>5} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8} {:>9} {:>8} {:>7} {:>7}",
+        "kernel",
+        "N",
+        "cap",
+        "def alloc",
+        "def free",
+        "lsd alloc",
+        "ratio",
+        "lsd free",
+        "ratio",
+        "l=0 alloc",
+        "ratio",
+        "l=0 free",
+        "ratio",
+        "req lsd",
+        "req l=0"
+    );
+    for f in all {
+        let (da, df) = f.ns(0);
+        let (la, lf) = f.ns(1);
+        let (va, vf) = f.ns(2);
+        let (lra, lrf) = f.ratios(1);
+        let (vra, vrf) = f.ratios(2);
+        println!(
+            "{:<7} {:>6} {:>5} {:>9} {:>9} {:>9} {:>6.2}x {:>9} {:>6.2}x {:>9} {:>7.1}x {:>9} {:>7.1}x {:>7.1} {:>7.1}",
+            f.kernel.name(), f.n, f.cap, da, df, la, lra, lf, lrf, va, vra, vf, vrf,
+            f.requests_per_1000(1), f.requests_per_1000(2)
+        );
+    }
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    for f in all {
+        let (ra, rf) = f.ratios(1);
+        let req = f.requests_per_1000(1);
+        println!(
+            "Linux {} N={}: leased {ra:.2}x per alloc ({}), {rf:.2}x per free ({}; target <= \
+             {HELD_TARGET_RATIO}x); {req:.1} host requests per 1000 allocations (target <= \
+             {HELD_TARGET_REQUESTS}: {}); driver after the last run: {}",
+            f.kernel.name(),
+            f.n,
+            met(ra <= HELD_TARGET_RATIO),
+            met(rf <= HELD_TARGET_RATIO),
+            met(req <= HELD_TARGET_REQUESTS),
+            f.sides[1]
+                .driver
+                .as_ref()
+                .map_or(String::new(), |d| format!(
+                    "lease_size {} hits {} misses {} refills {} returns {}",
+                    d.counter("lease_size"),
+                    d.counter("lease_hits"),
+                    d.counter("lease_misses"),
+                    d.counter("refills"),
+                    d.counter("returns")
+                )),
+        );
+    }
+}
+
 fn run(options: &Options) -> Result<(), BoxError> {
     println!(
         "Setting up (QEMU chroot, kernels, modules, initramfs; cached after the first run)..."
     );
     ensure_setup()?;
+    if options.held_mode {
+        let mut held = Vec::new();
+        for &kernel in &options.kernels {
+            held.extend(run_held_kernel(kernel, options.rounds)?);
+        }
+        print_held(&held, options.rounds);
+    }
+    if !options.pairs_mode {
+        return Ok(());
+    }
     let mut all = Vec::new();
     for &kernel in &options.kernels {
         all.push(run_kernel(kernel, options.pairs, options.rounds)?);
