@@ -22,13 +22,11 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{boot_in_parallel, finish, guest_config, sole_holdings};
+use common::{boot_in_parallel, finish, guest_config, sole_holdings, CMD};
 use qemu_tests::daemon::VmEntry;
 use qemu_tests::vpasid::{wait_lease_settled, DriverStatus};
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
 
-/// Bound on one guest command.
-const CMD: Duration = Duration::from_secs(60);
 /// Bound on a burst of [`BURST`] (TCG, lease=0 would take about 2 s).
 const BURST_CMD: Duration = Duration::from_secs(300);
 /// Bound on the driver's lease work going idle, and on the cache shrinking
