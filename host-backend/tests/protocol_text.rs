@@ -6,8 +6,9 @@
 //! a size that is not a power of two (5.x.2.2), the `pasid` of non-OK
 //! RECONCILE answers (5.x.6.10), RETURN's INVALID precedence and the
 //! `cached` figure (5.x.6.12), the rate-limit token of a RECONCILE answered
-//! INVALID, a superseded reconcile, and what ends one (5.x.6.13), and what
-//! counts as malformed (operations.md, `pasidctl vms --json`).
+//! INVALID, a superseded reconcile, and what ends one (5.x.6.13), the
+//! RECONCILE chain's readable size (5.x.6, 5.x.6.9), what counts as
+//! malformed and the fields of `pasidctl vms --json` (operations.md).
 // A test crate: failing loudly is the point.
 #![allow(
     clippy::unwrap_used,
@@ -364,4 +365,92 @@ fn invalid_answers_are_not_malformed_chains() {
     assert_eq!(c["malformed"], 1);
     assert_eq!(c["requests"]["ALLOC"], 1, "not counted as a request");
     assert_eq!(c["statuses"]["INVALID"], 1, "nor as a status");
+}
+
+/// 5.x.6 and 5.x.6.9: a RECONCILE's readable part is exactly
+/// `24 + 4 * count` bytes; one PASID more or less than `count` says is a
+/// malformed chain, answered INVALID with its tag echoed, and changes
+/// nothing.
+#[test]
+fn reconcile_readable_part_is_24_plus_4_count() {
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let mut a = full_driver(&d, "a");
+    let p = a.alloc_ok(1, 100);
+    for listed in [vec![p, p + 1], Vec::new()] {
+        let req = Request::Reconcile {
+            tag: 0x77,
+            first: true,
+            last: true,
+            count: 1,
+            cached: 0,
+        };
+        let r = a.lease_batch(&[(req, listed.clone())]).remove(0);
+        assert_eq!(status(&r.response), Status::Invalid, "{listed:?}");
+        assert_eq!(r.response.tag, 0x77);
+        assert_eq!(r.used_len, 16);
+    }
+    assert_eq!(vm_json(&d, "a")["counters"]["malformed"], 2);
+    assert_eq!(held_by(&d, "a"), vec![p], "nothing dropped");
+}
+
+/// operations.md documents every field of `pasidctl vms --json` and of its
+/// counters, as a daemon with a VM that used every opcode shows them.
+#[test]
+fn vms_json_fields_are_documented() {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let d = Daemon::start(&[
+        "--vm",
+        "a={dir}/a.sock,holdover=5",
+        "--vm",
+        "b={dir}/b.sock",
+    ]);
+    let mut a = full_driver(&d, "a");
+    let granted = a.grant(2, 0, 1, 100).pasids;
+    assert_eq!(status(&a.give_back(&granted[..1], 1)), Status::Ok);
+    let p = a.alloc_ok(1, 100);
+    assert_eq!(a.free(p), Status::Ok);
+    assert_eq!(
+        status(&a.reconcile(&granted[1..], true, true).response),
+        Status::Ok
+    );
+    drop(a);
+    d.wait_log("vm=a event=held-over");
+    let entry = vm_json(&d, "a");
+    // `counters` is an object: its members are what is checked.
+    let mut fields: Vec<String> = entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "counters")
+        .cloned()
+        .collect();
+    fields.extend(
+        entry["counters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| format!("counters.{k}")),
+    );
+    assert!(fields.iter().any(|f| f == "held_over_secs"), "{entry}");
+    for op in ["ALLOC", "FREE", "GRANT", "RETURN", "RECONCILE"] {
+        assert!(
+            entry["counters"]["requests"][op].as_u64() > Some(0),
+            "{entry}"
+        );
+        assert!(
+            docs.contains(&format!("`{op}`")),
+            "operations.md names {op}"
+        );
+    }
+    let missing: Vec<&String> = fields
+        .iter()
+        .filter(|f| !docs.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "undocumented vms --json fields: {missing:?}"
+    );
 }
