@@ -417,6 +417,19 @@ pub trait VpasidGuest {
     fn module_loaded(&mut self, name: &str) -> Result<bool>;
 }
 
+/// Sends one command to the exerciser's control file and returns its
+/// answer, trimmed, waiting at most `timeout`.
+fn run_exerciser(guest: &mut Guest, command: &str, timeout: Duration) -> Result<String> {
+    let out = guest.run_ok(
+        &format!(
+            "echo {} > {EXERCISER_CTL} && cat {EXERCISER_CTL}",
+            shell_quote(command)
+        ),
+        timeout,
+    )?;
+    Ok(out.trim().to_string())
+}
+
 impl VpasidGuest for Guest {
     fn load_driver(&mut self, params: &str) -> Result<()> {
         self.run_ok(&format!("modprobe virtio_pasid {params}"), CMD_TIMEOUT)
@@ -429,14 +442,7 @@ impl VpasidGuest for Guest {
     }
 
     fn exerciser(&mut self, command: &str) -> Result<String> {
-        let out = self.run_ok(
-            &format!(
-                "echo {} > {EXERCISER_CTL} && cat {EXERCISER_CTL}",
-                shell_quote(command)
-            ),
-            CMD_TIMEOUT,
-        )?;
-        Ok(out.trim().to_string())
+        run_exerciser(self, command, CMD_TIMEOUT)
     }
 
     fn alloc(&mut self, min: u32, max: u32, private: u64) -> Result<Option<u32>> {
@@ -462,26 +468,12 @@ impl VpasidGuest for Guest {
         timeout: Duration,
     ) -> Result<Stress> {
         let command = format!("stress {threads} {pairs} {min} {max}");
-        let out = self.run_ok(
-            &format!(
-                "echo {} > {EXERCISER_CTL} && cat {EXERCISER_CTL}",
-                shell_quote(&command)
-            ),
-            timeout,
-        )?;
-        parse_stress(out.trim())
+        parse_stress(&run_exerciser(self, &command, timeout)?)
     }
 
     fn held(&mut self, n: u32, (min, max): (u32, u32), timeout: Duration) -> Result<Held> {
         let command = format!("held {n} {min} {max}");
-        let out = self.run_ok(
-            &format!(
-                "echo {} > {EXERCISER_CTL} && cat {EXERCISER_CTL}",
-                shell_quote(&command)
-            ),
-            timeout,
-        )?;
-        parse_held(out.trim())
+        parse_held(&run_exerciser(self, &command, timeout)?)
     }
 
     fn free(&mut self, id: u32) -> Result<()> {

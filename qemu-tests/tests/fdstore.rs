@@ -202,6 +202,26 @@ fn restart_during<R>(
     (out, after)
 }
 
+/// Boots the two guests of the restart scenarios on `d`'s slots: `idle`,
+/// with no driver loaded (its device never started), and `busy`, with the
+/// v1 driver and the exerciser.
+fn boot_idle_and_busy(kernel: Kernel, d: &Managed) -> (Guest, Guest) {
+    let configs = vec![
+        GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
+        GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
+    ];
+    let mut guests: Vec<Guest> = common::boot_in_parallel(configs, |g| {
+        if g.name() == "busy" {
+            load_v1_driver(g, "")?;
+            g.load_exerciser()?;
+        }
+        Ok(())
+    });
+    let busy = guests.pop().unwrap();
+    let idle = guests.pop().unwrap();
+    (idle, busy)
+}
+
 /// The longest `ioasid_alloc()` among `lines` of `alloc_timed` results
 /// (`ok ID NS`); every one must have succeeded.
 fn longest_alloc(lines: &str) -> (usize, Duration, Vec<u32>) {
@@ -232,19 +252,7 @@ fn restart_scenario(kernel: Kernel, signal: i32, test: &str) {
         Some(0),
         &format!("{test}.linux_{kernel}"),
     );
-    let configs = vec![
-        GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
-        GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
-    ];
-    let mut guests: Vec<Guest> = common::boot_in_parallel(configs, |g| {
-        if g.name() == "busy" {
-            load_v1_driver(g, "")?;
-            g.load_exerciser()?;
-        }
-        Ok(())
-    });
-    let mut busy = guests.pop().unwrap();
-    let mut idle = guests.pop().unwrap();
+    let (mut idle, mut busy) = boot_idle_and_busy(kernel, &d);
     let mut kept = BTreeSet::new();
     for _ in 0..8 {
         kept.insert(busy.alloc(MIN, MAX, 1).unwrap().unwrap());
@@ -396,19 +404,7 @@ fn an_upgrade_resumes(kernel: Kernel) {
     let test = format!("an_upgrade_resumes.linux_{kernel}");
     let m = Manager::new();
     let mut d = Managed::start(&m, &["idle", "busy"], Some(0), &test);
-    let configs = vec![
-        GuestConfig::new("idle", kernel).vhost_user(d.socket("idle")),
-        GuestConfig::new("busy", kernel).vhost_user(d.socket("busy")),
-    ];
-    let mut guests: Vec<Guest> = common::boot_in_parallel(configs, |g| {
-        if g.name() == "busy" {
-            load_v1_driver(g, "")?;
-            g.load_exerciser()?;
-        }
-        Ok(())
-    });
-    let mut busy = guests.pop().unwrap();
-    let mut idle = guests.pop().unwrap();
+    let (mut idle, mut busy) = boot_idle_and_busy(kernel, &d);
     let mut kept: BTreeSet<u32> = (0..8)
         .map(|_| busy.alloc(MIN, MAX, 1).unwrap().unwrap())
         .collect();
