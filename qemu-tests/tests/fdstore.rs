@@ -18,6 +18,11 @@
 //!    are equal. `idle` then loads the driver (its device's first
 //!    DRIVER_OK after a resume) and allocates.
 //!
+//! `a_vm_that_exits_while_the_daemon_is_down_is_released`: a VM's QEMU is
+//! killed while no daemon runs; the new daemon drops its stored session
+//! (every descriptor leaves the store) and releases its PASIDs, and takes
+//! the other VM's session over with all of its PASIDs.
+//!
 //! `qemu_aborts_when_a_backend_leaves_an_unstarted_device` documents a
 //! QEMU bug (docs/operations.md, "QEMU aborts when the backend of a device
 //! no driver started goes away"): without the store, a daemon that exits
@@ -437,6 +442,62 @@ fn an_upgrade_resumes(kernel: Kernel) {
     m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
 }
 
+/// A VM whose QEMU exits while no daemon runs: once the new daemon starts,
+/// every descriptor of its session has left the store and its PASIDs are
+/// released (no hold-over), while the other VM's session is taken over
+/// with every PASID it holds.
+fn a_vm_that_exits_while_the_daemon_is_down_is_released(kernel: Kernel) {
+    let test = format!("a_vm_that_exits_while_the_daemon_is_down.linux_{kernel}");
+    let m = Manager::new();
+    let mut d = Managed::start(&m, &["gone", "stays"], Some(0), &test);
+    let configs = vec![
+        GuestConfig::new("gone", kernel).vhost_user(d.socket("gone")),
+        GuestConfig::new("stays", kernel).vhost_user(d.socket("stays")),
+    ];
+    let mut guests: Vec<Guest> = common::boot_in_parallel(configs, |g| {
+        load_v1_driver(g, "")?;
+        g.load_exerciser()
+    });
+    let mut stays = guests.pop().unwrap();
+    let mut gone = guests.pop().unwrap();
+    let held_gone: BTreeSet<u32> = (0..3)
+        .map(|_| gone.alloc(MIN, MAX, 1).unwrap().unwrap())
+        .collect();
+    let mut held_stays: BTreeSet<u32> = (0..3)
+        .map(|_| stays.alloc(MIN, MAX, 1).unwrap().unwrap())
+        .collect();
+    assert_eq!(d.held("gone"), held_gone);
+    m.wait_names("both sessions stored", WAIT, |n| {
+        roles(n, "gone").len() >= 5 && roles(n, "stays").len() >= 5
+    });
+
+    let mut old = d.child.take().unwrap();
+    old.signal(libc::SIGKILL).unwrap();
+    old.wait_timeout(WAIT).unwrap();
+    // The VM goes away while no daemon runs (its QEMU is killed).
+    drop(gone);
+    d.spawn(&m);
+    d.wait_log_count("vm=gone event=session-ended-while-down", 1);
+    let log = d.wait_log_count("vm=stays event=resume started=true", 1);
+    m.wait_names("gone's descriptors left the store", WAIT, |n| {
+        roles(n, "gone").is_empty() && roles(n, "stays").len() >= 5
+    });
+    assert_eq!(
+        d.held("gone"),
+        BTreeSet::new(),
+        "released at start-up:\n{log}"
+    );
+    assert_eq!(
+        d.held("stays"),
+        held_stays,
+        "kept by the session taken over"
+    );
+    held_stays.insert(stays.alloc(MIN, MAX, 1).unwrap().unwrap());
+    assert_eq!(d.held("stays"), held_stays);
+    common::finish(stays);
+    m.wait_names("empty after the last VM exits", WAIT, <[String]>::is_empty);
+}
+
 /// Documents a QEMU bug: expects QEMU 11.1 to abort.
 fn qemu_aborts_when_a_backend_leaves_an_unstarted_device(kernel: Kernel) {
     let mut daemon = Daemon::start(
@@ -466,6 +527,7 @@ fn qemu_aborts_when_a_backend_leaves_an_unstarted_device(kernel: Kernel) {
 
 qemu_tests::per_kernel!(
     a_restart_is_invisible_to_running_vms,
+    a_vm_that_exits_while_the_daemon_is_down_is_released,
     a_crash_mid_burst_loses_nothing,
     leased_allocations_across_a_restart,
     an_upgrade_resumes,
