@@ -85,12 +85,17 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Whether `c`, next to a match, ends it as a word (no identifier
+/// character).
+fn boundary(c: Option<char>) -> bool {
+    !c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Whether `word` is defined in one of `texts` (path, text): a Rust item
 /// (`fn`, `struct`, `enum`, `trait`, `type`, `mod`, `const`, `static`,
 /// `macro_rules!`) or module file, an enum variant, or a C function,
 /// struct or macro (kernel style: a definition starts its line).
 fn defined(word: &str, texts: &[(String, String)]) -> bool {
-    let boundary = |c: Option<char>| !c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let item = |line: &str| {
         let line = line.trim_start();
         let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
@@ -147,7 +152,6 @@ const OUTSIDE_APIS: [&str; 4] = ["in_atomic", "ioasid_get", "ioasid_put", "Vhost
 
 /// Whether `word` appears in a line of code (not a comment) of `texts`.
 fn used_in_code(word: &str, texts: &[(String, String)]) -> bool {
-    let boundary = |c: Option<char>| !c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     texts.iter().any(|(_, text)| {
         text.lines().any(|line| {
             let t = line.trim_start();

@@ -227,6 +227,20 @@ fn boot_idle_and_busy(kernel: Kernel, d: &Managed) -> (Guest, Guest) {
     (idle, busy)
 }
 
+/// The end of the restart scenarios: `idle` loads the driver (its device's
+/// first DRIVER_OK, on the daemon now running) and allocates, both guests
+/// exit cleanly, and nothing of them stays in the store.
+fn idle_starts_then_both_exit(m: &Manager, d: &Managed, mut idle: Guest, busy: Guest) {
+    load_v1_driver(&mut idle, "").unwrap();
+    idle.load_exerciser().unwrap();
+    let first = idle.alloc(MIN, MAX, 2).unwrap().unwrap();
+    assert_eq!(d.held("idle"), BTreeSet::from([first]));
+    for g in [idle, busy] {
+        common::finish(g);
+    }
+    m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
+}
+
 /// The longest `ioasid_alloc()` among `lines` of `alloc_timed` results
 /// (`ok ID NS`); every one must have succeeded.
 fn longest_alloc(lines: &str) -> (usize, Duration, Vec<u32>) {
@@ -331,15 +345,7 @@ fn restart_scenario(kernel: Kernel, signal: i32, test: &str) {
     );
 
     // 3. The idle guest's driver starts its device on the new daemon.
-    load_v1_driver(&mut idle, "").unwrap();
-    idle.load_exerciser().unwrap();
-    let first = idle.alloc(MIN, MAX, 2).unwrap().unwrap();
-    assert_eq!(d.held("idle"), BTreeSet::from([first]));
-    for g in [idle, busy] {
-        common::finish(g);
-    }
-    // Both VMs are gone: nothing of them stays in the store.
-    m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
+    idle_starts_then_both_exit(&m, &d, idle, busy);
 }
 
 fn a_restart_is_invisible_to_running_vms(kernel: Kernel) {
@@ -409,7 +415,7 @@ fn an_upgrade_resumes(kernel: Kernel) {
     let test = format!("an_upgrade_resumes.linux_{kernel}");
     let m = Manager::new();
     let mut d = Managed::start(&m, &["idle", "busy"], Some(0), &test);
-    let (mut idle, mut busy) = boot_idle_and_busy(kernel, &d);
+    let (idle, mut busy) = boot_idle_and_busy(kernel, &d);
     let mut kept: BTreeSet<u32> = (0..8)
         .map(|_| busy.alloc(MIN, MAX, 1).unwrap().unwrap())
         .collect();
@@ -432,14 +438,7 @@ fn an_upgrade_resumes(kernel: Kernel) {
     }
     assert_eq!(kept.len(), 16);
     assert_eq!(d.held("busy"), kept, "host and guest disagree");
-    load_v1_driver(&mut idle, "").unwrap();
-    idle.load_exerciser().unwrap();
-    let first = idle.alloc(MIN, MAX, 2).unwrap().unwrap();
-    assert_eq!(d.held("idle"), BTreeSet::from([first]));
-    for g in [idle, busy] {
-        common::finish(g);
-    }
-    m.wait_names("empty after both VMs exit", WAIT, <[String]>::is_empty);
+    idle_starts_then_both_exit(&m, &d, idle, busy);
 }
 
 /// A VM whose QEMU exits while no daemon runs: once the new daemon starts,
