@@ -5,12 +5,15 @@
 # isolated: run it as
 #
 #   unshare -m -p -n --kill-child --propagation private -- \
-#       sh qemu-tests/setup/libvirt-ns.sh ROOT STATE
+#       sh qemu-tests/setup/libvirt-ns.sh ROOT STATE [CONF]
 #
 # ROOT is the chroot (.cache/libvirt-root), STATE a fresh directory that
 # receives this instance's /etc/libvirt, /var/lib/libvirt and
 # /var/log/libvirt (copied from ROOT on first use), so that nothing of a
-# test's domains lands in the shared tree. The capabilities cache,
+# test's domains lands in the shared tree. CONF, if given, is a file of
+# lines appended to this instance's libvirtd.conf (a second libvirtd on
+# the machine, standing for another host, needs its own `host_uuid`, and
+# its `unix_sock_dir` under /tmp so that the first one reaches it). The capabilities cache,
 # /var/cache/libvirt, is the tree's own (libvirt.sh fills it).
 #
 # Inside the new mount, PID and network namespaces (nothing here touches the
@@ -30,6 +33,9 @@ state=$2
 for d in etc:etc/libvirt lib:var/lib/libvirt log:var/log/libvirt; do
     [ -d "$state/${d%%:*}" ] || cp -a "$root/${d#*:}" "$state/${d%%:*}"
 done
+if [ $# -ge 3 ] && ! grep -q '^# vpasid-tests' "$state/etc/libvirtd.conf"; then
+    { echo '# vpasid-tests'; cat "$3"; } >>"$state/etc/libvirtd.conf"
+fi
 # No network is defined, and the bundled default one is not started.
 rm -f "$state"/etc/qemu/networks/autostart/*.xml
 

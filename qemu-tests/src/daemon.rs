@@ -37,8 +37,9 @@ pub const BIN_DIR_ENV: &str = "VPASID_BIN_DIR";
 /// How long the daemon may take to listen on all its sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long one `pasidctl` call may take.
-const PASIDCTL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one `pasidctl` call may take: `reattach`, `detach` and
+/// `attach` wait for the guest (the tests give them `--timeout 60`).
+const PASIDCTL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long `stop` waits for the daemon to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -529,6 +530,18 @@ impl Daemon {
         } else {
             Err(self.error(what, format!("{status}: {}", stderr.trim())))
         }
+    }
+
+    /// Runs `pasidctl --socket CONTROL ARGS...` and returns its exit code
+    /// (`None`: killed by a signal), stdout and stderr, whatever the
+    /// status: for the tests of a refusal's status and message.
+    pub fn pasidctl_status(&self, args: &[&str]) -> Result<(Option<i32>, String, String)> {
+        let bin = binary(PASIDCTL_BIN)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--socket").arg(&self.control).args(args);
+        let what = format!("pasidctl {}", args.join(" "));
+        let (status, stdout, stderr) = run_bounded(&what, cmd, PASIDCTL_TIMEOUT)?;
+        Ok((status.code(), stdout, stderr))
     }
 
     /// Runs `pasidctl --json ARGS...` and parses its output.

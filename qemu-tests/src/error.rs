@@ -133,6 +133,16 @@ pub enum Error {
         /// libvirtd's log.
         log: PathBuf,
     },
+    /// A QMP exchange with QEMU failed, or QEMU refused a command.
+    #[error("QMP {what} on {}: {detail}", socket.display())]
+    Qmp {
+        /// The QMP socket.
+        socket: PathBuf,
+        /// The command or event.
+        what: String,
+        /// QEMU's error, or what went wrong.
+        detail: String,
+    },
     /// Output from the guest could not be parsed.
     #[error("unexpected guest output for `{what}`: {output:.200}")]
     UnexpectedOutput {

@@ -166,16 +166,94 @@ impl Guest {
         Guest::spawn(config, cmd, &note, || Ok(()))
     }
 
+    /// Starts the destination QEMU of a live migration: `config`'s
+    /// arguments without its vhost-user chardevs and devices (the source
+    /// unplugs its device before it migrates, and the device cannot be
+    /// migrated), plus `-incoming URI`. `config` should be the source's,
+    /// renamed, with its own `-qmp` socket and with the directories of the
+    /// migration socket and of the destination daemon's sockets in
+    /// [`GuestConfig::bind_dirs`]. Returns at once: the guest runs in it
+    /// only once a migration completes, and then [`Guest::adopt`] moves the
+    /// source's [`Guest`] onto it.
+    pub fn start_incoming(config: GuestConfig, uri: &str) -> Result<Guest> {
+        setup::ensure_setup()?;
+        let real = |p: &Path| {
+            fs::canonicalize(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+        };
+        let kernel = real(&config.kernel.vmlinuz())?;
+        let initramfs = real(&config.kernel.initramfs())?;
+        let args = qemu::incoming_args(&config, &kernel, &initramfs, uri);
+        let note = format!(
+            "incoming QEMU {} ({}): qemu-system-x86_64 {}",
+            config.name,
+            config.kernel,
+            args.join(" ")
+        );
+        let cmd = qemu::command(&setup::qemu_root(), &config, &kernel, &initramfs, &args)?;
+        Guest::start(config, cmd, &note)
+    }
+
+    /// After a completed migration to `incoming` (from
+    /// [`Guest::start_incoming`]): this guest's console, input and process
+    /// become `incoming`'s QEMU, where the guest now runs, and its shell
+    /// goes on where it was (command ids carry on; the console log goes on
+    /// in `incoming`'s file). Returns the source QEMU, paused after the
+    /// migration, as a guest without a shell: quit it over QMP or
+    /// [`Guest::kill`] it, and [`Guest::wait_exit`] for it.
+    pub fn adopt(&mut self, mut incoming: Guest) -> Guest {
+        self.log.note(&format!(
+            "migrated to {} (pid {}), console log {}",
+            incoming.config.name,
+            incoming.qemu.id(),
+            incoming.log_path.display()
+        ));
+        incoming.log.note(&format!(
+            "guest {} migrated in; its shell goes on here",
+            self.config.name
+        ));
+        std::mem::swap(&mut self.qemu, &mut incoming.qemu);
+        std::mem::swap(&mut self.stdin, &mut incoming.stdin);
+        std::mem::swap(&mut self.shared, &mut incoming.shared);
+        std::mem::swap(&mut self.log, &mut incoming.log);
+        std::mem::swap(&mut self.log_path, &mut incoming.log_path);
+        std::mem::swap(&mut self.readers, &mut incoming.readers);
+        std::mem::swap(&mut self.shell_cursor, &mut incoming.shell_cursor);
+        std::mem::swap(&mut self.watch_cursor, &mut incoming.watch_cursor);
+        // The source keeps its name in messages, as "NAME (source)".
+        incoming.config = self.config.clone();
+        incoming.config.name = format!("{} (source)", self.config.name);
+        incoming
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself and returns its
+    /// status (e.g. a migration's source after `quit`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let status = self.qemu.wait_timeout(timeout)?;
+        self.join_readers();
+        Ok(status)
+    }
+
     /// Runs `cmd`, whose stdin and stdout are the guest's serial console
     /// (QEMU itself, or a relay to the console of a QEMU that someone else
     /// starts), calls `started` once it runs, then waits until the guest's
     /// shell is ready. `note` heads the console log.
     pub(crate) fn spawn(
         config: GuestConfig,
-        mut cmd: std::process::Command,
+        cmd: std::process::Command,
         note: &str,
         started: impl FnOnce() -> Result<()>,
     ) -> Result<Guest> {
+        let mut guest = Guest::start(config, cmd, note)?;
+        if let Err(e) = started() {
+            guest.log.note(&format!("start failed: {e}"));
+            return Err(e);
+        }
+        guest.wait_ready("the guest shell after boot")?;
+        Ok(guest)
+    }
+
+    /// Runs `cmd` as [`Guest::spawn`] does, without waiting for a shell.
+    fn start(config: GuestConfig, mut cmd: std::process::Command, note: &str) -> Result<Guest> {
         let log_path = unique_log_path(&config)?;
         let log_file = File::create(&log_path)
             .map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
@@ -206,7 +284,7 @@ impl Guest {
             })?);
         }
 
-        let mut guest = Guest {
+        Ok(Guest {
             config,
             qemu,
             stdin,
@@ -217,13 +295,7 @@ impl Guest {
             shell_cursor: 0,
             watch_cursor: 0,
             next_id: 1,
-        };
-        if let Err(e) = started() {
-            guest.log.note(&format!("start failed: {e}"));
-            return Err(e);
-        }
-        guest.wait_ready("the guest shell after boot")?;
-        Ok(guest)
+        })
     }
 
     /// The guest's name.

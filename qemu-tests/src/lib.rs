@@ -16,6 +16,8 @@
 //!   `virsh` against it, and its domains as [`Guest`]s.
 //! - [`vpasid`]: the guest side: the `virtio_pasid` driver's sysfs, debugfs and the
 //!   test-only `ioasid_exerciser` ([`VpasidGuest`]).
+//! - [`qmp`]: the harness's own QMP client ([`Qmp`]: `migrate`,
+//!   `query-migrate`, events) for migrations between two QEMUs.
 //! - `qemu`: QEMU's arguments and its chroot/mount-namespace wrapper.
 //! - `console` and `health`: the console protocol and the log checks.
 //!
@@ -30,6 +32,7 @@ mod health;
 pub mod libvirt;
 pub mod process;
 mod qemu;
+pub mod qmp;
 pub mod setup;
 pub mod vpasid;
 
@@ -40,6 +43,7 @@ pub use guest::{shell_quote, CmdOutput, Guest};
 pub use health::{ALLOWED_TAINT, BAD_PATTERNS};
 pub use libvirt::Libvirtd;
 pub use process::{spawn_tied, wait_for_path, wait_for_unix_listener, ChildGuard};
+pub use qmp::Qmp;
 pub use setup::{ensure_setup, Kernel};
 pub use vpasid::VpasidGuest;
 

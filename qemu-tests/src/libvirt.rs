@@ -92,6 +92,17 @@ pub struct Libvirtd {
     ns_pid: u32,
     dir: tempfile::TempDir,
     log_path: PathBuf,
+    /// The URI `virsh` connects with (`qemu:///system`, or with the
+    /// socket of a second host's libvirtd).
+    uri: String,
+}
+
+/// libvirtd's settings that make it a host of its own next to another
+/// libvirtd on the machine (see [`Libvirtd::start_other_host`]).
+#[derive(Debug, Clone)]
+struct OtherHost {
+    /// `host_uuid`: libvirt refuses a migration to a host with its own.
+    host_uuid: String,
 }
 
 impl Libvirtd {
@@ -100,6 +111,24 @@ impl Libvirtd {
     /// in a fresh `/tmp/vpasid-libvirt-*` directory ([`Libvirtd::dir`],
     /// mode 0711 so that QEMU reaches what the test opens up in it).
     pub fn start() -> Result<Libvirtd> {
+        Libvirtd::start_as(None)
+    }
+
+    /// Like [`Libvirtd::start`], for a second libvirtd standing for
+    /// another host (a migration's destination): its own `host_uuid`
+    /// (libvirt refuses to migrate to a host with the source's), and its
+    /// sockets in `DIR/run` instead of its namespace's `/run`, so that the
+    /// first libvirtd reaches it at [`Libvirtd::uri`] (`virsh migrate
+    /// --p2p`). `virsh` and [`Libvirtd::sh`] use that URI.
+    pub fn start_other_host() -> Result<Libvirtd> {
+        let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .map_err(|e| Error::io("reading a random UUID", e))?;
+        Libvirtd::start_as(Some(OtherHost {
+            host_uuid: uuid.trim().to_string(),
+        }))
+    }
+
+    fn start_as(other: Option<OtherHost>) -> Result<Libvirtd> {
         ensure_libvirt_setup()?;
         let dir = tempfile::Builder::new()
             .prefix("vpasid-libvirt-")
@@ -110,6 +139,28 @@ impl Libvirtd {
         let state = dir.path().join("libvirt");
         fs::create_dir(&state)
             .map_err(|e| Error::io(format!("creating {}", state.display()), e))?;
+
+        let mut uri = "qemu:///system".to_string();
+        let mut conf = None;
+        if let Some(other) = &other {
+            let run = dir.path().join("run");
+            fs::create_dir(&run)
+                .map_err(|e| Error::io(format!("creating {}", run.display()), e))?;
+            fs::set_permissions(&run, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io(format!("chmod {}", run.display()), e))?;
+            let path = dir.path().join("libvirtd.conf.extra");
+            fs::write(
+                &path,
+                format!(
+                    "host_uuid = \"{}\"\nunix_sock_dir = \"{}\"\n",
+                    other.host_uuid,
+                    run.display()
+                ),
+            )
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            uri = format!("qemu:///system?socket={}/libvirt-sock", run.display());
+            conf = Some(path);
+        }
 
         let log_path = unique_log_path_for(None, "libvirtd")?;
         let log = File::create(&log_path)
@@ -131,6 +182,7 @@ impl Libvirtd {
         .arg(setup::repo_root().join("qemu-tests/setup/libvirt-ns.sh"))
         .arg(libvirt_root())
         .arg(&state)
+        .args(conf.iter())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);
@@ -159,6 +211,7 @@ impl Libvirtd {
             ns_pid,
             dir,
             log_path,
+            uri,
         };
         libvirtd.wait_answering(started)?;
         Ok(libvirtd)
@@ -183,6 +236,13 @@ impl Libvirtd {
         self.dir.path()
     }
 
+    /// The URI `virsh` reaches this libvirtd with: `qemu:///system`, or,
+    /// for [`Libvirtd::start_other_host`], with its socket under `/tmp`
+    /// (`qemu+unix:///system?socket=...` from another libvirtd).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
     /// libvirtd's own log (stdout and stderr).
     pub fn log_path(&self) -> &Path {
         &self.log_path
@@ -195,7 +255,7 @@ impl Libvirtd {
             .unwrap_or_default()
     }
 
-    /// `virsh -c qemu:///system ARGS` in libvirtd's namespace, as a
+    /// `virsh -c URI ARGS` (see [`Libvirtd::uri`]) in libvirtd's namespace, as a
     /// command to spawn (e.g. `qemu-monitor-event --loop`).
     pub fn virsh_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
@@ -203,7 +263,7 @@ impl Libvirtd {
             .arg(self.ns_pid.to_string())
             .args(["-m", "--", "chroot"])
             .arg(libvirt_root())
-            .args(["virsh", "-c", "qemu:///system"])
+            .args(["virsh", "-c", &self.uri])
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -236,7 +296,7 @@ impl Libvirtd {
 
     /// Runs the shell script `script` with `sh -c` in the chroot, in
     /// libvirtd's namespace, as root there (`virsh` then reaches this
-    /// libvirtd by default), bounded by 120 s; returns its stdout, or an
+    /// libvirtd by default: `LIBVIRT_DEFAULT_URI` is [`Libvirtd::uri`]), bounded by 120 s; returns its stdout, or an
     /// error with its status and stderr.
     pub fn sh(&self, script: &str) -> Result<String> {
         let mut cmd = Command::new("timeout");
@@ -247,6 +307,7 @@ impl Libvirtd {
             .args(["-m", "--", "chroot"])
             .arg(libvirt_root())
             .args(["sh", "-c", script])
+            .env("LIBVIRT_DEFAULT_URI", &self.uri)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -145,6 +145,35 @@ pub(crate) fn qemu_args(config: &GuestConfig, kernel: &Path, initramfs: &Path) -
     args
 }
 
+/// The arguments of a live migration's destination for `config`:
+/// [`qemu_args`] without the vhost-user chardevs and devices (`-chardev
+/// socket,id=vuN,...` and the `-device` after it), plus `-incoming URI`.
+/// The shared memory backend and any root ports stay: the machine must be
+/// the source's, less the device the source unplugged.
+pub(crate) fn incoming_args(
+    config: &GuestConfig,
+    kernel: &Path,
+    initramfs: &Path,
+    uri: &str,
+) -> Vec<String> {
+    let all = qemu_args(config, kernel, initramfs);
+    let mut args = Vec::with_capacity(all.len() + 2);
+    let mut i = 0;
+    while i < all.len() {
+        let value = all.get(i + 1).map_or("", String::as_str);
+        let vhost_chardev = all[i] == "-chardev" && value.starts_with("socket,id=vu");
+        let vhost_device = all[i] == "-device" && value.starts_with("vhost-user-test-device-pci,");
+        if vhost_chardev || vhost_device {
+            i += 2;
+            continue;
+        }
+        args.push(all[i].clone());
+        i += 1;
+    }
+    args.extend(["-incoming".to_string(), uri.to_string()]);
+    args
+}
+
 /// The host directories QEMU must see: those of the kernel, the initramfs,
 /// each socket and `config.bind_dirs`, canonical, without any that lies
 /// below another (`--rbind` covers it).
@@ -247,6 +276,22 @@ mod tests {
             let (p, d) = (args.find(&port), args.find(&device));
             assert!(p.is_some() && d.is_some() && p < d, "{args}");
         }
+    }
+
+    /// The destination has the source's machine and shared memory, and no
+    /// vhost-user chardev or device (on q35 the root port stays).
+    #[test]
+    fn incoming_args_drop_the_vhost_user_device() {
+        let config = GuestConfig::new("vm1", Kernel::V6_1)
+            .machine(Machine::Q35)
+            .vhost_user("/tmp/x/a.sock");
+        let args =
+            incoming_args(&config, Path::new("/k"), Path::new("/i"), "unix:/tmp/m").join(" ");
+        assert!(args.contains("memory-backend-memfd") && args.contains("share=on"));
+        assert!(args.contains("-device pcie-root-port,id=vpasid-port0,chassis=1"));
+        assert!(args.ends_with("-incoming unix:/tmp/m"), "{args}");
+        assert!(!args.contains("vhost-user-test-device") && !args.contains("id=vu0"));
+        assert!(args.contains("-chardev stdio,id=con"), "{args}");
     }
 
     #[test]

@@ -555,3 +555,229 @@ fn remove_device_args(xml: &str) -> String {
     assert_eq!(removed, 2, "{xml}");
     out.join("\n")
 }
+
+/// `virsh migrate` between two libvirt daemons standing for two hosts,
+/// each with a vhost-user-pasid of its own (issue 22), the way
+/// docs/operations.md "Migrating a VM" gives it for libvirt:
+///
+/// 1. The documented domain runs on host A; its guest holds [`HELD`]
+///    PASIDs and a lease cache.
+/// 2. `pasidctl detach` on A, `pasidctl export` on A, `pasidctl reserve`
+///    on B: every PASID reserved there.
+/// 3. `virsh migrate --live --p2p --persistent --undefinesource --xml
+///    LIVE --persistent-xml PERSISTENT` to B's libvirtd: LIVE is the
+///    running domain's XML without the vpasid chardev and device (and with
+///    a QMP socket of its own), PERSISTENT the definition with them (B's
+///    socket). The migration stream goes over a Unix socket
+///    (`--migrateuri unix://...`): the two daemons have no network.
+/// 4. `pasidctl attach` on B: every PASID KEPT, nothing re-granted; the
+///    guest resolves each and goes on allocating. libvirt A ended the
+///    source QEMU, and A holds nothing for the VM, with no operator step.
+/// 5. B's definition keeps the device for the next start; A has none.
+///
+/// Figures, printed: detach, `virsh migrate`'s wall time, attach's report,
+/// and `virsh migrate`'s return to A holding nothing (an upper bound of
+/// the source QEMU's exit to its release). One kernel (6.1): the guest
+/// side is the same as in `tests/migration.rs`, which runs both; this test
+/// is about libvirt's part.
+#[test]
+fn virsh_migrate_between_two_hosts_keeps_every_pasid() {
+    let kernel = Kernel::V6_1;
+    let lv_a = Libvirtd::start().unwrap();
+    let lv_b = Libvirtd::start_other_host().unwrap();
+    let kvm = chroot_group_id("kvm").unwrap();
+    let host_daemon = || {
+        let daemon = Daemon::start(
+            DaemonConfig::new()
+                .vm(VmSlot::new(VM))
+                .state_dir("state")
+                .arg("--socket-mode")
+                .arg("660")
+                .arg("--socket-group")
+                .arg(kvm.to_string()),
+        )
+        .unwrap();
+        assert!(daemon.dir().starts_with("/tmp"), "unset TMPDIR");
+        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711)).unwrap();
+        daemon
+    };
+    let a = host_daemon();
+    let b = host_daemon();
+
+    // Both hosts see /tmp: the files the domain uses are shared storage.
+    let vpasid_dir = lv_a.dir().join("vpasid");
+    qemu_writable_dir(&vpasid_dir, chroot_group_id("libvirt-qemu").unwrap());
+    let paths = Paths {
+        socket: a.socket(VM).unwrap(),
+        qmp: vpasid_dir.join("web.qmp"),
+        disk: lv_a.dir().join("web.qcow2"),
+        console: lv_a.dir().join("web.console"),
+        kernel: lv_a.dir().join("vmlinuz"),
+        initrd: lv_a.dir().join("initrd.cpio.gz"),
+    };
+    let qmp_b = vpasid_dir.join("web-b.qmp");
+    fs::copy(kernel.vmlinuz(), &paths.kernel).unwrap();
+    fs::copy(kernel.initramfs(), &paths.initrd).unwrap();
+    lv_a.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        &paths.disk.to_string_lossy(),
+        "64M",
+    ])
+    .unwrap();
+    let xml = test_domain_xml(fenced("xml")[0], &paths);
+    let xml_path = lv_a.dir().join("web.xml");
+    fs::write(&xml_path, &xml).unwrap();
+    lv_a.virsh(&["define", &xml_path.to_string_lossy()])
+        .unwrap();
+
+    // 1. The guest runs on A with PASIDs in use and a lease cache.
+    let mut guest = lv_a
+        .start_guest(GuestConfig::new(VM, kernel), VM, &paths.console)
+        .unwrap();
+    guest
+        .load_driver(&format!("timeout_ms={TIMEOUT_MS}"))
+        .unwrap();
+    guest.load_exerciser().unwrap();
+    guest.wait_driver_state("active", CMD).unwrap();
+    let in_use: BTreeSet<u32> = (0..HELD)
+        .map(|_| guest.alloc(MIN, MAX, 0).unwrap().expect("alloc"))
+        .collect();
+    qemu_tests::vpasid::wait_lease_settled(&mut guest, &a, VM, CMD).unwrap();
+
+    // 2. Detach on A, reserve on B.
+    let at = Instant::now();
+    let detached = a
+        .pasidctl_json(&[
+            "detach",
+            "--vm",
+            VM,
+            "--qmp",
+            &paths.qmp.to_string_lossy(),
+            "--timeout",
+            "60",
+        ])
+        .unwrap();
+    let detach_took = at.elapsed();
+    let export = a.pasidctl_json(&["export", "--vm", VM]).unwrap();
+    let held = a.vm_pasids(VM).unwrap();
+    assert!(
+        held.is_superset(&in_use) && held.len() > in_use.len(),
+        "{held:?}"
+    );
+    let export_path = b.dir().join("web.export.json");
+    fs::write(&export_path, export.to_string()).unwrap();
+    b.pasidctl(&[
+        "reserve",
+        "--vm",
+        VM,
+        "--from",
+        &export_path.to_string_lossy(),
+    ])
+    .unwrap();
+    assert_eq!(b.vm_pasids(VM).unwrap(), held);
+
+    // 3. virsh migrate: the live XML without the device, the persistent
+    // one with it.
+    let live = lv_a.virsh(&["dumpxml", "--migratable", VM]).unwrap();
+    let live = remove_device_args(&live).replace(
+        &paths.qmp.to_string_lossy().to_string(),
+        &qmp_b.to_string_lossy(),
+    );
+    let live_path = lv_a.dir().join("web-live.xml");
+    fs::write(&live_path, live).unwrap();
+    let persistent = lv_a
+        .virsh(&["dumpxml", "--inactive", "--migratable", VM])
+        .unwrap();
+    let persistent = replace_once(
+        &persistent,
+        &paths.socket.to_string_lossy(),
+        &b.socket(VM).unwrap().to_string_lossy(),
+    );
+    let persistent_path = lv_a.dir().join("web-persistent.xml");
+    fs::write(&persistent_path, persistent).unwrap();
+    let migration_socket = vpasid_dir.join("web.migrate");
+    let dest_uri = lv_b.uri().replacen("qemu://", "qemu+unix://", 1);
+    let at = Instant::now();
+    lv_a.virsh(&[
+        "migrate",
+        "--live",
+        "--p2p",
+        "--persistent",
+        "--undefinesource",
+        "--unsafe",
+        "--xml",
+        &live_path.to_string_lossy(),
+        "--persistent-xml",
+        &persistent_path.to_string_lossy(),
+        "--migrateuri",
+        &format!("unix://{}", migration_socket.display()),
+        VM,
+        &dest_uri,
+    ])
+    .unwrap();
+    let migrate_took = at.elapsed();
+    let released = loop {
+        if a.vm(VM).unwrap().held == 0 {
+            break at.elapsed() - migrate_took;
+        }
+        assert!(at.elapsed() < migrate_took + CMD, "A still holds");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(a.pasids().unwrap().is_empty());
+    assert!(lv_b.virsh(&["list", "--name"]).unwrap().contains(VM));
+    assert!(!lv_a
+        .virsh(&["list", "--all", "--name"])
+        .unwrap()
+        .contains(VM));
+
+    // 4. Attach on B: every PASID kept.
+    let attached = b
+        .pasidctl_json(&[
+            "attach",
+            "--vm",
+            VM,
+            "--qmp",
+            &qmp_b.to_string_lossy(),
+            "--timeout",
+            "60",
+        ])
+        .unwrap();
+    assert_eq!(attached["probe"], "reconcile", "{attached}");
+    assert_eq!(
+        (
+            attached["kept"].as_u64(),
+            attached["regranted"].as_u64(),
+            attached["conflicts"].as_u64()
+        ),
+        (Some(held.len() as u64), Some(0), Some(0)),
+        "{attached}"
+    );
+    guest.wait_driver_state("active", CMD).unwrap();
+    let reconciled = guest.wait_for_dmesg("RECONCILE:", CMD).unwrap();
+    assert!(
+        reconciled.contains(&format!("{} kept, 0 re-granted, 0 conflict(s)", held.len())),
+        "{reconciled}"
+    );
+    assert_guest_knows(&mut guest, &in_use, &BTreeSet::new());
+    let more = guest.alloc(MIN, MAX, 0).unwrap().expect("alloc on B");
+    assert!(!in_use.contains(&more), "{more}");
+    guest.free(more).unwrap();
+    qemu_tests::vpasid::wait_lease_settled(&mut guest, &b, VM, CMD).unwrap();
+    assert!(b.vm_pasids(VM).unwrap().is_superset(&in_use));
+    guest.check_health().unwrap();
+
+    // 5. B's definition keeps the device for the next start.
+    let defined = lv_b.virsh(&["dumpxml", "--inactive", VM]).unwrap();
+    assert!(defined.contains("vhost-user-test-device-pci"), "{defined}");
+    lv_b.virsh(&["destroy", VM]).unwrap();
+    drop(guest);
+    eprintln!(
+        "{kernel}: libvirt migration: detach {detach_took:?} ({}), virsh migrate \
+         {migrate_took:?}, attach on B {attached}; A held nothing {released:?} after \
+         virsh migrate returned",
+        detached["unplug_ms"]
+    );
+}

@@ -65,7 +65,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_guest_knows, load_v1_driver, qmp_guest_config, reattach, sole_holdings,
+    assert_guest_knows, dmesg_time, load_v1_driver, qmp_guest_config, reattach, sole_holdings,
     v1_daemon_config, CMD, MAX, MIN,
 };
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
@@ -154,19 +154,6 @@ fn wait_dmesg_count(guest: &mut Guest, pattern: &str, n: usize) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// The `[seconds]` timestamp of a dmesg line.
-fn dmesg_time(line: &str) -> f64 {
-    let inner = line
-        .trim_start()
-        .strip_prefix('[')
-        .and_then(|rest| rest.split_once(']'))
-        .map(|(time, _)| time.trim())
-        .unwrap_or_else(|| panic!("no timestamp in dmesg line {line:?}"));
-    inner
-        .parse()
-        .unwrap_or_else(|_| panic!("bad timestamp in dmesg line {line:?}"))
 }
 
 /// The last dmesg line that contains `pattern` (a fixed string).

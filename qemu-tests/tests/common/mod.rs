@@ -188,3 +188,16 @@ pub fn finish(mut guest: Guest) {
     guest.check_health().unwrap();
     guest.poweroff(POWEROFF).unwrap();
 }
+
+/// The `[seconds]` timestamp of a dmesg line.
+pub fn dmesg_time(line: &str) -> f64 {
+    let inner = line
+        .trim_start()
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .map(|(time, _)| time.trim())
+        .unwrap_or_else(|| panic!("no timestamp in dmesg line {line:?}"));
+    inner
+        .parse()
+        .unwrap_or_else(|_| panic!("bad timestamp in dmesg line {line:?}"))
+}
