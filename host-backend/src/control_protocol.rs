@@ -234,6 +234,11 @@ pub struct VmEntry {
     pub lease: u32,
     /// Slot name.
     pub name: String,
+    /// The pid of the QEMU process its PASIDs are bound to (the peer of
+    /// its current or last connection): its exit releases them. Absent
+    /// when none is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_pid: Option<u32>,
     /// Its quota.
     pub quota: u32,
     /// Highest PASID it may be given.
@@ -415,6 +420,7 @@ impl From<VmView> for VmEntry {
             in_use: vm.held.saturating_sub(vm.cached),
             lease: vm.lease,
             name: vm.name,
+            qemu_pid: vm.qemu_pid,
             quota: vm.quota,
             range_end: vm.range_end,
             range_start: vm.range_start,
@@ -583,6 +589,7 @@ mod tests {
             connected: true,
             held_over_for: None,
             holdover: Duration::from_secs(30),
+            qemu_pid: None,
             resumed_at: None,
             held: 2,
             cached: 1,

@@ -25,6 +25,7 @@ use crate::config::{Config, LogLevel, SlotSource};
 use crate::control::serve_control;
 use crate::fdstore::{take_inherited, Inherited, Notifier};
 use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig, SpaceError};
+use crate::qemu_watch::QemuWatch;
 use crate::registry::{Registry, RegistryError};
 use crate::sandbox::{drop_privileges, hand_over, install_seccomp, SandboxError};
 use crate::slot::{serve_slot, SlotError, VmSlot};
@@ -69,6 +70,9 @@ pub enum DaemonError {
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    /// The QEMU process watcher could not be set up.
+    #[error("cannot set up the QEMU process watcher: {0}")]
+    QemuWatch(std::io::Error),
     /// A VM slot stopped serving.
     #[error(transparent)]
     Slot(#[from] SlotError),
@@ -458,12 +462,12 @@ struct Serving {
 }
 
 /// Phase 5: the threads that serve: signals, one per VM slot, hold-overs,
-/// control, metrics.
+/// QEMU exits, control, metrics.
 fn spawn_threads(
     config: &Config,
     serving: Serving,
     registry: &Arc<Mutex<Registry>>,
-    sessions: &Arc<Sessions>,
+    (sessions, watch): (&Arc<Sessions>, &Arc<QemuWatch>),
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), DaemonError> {
     let Serving {
@@ -489,13 +493,13 @@ fn spawn_threads(
             crate::logfmt::Value(&slot.socket)
         );
         let registry = registry.clone();
-        let sessions = sessions.clone();
+        let shared = (sessions.clone(), watch.clone());
         let resume = stored.remove(&slot.name);
         let tx = tx.clone();
         thread::Builder::new()
             .name(format!("slot-{}", slot.name))
             .spawn(move || {
-                if let Err(e) = serve_slot(slot, registry, sessions, resume) {
+                if let Err(e) = serve_slot(slot, registry, shared, resume) {
                     let _ = tx.send(Event::SlotFailed(e));
                 }
             })
@@ -508,6 +512,11 @@ fn spawn_threads(
             .spawn(move || expire_holdovers(&held))
             .map_err(DaemonError::Thread)?;
     }
+    let (watched, watching) = (watch.clone(), registry.clone());
+    thread::Builder::new()
+        .name("qemu-exit".into())
+        .spawn(move || watched.run(watching))
+        .map_err(DaemonError::Thread)?;
     let control_registry = registry.clone();
     let control = bound.control;
     thread::Builder::new()
@@ -540,8 +549,17 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
     // Opened before the filter, which forbids creating it.
     let notifier = open_notifier();
     let stored = take_over_sessions(inherited, &config, &mut registry, notifier.as_deref());
+    // VMs bound to a QEMU process that exited while no daemon ran are
+    // released; live ones are watched from now on.
+    let watch = Arc::new(QemuWatch::new().map_err(DaemonError::QemuWatch)?);
+    let resumed: Vec<&str> = stored.keys().map(String::as_str).collect();
+    watch.check_at_start(&mut registry, &resumed);
+    if let Some(point) = registry.commit_point() {
+        point.settle();
+    }
     // VMs that held PASIDs at the restart and whose session did not come
-    // back through the store: their hold-over runs from now.
+    // back through the store: their hold-over runs from now (and ends
+    // when their QEMU exits).
     let now = Instant::now();
     for slot in &config.slots {
         if let (false, Ok(vm)) = (stored.contains_key(&slot.name), registry.vm(&slot.name)) {
@@ -609,7 +627,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         metrics,
         signals,
     };
-    spawn_threads(&config, serving, &registry, &sessions, &tx)?;
+    spawn_threads(&config, serving, &registry, (&sessions, &watch), &tx)?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {

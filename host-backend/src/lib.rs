@@ -35,6 +35,9 @@
 //! - [`sandbox`]: containment after set-up: socket hand-over, privilege
 //!   drop (`--user`), seccomp allow-list (`--seccomp`); see docs/security.md.
 //! - [`logfmt`]: free-form values in log lines, quoted when they need it.
+//! - [`qemu_watch`]: the QEMU process of each connection (peer
+//!   credentials), bound to the VM's PASIDs in the registry, and a thread
+//!   polling their pidfds: an exit ends the VM's hold-over at once.
 //! - [`takeover`]: every session through a proxy that keeps it in
 //!   systemd's descriptor store, and the take-over of stored sessions at
 //!   start; [`session`]: vhost-user framing and the session image;
@@ -60,6 +63,7 @@ pub mod figures;
 pub mod logfmt;
 pub mod metrics;
 pub mod pasid_space;
+pub mod qemu_watch;
 pub mod qmp;
 pub mod rate_limit;
 pub mod reattach;

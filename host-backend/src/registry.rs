@@ -22,6 +22,7 @@ use pasid_protocol::{Opcode, PasidList};
 mod guest;
 mod image;
 mod operator;
+mod qemu;
 pub mod reconcile;
 pub mod record;
 mod tally;
@@ -37,7 +38,7 @@ use crate::pasid_space::{
 };
 use crate::rate_limit::{RateLimit, TokenBucket};
 use reconcile::Reconciliation;
-use record::{Answered, ChangeLog, Record};
+use record::{Answered, ChangeLog, QemuPeer, Record};
 
 /// Socket label of a VM that durable state knows but the command line
 /// does not name.
@@ -131,6 +132,14 @@ struct VmRecord {
     /// When its current session was taken over from a daemon before this
     /// one (systemd's descriptor store), if it was.
     resumed_at: Option<std::time::SystemTime>,
+    /// The QEMU process its PASIDs are bound to: the peer of its current
+    /// or last connection, until [`Registry::unbind_qemu`] or that
+    /// process's exit. Its exit ends a hold-over at once. Durable.
+    qemu: Option<QemuPeer>,
+    /// The bound process exited while the VM was connected: the end of
+    /// the connection releases at once instead of holding over. Not
+    /// durable: a restart checks the process again.
+    qemu_exited: bool,
 }
 
 impl VmRecord {
@@ -151,6 +160,8 @@ impl VmRecord {
             holdover: Duration::ZERO,
             held_over_until: None,
             resumed_at: None,
+            qemu: None,
+            qemu_exited: false,
         }
     }
 

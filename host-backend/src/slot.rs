@@ -24,6 +24,7 @@ use vhost::vhost_user::Error as VhostUserError;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon, VhostUserHandlerError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
+use crate::qemu_watch::{peer_pid, QemuWatch};
 use crate::registry::{Registry, VmId};
 use crate::takeover::{End, Proxy, Sessions, Stored, TakeoverError};
 use crate::vhu_vpasid::PasidDevice;
@@ -216,7 +217,7 @@ fn serve_session(
     slot: &VmSlot,
     begin: Begin,
     registry: &Arc<Mutex<Registry>>,
-    sessions: &Arc<Sessions>,
+    (sessions, watch): (&Arc<Sessions>, &QemuWatch),
 ) -> Result<(), SlotError> {
     let device = Arc::new(PasidDevice::new(slot.vm, &slot.name, registry.clone()));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
@@ -227,6 +228,12 @@ fn serve_session(
         })?;
     let taking_over = Instant::now();
     let resumed = matches!(begin, Begin::Resumed(_));
+    // The process that connected: QEMU (for a stored session, the one
+    // that connected to the daemon before this one).
+    let qemu = match &begin {
+        Begin::Accepted(conn) => peer_pid(conn.as_fd()),
+        Begin::Resumed(stored) => stored.connection().and_then(peer_pid),
+    };
     let proxy = match begin {
         Begin::Accepted(conn) => Proxy::start(&slot.name, conn, sessions.clone()),
         Begin::Resumed(stored) => Proxy::resume(&slot.name, *stored, sessions.clone()),
@@ -278,10 +285,14 @@ fn serve_session(
         lock(registry).set_resumed(slot.vm, None);
     }
     lock(registry).set_connected(slot.vm, true);
+    // After the connect: a process found gone already is then released
+    // at the end of this connection, not before it.
+    watch.bind(registry, slot.vm, &slot.name, qemu);
     info!(
-        "vm={} event=connect socket={}",
+        "vm={} event=connect socket={} qemu_pid={}",
         slot.name,
-        crate::logfmt::Value(&slot.socket)
+        crate::logfmt::Value(&slot.socket),
+        qemu.unwrap_or(0)
     );
 
     let guard = slot
@@ -374,7 +385,7 @@ fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
 pub fn serve_slot(
     slot: VmSlot,
     registry: Arc<Mutex<Registry>>,
-    sessions: Arc<Sessions>,
+    (sessions, watch): (Arc<Sessions>, Arc<QemuWatch>),
     stored: Option<Stored>,
 ) -> Result<(), SlotError> {
     if let Some(stored) = stored {
@@ -382,7 +393,7 @@ pub fn serve_slot(
             &slot,
             Begin::Resumed(Box::new(stored)),
             &registry,
-            &sessions,
+            (&sessions, &watch),
         )?;
     }
     loop {
@@ -396,6 +407,6 @@ pub fn serve_slot(
                 })
             }
         };
-        serve_session(&slot, Begin::Accepted(conn), &registry, &sessions)?;
+        serve_session(&slot, Begin::Accepted(conn), &registry, (&sessions, &watch))?;
     }
 }

@@ -196,6 +196,11 @@ impl Stored {
     pub fn started(&self) -> bool {
         self.image.started()
     }
+
+    /// QEMU's connection: its peer is the VM's QEMU process.
+    pub fn connection(&self) -> Option<BorrowedFd<'_>> {
+        self.fds.get(&self.image.conn).map(AsFd::as_fd)
+    }
 }
 
 /// What [`adopt`] needs to know of the new daemon.

@@ -916,6 +916,7 @@ mod tests {
             range_start: 1,
             socket: socket.into(),
             resumed_at: None,
+            qemu_pid: None,
         };
         let mut long = vm(&name, true, 1, "/s");
         long.counters.requests.insert("ALLOC".into(), 3);
@@ -955,6 +956,7 @@ mod tests {
             range_start: 1,
             socket: "/s".into(),
             resumed_at: None,
+            qemu_pid: None,
         };
         let mut now = before.clone();
         assert_eq!(guest_step(&before, &now), None);
@@ -986,6 +988,7 @@ mod tests {
             range_start: 1,
             socket: "/s".into(),
             resumed_at: None,
+            qemu_pid: None,
         };
         assert_eq!(vm_state(&vm), "held-over 12s");
         assert!(render_vms(std::slice::from_ref(&vm)).contains("held-over 12s"));

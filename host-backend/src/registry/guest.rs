@@ -83,12 +83,19 @@ impl Registry {
 
     /// The VM's connection ended at `now`: with a hold-over and PASIDs
     /// held, they stay reserved until the hold-over runs out
-    /// ([`Registry::expire_holdovers`]); otherwise they are reclaimed at
-    /// once (docs/protocol.md 5.x.6.8).
+    /// ([`Registry::expire_holdovers`]) or the QEMU process they are bound
+    /// to exits ([`Registry::qemu_exited`]); otherwise, or if that process
+    /// has exited already, they are reclaimed at once (docs/protocol.md
+    /// 5.x.6.8).
     pub fn end_connection(&mut self, vm: VmId, now: Instant) {
         let held = self.space.usage(vm.0).map_or(0, |u| u.held);
         let name = self.vm_name(vm).to_string();
         let holdover = self.record_mut(vm).map_or(Duration::ZERO, |r| r.holdover);
+        // Its QEMU has already exited: no device of it can come back.
+        if self.take_qemu_exited(vm) {
+            self.reclaim_vm(vm, ReclaimReason::QemuExited);
+            return;
+        }
         if holdover.is_zero() || held == 0 {
             self.reclaim_vm(vm, ReclaimReason::Disconnect);
             return;

@@ -28,6 +28,7 @@ impl Registry {
             rec.configured = vm.configured;
             rec.replay = vm.window.clone();
             rec.window = vm.window;
+            rec.qemu = vm.peer;
             reg.vms.insert(vm.name, rec);
         }
         reg
@@ -114,6 +115,7 @@ impl Registry {
                     configured: rec.and_then(|r| r.configured.clone()),
                     window: rec.map(|r| r.window.clone()).unwrap_or_default(),
                     holdings: self.space.holdings(id),
+                    peer: rec.and_then(|r| r.qemu),
                     name,
                 }
             })

@@ -89,6 +89,26 @@ pub enum Record {
         /// Owner index.
         owner: u32,
     },
+    /// The QEMU process a VM's PASIDs are bound to (the peer of its
+    /// vhost-user connection), or `None`: no longer bound to any
+    /// (`Registry::unbind_qemu`, or that process exited).
+    Peer {
+        /// Owner index (a VM).
+        owner: u32,
+        /// The process, on this host's boot.
+        peer: Option<QemuPeer>,
+    },
+}
+
+/// The QEMU process of a VM's vhost-user connection, as durable state
+/// keeps it: its pid is only meaningful on the boot it was read on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QemuPeer {
+    /// Its process id (`SO_PEERCRED` of the accepted connection).
+    pub pid: u32,
+    /// The host's boot id when the pid was read
+    /// (`/proc/sys/kernel/random/boot_id`, 16 bytes).
+    pub boot_id: [u8; 16],
 }
 
 /// One owner as a snapshot holds it.
@@ -108,6 +128,8 @@ pub struct OwnerImage {
     pub window: Vec<Answered>,
     /// PASIDs held, with this owner's reference count on each.
     pub holdings: Vec<(Pasid, u32)>,
+    /// For a VM: the QEMU process its PASIDs are bound to, if any.
+    pub peer: Option<QemuPeer>,
 }
 
 impl OwnerImage {
@@ -125,6 +147,7 @@ impl OwnerImage {
             configured: None,
             window: Vec::new(),
             holdings: Vec::new(),
+            peer: None,
         }
     }
 
@@ -157,6 +180,8 @@ pub struct RememberedVm {
     pub configured: Option<OwnerLimits>,
     /// Its last answered batch: requests the frontend may re-deliver.
     pub window: Vec<Answered>,
+    /// The QEMU process its PASIDs are bound to, if any.
+    pub peer: Option<QemuPeer>,
 }
 
 /// Where the registry's changes go to be made durable (`--state-dir`;

@@ -18,11 +18,12 @@ use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 
 /// Every reclaim reason, in the order the metrics list them.
-const RECLAIM_REASONS: [ReclaimReason; 4] = [
+const RECLAIM_REASONS: [ReclaimReason; 5] = [
     ReclaimReason::DriverReset,
     ReclaimReason::Disconnect,
     ReclaimReason::Operator,
     ReclaimReason::HoldoverExpired,
+    ReclaimReason::QemuExited,
 ];
 
 /// Labels of a series about one VM.

@@ -45,6 +45,9 @@ pub enum ReclaimReason {
     Operator,
     /// A disconnected VM's hold-over ran out.
     HoldoverExpired,
+    /// The QEMU process its PASIDs were bound to exited (seen through its
+    /// pidfd, or found gone at start-up).
+    QemuExited,
 }
 
 impl ReclaimReason {
@@ -54,6 +57,7 @@ impl ReclaimReason {
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator release",
             ReclaimReason::HoldoverExpired => "hold-over expired",
+            ReclaimReason::QemuExited => "qemu exited",
         }
     }
 
@@ -64,6 +68,7 @@ impl ReclaimReason {
             ReclaimReason::Disconnect => "disconnect",
             ReclaimReason::Operator => "operator",
             ReclaimReason::HoldoverExpired => "holdover_expired",
+            ReclaimReason::QemuExited => "qemu_exited",
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct VmView {
     /// Its hold-over period (`--holdover`, `holdover=`); zero releases its
     /// PASIDs at disconnect.
     pub holdover: Duration,
+    /// The pid of the QEMU process its PASIDs are bound to, if any.
+    pub qemu_pid: Option<u32>,
     /// When its session was taken over from a previous daemon, if it was.
     pub resumed_at: Option<std::time::SystemTime>,
     /// PASIDs the VM holds references on.

@@ -49,6 +49,7 @@ impl Registry {
                         .held_over_until
                         .map(|t| t.saturating_duration_since(Instant::now())),
                     holdover: rec.holdover,
+                    qemu_pid: rec.qemu.map(|q| q.pid),
                     resumed_at: rec.resumed_at,
                     held,
                     // FREE or an operator's get/put may have moved `held`

@@ -9,7 +9,7 @@
 use pasid_protocol::{PasidList, LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE};
 
 use crate::pasid_space::{OwnerKind, OwnerLimits};
-use crate::registry::record::{Answered, OwnerImage, Record, StateImage};
+use crate::registry::record::{Answered, OwnerImage, QemuPeer, Record, StateImage};
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VPASIDS\x01";
@@ -38,6 +38,7 @@ const REC_ADD_OWNER: u8 = 4;
 const REC_GET: u8 = 5;
 const REC_PUT: u8 = 6;
 const REC_FORGET: u8 = 7;
+const REC_PEER: u8 = 8;
 
 const KIND_VM: u8 = 1;
 const KIND_HOST: u8 = 2;
@@ -326,6 +327,18 @@ pub fn put_record(out: &mut Vec<u8>, record: &Record) {
             out.push(REC_FORGET);
             put_u32(out, *owner);
         }
+        Record::Peer { owner, peer } => {
+            out.push(REC_PEER);
+            put_u32(out, *owner);
+            match peer {
+                Some(p) => {
+                    out.push(1);
+                    put_u32(out, p.pid);
+                    out.extend_from_slice(&p.boot_id);
+                }
+                None => out.push(0),
+            }
+        }
     }
 }
 
@@ -363,6 +376,17 @@ pub fn get_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             pasid: r.u32()?,
         },
         REC_FORGET => Record::Forget { owner: r.u32()? },
+        REC_PEER => Record::Peer {
+            owner: r.u32()?,
+            peer: match r.u8()? {
+                0 => None,
+                1 => Some(QemuPeer {
+                    pid: r.u32()?,
+                    boot_id: r.array()?,
+                }),
+                other => return Err(r.error(format!("bad QEMU process flag {other}"))),
+            },
+        },
         other => {
             return Err(DecodeError {
                 at,
@@ -409,6 +433,20 @@ pub fn encode_snapshot(image: &StateImage, generation: u64) -> Vec<u8> {
         for (pasid, refs) in &o.holdings {
             put_u32(&mut body, *pasid);
             put_u32(&mut body, *refs);
+        }
+    }
+    // After the owners: records that describe an owner rather than what
+    // it holds, in the journal's encoding. Snapshots written before they
+    // existed end at the last owner, and still load.
+    for (index, o) in image.owners.iter().enumerate() {
+        if let (Some(peer), Ok(owner)) = (o.peer, u32::try_from(index)) {
+            put_record(
+                &mut body,
+                &Record::Peer {
+                    owner,
+                    peer: Some(peer),
+                },
+            );
         }
     }
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN + body.len() + 4);
@@ -527,13 +565,29 @@ fn decode_body(body: &[u8]) -> Result<StateImage, DecodeError> {
             configured,
             window,
             holdings,
+            peer: None,
         });
     }
-    if r.remaining() != 0 {
-        return Err(r.error(format!(
-            "{} unexpected bytes after the last owner",
-            r.remaining()
-        )));
+    // Owner records (the QEMU process of each VM) until the end.
+    while r.remaining() > 0 {
+        let at = r.position();
+        match get_record(&mut r)? {
+            Record::Peer { owner, peer } => {
+                let Some(o) = usize::try_from(owner).ok().and_then(|i| owners.get_mut(i)) else {
+                    return Err(DecodeError {
+                        at,
+                        what: format!("QEMU process of owner {owner}, which does not exist"),
+                    });
+                };
+                o.peer = peer;
+            }
+            other => {
+                return Err(DecodeError {
+                    at,
+                    what: format!("a {other:?} record does not belong after the owners"),
+                })
+            }
+        }
     }
     Ok(StateImage {
         pasid_bits,
@@ -692,6 +746,10 @@ mod tests {
                     }),
                     window: vec![answered(65535), answered(0)],
                     holdings: vec![(5, 1), (9, 3)],
+                    peer: Some(QemuPeer {
+                        pid: 4_194_304,
+                        boot_id: *b"0123456789abcdef",
+                    }),
                 },
                 OwnerImage {
                     kind: OwnerKind::Host,
@@ -703,6 +761,7 @@ mod tests {
                     configured: None,
                     window: Vec::new(),
                     holdings: vec![(9, 1)],
+                    peer: None,
                 },
             ],
         }
@@ -718,6 +777,40 @@ mod tests {
         let mut longer = bytes.clone();
         longer.extend_from_slice(&[0xaa; 100]);
         assert_eq!(decode_snapshot(&longer).unwrap().1, image());
+    }
+
+    /// A snapshot written before VMs had a QEMU process (it ends at the
+    /// last owner) still loads, with no process bound; an owner record
+    /// naming an owner that does not exist, or a holdings record after the
+    /// owners, is refused.
+    #[test]
+    fn snapshots_without_owner_records_load() {
+        let mut old = image();
+        old.owners[0].peer = None;
+        let bytes = encode_snapshot(&old, 9);
+        let (_, back) = decode_snapshot(&bytes).unwrap();
+        assert_eq!(back, old);
+        for stray in [
+            Record::Peer {
+                owner: 5,
+                peer: None,
+            },
+            Record::Reclaim { owner: 0 },
+        ] {
+            let mut body = Vec::new();
+            put_u32(&mut body, old.pasid_bits);
+            put_u64(&mut body, old.space_id);
+            put_u32(&mut body, 0);
+            put_record(&mut body, &stray);
+            let mut file = SNAPSHOT_MAGIC.to_vec();
+            put_u32(&mut file, FORMAT_VERSION);
+            put_u64(&mut file, 1);
+            put_u64(&mut file, body.len() as u64);
+            file.extend_from_slice(&body);
+            let crc = crc32fast::hash(&file);
+            put_u32(&mut file, crc);
+            assert!(decode_snapshot(&file).is_err(), "{stray:?}");
+        }
     }
 
     #[test]
@@ -761,6 +854,17 @@ mod tests {
             Record::Get { owner: 4, pasid: 9 },
             Record::Put { owner: 4, pasid: 9 },
             Record::Forget { owner: 4 },
+            Record::Peer {
+                owner: 0,
+                peer: Some(QemuPeer {
+                    pid: 77,
+                    boot_id: [0xb0; 16],
+                }),
+            },
+            Record::Peer {
+                owner: 0,
+                peer: None,
+            },
         ];
         let mut buf = Vec::new();
         for r in &records {

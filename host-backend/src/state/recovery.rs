@@ -104,6 +104,7 @@ impl Recovery {
                         name: owner.name.clone(),
                         configured: owner.configured.clone(),
                         window: owner.window.clone(),
+                        peer: owner.peer,
                     },
                 );
             }
@@ -180,6 +181,7 @@ impl Recovery {
                             name: name.clone(),
                             configured: None,
                             window: Vec::new(),
+                            peer: None,
                         },
                     );
                 }
@@ -197,6 +199,15 @@ impl Recovery {
                 let name = self.name_of(id);
                 self.space.forget_owner(id).map_err(|e| e.to_string())?;
                 self.vms.remove(&name);
+            }
+            Record::Peer { owner, peer } => {
+                let id = self.owner_at(*owner)?;
+                let name = self.name_of(id);
+                let vm = self
+                    .vms
+                    .get_mut(&name)
+                    .ok_or_else(|| format!("QEMU process for {name:?}, which is not a VM"))?;
+                vm.peer = *peer;
             }
         }
         Ok(())
