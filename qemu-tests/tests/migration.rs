@@ -13,11 +13,12 @@
 //! migrations, and the suite's wall time counts):
 //!
 //! - X (slot `vmA` on A and on B) holds [`HELD`] PASIDs in use and a
-//!   lease cache; Y (slot `vmY` on B only, a range of its own) holds
-//!   PASIDs on B.
-//! 2. **Conflict**: X is detached on A and exported; B holds two of its
-//!    PASIDs for a host holder. `reserve` on B names both holders, exits 1
-//!    and reserves nothing. X is attached again on A and keeps every PASID.
+//!   lease cache; Y (slot `vmY` on B only) holds PASIDs on B: the same
+//!   numbers, every slot has the same range.
+//! 2. **Conflict**: X is detached on A and exported; `reserve` on B names
+//!    each PASID Y holds there, exits 1 and reserves nothing. X is attached
+//!    again on A and keeps every PASID. Y then unloads its driver (giving
+//!    back everything) and loads it again after step 1.
 //! 3. **Failed migration**: detach, export, `reserve --hold` on B, then
 //!    the destination QEMU is killed during `migrate` (bandwidth capped so
 //!    that it is still running). The source runs on; `attach` on A: every
@@ -60,7 +61,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, dmesg_time, qmp_guest_config, CMD, MAX, MIN};
+use common::{assert_guest_knows, dmesg_time, qmp_guest_config, CMD};
 use qemu_tests::qmp::Migration;
 use qemu_tests::vpasid::{wait_lease_settled, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, Qmp, VmSlot, VpasidGuest};
@@ -69,10 +70,12 @@ use serde_json::{json, Value};
 /// PASIDs X keeps in use throughout.
 const HELD: u32 = 3;
 
-/// Y's range on B, apart from X's: Y is no conflict for X.
-const Y_MIN: u32 = 50_000;
-/// See [`Y_MIN`].
-const Y_MAX: u32 = 60_000;
+/// The range of every slot (X's on A and B, Y's on B) and of every
+/// allocation: Y's PASIDs on B are then the same numbers as X's on A, the
+/// conflict of step 2.
+const LO: u32 = 50_000;
+/// See [`LO`].
+const HI: u32 = 60_000;
 
 /// Guest memory: what a migration copies.
 const MEMORY_MIB: u32 = 256;
@@ -373,17 +376,18 @@ struct Churn {
 }
 
 /// Starts the guest's allocation loop in the background: exerciser
-/// `alloc MIN MAX 0`, then `find` (must be `ok 0`) and `free` (must be
+/// `alloc LO HI 0`, then `find` (must be `ok 0`) and `free` (must be
 /// `ok`) of the ID, one line per round with the guest's uptime, until
 /// `CHURN.stop` exists. It owns the exerciser until [`stop_churn`].
 fn start_churn(guest: &mut Guest) {
+    // Shell built-ins only (read, echo, test): no fork per round.
     let script = format!(
         "rm -f {CHURN}.*; ( while [ ! -e {CHURN}.stop ]; do \
-         echo 'alloc {MIN} {MAX} 0' > {EXERCISER_CTL}; r=$(cat {EXERCISER_CTL}); \
-         t=$(cut -d' ' -f1 /proc/uptime); \
+         echo 'alloc {LO} {HI} 0' > {EXERCISER_CTL}; read -r r < {EXERCISER_CTL}; \
+         read -r t _ < /proc/uptime; \
          case \"$r\" in 'ok '*) id=${{r#ok }}; \
-         echo \"find $id\" > {EXERCISER_CTL}; f=$(cat {EXERCISER_CTL}); \
-         echo \"free $id\" > {EXERCISER_CTL}; x=$(cat {EXERCISER_CTL}); \
+         echo \"find $id\" > {EXERCISER_CTL}; read -r f < {EXERCISER_CTL}; \
+         echo \"free $id\" > {EXERCISER_CTL}; read -r x < {EXERCISER_CTL}; \
          if [ \"$f\" = 'ok 0' ] && [ \"$x\" = ok ]; then s=good; else s=bad; fi; \
          echo \"$t A $id $s\";; *) echo \"$t F $r\";; esac; done; touch {CHURN}.done ) \
          </dev/null >{CHURN}.log 2>&1 &"
@@ -460,15 +464,15 @@ fn settled_holdings(guest: &mut Guest, daemon: &Daemon, in_use: &BTreeSet<u32>) 
 fn migrations_keep_every_pasid(kernel: Kernel) {
     let a = Daemon::start(
         DaemonConfig::new()
-            .vm(VmSlot::new("vmA"))
+            .vm(VmSlot::new("vmA").range(LO, HI))
             .state_dir("state")
             .test_name(format!("{}-A", thread_name())),
     )
     .unwrap();
     let mut b = Daemon::start(
         DaemonConfig::new()
-            .vm(VmSlot::new("vmA"))
-            .vm(VmSlot::new("vmY").range(Y_MIN, Y_MAX))
+            .vm(VmSlot::new("vmA").range(LO, HI))
+            .vm(VmSlot::new("vmY").range(LO, HI))
             .state_dir("state")
             .test_name(format!("{}-B", thread_name())),
     )
@@ -483,10 +487,10 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
 
     // X holds PASIDs in use and a lease cache on A; Y holds some on B.
     let in_use: BTreeSet<u32> = (0..HELD)
-        .map(|_| x.alloc(MIN, MAX, 0).unwrap().expect("X alloc"))
+        .map(|_| x.alloc(LO, HI, 0).unwrap().expect("X alloc"))
         .collect();
-    let y_held: BTreeSet<u32> = (0..HELD)
-        .map(|_| y.alloc(Y_MIN, Y_MAX, 0).unwrap().expect("Y alloc"))
+    let y_first: BTreeSet<u32> = (0..HELD)
+        .map(|_| y.alloc(LO, HI, 0).unwrap().expect("Y alloc"))
         .collect();
     let held = settled_holdings(&mut x, &a, &in_use);
     assert!(held.len() > in_use.len(), "no lease cache: {held:?}");
@@ -498,17 +502,20 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     let (report, took) = detach(&a, "vmA", &source.qmp, &[]);
     let (exported, pasids) = export(&a, "vmA");
     assert_eq!(pasids, held);
-    let blocked: Vec<u32> = [*in_use.iter().next().unwrap(), *held.iter().last().unwrap()].into();
-    for id in &blocked {
-        b.pasidctl(&["get", &id.to_string(), "--holder", "blocker"])
-            .unwrap();
-    }
+    // Y holds, on B, the lowest PASIDs of the range, as X does on A.
+    let blocked: BTreeSet<u32> = b
+        .vm_pasids("vmY")
+        .unwrap()
+        .intersection(&pasids)
+        .copied()
+        .collect();
+    assert!(!blocked.is_empty(), "Y {y_first:?}, X {pasids:?}");
     let (code, out, err) = reserve(&b, "vmA", &exported, None);
     assert_eq!(code, Some(1), "reserve with conflicts: {out} {err}");
     for id in &blocked {
         assert!(
             err.lines()
-                .any(|l| l.contains(&format!("PASID {id} is held by")) && l.contains("blocker")),
+                .any(|l| l.contains(&format!("PASID {id} is held by")) && l.contains("vmY")),
             "conflict {id} not named: {err}"
         );
     }
@@ -517,14 +524,17 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     let back = attach_kept(&a, "vmA", &source.qmp, held.len());
     resumes += 1;
     let (to_active, _) = wait_resumes(&mut x, resumes);
-    for id in &blocked {
-        b.pasidctl(&["put", &id.to_string(), "--holder", "blocker"])
-            .unwrap();
-    }
+    // Y lets go of everything on B (unloading the driver gives back its
+    // cache too), and takes PASIDs again after X has moved there.
+    y.free_all().unwrap();
+    y.run_ok("rmmod virtio_pasid", CMD).unwrap();
+    assert!(b.vm_pasids("vmY").unwrap().is_empty());
     figures.push(format!(
-        "2 conflict: detach {}ms ({took:?} wall), reserve exit 1 naming {blocked:?}: {}; \
-         re-attach on A {back}, device_add to active {to_active:?} (guest clock)",
+        "2 conflict: detach {}ms ({took:?} wall), reserve exit 1 naming {} PASIDs of vmY \
+         ({blocked:?}): {}; re-attach on A {back}, device_add to active {to_active:?} (guest \
+         clock)",
         report["unplug_ms"],
+        blocked.len(),
         err.trim().replace('\n', " | ")
     ));
 
@@ -540,10 +550,11 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     set_bandwidth(&source, SLOW_BANDWIDTH);
     let mut incoming = start_migration(config, &source);
     let mut killed = false;
+    let mut sent = 0;
     let failed = source
         .qmp()
         .wait_migration(MIGRATE, |status| {
-            let sent = status["ram"]["transferred"].as_u64().unwrap_or(0);
+            sent = sent.max(status["ram"]["transferred"].as_u64().unwrap_or(0));
             if !killed && status["status"] == "active" && sent > 0 {
                 incoming.kill().unwrap();
                 killed = true;
@@ -564,10 +575,10 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     );
     assert!(!is_reserved(&vm_json(&b, "vmA")));
     figures.push(format!(
-        "3 failed migration: detach {}ms ({took:?} wall), migrate failed ({:?}) after {} bytes; \
+        "3 failed migration: detach {}ms ({took:?} wall), migrate failed ({:?}) after {} bytes sent; \
          re-attach on A {back}, device_add to active {to_active:?}; B's {SHORT_HOLD_S} s \
          reservation gone after {lasted:?}",
-        report["unplug_ms"], failed.error, failed.transferred
+        report["unplug_ms"], failed.error, sent
     ));
 
     // 1 and 5. The migration, the guest allocating throughout.
@@ -591,14 +602,13 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     let churn = stop_churn(&mut x);
     assert!(churn.allocated > 0, "{churn:?}");
     assert!(
-        churn.ids.iter().all(|id| (MIN..=MAX).contains(id)),
+        churn.ids.iter().all(|id| (LO..=HI).contains(id)),
         "{churn:?}"
     );
     assert!(
         churn.ids.is_disjoint(&in_use),
         "handed out twice: {churn:?}"
     );
-    assert!(!churn.ids.iter().any(|id| y_held.contains(id)), "{churn:?}");
     // The source daemon still holds X's PASIDs for the paused source QEMU;
     // its exit releases them, with no operator command.
     assert_eq!(a.vm_pasids("vmA").unwrap(), pasids);
@@ -608,12 +618,18 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     assert!(a.pasids().unwrap().is_empty());
     let held = settled_holdings(&mut x, &b, &in_use);
     let new = x
-        .alloc(MIN, MAX, 0)
+        .alloc(LO, HI, 0)
         .unwrap()
         .expect("alloc after the migration");
-    assert!(!in_use.contains(&new) && !y_held.contains(&new), "{new}");
+    assert!(!in_use.contains(&new), "{new}");
     x.free(new).unwrap();
-    assert!(b.vm_pasids("vmY").unwrap().is_superset(&y_held));
+    // Y's driver again: its PASIDs on B are none of X's.
+    prepare(&mut y).unwrap();
+    let y_held: BTreeSet<u32> = (0..HELD)
+        .map(|_| y.alloc(LO, HI, 0).unwrap().expect("Y alloc"))
+        .collect();
+    let x_on_b = b.vm_pasids("vmA").unwrap();
+    assert!(b.vm_pasids("vmY").unwrap().is_disjoint(&x_on_b));
     let failing = churn.failing.map_or("none".to_string(), |(from, to)| {
         format!("from {from} to {to} ({:.3} s, guest clock)", to - from)
     });
@@ -679,7 +695,7 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     assert!(
         log[mark..]
             .lines()
-            .any(|l| l.contains("vm=vmY") && l.contains("event=released")),
+            .any(|l| l.contains("vm=vmY event=qemu-exited") && l.contains("at_start=true")),
         "no start-up release of vmY logged: {}",
         &log[mark..]
     );
@@ -690,7 +706,7 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     let (to_active, _) = wait_resumes(&mut x, resumes);
     settled_holdings(&mut x, &b, &in_use);
     let new = x
-        .alloc(MIN, MAX, 0)
+        .alloc(LO, HI, 0)
         .unwrap()
         .expect("alloc after the restart");
     assert!(!in_use.contains(&new), "{new}");
