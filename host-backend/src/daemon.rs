@@ -460,7 +460,6 @@ struct Serving {
 /// Phase 5: the threads that serve: signals, one per VM slot, hold-overs,
 /// control, metrics.
 fn spawn_threads(
-    config: &Config,
     serving: Serving,
     registry: &Arc<Mutex<Registry>>,
     sessions: &Arc<Sessions>,
@@ -501,13 +500,13 @@ fn spawn_threads(
             })
             .map_err(DaemonError::Thread)?;
     }
-    if config.slots.iter().any(|s| s.holdover_secs > 0) {
-        let held = registry.clone();
-        thread::Builder::new()
-            .name("holdover".into())
-            .spawn(move || expire_holdovers(&held))
-            .map_err(DaemonError::Thread)?;
-    }
+    // Always: `pasidctl detach` and `reserve` hold PASIDs over for VMs
+    // whose own hold-over is 0.
+    let held = registry.clone();
+    thread::Builder::new()
+        .name("holdover".into())
+        .spawn(move || expire_holdovers(&held))
+        .map_err(DaemonError::Thread)?;
     let control_registry = registry.clone();
     let control = bound.control;
     thread::Builder::new()
@@ -609,7 +608,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         metrics,
         signals,
     };
-    spawn_threads(&config, serving, &registry, &sessions, &tx)?;
+    spawn_threads(serving, &registry, &sessions, &tx)?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {
@@ -637,8 +636,9 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
 /// sleeps is reclaimed at most this late.
 const HOLDOVER_TICK: Duration = Duration::from_secs(1);
 
-/// Reclaims the PASIDs of VMs whose hold-over ran out, waking at the next
-/// expiry or after [`HOLDOVER_TICK`], whichever comes first.
+/// Reclaims the PASIDs of VMs whose hold-over or reservation ran out,
+/// waking at the next expiry or after [`HOLDOVER_TICK`], whichever comes
+/// first.
 fn expire_holdovers(registry: &Mutex<Registry>) {
     loop {
         let (next, commit) = {

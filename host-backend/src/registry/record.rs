@@ -89,6 +89,43 @@ pub enum Record {
         /// Owner index.
         owner: u32,
     },
+    /// A VM's reservation (`pasidctl reserve`) began, or ended because the
+    /// VM connected ([`Reservation::ended`]).
+    Reserve(Reservation),
+}
+
+/// A VM's reservation as durable state keeps it: the PASIDs reserved (the
+/// VM holds one reference on each) until a wall-clock deadline, since a
+/// monotonic clock does not survive a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Owner index of the VM.
+    pub owner: u32,
+    /// When it runs out, in milliseconds since the Unix epoch; 0 records
+    /// its end (the VM connected).
+    pub deadline_ms: u64,
+    /// The PASIDs reserved; replaying the record takes a reference on
+    /// each one the VM does not hold yet.
+    pub pasids: Vec<Pasid>,
+    /// The device to plug for the VM (`pasidctl attach`), as JSON text.
+    pub device: Option<String>,
+}
+
+impl Reservation {
+    /// The record of `owner`'s reservation ending because it connected.
+    pub fn ended(owner: u32) -> Self {
+        Reservation {
+            owner,
+            deadline_ms: 0,
+            pasids: Vec::new(),
+            device: None,
+        }
+    }
+
+    /// Whether this records a reservation's end.
+    pub fn is_end(&self) -> bool {
+        self.deadline_ms == 0
+    }
 }
 
 /// One owner as a snapshot holds it.
@@ -146,6 +183,9 @@ pub struct StateImage {
     pub space_id: u64,
     /// Owners by index.
     pub owners: Vec<OwnerImage>,
+    /// Reservations in force, by owner index (none in snapshots written
+    /// before reservations).
+    pub reservations: Vec<Reservation>,
 }
 
 /// A VM as durable state remembers it, for [`super::Registry::restored`].
@@ -157,6 +197,8 @@ pub struct RememberedVm {
     pub configured: Option<OwnerLimits>,
     /// Its last answered batch: requests the frontend may re-deliver.
     pub window: Vec<Answered>,
+    /// Its reservation, if one is in force.
+    pub reservation: Option<Reservation>,
 }
 
 /// Where the registry's changes go to be made durable (`--state-dir`;

@@ -50,6 +50,10 @@ impl Registry {
                         .map(|t| t.saturating_duration_since(Instant::now())),
                     holdover: rec.holdover,
                     resumed_at: rec.resumed_at,
+                    reserved_for: rec
+                        .reservation
+                        .map(|r| r.until.saturating_duration_since(Instant::now())),
+                    last_probe: rec.last_probe,
                     held,
                     // FREE or an operator's get/put may have moved `held`
                     // since the driver last reported.
