@@ -20,11 +20,12 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::geteuid;
 
 use crate::control_protocol::{
-    ControlReply, ControlRequest, GetResult, PasidEntry, PutResult, QuotaResult, ReleaseResult,
-    ReplyResult, StatsResult, VmEntry, MAX_REQUEST_LINE,
+    ConflictEntry, ControlReply, ControlRequest, DetachResult, DeviceSpec, ExportResult, GetResult,
+    PasidEntry, PutResult, QuotaResult, ReleaseResult, ReplyResult, ReserveResult, StatsResult,
+    VmEntry, MAX_REQUEST_LINE,
 };
 use crate::rate_limit::LogThrottle;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError, DEFAULT_HOLD};
 
 /// How long a client may take to send a request.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,11 +67,14 @@ pub fn changes_state(request: &ControlRequest) -> bool {
         ControlRequest::Pasids { .. }
         | ControlRequest::Vms {}
         | ControlRequest::Stats {}
-        | ControlRequest::Metrics {} => false,
+        | ControlRequest::Metrics {}
+        | ControlRequest::Export { .. } => false,
         ControlRequest::Get { .. }
         | ControlRequest::Put { .. }
         | ControlRequest::Release { .. }
-        | ControlRequest::Quota { .. } => true,
+        | ControlRequest::Quota { .. }
+        | ControlRequest::Detach { .. }
+        | ControlRequest::Reserve { .. } => true,
     }
 }
 
@@ -104,11 +108,23 @@ pub fn execute(registry: &Mutex<Registry>, request: ControlRequest) -> ControlRe
     reply
 }
 
+/// A device description as the registry keeps it: JSON text.
+fn device_text(device: Option<&DeviceSpec>) -> Option<String> {
+    device.and_then(|d| serde_json::to_string(d).ok())
+}
+
 fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
     let result = match request {
-        ControlRequest::Pasids { vm } => reg
-            .pasids_of(vm.as_deref())
-            .map(|list| ReplyResult::Pasids(list.into_iter().map(PasidEntry::from).collect())),
+        ControlRequest::Pasids { vm } => {
+            let reserved = reg.reserved_vms();
+            reg.pasids_of(vm.as_deref()).map(|list| {
+                ReplyResult::Pasids(
+                    list.into_iter()
+                        .map(|p| PasidEntry::from(p).mark_reserved(&reserved))
+                        .collect(),
+                )
+            })
+        }
         ControlRequest::Vms {} => Ok(ReplyResult::Vms(
             reg.vms().into_iter().map(VmEntry::from).collect(),
         )),
@@ -126,9 +142,45 @@ fn execute_locked(reg: &mut Registry, request: ControlRequest) -> ControlReply {
         ControlRequest::Quota { vm, quota } => reg
             .set_quota(&vm, quota)
             .map(|()| ReplyResult::Quota(QuotaResult { quota, vm })),
+        ControlRequest::Detach {
+            vm,
+            hold_secs,
+            keep,
+            device,
+        } => {
+            let hold = hold_secs.map_or(DEFAULT_HOLD, Duration::from_secs);
+            reg.prepare_detach(&vm, hold, keep, device_text(device.as_ref()))
+                .map(|d| {
+                    ReplyResult::Detach(DetachResult {
+                        held: d.held,
+                        hold_secs: d.hold.as_secs(),
+                        vm,
+                    })
+                })
+        }
+        ControlRequest::Export { vm } => reg
+            .export(&vm)
+            .map(|e| ReplyResult::Export(ExportResult::new(e))),
+        ControlRequest::Reserve {
+            vm,
+            pasids,
+            hold_secs,
+            device,
+        } => reg
+            .reserve(
+                &vm,
+                &pasids,
+                hold_secs.map(Duration::from_secs),
+                device_text(device.as_ref()),
+            )
+            .map(|r| ReplyResult::Reserve(ReserveResult::new(vm, &r))),
     };
     match result {
         Ok(result) => ControlReply::success(result),
+        Err(RegistryError::ReserveRefused { vm, conflicts }) => {
+            let entries = conflicts.iter().map(ConflictEntry::from).collect();
+            ControlReply::refused(RegistryError::ReserveRefused { vm, conflicts }, entries)
+        }
         Err(e) => ControlReply::failure(e),
     }
 }
@@ -160,7 +212,7 @@ fn serve_client(stream: UnixStream, registry: &Mutex<Registry>) -> std::io::Resu
     let access = Access::of_peer(peer_uid(&stream)?, geteuid().as_raw());
     let mut writer = stream.try_clone()?;
     // The limit keeps a client from growing a line without end.
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST_LINE as u64 * 64));
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST_LINE as u64 * 4));
     let mut line = String::new();
     loop {
         line.clear();

@@ -14,13 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::logfmt::Value;
 use crate::pasid_space::{Holder, OwnerKind, PasidInfo, SpaceStats};
-use crate::registry::{HostStats, VmCounters, VmView};
+use crate::registry::{Exported, HostStats, Probe, ReserveConflict, Reserved, VmCounters, VmView};
 
-/// Longest request line the daemon reads.
-pub const MAX_REQUEST_LINE: usize = 4096;
+/// Longest request line the daemon reads: a `reserve` lists every PASID
+/// of a VM (up to its quota), about 32,000 in this many bytes.
+pub const MAX_REQUEST_LINE: usize = 256 * 1024;
 
 /// A control command.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ControlRequest {
     // Unit variants would accept unknown fields; empty structs reject them.
@@ -68,6 +69,61 @@ pub enum ControlRequest {
         /// New quota.
         quota: u32,
     },
+    /// The VM's device is about to be unplugged (`pasidctl detach`): hold
+    /// its PASIDs over for at least `hold_secs` after the disconnect, and
+    /// remember `device` for `attach`.
+    Detach {
+        /// VM name.
+        vm: String,
+        /// Least hold-over after the disconnect, in seconds (default 300).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold_secs: Option<u64>,
+        /// The hold-over outlives the VM's QEMU process (same-host
+        /// migration).
+        #[serde(default)]
+        keep: bool,
+        /// The device being removed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<DeviceSpec>,
+    },
+    /// What a VM holds, for `reserve` on another host.
+    Export {
+        /// VM name.
+        vm: String,
+    },
+    /// Reserve exactly `pasids` for a VM that has not arrived yet, all or
+    /// nothing, until it connects or the hold runs out.
+    Reserve {
+        /// VM name (its slot must exist).
+        vm: String,
+        /// The PASIDs.
+        pasids: Vec<u32>,
+        /// How long, in seconds (default: the VM's hold-over, else 300).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold_secs: Option<u64>,
+        /// The device to plug for it (`pasidctl attach`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<DeviceSpec>,
+    },
+}
+
+/// A vpasid device as QEMU's `device_add` takes it: what `pasidctl
+/// detach` removed and `attach` plugs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Label of the chardev it used (`attach` gives the new one this label
+    /// unless the VM's QEMU already has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chardev: Option<String>,
+    /// QOM type, e.g. `vhost-user-test-device-pci`.
+    pub driver: String,
+    /// Device id for `device_add`.
+    pub id: String,
+    /// The other `device_add` properties: `virtio-id`, `num_vqs`,
+    /// `config_size`, `vq_size`, `bus`, `addr`.
+    #[serde(default)]
+    pub properties: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The request as `key=value` log fields, e.g. `cmd=quota vm=web quota=5`;
@@ -92,6 +148,31 @@ impl fmt::Display for ControlRequest {
             ControlRequest::Quota { vm, quota } => {
                 write!(f, "cmd=quota vm={} quota={quota}", Value(vm))
             }
+            ControlRequest::Detach {
+                vm,
+                hold_secs,
+                keep,
+                ..
+            } => {
+                write!(f, "cmd=detach vm={} keep={keep}", Value(vm))?;
+                match hold_secs {
+                    Some(secs) => write!(f, " hold={secs}"),
+                    None => Ok(()),
+                }
+            }
+            ControlRequest::Export { vm } => write!(f, "cmd=export vm={}", Value(vm)),
+            ControlRequest::Reserve {
+                vm,
+                pasids,
+                hold_secs,
+                ..
+            } => {
+                write!(f, "cmd=reserve vm={} pasids={}", Value(vm), pasids.len())?;
+                match hold_secs {
+                    Some(secs) => write!(f, " hold={secs}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -111,6 +192,22 @@ pub struct ControlReply<T = ReplyResult> {
     /// One line saying what went wrong, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A refused `reserve`: every reason, one per conflicting PASID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ConflictEntry>,
+}
+
+/// Why one PASID of a refused `reserve` could not be reserved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    /// Its holders, when another owner holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
+    /// The line for the operator, e.g. `PASID 5 is held by web`.
+    pub message: String,
+    /// The PASID (absent for the quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pasid: Option<u32>,
 }
 
 impl<T> ControlReply<T> {
@@ -120,6 +217,7 @@ impl<T> ControlReply<T> {
             ok: true,
             result: Some(result),
             error: None,
+            conflicts: Vec::new(),
         }
     }
 
@@ -129,6 +227,15 @@ impl<T> ControlReply<T> {
             ok: false,
             result: None,
             error: Some(error.to_string()),
+            conflicts: Vec::new(),
+        }
+    }
+
+    /// A refused reservation: `error`, and each conflict.
+    pub fn refused(error: impl ToString, conflicts: Vec<ConflictEntry>) -> Self {
+        ControlReply {
+            conflicts,
+            ..Self::failure(error)
         }
     }
 }
@@ -140,7 +247,7 @@ impl<T> ControlReply<T> {
 
 /// The result of any command, as the daemon sends it: its JSON is that of
 /// the variant's content alone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ReplyResult {
     /// `pasids`.
@@ -159,6 +266,12 @@ pub enum ReplyResult {
     Release(ReleaseResult),
     /// `quota`.
     Quota(QuotaResult),
+    /// `detach`.
+    Detach(DetachResult),
+    /// `export`.
+    Export(ExportResult),
+    /// `reserve`.
+    Reserve(ReserveResult),
 }
 
 /// One allocated PASID with its holders (`pasids`).
@@ -181,6 +294,10 @@ pub struct HolderEntry {
     pub owner: String,
     /// References it holds on the PASID.
     pub refs: u32,
+    /// A VM holding it under a reservation (`pasidctl reserve`), not yet
+    /// arrived.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
 }
 
 /// What kind of party holds a PASID: `vm` or `host` on the wire.
@@ -204,7 +321,7 @@ impl fmt::Display for HolderKind {
 }
 
 /// One VM slot with usage, quota and counters (`vms`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmEntry {
     /// Of `held`, PASIDs its driver reports cached: leased, not handed
     /// out (the driver's own figure, informational only).
@@ -228,6 +345,10 @@ pub struct VmEntry {
     /// Of `held`, PASIDs in use: `held - cached`.
     #[serde(default)]
     pub in_use: u32,
+    /// How its driver last took up a device (RESET, or a completed
+    /// RECONCILE), or null.
+    #[serde(default)]
+    pub last_probe: Option<ProbeEntry>,
     /// Its lease cap: most PASIDs its driver may keep cached; 0 when
     /// leases are off.
     #[serde(default)]
@@ -245,6 +366,10 @@ pub struct VmEntry {
     pub range_end: u32,
     /// Lowest PASID it may be given.
     pub range_start: u32,
+    /// Reserved (`pasidctl reserve`) and not yet connected: whole seconds
+    /// left before its PASIDs are reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_secs: Option<u64>,
     /// Socket path (or `fd:N`).
     pub socket: String,
     /// When its session was taken over from a previous daemon (systemd's
@@ -252,6 +377,73 @@ pub struct VmEntry {
     /// session this daemon accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_at: Option<u64>,
+    /// `connected`, `held-over`, `reserved` or `idle`.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// A VM's last probe outcome (`vms`, `last_probe`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeEntry {
+    /// When the daemon answered it, in seconds since the Unix epoch.
+    pub at: f64,
+    /// RECONCILE: PASIDs another owner held.
+    pub conflicts: u64,
+    /// RECONCILE: PASIDs the VM still held.
+    pub kept: u64,
+    /// `reconcile` or `reset`.
+    pub kind: String,
+    /// RECONCILE: PASIDs that were free and given back.
+    pub regranted: u64,
+}
+
+/// Result of `detach`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachResult {
+    /// PASIDs the VM holds.
+    pub held: u32,
+    /// Seconds they are held over after the disconnect.
+    pub hold_secs: u64,
+    /// The VM.
+    pub vm: String,
+}
+
+/// Result of `export`: what `reserve` reads on the other host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportResult {
+    /// The device last detached from the VM (or brought by `reserve`), or
+    /// null.
+    #[serde(default)]
+    pub device: Option<DeviceSpec>,
+    /// Its lease cap.
+    #[serde(default)]
+    pub lease_max: u32,
+    /// PASIDs it holds, ascending.
+    pub pasids: Vec<u32>,
+    /// Its quota.
+    pub quota: u32,
+    /// Lowest and highest PASID it may be given.
+    pub range: [u32; 2],
+    /// The exporting daemon's space identifier (hex).
+    #[serde(default)]
+    pub space: String,
+    /// The VM.
+    pub vm: String,
+}
+
+/// Result of `reserve`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReserveResult {
+    /// Seconds the reservation lasts unless the VM connects first.
+    pub hold_secs: u64,
+    /// Of `reserved`, PASIDs the VM did not hold before.
+    pub new: u32,
+    /// PASIDs reserved.
+    pub reserved: u32,
+    /// When it runs out, in seconds since the Unix epoch.
+    pub until: f64,
+    /// The VM.
+    pub vm: String,
 }
 
 /// Request counters of one VM slot.
@@ -274,6 +466,9 @@ pub struct VmCountersEntry {
     pub replayed: u64,
     /// Requests answered, by opcode name.
     pub requests: BTreeMap<String, u64>,
+    /// Reservations made for it (`pasidctl reserve`).
+    #[serde(default)]
+    pub reservations: u64,
     /// Reconciles completed (resumes on a new device).
     #[serde(default)]
     pub resumes: u64,
@@ -370,6 +565,81 @@ impl From<Holder> for HolderEntry {
             kind: h.kind.into(),
             owner: h.owner,
             refs: h.refs,
+            reserved: false,
+        }
+    }
+}
+
+impl PasidEntry {
+    /// Marks the holders among `reserved` (VMs with a reservation in
+    /// force).
+    pub fn mark_reserved(mut self, reserved: &[String]) -> Self {
+        for holder in &mut self.holders {
+            holder.reserved = holder.kind == HolderKind::Vm && reserved.contains(&holder.owner);
+        }
+        self
+    }
+}
+
+/// Seconds since the Unix epoch, with the fraction.
+fn unix_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl From<Probe> for ProbeEntry {
+    fn from(p: Probe) -> Self {
+        ProbeEntry {
+            at: unix_secs(p.at),
+            conflicts: p.conflicts,
+            kept: p.kept,
+            kind: p.kind.as_str().to_string(),
+            regranted: p.regranted,
+        }
+    }
+}
+
+impl From<&ReserveConflict> for ConflictEntry {
+    fn from(c: &ReserveConflict) -> Self {
+        ConflictEntry {
+            holders: match c {
+                ReserveConflict::Held { holders, .. } => holders.clone(),
+                _ => Vec::new(),
+            },
+            message: c.to_string(),
+            pasid: c.pasid(),
+        }
+    }
+}
+
+impl ReserveResult {
+    /// The result of a reservation for `vm`.
+    pub fn new(vm: String, reserved: &Reserved) -> Self {
+        ReserveResult {
+            hold_secs: reserved.hold.as_secs(),
+            new: reserved.new,
+            reserved: reserved.pasids,
+            until: unix_secs(reserved.until),
+            vm,
+        }
+    }
+}
+
+impl ExportResult {
+    /// What `export` prints for `e`; a remembered device that does not
+    /// read as one is left out.
+    pub fn new(e: Exported) -> Self {
+        ExportResult {
+            device: e
+                .device
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
+            lease_max: e.lease,
+            pasids: e.pasids,
+            quota: e.quota,
+            range: [e.range_start, e.range_end],
+            space: format!("{:#x}", e.space_id),
+            vm: e.name,
         }
     }
 }
@@ -395,6 +665,7 @@ impl From<VmCounters> for VmCountersEntry {
             conflicts: c.conflicts,
             connects: c.connects,
             holdovers: c.holdovers,
+            reservations: c.reservations,
             malformed: c.malformed,
             reclaimed: c.reclaimed,
             replayed: c.replayed,
@@ -428,6 +699,18 @@ impl From<VmView> for VmEntry {
                 .resumed_at
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
+            state: match (vm.connected, vm.held_over_for, vm.reserved_for) {
+                (true, _, _) => "connected",
+                (false, _, Some(_)) => "reserved",
+                (false, Some(_), None) => "held-over",
+                (false, None, None) => "idle",
+            }
+            .to_string(),
+            // Rounded up, as held_over_secs.
+            reserved_secs: vm
+                .reserved_for
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            last_probe: vm.last_probe.map(ProbeEntry::from),
             socket: vm.socket,
         }
     }
@@ -591,6 +874,8 @@ mod tests {
             holdover: Duration::from_secs(30),
             qemu_pid: None,
             resumed_at: None,
+            reserved_for: None,
+            last_probe: None,
             held: 2,
             cached: 1,
             lease: 32,
@@ -601,7 +886,7 @@ mod tests {
         };
         round_trip(
             vec![VmEntry::from(vm)],
-            r#"[{"cached":1,"connected":true,"counters":{"conflicts":6,"connects":3,"holdovers":0,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"resumes":5,"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"holdover_secs":30,"in_use":1,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock"}]"#,
+            r#"[{"cached":1,"connected":true,"counters":{"conflicts":6,"connects":3,"holdovers":0,"malformed":1,"reclaimed":2,"replayed":4,"requests":{"ALLOC":5,"FREE":2,"GRANT":1},"reservations":0,"resumes":5,"statuses":{"NOT_OWNER":1,"OK":7}},"held":2,"holdover_secs":30,"in_use":1,"last_probe":null,"lease":32,"name":"a","quota":8,"range_end":1023,"range_start":1,"socket":"/run/a.sock","state":"connected"}]"#,
         );
         let stats = HostStats {
             space_id: 0x77,

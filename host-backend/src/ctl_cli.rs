@@ -18,6 +18,9 @@ pub const DEFAULT_HOLDER: &str = "operator";
 /// Shortest refresh interval of `pasidctl watch`.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Longest `--hold` of `detach` and `reserve` (a week).
+pub const MAX_HOLD_SECS: u64 = crate::registry::MAX_HOLD.as_secs();
+
 /// How long pasidctl waits for the daemon to accept and answer a command.
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -133,6 +136,100 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Unplug a VM's vpasid device through QMP, keeping its PASIDs here.
+    ///
+    /// The first half of `reattach`, for live migration: tells the daemon
+    /// first that the coming disconnect is to be held over for at least
+    /// --hold seconds (whatever the VM's own hold-over), then finds the
+    /// device connected to the VM's socket, unplugs it (device_del,
+    /// waiting for the guest to release it) and removes its chardev. The
+    /// daemon remembers the device (driver and properties, bus and addr
+    /// included) for `attach` and `export`; --json prints it too.
+    Detach {
+        /// VM name.
+        #[arg(long)]
+        vm: String,
+        /// The VM's QMP socket (QEMU `-qmp unix:PATH,server=on,wait=off`).
+        #[arg(long, value_name = "PATH")]
+        qmp: PathBuf,
+        /// Least hold-over after the disconnect, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = clap::value_parser!(u64).range(..=MAX_HOLD_SECS))]
+        hold: u64,
+        /// Keep the hold-over when the VM's QEMU process exits (same-host
+        /// migration, where the source QEMU exits before the destination
+        /// attaches). Without it, the source QEMU's exit releases the
+        /// PASIDs at once.
+        #[arg(long)]
+        keep: bool,
+        /// Seconds to wait for the guest to release the device.
+        #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
+    /// Plug a vpasid device for a VM through QMP and wait for its driver.
+    ///
+    /// The second half of `reattach`, for live migration: adds a chardev
+    /// connected to the VM's socket on this daemon and plugs the device:
+    /// the one --device describes (the "device" of `detach --json` or
+    /// `export`), else the one this daemon remembers for the VM (detached
+    /// here, or brought by `reserve`), else QEMU's generic device with the
+    /// protocol's defaults on --bus at --addr. Then waits within --timeout
+    /// for the guest's driver to RECONCILE or RESET, and reports which,
+    /// after how long, with how many PASIDs kept, re-granted and in
+    /// conflict. A timeout or a QMP failure is an error.
+    Attach {
+        /// VM name.
+        #[arg(long)]
+        vm: String,
+        /// The VM's QMP socket (QEMU `-qmp unix:PATH,server=on,wait=off`).
+        #[arg(long, value_name = "PATH")]
+        qmp: PathBuf,
+        /// The VM's backend socket, if not the one the daemon lists for it
+        /// (`--socket` is the control socket's option).
+        #[arg(long, value_name = "PATH")]
+        vm_socket: Option<PathBuf>,
+        /// The device to plug as JSON (`detach --json` or `export`
+        /// output, or its "device"); `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        device: Option<PathBuf>,
+        /// PCI bus to plug on (q35: the pcie-root-port's id).
+        #[arg(long, value_name = "BUS")]
+        bus: Option<String>,
+        /// PCI address on that bus (e.g. `4` or `04.0`).
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<String>,
+        /// Seconds to wait for the driver's RECONCILE or RESET.
+        #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
+    /// Print what a VM holds as JSON, for `reserve` on another host.
+    ///
+    /// Its PASIDs, quota, range, lease cap, this daemon's space id, and
+    /// the device last detached from it (or null).
+    Export {
+        /// VM name.
+        #[arg(long)]
+        vm: String,
+    },
+    /// Reserve a VM's PASIDs before it arrives (migration pre-flight).
+    ///
+    /// Reads `export` output from another daemon and reserves exactly
+    /// those PASIDs for the VM's slot here, all or nothing, durably, until
+    /// the VM connects (its RECONCILE then keeps every one) or --hold
+    /// runs out. On any conflict nothing is reserved, each conflicting
+    /// PASID is printed on stderr with its holder (`PASID N is held by
+    /// NAME`) and the exit status is 1; any other failure exits 2.
+    Reserve {
+        /// VM name (its slot must exist on this daemon).
+        #[arg(long)]
+        vm: String,
+        /// `export` output; `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Seconds to keep the reservation (default: the VM's hold-over on
+        /// this daemon if it has one, else 300).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_HOLD_SECS))]
+        hold: Option<u64>,
+    },
     /// Set a VM's quota.
     ///
     /// A quota above the number of PASIDs the VM's range holds (reserved ones
@@ -246,6 +343,64 @@ mod tests {
         );
         assert!(parse(&["--timeout", "0.5"]).is_err());
         assert!(Cli::try_parse_from(["pasidctl", "reattach", "--vm", "a"]).is_err());
+    }
+
+    #[test]
+    fn migration_commands_take_their_options() {
+        let cli = Cli::parse_from(["pasidctl", "detach", "--vm", "a", "--qmp", "/q"]);
+        assert_matches!(
+            cli.command,
+            Command::Detach { vm, hold: 300, keep: false, timeout, .. }
+                if vm == "a" && timeout == Duration::from_secs(30)
+        );
+        let cli = Cli::parse_from([
+            "pasidctl", "detach", "--vm", "a", "--qmp", "/q", "--hold", "0", "--keep",
+        ]);
+        assert_matches!(
+            cli.command,
+            Command::Detach {
+                hold: 0,
+                keep: true,
+                ..
+            }
+        );
+        assert!(Cli::try_parse_from([
+            "pasidctl", "detach", "--vm", "a", "--qmp", "/q", "--hold", "604801"
+        ])
+        .is_err());
+        let cli = Cli::parse_from([
+            "pasidctl",
+            "--socket",
+            "/ctl",
+            "attach",
+            "--vm",
+            "a",
+            "--qmp",
+            "/q",
+            "--vm-socket",
+            "/a.sock",
+            "--device",
+            "-",
+            "--bus",
+            "port0",
+            "--addr",
+            "0",
+        ]);
+        assert_eq!(cli.socket, Path::new("/ctl"));
+        assert_matches!(
+            cli.command,
+            Command::Attach { vm_socket: Some(s), device: Some(d), bus: Some(b), addr: Some(a), .. }
+                if s == Path::new("/a.sock") && d == Path::new("-") && b == "port0" && a == "0"
+        );
+        let cli = Cli::parse_from(["pasidctl", "reserve", "--vm", "a", "--from", "-"]);
+        assert_matches!(cli.command, Command::Reserve { hold: None, .. });
+        assert!(Cli::try_parse_from([
+            "pasidctl", "reserve", "--vm", "a", "--from", "-", "--hold", "0"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["pasidctl", "reserve", "--vm", "a"]).is_err());
+        let cli = Cli::parse_from(["pasidctl", "export", "--vm", "a"]);
+        assert_matches!(cli.command, Command::Export { vm } if vm == "a");
     }
 
     #[test]

@@ -464,7 +464,6 @@ struct Serving {
 /// Phase 5: the threads that serve: signals, one per VM slot, hold-overs,
 /// QEMU exits, control, metrics.
 fn spawn_threads(
-    config: &Config,
     serving: Serving,
     registry: &Arc<Mutex<Registry>>,
     (sessions, watch): (&Arc<Sessions>, &Arc<QemuWatch>),
@@ -505,13 +504,13 @@ fn spawn_threads(
             })
             .map_err(DaemonError::Thread)?;
     }
-    if config.slots.iter().any(|s| s.holdover_secs > 0) {
-        let held = registry.clone();
-        thread::Builder::new()
-            .name("holdover".into())
-            .spawn(move || expire_holdovers(&held))
-            .map_err(DaemonError::Thread)?;
-    }
+    // Always: `pasidctl detach` and `reserve` hold PASIDs over for VMs
+    // whose own hold-over is 0.
+    let held = registry.clone();
+    thread::Builder::new()
+        .name("holdover".into())
+        .spawn(move || expire_holdovers(&held))
+        .map_err(DaemonError::Thread)?;
     let (watched, watching) = (watch.clone(), registry.clone());
     thread::Builder::new()
         .name("qemu-exit".into())
@@ -627,7 +626,7 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         metrics,
         signals,
     };
-    spawn_threads(&config, serving, &registry, (&sessions, &watch), &tx)?;
+    spawn_threads(serving, &registry, (&sessions, &watch), &tx)?;
 
     let result = match rx.recv() {
         Ok(Event::Signal(sig)) => {
@@ -655,8 +654,9 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
 /// sleeps is reclaimed at most this late.
 const HOLDOVER_TICK: Duration = Duration::from_secs(1);
 
-/// Reclaims the PASIDs of VMs whose hold-over ran out, waking at the next
-/// expiry or after [`HOLDOVER_TICK`], whichever comes first.
+/// Reclaims the PASIDs of VMs whose hold-over or reservation ran out,
+/// waking at the next expiry or after [`HOLDOVER_TICK`], whichever comes
+/// first.
 fn expire_holdovers(registry: &Mutex<Registry>) {
     loop {
         let (next, commit) = {

@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! Re-plugging a VM's vpasid device through QMP (`pasidctl reattach`).
+//! Re-plugging a VM's vpasid device through QMP (`pasidctl reattach`),
+//! and the two halves of it on their own (`pasidctl detach`, `attach`).
 //!
 //! QEMU's generic vhost-user device does not reconnect to a backend that
 //! restarted. Unplugging it and plugging a new one on a new chardev does:
-//! `device_del`, wait for `DEVICE_DELETED`, `chardev-remove`, `chardev-add`,
-//! `device_add` with the same properties. The device to re-plug is found
-//! from the VM's socket path: the chardev connected to it, and the device
-//! using that chardev.
+//! [`unplug`] (`device_del`, wait for `DEVICE_DELETED`, `chardev-remove`),
+//! then [`plug`] (`chardev-add`, `device_add` with the same properties,
+//! `bus` and `addr` included). The device to re-plug is found from the
+//! VM's socket path: the chardev connected to it, and the device using
+//! that chardev. A live migration unplugs on the source QEMU and plugs on
+//! the destination, the device carried between them as a
+//! [`DeviceSpec`].
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use crate::control_protocol::DeviceSpec;
 use crate::qmp::{unix_socket_chardev, Qmp, QmpError};
 
 /// QOM containers of user-created devices: with and without an `id`.
@@ -176,16 +181,23 @@ pub fn device_add_arguments(device: &PluggedDevice, chardev: &str, id: &str) -> 
     Value::Object(args)
 }
 
-/// Unplugs `device`, waits up to `unplug_timeout` for the guest to let go
-/// of it, and plugs a new one on a fresh chardev to `socket`. The new
-/// device keeps the old `id` (a device created without one gets
-/// `vpasid-<chardev>`).
-pub fn replug(
+/// What unplugging a device took.
+#[derive(Clone, Copy, Debug)]
+pub struct Unplugged {
+    /// From `device_del` to `DEVICE_DELETED`.
+    pub unplug: Duration,
+    /// `chardev-remove` (the backend sees the disconnect).
+    pub remove: Duration,
+}
+
+/// Unplugs `device` (`device_del`), waits up to `unplug_timeout` for the
+/// guest to let go of it (`DEVICE_DELETED`), and removes its chardev: the
+/// first half of a re-plug, and `pasidctl detach`.
+pub fn unplug(
     qmp: &mut Qmp,
     device: &PluggedDevice,
-    socket: &Path,
     unplug_timeout: Duration,
-) -> Result<Replugged, ReattachError> {
+) -> Result<Unplugged, ReattachError> {
     let started = Instant::now();
     qmp.execute("device_del", Some(json!({ "id": device.id })))
         .map_err(at("device_del"))?;
@@ -203,31 +215,139 @@ pub fn replug(
     let started = Instant::now();
     qmp.execute("chardev-remove", Some(json!({ "id": device.chardev })))
         .map_err(at("chardev-remove"))?;
+    Ok(Unplugged {
+        unplug,
+        remove: started.elapsed(),
+    })
+}
+
+/// The id a device gets when it is plugged again: its own, or for a
+/// device created without one `vpasid-<chardev>`.
+pub fn replug_id(device: &PluggedDevice) -> String {
+    if device.anonymous {
+        format!("vpasid-{}", device.chardev)
+    } else {
+        device.id.clone()
+    }
+}
+
+/// Plugs `device` on a new chardev (labelled `device.chardev`) connected
+/// to the backend socket `socket`: `chardev-add`, then `device_add` with
+/// its properties (`bus` and `addr` included). The second half of a
+/// re-plug, and `pasidctl attach`. Returns the device as plugged and how
+/// long that took.
+pub fn plug(
+    qmp: &mut Qmp,
+    device: &PluggedDevice,
+    socket: &Path,
+) -> Result<(PluggedDevice, Duration), ReattachError> {
+    let started = Instant::now();
     qmp.execute(
         "chardev-add",
         Some(unix_socket_chardev(&device.chardev, socket)),
     )
     .map_err(at("chardev-add"))?;
-    let new_id = if device.anonymous {
-        format!("vpasid-{}", device.chardev)
-    } else {
-        device.id.clone()
-    };
-    qmp.execute(
+    let id = replug_id(device);
+    if let Err(e) = qmp.execute(
         "device_add",
-        Some(device_add_arguments(device, &device.chardev, &new_id)),
-    )
-    .map_err(at("device_add"))?;
-    Ok(Replugged {
-        device: PluggedDevice {
-            id: new_id,
+        Some(device_add_arguments(device, &device.chardev, &id)),
+    ) {
+        // Leave the VM's QEMU as it was: without a chardev nobody uses.
+        let _ = qmp.execute("chardev-remove", Some(json!({ "id": device.chardev })));
+        return Err(at("device_add")(e));
+    }
+    Ok((
+        PluggedDevice {
+            id,
             anonymous: false,
             ..device.clone()
         },
-        unplug,
-        plug: started.elapsed(),
+        started.elapsed(),
+    ))
+}
+
+/// Unplugs `device`, waits up to `unplug_timeout` for the guest to let go
+/// of it, and plugs a new one on a fresh chardev to `socket`: [`unplug`]
+/// then [`plug`]. The new device keeps the old `id` (a device created
+/// without one gets `vpasid-<chardev>`).
+pub fn replug(
+    qmp: &mut Qmp,
+    device: &PluggedDevice,
+    socket: &Path,
+    unplug_timeout: Duration,
+) -> Result<Replugged, ReattachError> {
+    let unplugged = unplug(qmp, device, unplug_timeout)?;
+    let (device, plugged) = plug(qmp, device, socket)?;
+    Ok(Replugged {
+        device,
+        unplug: unplugged.unplug,
+        plug: unplugged.remove + plugged,
     })
 }
+
+impl PluggedDevice {
+    /// The device as `pasidctl detach` prints it and the daemon keeps it:
+    /// what [`PluggedDevice::from_spec`] plugs again.
+    pub fn spec(&self) -> DeviceSpec {
+        DeviceSpec {
+            chardev: Some(self.chardev.clone()),
+            driver: self.driver.clone(),
+            id: replug_id(self),
+            properties: self.properties.clone(),
+        }
+    }
+
+    /// The device `spec` describes, on a chardev labelled `spec.chardev`
+    /// or else `default_chardev`. Properties `pasidctl attach` sets itself
+    /// (`driver`, `id`, `chardev`) are not taken from `properties`.
+    pub fn from_spec(spec: &DeviceSpec, default_chardev: &str) -> Self {
+        let mut properties = spec.properties.clone();
+        for own in ["driver", "id", "chardev"] {
+            properties.remove(own);
+        }
+        PluggedDevice {
+            id: spec.id.clone(),
+            anonymous: false,
+            driver: spec.driver.clone(),
+            chardev: spec
+                .chardev
+                .clone()
+                .unwrap_or_else(|| default_chardev.to_string()),
+            properties,
+        }
+    }
+}
+
+/// The device `pasidctl attach` plugs when it knows none: QEMU's generic
+/// vhost-user device with the protocol's ID, queue count and config size,
+/// on `bus` at `addr` if given.
+pub fn default_device(vm: &str, bus: Option<&str>, addr: Option<&str>) -> DeviceSpec {
+    let mut properties = Map::new();
+    properties.insert(
+        "virtio-id".into(),
+        Value::from(pasid_protocol::DEFAULT_DEVICE_ID),
+    );
+    properties.insert("num_vqs".into(), Value::from(pasid_protocol::VQ_MAX));
+    properties.insert(
+        "config_size".into(),
+        Value::from(pasid_protocol::CONFIG_SIZE),
+    );
+    if let Some(bus) = bus {
+        properties.insert("bus".into(), Value::from(bus));
+    }
+    if let Some(addr) = addr {
+        properties.insert("addr".into(), Value::from(addr));
+    }
+    DeviceSpec {
+        chardev: Some(format!("vpasid-{vm}")),
+        driver: DEFAULT_DRIVER.into(),
+        id: format!("vpasid-{vm}"),
+        properties,
+    }
+}
+
+/// QEMU's generic vhost-user PCI device, the one vpasid is served through.
+pub const DEFAULT_DRIVER: &str = "vhost-user-test-device-pci";
 
 #[cfg(test)]
 mod tests {

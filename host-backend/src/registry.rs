@@ -30,7 +30,10 @@ mod view;
 mod views;
 
 pub use tally::{VmFamilies, VmLabels, VmReasonLabels, VmStatusLabels, VmTally};
-pub use view::{HostStats, ReclaimReason, VmCounters, VmView};
+pub use view::{
+    Detaching, Exported, HostStats, Probe, ProbeKind, ReclaimReason, ReserveConflict, Reserved,
+    VmCounters, VmView,
+};
 
 use crate::figures::Histogram;
 use crate::pasid_space::{
@@ -86,12 +89,116 @@ pub enum RegistryError {
         /// Last PASID of its range.
         end: Pasid,
     },
+    /// `reserve` for a VM name this daemon has no slot for.
+    #[error(
+        "this daemon has no VM slot named {0:?}: the VM's slot must exist before a \
+         reservation (--vm {0}=SOCKET in the daemon's configuration)"
+    )]
+    NoSlot(String),
+    /// `reserve` for a VM whose frontend is connected: its PASIDs are its
+    /// running guest's.
+    #[error(
+        "VM {0:?} is connected on this daemon: a reservation is for a VM that has not \
+         arrived yet"
+    )]
+    ReserveConnected(String),
+    /// `reserve` for a VM that holds PASIDs the reservation does not name.
+    #[error(
+        "VM {vm:?} already holds {} PASID(s) the reservation does not name ({}); release \
+         them first (pasidctl release --vm {vm})",
+        .pasids.len(),
+        list_pasids(.pasids)
+    )]
+    HoldsOthers {
+        /// The VM.
+        vm: String,
+        /// What it holds beyond the reservation.
+        pasids: Vec<Pasid>,
+    },
+    /// `reserve` refused: nothing was reserved.
+    #[error(
+        "reservation for VM {vm:?} refused, nothing reserved: {}",
+        .conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    ReserveRefused {
+        /// The VM.
+        vm: String,
+        /// Every reason, one per conflicting PASID.
+        conflicts: Vec<ReserveConflict>,
+    },
+    /// A hold or reservation longer than the daemon keeps one.
+    #[error("{secs} s is longer than the longest hold, {max} s", max = MAX_HOLD.as_secs())]
+    HoldTooLong {
+        /// What was asked for.
+        secs: u64,
+    },
     /// A PASID-space operation failed.
     #[error("{0}")]
     Ref(#[from] RefError),
     /// Owner management failed.
     #[error("{0}")]
     Space(#[from] SpaceError),
+}
+
+/// Longest hold-over `detach` or reservation `reserve` may ask for.
+pub const MAX_HOLD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A reservation's length when `reserve` names none and the VM has no
+/// hold-over of its own; also `detach`'s default hold.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(300);
+
+/// `1, 2, 5`: at most the first eight, then how many more.
+fn list_pasids(pasids: &[Pasid]) -> String {
+    let mut text: Vec<String> = pasids.iter().take(8).map(ToString::to_string).collect();
+    if pasids.len() > 8 {
+        text.push(format!("and {} more", pasids.len() - 8));
+    }
+    text.join(", ")
+}
+
+/// A reservation in force (`pasidctl reserve`): a hold-over with no
+/// connection behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReservedUntil {
+    /// When its PASIDs are reclaimed unless the VM connects first.
+    until: Instant,
+    /// The same deadline on the wall clock: what durable state keeps.
+    deadline: std::time::SystemTime,
+}
+
+impl ReservedUntil {
+    /// A reservation running for `hold` from `now`.
+    fn starting(now: Instant, hold: Duration) -> Option<Self> {
+        Some(ReservedUntil {
+            until: now.checked_add(hold)?,
+            deadline: std::time::SystemTime::now().checked_add(hold)?,
+        })
+    }
+
+    /// A reservation durable state kept, running out at `deadline_ms`
+    /// (milliseconds since the Unix epoch); one already past runs out at
+    /// once.
+    fn from_deadline(deadline_ms: u64) -> Self {
+        let deadline = std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_HOLD);
+        ReservedUntil {
+            until: Instant::now() + left,
+            deadline,
+        }
+    }
+
+    /// The deadline in milliseconds since the Unix epoch (at least 1: 0
+    /// records a reservation's end).
+    fn deadline_ms(self) -> u64 {
+        let ms = self
+            .deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+    }
 }
 
 /// What the registry knows of one VM slot.
@@ -140,6 +247,16 @@ struct VmRecord {
     /// the connection releases at once instead of holding over. Not
     /// durable: a restart checks the process again.
     qemu_exited: bool,
+    /// Reserved for an arriving VM and not connected yet.
+    reservation: Option<ReservedUntil>,
+    /// `pasidctl detach` announced the coming disconnect: hold over for at
+    /// least this long, whatever `holdover` says.
+    detach_hold: Option<Duration>,
+    /// The device `pasidctl detach` removed, or `reserve` brought, as
+    /// JSON text (the registry does not read it): what `attach` plugs.
+    device: Option<String>,
+    /// How its driver last took up a device.
+    last_probe: Option<Probe>,
 }
 
 impl VmRecord {
@@ -162,6 +279,10 @@ impl VmRecord {
             resumed_at: None,
             qemu: None,
             qemu_exited: false,
+            reservation: None,
+            detach_hold: None,
+            device: None,
+            last_probe: None,
         }
     }
 
@@ -294,8 +415,9 @@ impl Registry {
             rec.cached = 0;
             // RESET and the end of the connection end a reconcile.
             rec.reconciling = None;
-            // Nothing is left to hold over.
+            // Nothing is left to hold over or keep reserved.
             rec.held_over_until = None;
+            rec.reservation = None;
             if reason != ReclaimReason::DriverReset {
                 rec.forget_device();
             }

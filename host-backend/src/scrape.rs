@@ -132,6 +132,17 @@ const VM_GAUGES: &[Gauge<VmView>] = &[
         "Most PASIDs the VM may hold at once",
         |vm| u64::from(vm.quota),
     ),
+    (
+        "vpasid_vm_reserved_pasids",
+        "PASIDs kept for the VM by a reservation (pasidctl reserve) until it connects",
+        |vm| {
+            if vm.reserved_for.is_some() {
+                u64::from(vm.held)
+            } else {
+                0
+            }
+        },
+    ),
 ];
 
 fn count(n: usize) -> u64 {
@@ -176,6 +187,11 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
         families.holdovers().clone(),
     );
     metrics.register(
+        "vpasid_vm_reservations",
+        "Reservations made for a VM arriving from another host (pasidctl reserve)",
+        families.reservations().clone(),
+    );
+    metrics.register(
         "vpasid_reconcile_conflicts",
         "PASIDs a VM's RECONCILE claimed that another owner held",
         families.reconcile_conflicts().clone(),
@@ -188,7 +204,7 @@ fn render_with(reg: &Registry, process: ProcessStats) -> String {
     metrics.register(
         "vpasid_reclaims",
         "Times all of a VM's references were dropped, by reason \
-         (driver_reset, disconnect, operator, holdover_expired)",
+         (driver_reset, disconnect, operator, holdover_expired, reservation_expired)",
         families.reclaims().clone(),
     );
     metrics.register(

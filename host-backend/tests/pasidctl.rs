@@ -2,7 +2,8 @@
 //! The real `pasidctl` binary against the real daemon: guarded release,
 //! holder names and owner forgetting, log values, the `pasids --vm`
 //! filter, tables, quota bounds, `watch` on a pipe and on a terminal, a
-//! closed stdout, and errors that name their cause.
+//! closed stdout, errors that name their cause, and `detach`/`attach`
+//! against a scripted QMP peer (a q35 device on its root port).
 // A test crate: failing loudly is the point.
 #![allow(
     clippy::unwrap_used,
@@ -612,4 +613,305 @@ fn permission_denied_names_who_may_connect() {
             d.control.display()
         )
     );
+}
+
+/// One command a [`ScriptedQmp`] received, and the ack that lets its
+/// answer go.
+struct QmpCall {
+    command: String,
+    arguments: serde_json::Value,
+    answered: std::sync::mpsc::Sender<()>,
+}
+
+/// A scripted QMP peer standing for the monitor of a q35 QEMU whose vpasid
+/// device `vp0` (chardev `vu0`, connected to `backend`) sits on the root
+/// port `vpasid-port`, as docs/operations.md plugs it. Every command is
+/// handed to the test (`calls`) and answered once the test acks it, so the
+/// test can play the device's side in between: drop its vhost-user
+/// connection at `chardev-remove`, connect a new one at `device_add`.
+struct ScriptedQmp {
+    path: std::path::PathBuf,
+    calls: std::sync::mpsc::Receiver<QmpCall>,
+}
+
+impl ScriptedQmp {
+    fn start(path: std::path::PathBuf, backend: &Path) -> ScriptedQmp {
+        use std::io::Write;
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, calls) = std::sync::mpsc::channel();
+        let filename = format!("unix:{}", backend.display());
+        std::thread::spawn(move || {
+            // One connection per pasidctl run.
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut out = stream.try_clone().unwrap();
+                let mut lines = BufReader::new(stream).lines();
+                writeln!(out, r#"{{"QMP":{{"version":{{}},"capabilities":[]}}}}"#).unwrap();
+                while let Some(Ok(line)) = lines.next() {
+                    let msg: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let command = msg["execute"].as_str().unwrap().to_string();
+                    let arguments = msg["arguments"].clone();
+                    let (ack, answered) = std::sync::mpsc::channel();
+                    let call = QmpCall {
+                        command: command.clone(),
+                        arguments: arguments.clone(),
+                        answered: ack,
+                    };
+                    if tx.send(call).is_err() {
+                        return;
+                    }
+                    answered.recv_timeout(LONG).unwrap();
+                    let answer = scripted_answer(&command, &arguments, &filename);
+                    writeln!(out, "{answer}").unwrap();
+                    if command == "device_del" {
+                        writeln!(
+                            out,
+                            r#"{{"event":"DEVICE_DELETED","data":{{"path":"/machine/peripheral/vp0/virtio-backend"}}}}"#
+                        )
+                        .unwrap();
+                        writeln!(
+                            out,
+                            r#"{{"event":"DEVICE_DELETED","data":{{"device":"vp0","path":"/machine/peripheral/vp0"}}}}"#
+                        )
+                        .unwrap();
+                    }
+                }
+            }
+        });
+        ScriptedQmp { path, calls }
+    }
+
+    /// The next command pasidctl sent (not answered until acked).
+    fn next(&self) -> QmpCall {
+        self.calls.recv_timeout(LONG).unwrap()
+    }
+}
+
+/// What the scripted QEMU answers to `command`.
+fn scripted_answer(command: &str, args: &serde_json::Value, filename: &str) -> serde_json::Value {
+    use serde_json::json;
+    let ok = |value: serde_json::Value| json!({ "return": value });
+    let no = || json!({"error": {"class": "GenericError", "desc": "Property not found"}});
+    match command {
+        "query-chardev" => ok(json!([
+            {"label": "monitor", "filename": "unix:/run/q.qmp,server=on"},
+            {"label": "vu0", "filename": filename},
+        ])),
+        "qom-list" if args["path"] == "/machine/peripheral" => ok(json!([
+            {"name": "type", "type": "string"},
+            {"name": "vpasid-port", "type": "child<pcie-root-port>"},
+            {"name": "vp0", "type": "child<vhost-user-test-device-pci>"},
+        ])),
+        "qom-list" => json!({"error": {"class": "DeviceNotFound", "desc": "no such path"}}),
+        "qom-get" if args["path"] == "/machine/peripheral/vp0" => {
+            match args["property"].as_str().unwrap() {
+                "chardev" => ok(json!("vu0")),
+                "virtio-id" => ok(json!(37)),
+                "num_vqs" => ok(json!(1)),
+                "config_size" => ok(json!(32)),
+                "vq_size" => ok(json!(64)),
+                "addr" => ok(json!(0)),
+                "parent_bus" => ok(json!("/machine/peripheral/vpasid-port/vpasid-port")),
+                _ => no(),
+            }
+        }
+        "qom-get" => no(),
+        _ => ok(json!({})),
+    }
+}
+
+/// `pasidctl detach` and `attach` against a scripted q35 QEMU and the real
+/// daemon: detach tells the daemon first (the VM's hold-over is 0, yet
+/// its PASIDs are held over after the unplug), unplugs (device_del,
+/// DEVICE_DELETED, chardev-remove), and prints the device with its root
+/// port as `bus`; attach plugs the device the daemon remembered on the
+/// same bus and address (chardev-add to the VM's socket, device_add),
+/// and reports the driver's RECONCILE: every PASID kept.
+#[test]
+fn detach_and_attach_carry_the_device_over() {
+    use serde_json::json;
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let socket = d.path("a.sock");
+    let mut vm = frontend::driver(&d, "a", frontend::VmOptions::reconcile());
+    let mine = vec![
+        vm.alloc_ok(1, 100),
+        vm.alloc_ok(1, 100),
+        vm.alloc_ok(1, 100),
+    ];
+    let qemu = ScriptedQmp::start(d.path("q.qmp"), &socket);
+    let qmp = qemu.path.to_str().unwrap().to_string();
+
+    let child = pasidctl(
+        &d.control,
+        &["--json", "detach", "--vm", "a", "--qmp", &qmp],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut vm = Some(vm);
+    loop {
+        let call = qemu.next();
+        if call.command == "device_del" {
+            // The daemon was told before the unplug began.
+            d.wait_log("vm=a event=detach pasids=3 hold_seconds=300 keep=false");
+            assert_eq!(call.arguments, json!({"id": "vp0"}));
+        }
+        if call.command == "chardev-remove" {
+            assert_eq!(call.arguments, json!({"id": "vu0"}));
+            drop(vm.take()); // QEMU closes the vhost-user connection.
+        }
+        seen.push(call.command.clone());
+        let last = call.command == "chardev-remove";
+        call.answered.send(()).unwrap();
+        if last {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(seen.first().map(String::as_str), Some("qmp_capabilities"));
+    assert_eq!(
+        seen.iter().rev().take(2).collect::<Vec<_>>(),
+        ["chardev-remove", "device_del"]
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["vm"], "a");
+    assert_eq!(
+        report["device"],
+        json!({"chardev": "vu0", "driver": "vhost-user-test-device-pci", "id": "vp0",
+               "properties": {"virtio-id": 37, "num_vqs": 1, "config_size": 32,
+                              "vq_size": 64, "addr": 0, "bus": "vpasid-port"}})
+    );
+    assert_eq!(
+        (report["held"].as_u64(), report["hold_secs"].as_u64()),
+        (Some(3), Some(300))
+    );
+    assert_eq!(report["disconnected"], true);
+    d.wait_log("vm=a event=held-over pasids=3 seconds=300");
+    assert_eq!(held_by(&d, "a"), mine, "held over: the VM's hold-over is 0");
+    let exported = d.ctl_json(&["export", "--vm", "a"]);
+    assert_eq!(exported["device"], report["device"]);
+
+    // attach: the remembered device, on the same bus and address.
+    let child = pasidctl(
+        &d.control,
+        &["--json", "attach", "--vm", "a", "--qmp", &qmp],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut vm = None;
+    loop {
+        let call = qemu.next();
+        let command = call.command.clone();
+        match command.as_str() {
+            "chardev-add" => assert_eq!(
+                call.arguments,
+                json!({"id": "vu0", "backend": {"type": "socket", "data": {
+                    "addr": {"type": "unix", "data": {"path": socket.to_str().unwrap()}},
+                    "server": false}}})
+            ),
+            "device_add" => assert_eq!(
+                call.arguments,
+                json!({"driver": "vhost-user-test-device-pci", "id": "vp0", "chardev": "vu0",
+                       "virtio-id": 37, "num_vqs": 1, "config_size": 32, "vq_size": 64,
+                       "addr": 0, "bus": "vpasid-port"})
+            ),
+            _ => {}
+        }
+        call.answered.send(()).unwrap();
+        if command == "device_add" {
+            // The guest's driver binds the new device and resumes.
+            let mut resumed = frontend::driver(&d, "a", frontend::VmOptions::reconcile());
+            let reply = resumed.reconcile(&mine, true, true);
+            assert_eq!(
+                reply.pasids,
+                vec![pasid_protocol::ReconcileResult::Kept as u32; 3]
+            );
+            vm = Some(resumed);
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["probe"], "reconcile", "{report}");
+    assert_eq!(
+        (
+            report["kept"].as_u64(),
+            report["regranted"].as_u64(),
+            report["conflicts"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{report}"
+    );
+    assert!(report["after_ms"].as_u64().unwrap() < 10_000, "{report}");
+    assert_eq!(held_by(&d, "a"), mine);
+    drop(vm);
+}
+
+/// `attach` whose driver never answers times out with a clear message and
+/// a non-zero status; one that knows no device plugs the protocol's
+/// default device on --bus at --addr.
+#[test]
+fn attach_without_a_probe_times_out() {
+    use serde_json::json;
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let socket = d.path("a.sock");
+    let qemu = ScriptedQmp::start(d.path("q.qmp"), &socket);
+    let qmp = qemu.path.to_str().unwrap().to_string();
+    let started = Instant::now();
+    let child = pasidctl(
+        &d.control,
+        &[
+            "attach",
+            "--vm",
+            "a",
+            "--qmp",
+            &qmp,
+            "--bus",
+            "port1",
+            "--addr",
+            "0",
+            "--timeout",
+            "1",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    loop {
+        let call = qemu.next();
+        let command = call.command.clone();
+        if command == "device_add" {
+            assert_eq!(
+                call.arguments,
+                json!({"driver": "vhost-user-test-device-pci", "id": "vpasid-a",
+                       "chardev": "vpasid-a", "virtio-id": 37, "num_vqs": 1,
+                       "config_size": 32, "bus": "port1", "addr": "0"})
+            );
+        }
+        call.answered.send(()).unwrap();
+        if command == "device_add" {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "pasidctl: the device was plugged, but VM a's driver sent neither RECONCILE nor \
+             RESET within 1 s (is the driver loaded in the guest? is the daemon serving {}?)",
+            socket.display()
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
 }

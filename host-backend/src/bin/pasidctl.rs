@@ -29,12 +29,14 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vhost_user_pasid::control_protocol::{
-    ControlReply, ControlRequest, GetResult, PasidEntry, PutResult, QuotaResult, ReleaseResult,
-    StatsResult, VmEntry,
+    ConflictEntry, ControlReply, ControlRequest, DetachResult, DeviceSpec, ExportResult, GetResult,
+    PasidEntry, PutResult, QuotaResult, ReleaseResult, ReserveResult, StatsResult, VmEntry,
 };
 use vhost_user_pasid::ctl_cli::{Cli, Command, DAEMON_TIMEOUT};
 use vhost_user_pasid::qmp::{Qmp, QmpError};
-use vhost_user_pasid::reattach::{find_device, replug, ReattachError};
+use vhost_user_pasid::reattach::{
+    default_device, find_device, plug, replug, unplug, PluggedDevice, ReattachError,
+};
 use vhost_user_pasid::socket::MAX_SOCKET_PATH;
 
 /// Errors of pasidctl, each naming its real cause.
@@ -77,6 +79,9 @@ enum CtlError {
     NoResult,
     #[error("{0}")]
     Daemon(String),
+    /// The daemon refused, naming each conflict.
+    #[error("{0}")]
+    Conflicts(String, Vec<ConflictEntry>),
     /// Writing our own output failed; a closed pipe is not an error.
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
@@ -102,6 +107,38 @@ enum CtlError {
          and reattach, or pass --force to re-plug anyway"
     )]
     LiveReplugWouldRelease { vm: String, held: u32 },
+    #[error(
+        "the device was plugged, but VM {vm}'s driver sent neither RECONCILE nor RESET within \
+         {} s (is the driver loaded in the guest? is the daemon serving {socket}?)",
+        timeout.as_secs_f64()
+    )]
+    NoProbe {
+        vm: String,
+        socket: String,
+        timeout: Duration,
+    },
+    #[error(
+        "the daemon serves VM {vm} on {socket}, which QEMU cannot connect to by path: \
+         give the VM's socket with --vm-socket"
+    )]
+    NoSocketPath { vm: String, socket: String },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadInput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not {what}: {source}", path.display())]
+    BadInput {
+        path: PathBuf,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// A reservation refused for conflicts: each was printed already.
+    #[error("{0}")]
+    ReserveRefused(String),
+    /// Any other failure of `reserve` (exit status 2).
+    #[error("{0}")]
+    ReserveFailed(Box<CtlError>),
 }
 
 /// Whether an I/O error means the peer did not answer in time.
@@ -207,6 +244,11 @@ fn call<T: DeserializeOwned>(socket: &Path, request: &ControlRequest) -> Result<
     let reply: ControlReply<T> = serde_json::from_str(&reply)?;
     if reply.ok {
         reply.result.ok_or(CtlError::NoResult)
+    } else if !reply.conflicts.is_empty() {
+        Err(CtlError::Conflicts(
+            reply.error.unwrap_or_else(|| "refused".into()),
+            reply.conflicts,
+        ))
     } else {
         Err(CtlError::Daemon(
             reply.error.unwrap_or_else(|| "unknown error".into()),
@@ -389,7 +431,10 @@ fn render_pasids(pasids: &[PasidEntry]) -> String {
         let holders: Vec<String> = p
             .holders
             .iter()
-            .map(|h| format!("{} ({}) x{}", h.owner, h.kind, h.refs))
+            .map(|h| {
+                let reserved = if h.reserved { ", reserved" } else { "" };
+                format!("{} ({}{reserved}) x{}", h.owner, h.kind, h.refs)
+            })
             .collect();
         table.row(vec![
             p.pasid.to_string(),
@@ -402,8 +447,12 @@ fn render_pasids(pasids: &[PasidEntry]) -> String {
 
 /// "connected", "resumed 42s ago" (connected, its session taken over
 /// from a previous daemon through systemd's descriptor store), "held-over
-/// 12s" (disconnected, PASIDs reserved for 12 s more) or "idle".
+/// 12s" (disconnected, PASIDs kept for 12 s more), "reserved 290s"
+/// (`pasidctl reserve`: kept for a VM that has not arrived yet) or "idle".
 fn vm_state(vm: &VmEntry) -> String {
+    if let (false, Some(secs)) = (vm.connected, vm.reserved_secs) {
+        return format!("reserved {secs}s");
+    }
     match (vm.connected, vm.held_over_secs) {
         (true, _) if vm.resumed_at.is_some() => {
             let now = std::time::SystemTime::now()
@@ -835,6 +884,348 @@ fn reattach(
     emit(&show(&report, json)?)
 }
 
+/// What `pasidctl detach` did.
+#[derive(Serialize)]
+struct DetachReport {
+    vm: String,
+    /// The device removed, as `attach --device` takes it back.
+    device: DeviceSpec,
+    /// From device_del to DEVICE_DELETED.
+    unplug_ms: u128,
+    /// PASIDs the VM holds on this daemon.
+    held: u32,
+    /// Seconds they are held over after the disconnect.
+    hold_secs: u64,
+    /// Whether the daemon saw the disconnect within the timeout.
+    disconnected: bool,
+}
+
+impl Show for DetachReport {
+    fn text(&self) -> String {
+        let props = &self.device.properties;
+        let prop = |name: &str| props.get(name).map(ToString::to_string);
+        let place = match (prop("bus"), prop("addr")) {
+            (Some(bus), Some(addr)) => format!(" on bus {bus} at addr {addr}"),
+            (Some(bus), None) => format!(" on bus {bus}"),
+            (None, Some(addr)) => format!(" at addr {addr}"),
+            (None, None) => String::new(),
+        };
+        let after = if self.disconnected {
+            format!(
+                "its {} PASID(s) are held over for {} s on this daemon",
+                self.held, self.hold_secs
+            )
+        } else {
+            format!(
+                "the daemon has not seen the disconnect yet; its {} PASID(s) will be held \
+                 over for {} s",
+                self.held, self.hold_secs
+            )
+        };
+        format!(
+            "VM {}: device {} ({}){place} removed with chardev {} (unplug {} ms); {after}\n",
+            self.vm,
+            self.device.id,
+            self.device.driver,
+            self.device.chardev.as_deref().unwrap_or("?"),
+            self.unplug_ms,
+        )
+    }
+}
+
+/// Waits within `timeout` until `ready` holds for the VM's listing, and
+/// returns the last listing and whether it did.
+fn wait_vm(
+    socket: &Path,
+    vm: &str,
+    timeout: Duration,
+    ready: impl Fn(&VmEntry) -> bool,
+) -> Result<(VmEntry, bool), CtlError> {
+    let started = Instant::now();
+    loop {
+        let now = vm_entry(socket, vm)?;
+        if ready(&now) {
+            return Ok((now, true));
+        }
+        if started.elapsed() >= timeout {
+            return Ok((now, false));
+        }
+        std::thread::sleep(RECONNECT_POLL);
+    }
+}
+
+/// `pasidctl detach`: tells the daemon, then unplugs the VM's device.
+fn detach(
+    socket: &Path,
+    json: bool,
+    vm: &str,
+    qmp_socket: &Path,
+    (hold, keep, timeout): (u64, bool, Duration),
+) -> Result<(), CtlError> {
+    let before = vm_entry(socket, vm)?;
+    let vm_socket = PathBuf::from(&before.socket);
+    let mut qmp = Qmp::connect(qmp_socket, QMP_TIMEOUT)?;
+    let device = find_device(&mut qmp, &vm_socket)?;
+    let spec = device.spec();
+    // Before the unplug: the disconnect it causes must find the hold set.
+    let told: DetachResult = call(
+        socket,
+        &ControlRequest::Detach {
+            vm: vm.to_string(),
+            hold_secs: Some(hold),
+            keep,
+            device: Some(spec.clone()),
+        },
+    )?;
+    let unplugged = unplug(&mut qmp, &device, timeout)?;
+    let (_, disconnected) = wait_vm(socket, vm, timeout, |v| !v.connected)?;
+    let report = DetachReport {
+        vm: vm.to_string(),
+        device: spec,
+        unplug_ms: unplugged.unplug.as_millis(),
+        held: told.held,
+        hold_secs: told.hold_secs,
+        disconnected,
+    };
+    emit(&show(&report, json)?)
+}
+
+/// What `pasidctl attach` did.
+#[derive(Serialize)]
+struct AttachReport {
+    vm: String,
+    /// "reconcile" or "reset".
+    probe: &'static str,
+    /// Milliseconds from the plug to the driver's RECONCILE or RESET.
+    after_ms: u128,
+    kept: u64,
+    regranted: u64,
+    conflicts: u64,
+    /// chardev-add and device_add.
+    plug_ms: u128,
+    /// The device plugged.
+    device: String,
+}
+
+impl Show for AttachReport {
+    fn text(&self) -> String {
+        let outcome = if self.probe == "reconcile" {
+            format!(
+                "guest resumed (RECONCILE) after {} ms: {} kept, {} re-granted, {} conflicts",
+                self.after_ms, self.kept, self.regranted, self.conflicts
+            )
+        } else {
+            format!("guest reset the device (RESET) after {} ms", self.after_ms)
+        };
+        format!(
+            "VM {}: device {} plugged ({} ms); {outcome}\n",
+            self.vm, self.device, self.plug_ms
+        )
+    }
+}
+
+/// Reads `path` (`-`: standard input) whole.
+fn read_input(path: &Path) -> Result<String, CtlError> {
+    let read = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    read.map_err(|source| CtlError::ReadInput {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The device `--device FILE` describes: a device, or `detach --json` or
+/// `export` output carrying one as "device".
+fn device_from(path: &Path) -> Result<DeviceSpec, CtlError> {
+    let text = read_input(path)?;
+    let bad = |source| CtlError::BadInput {
+        path: path.to_path_buf(),
+        what: "a device (the \"device\" of detach --json or export)",
+        source,
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    let device = match value.get("device") {
+        Some(inner) if value.get("driver").is_none() => inner.clone(),
+        _ => value,
+    };
+    serde_json::from_value(device).map_err(bad)
+}
+
+/// When the VM's driver last took up a device, in seconds since the Unix
+/// epoch (0 if never).
+fn probe_at(vm: &VmEntry) -> f64 {
+    vm.last_probe.as_ref().map_or(0.0, |p| p.at)
+}
+
+/// `pasidctl attach`: plugs a device for the VM and waits for its driver.
+fn attach(socket: &Path, json: bool, vm: &str, args: AttachArgs) -> Result<(), CtlError> {
+    let entry = vm_entry(socket, vm)?;
+    let vm_socket = match args.vm_socket {
+        Some(path) => path,
+        None if entry.socket.starts_with('/') => PathBuf::from(&entry.socket),
+        None => {
+            return Err(CtlError::NoSocketPath {
+                vm: vm.to_string(),
+                socket: entry.socket,
+            })
+        }
+    };
+    let mut spec = match &args.device {
+        Some(path) => device_from(path)?,
+        None => {
+            let known: ExportResult = call(socket, &ControlRequest::Export { vm: vm.to_string() })?;
+            known
+                .device
+                .unwrap_or_else(|| default_device(vm, args.bus.as_deref(), args.addr.as_deref()))
+        }
+    };
+    for (name, value) in [("bus", &args.bus), ("addr", &args.addr)] {
+        if let Some(value) = value {
+            spec.properties
+                .insert(name.into(), serde_json::Value::from(value.as_str()));
+        }
+    }
+    let device = PluggedDevice::from_spec(&spec, &format!("vpasid-{vm}"));
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let before = probe_at(&entry);
+    let mut qmp = Qmp::connect(&args.qmp, QMP_TIMEOUT)?;
+    let (plugged, plug_took) = plug(&mut qmp, &device, &vm_socket)?;
+    let (after, probed) = wait_vm(socket, vm, args.timeout, |v| {
+        let at = probe_at(v);
+        at > before && at >= since
+    })?;
+    let Some(probe) = after.last_probe.filter(|_| probed) else {
+        return Err(CtlError::NoProbe {
+            vm: vm.to_string(),
+            socket: vm_socket.display().to_string(),
+            timeout: args.timeout,
+        });
+    };
+    let after_ms = ((probe.at - since) * 1000.0).max(0.0);
+    let report = AttachReport {
+        vm: vm.to_string(),
+        probe: if probe.kind == "reconcile" {
+            "reconcile"
+        } else {
+            "reset"
+        },
+        // Display only: milliseconds of a wait bounded by --timeout.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        after_ms: after_ms.round() as u128,
+        kept: probe.kept,
+        regranted: probe.regranted,
+        conflicts: probe.conflicts,
+        plug_ms: plug_took.as_millis(),
+        device: plugged.id,
+    };
+    emit(&show(&report, json)?)
+}
+
+/// `pasidctl attach`'s options.
+struct AttachArgs {
+    qmp: PathBuf,
+    vm_socket: Option<PathBuf>,
+    device: Option<PathBuf>,
+    bus: Option<String>,
+    addr: Option<String>,
+    timeout: Duration,
+}
+
+/// What `reserve --from` reads: `export` output. Only the PASIDs are
+/// needed; the rest is checked or shown.
+#[derive(serde::Deserialize)]
+struct ReserveInput {
+    pasids: Vec<u32>,
+    #[serde(default)]
+    vm: Option<String>,
+    #[serde(default)]
+    device: Option<DeviceSpec>,
+}
+
+impl Show for ReserveResult {
+    fn text(&self) -> String {
+        // Display only: a time of day.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let until = utc_datetime(self.until.max(0.0) as u64);
+        format!(
+            "VM {}: reserved {} PASID(s) ({} new) until {until} UTC ({} s), unless the VM \
+             connects first\n",
+            self.vm, self.reserved, self.new, self.hold_secs
+        )
+    }
+}
+
+/// `pasidctl reserve`: all or nothing; conflicts are printed one a line on
+/// stderr.
+fn reserve(
+    socket: &Path,
+    json: bool,
+    vm: &str,
+    from: &Path,
+    hold: Option<u64>,
+) -> Result<(), CtlError> {
+    let text = read_input(from)?;
+    let input: ReserveInput = serde_json::from_str(&text).map_err(|source| CtlError::BadInput {
+        path: from.to_path_buf(),
+        what: "pasidctl export output",
+        source,
+    })?;
+    if let Some(exported) = input.vm.as_deref().filter(|e| *e != vm) {
+        eprintln!("pasidctl: note: reserving VM {exported}'s PASIDs for VM slot {vm}");
+    }
+    let request = ControlRequest::Reserve {
+        vm: vm.to_string(),
+        pasids: input.pasids,
+        hold_secs: hold,
+        device: input.device,
+    };
+    match call::<ReserveResult>(socket, &request) {
+        Ok(result) => emit(&show(&result, json)?),
+        Err(CtlError::Conflicts(_, conflicts)) => {
+            let mut err = std::io::stderr().lock();
+            for c in &conflicts {
+                let _ = writeln!(err, "{}", c.message);
+            }
+            if json {
+                let doc = serde_json::json!({ "vm": vm, "reserved": 0, "conflicts": conflicts });
+                emit(&json_text(&doc)?)?;
+            }
+            Err(CtlError::ReserveRefused(format!(
+                "reservation for VM {vm} refused, nothing reserved: {} conflict(s)",
+                conflicts.len()
+            )))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+fn utc_datetime(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 fn run(cli: Cli) -> Result<(), CtlError> {
     let (socket, json) = (cli.socket.as_path(), cli.json);
     // Each command reads its own result type; --json prints it as read.
@@ -864,6 +1255,44 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             timeout,
             force,
         } => reattach(socket, json, &vm, &qmp, (timeout, force)),
+        Command::Detach {
+            vm,
+            qmp,
+            hold,
+            keep,
+            timeout,
+        } => detach(socket, json, &vm, &qmp, (hold, keep, timeout)),
+        Command::Attach {
+            vm,
+            qmp,
+            vm_socket,
+            device,
+            bus,
+            addr,
+            timeout,
+        } => attach(
+            socket,
+            json,
+            &vm,
+            AttachArgs {
+                qmp,
+                vm_socket,
+                device,
+                bus,
+                addr,
+                timeout,
+            },
+        ),
+        // JSON is what export is for: printed with or without --json.
+        Command::Export { vm } => emit(&json_text(&call::<ExportResult>(
+            socket,
+            &ControlRequest::Export { vm },
+        )?)?),
+        Command::Reserve { vm, from, hold } => match reserve(socket, json, &vm, &from, hold) {
+            Err(e @ (CtlError::ReserveRefused(_) | CtlError::Output(_))) => Err(e),
+            Err(e) => Err(CtlError::ReserveFailed(Box::new(e))),
+            Ok(()) => Ok(()),
+        },
     }
 }
 
@@ -873,6 +1302,13 @@ fn main() -> ExitCode {
         // The reader went away (`pasidctl ... | head`): like other Unix
         // tools, end quietly.
         Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        // reserve: 1 is a refusal for conflicts, 2 anything else, so that
+        // a migration script can tell "the destination is taken" from
+        // "the check could not be made".
+        Err(CtlError::ReserveFailed(e)) => {
+            eprintln!("pasidctl: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("pasidctl: {e}");
             ExitCode::FAILURE
@@ -917,6 +1353,9 @@ mod tests {
             socket: socket.into(),
             resumed_at: None,
             qemu_pid: None,
+            last_probe: None,
+            reserved_secs: None,
+            state: String::new(),
         };
         let mut long = vm(&name, true, 1, "/s");
         long.counters.requests.insert("ALLOC".into(), 3);
@@ -957,6 +1396,9 @@ mod tests {
             socket: "/s".into(),
             resumed_at: None,
             qemu_pid: None,
+            last_probe: None,
+            reserved_secs: None,
+            state: String::new(),
         };
         let mut now = before.clone();
         assert_eq!(guest_step(&before, &now), None);
@@ -989,6 +1431,9 @@ mod tests {
             socket: "/s".into(),
             resumed_at: None,
             qemu_pid: None,
+            last_probe: None,
+            reserved_secs: None,
+            state: String::new(),
         };
         assert_eq!(vm_state(&vm), "held-over 12s");
         assert!(render_vms(std::slice::from_ref(&vm)).contains("held-over 12s"));
@@ -1002,6 +1447,17 @@ mod tests {
             .as_secs();
         vm.resumed_at = Some(now - 5);
         assert!(vm_state(&vm).starts_with("resumed "), "{}", vm_state(&vm));
+        vm.connected = false;
+        vm.reserved_secs = Some(290);
+        assert_eq!(vm_state(&vm), "reserved 290s");
+    }
+
+    /// Reservations end at dates people can read.
+    #[test]
+    fn deadlines_print_as_utc_dates() {
+        assert_eq!(utc_datetime(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_datetime(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc_datetime(1_796_651_525), "2026-12-07 13:52:05");
     }
 
     /// Only a terminal gets screen-clearing codes.

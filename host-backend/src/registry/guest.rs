@@ -13,8 +13,8 @@ use pasid_protocol::{
 };
 
 use super::reconcile::{self, Settled};
-use super::record::{Answered, CommitTicket};
-use super::{ReclaimReason, Registry, VmId};
+use super::record::{Answered, CommitTicket, Record, Reservation};
+use super::{Probe, ProbeKind, ReclaimReason, Registry, VmId};
 use crate::logfmt::Value;
 use crate::pasid_space::{AllocError, Pasid, RefError};
 use crate::rate_limit::TokenBucket;
@@ -56,12 +56,26 @@ impl Registry {
     /// ends a hold-over: the PASIDs are its driver's to keep (RECONCILE)
     /// or release (RESET).
     pub fn set_connected(&mut self, vm: VmId, connected: bool) {
+        let mut took_up = None;
         if let Some(rec) = self.record_mut(vm) {
             rec.connected = connected;
             if connected {
                 rec.tally.count_connect();
                 rec.held_over_until = None;
+                // The VM a reservation waited for has arrived: its
+                // driver's RECONCILE finds every reserved PASID its own.
+                if rec.reservation.take().is_some() {
+                    took_up = Some(rec.owner.as_u32());
+                }
             }
+        }
+        if let Some(owner) = took_up {
+            let held = self.space.usage(vm.0).map_or(0, |u| u.held);
+            self.log(&Record::Reserve(Reservation::ended(owner)));
+            info!(
+                "vm={} event=reservation-ended reason=\"connected\" pasids={held}",
+                self.vm_name(vm)
+            );
         }
     }
 
@@ -90,7 +104,12 @@ impl Registry {
     pub fn end_connection(&mut self, vm: VmId, now: Instant) {
         let held = self.space.usage(vm.0).map_or(0, |u| u.held);
         let name = self.vm_name(vm).to_string();
-        let holdover = self.record_mut(vm).map_or(Duration::ZERO, |r| r.holdover);
+        // A disconnect `pasidctl detach` announced is held over for at
+        // least the hold it asked for.
+        let holdover = self.record_mut(vm).map_or(Duration::ZERO, |r| {
+            r.holdover
+                .max(r.detach_hold.take().unwrap_or(Duration::ZERO))
+        });
         // Its QEMU has already exited: no device of it can come back.
         if self.take_qemu_exited(vm) {
             self.reclaim_vm(vm, ReclaimReason::QemuExited);
@@ -128,7 +147,13 @@ impl Registry {
         };
         // Connected, already held over (its stored session was found ended),
         // nothing to keep, or no hold-over: nothing to start.
-        if rec.connected || rec.held_over_until.is_some() || rec.holdover.is_zero() || held == 0 {
+        // A reservation keeps its own deadline.
+        if rec.connected
+            || rec.held_over_until.is_some()
+            || rec.reservation.is_some()
+            || rec.holdover.is_zero()
+            || held == 0
+        {
             return;
         }
         let holdover = rec.holdover;
@@ -155,7 +180,24 @@ impl Registry {
             }
             self.reclaim_vm(vm, ReclaimReason::HoldoverExpired);
         }
-        self.vms.values().filter_map(|r| r.held_over_until).min()
+        let lapsed: Vec<VmId> = self
+            .vms
+            .values()
+            .filter(|r| r.reservation.is_some_and(|t| t.until <= now))
+            .map(|r| VmId(r.owner))
+            .collect();
+        for vm in lapsed {
+            self.reclaim_vm(vm, ReclaimReason::ReservationExpired);
+        }
+        self.vms
+            .values()
+            .filter_map(|r| r.held_over_until)
+            .chain(
+                self.vms
+                    .values()
+                    .filter_map(|r| r.reservation.map(|t| t.until)),
+            )
+            .min()
     }
 
     /// Whether a slot has a frontend connected.
@@ -280,6 +322,7 @@ impl Registry {
             .into(),
             Request::Reset { .. } => {
                 let released = self.reclaim_vm(vm, ReclaimReason::DriverReset);
+                self.note_probe(vm, ProbeKind::Reset, [0; 3]);
                 Response::ok(tag, u32::try_from(released).unwrap_or(PASID_NONE - 1)).into()
             }
             Request::Grant {
@@ -375,6 +418,13 @@ impl Registry {
         rec.tally.count_conflicts(conflicts.len() as u64);
         if settled.finished {
             rec.tally.count_resume();
+            rec.last_probe = Some(Probe {
+                kind: ProbeKind::Reconcile,
+                at: std::time::SystemTime::now(),
+                kept: settled.total(ReconcileResult::Kept),
+                regranted: settled.total(ReconcileResult::Granted),
+                conflicts: settled.total(ReconcileResult::Conflict),
+            });
             info!(
                 "vm={name} event=resumed kept={} granted={} conflicts={} refused={} dropped={}",
                 settled.total(ReconcileResult::Kept),
@@ -383,6 +433,20 @@ impl Registry {
                 settled.total(ReconcileResult::Refused),
                 settled.dropped
             );
+        }
+    }
+
+    /// Records how the VM's driver took up its device (`last_probe`):
+    /// `counts` are kept, re-granted and conflicts.
+    fn note_probe(&mut self, vm: VmId, kind: ProbeKind, [kept, regranted, conflicts]: [u64; 3]) {
+        if let Some(rec) = self.record_mut(vm) {
+            rec.last_probe = Some(Probe {
+                kind,
+                at: std::time::SystemTime::now(),
+                kept,
+                regranted,
+                conflicts,
+            });
         }
     }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use super::record::{ChangeLog, OwnerImage, RememberedVm, StateImage};
-use super::{Registry, RegistryError, VmId, VmRecord, VmTally, UNCONFIGURED};
+use super::record::{ChangeLog, OwnerImage, RememberedVm, Reservation, StateImage};
+use super::{Registry, RegistryError, ReservedUntil, VmId, VmRecord, VmTally, UNCONFIGURED};
 use crate::pasid_space::{OwnerKind, OwnerLimits, PasidSpace};
 use crate::rate_limit::TokenBucket;
 
@@ -29,6 +29,10 @@ impl Registry {
             rec.replay = vm.window.clone();
             rec.window = vm.window;
             rec.qemu = vm.peer;
+            if let Some(kept) = vm.reservation.filter(|r| !r.is_end()) {
+                rec.reservation = Some(ReservedUntil::from_deadline(kept.deadline_ms));
+                rec.device = kept.device;
+            }
             reg.vms.insert(vm.name, rec);
         }
         reg
@@ -120,10 +124,26 @@ impl Registry {
                 }
             })
             .collect();
+        let reservations = self
+            .vms
+            .values()
+            .filter_map(|rec| {
+                let reserved = rec.reservation?;
+                let mut pasids = self.space.held_by(rec.owner);
+                pasids.sort_unstable();
+                Some(Reservation {
+                    owner: rec.owner.as_u32(),
+                    deadline_ms: reserved.deadline_ms(),
+                    pasids,
+                    device: rec.device.clone(),
+                })
+            })
+            .collect();
         StateImage {
             pasid_bits: self.space.pasid_bits(),
             space_id: self.space_id,
             owners,
+            reservations,
         }
     }
 

@@ -98,6 +98,9 @@ pub enum Record {
         /// The process, on this host's boot.
         peer: Option<QemuPeer>,
     },
+    /// A VM's reservation (`pasidctl reserve`) began, or ended because the
+    /// VM connected ([`Reservation::ended`]).
+    Reserve(Reservation),
 }
 
 /// The QEMU process of a VM's vhost-user connection, as durable state
@@ -109,6 +112,40 @@ pub struct QemuPeer {
     /// The host's boot id when the pid was read
     /// (`/proc/sys/kernel/random/boot_id`, 16 bytes).
     pub boot_id: [u8; 16],
+}
+
+/// A VM's reservation as durable state keeps it: the PASIDs reserved (the
+/// VM holds one reference on each) until a wall-clock deadline, since a
+/// monotonic clock does not survive a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Owner index of the VM.
+    pub owner: u32,
+    /// When it runs out, in milliseconds since the Unix epoch; 0 records
+    /// its end (the VM connected).
+    pub deadline_ms: u64,
+    /// The PASIDs reserved; replaying the record takes a reference on
+    /// each one the VM does not hold yet.
+    pub pasids: Vec<Pasid>,
+    /// The device to plug for the VM (`pasidctl attach`), as JSON text.
+    pub device: Option<String>,
+}
+
+impl Reservation {
+    /// The record of `owner`'s reservation ending because it connected.
+    pub fn ended(owner: u32) -> Self {
+        Reservation {
+            owner,
+            deadline_ms: 0,
+            pasids: Vec::new(),
+            device: None,
+        }
+    }
+
+    /// Whether this records a reservation's end.
+    pub fn is_end(&self) -> bool {
+        self.deadline_ms == 0
+    }
 }
 
 /// One owner as a snapshot holds it.
@@ -169,6 +206,9 @@ pub struct StateImage {
     pub space_id: u64,
     /// Owners by index.
     pub owners: Vec<OwnerImage>,
+    /// Reservations in force, by owner index (none in snapshots written
+    /// before reservations).
+    pub reservations: Vec<Reservation>,
 }
 
 /// A VM as durable state remembers it, for [`super::Registry::restored`].
@@ -182,6 +222,8 @@ pub struct RememberedVm {
     pub window: Vec<Answered>,
     /// The QEMU process its PASIDs are bound to, if any.
     pub peer: Option<QemuPeer>,
+    /// Its reservation, if one is in force.
+    pub reservation: Option<Reservation>,
 }
 
 /// Where the registry's changes go to be made durable (`--state-dir`;

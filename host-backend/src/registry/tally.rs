@@ -18,12 +18,13 @@ use crate::figures::{op_label, status_label};
 use crate::rate_limit::LogThrottle;
 
 /// Every reclaim reason, in the order the metrics list them.
-const RECLAIM_REASONS: [ReclaimReason; 5] = [
+const RECLAIM_REASONS: [ReclaimReason; 6] = [
     ReclaimReason::DriverReset,
     ReclaimReason::Disconnect,
     ReclaimReason::Operator,
     ReclaimReason::HoldoverExpired,
     ReclaimReason::QemuExited,
+    ReclaimReason::ReservationExpired,
 ];
 
 /// Labels of a series about one VM.
@@ -75,6 +76,8 @@ pub struct VmFamilies {
     reconcile_conflicts: CounterFamily<VmLabels>,
     /// Disconnects after which the VM's PASIDs were held over.
     holdovers: CounterFamily<VmLabels>,
+    /// Reservations made (`pasidctl reserve`).
+    reservations: CounterFamily<VmLabels>,
 }
 
 impl VmFamilies {
@@ -117,6 +120,11 @@ impl VmFamilies {
     pub fn holdovers(&self) -> &CounterFamily<VmLabels> {
         &self.holdovers
     }
+
+    /// Reservations made, by VM.
+    pub fn reservations(&self) -> &CounterFamily<VmLabels> {
+        &self.reservations
+    }
 }
 
 /// Where `item` is in `all`.
@@ -146,6 +154,8 @@ pub struct VmTally {
     reconcile_conflicts: Counter,
     /// Disconnects after which its PASIDs were held over.
     holdovers: Counter,
+    /// Reservations made for it.
+    reservations: Counter,
     /// Requests re-delivered after a restart and answered from the record
     /// of their first answer (`pasidctl vms` only).
     pub(super) replayed: u64,
@@ -185,6 +195,7 @@ impl VmTally {
             resumes: families.resumes.get_or_create_owned(&labels),
             reconcile_conflicts: families.reconcile_conflicts.get_or_create_owned(&labels),
             holdovers: families.holdovers.get_or_create_owned(&labels),
+            reservations: families.reservations.get_or_create_owned(&labels),
             families: families.clone(),
             vm: labels.vm,
             replayed: 0,
@@ -257,6 +268,11 @@ impl VmTally {
         self.holdovers.inc();
     }
 
+    /// Counts a reservation made.
+    pub fn count_reservation(&self) {
+        self.reservations.inc();
+    }
+
     /// Counts PASIDs a RECONCILE found held by someone else.
     pub fn count_conflicts(&self, conflicts: u64) {
         self.reconcile_conflicts.inc_by(conflicts);
@@ -272,6 +288,7 @@ impl VmTally {
             resumes: self.resumes.get(),
             conflicts: self.reconcile_conflicts.get(),
             holdovers: self.holdovers.get(),
+            reservations: self.reservations.get(),
             replayed: self.replayed,
             reclaimed: self
                 .reclaims
@@ -342,6 +359,7 @@ impl Drop for VmTally {
         self.families.resumes.remove(&labels);
         self.families.reconcile_conflicts.remove(&labels);
         self.families.holdovers.remove(&labels);
+        self.families.reservations.remove(&labels);
     }
 }
 

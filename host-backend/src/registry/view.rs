@@ -32,6 +32,8 @@ pub struct VmCounters {
     pub conflicts: u64,
     /// Disconnects after which its PASIDs were held over.
     pub holdovers: u64,
+    /// Reservations made for it (`pasidctl reserve`).
+    pub reservations: u64,
 }
 
 /// Why a VM's references were dropped, for the log.
@@ -48,6 +50,8 @@ pub enum ReclaimReason {
     /// The QEMU process its PASIDs were bound to exited (seen through its
     /// pidfd, or found gone at start-up).
     QemuExited,
+    /// A reservation (`pasidctl reserve`) ran out before the VM connected.
+    ReservationExpired,
 }
 
 impl ReclaimReason {
@@ -58,6 +62,7 @@ impl ReclaimReason {
             ReclaimReason::Operator => "operator release",
             ReclaimReason::HoldoverExpired => "hold-over expired",
             ReclaimReason::QemuExited => "qemu exited",
+            ReclaimReason::ReservationExpired => "reservation expired",
         }
     }
 
@@ -69,6 +74,7 @@ impl ReclaimReason {
             ReclaimReason::Operator => "operator",
             ReclaimReason::HoldoverExpired => "holdover_expired",
             ReclaimReason::QemuExited => "qemu_exited",
+            ReclaimReason::ReservationExpired => "reservation_expired",
         }
     }
 }
@@ -92,6 +98,12 @@ pub struct VmView {
     pub qemu_pid: Option<u32>,
     /// When its session was taken over from a previous daemon, if it was.
     pub resumed_at: Option<std::time::SystemTime>,
+    /// Reserved (`pasidctl reserve`) and not yet connected: time left
+    /// before its PASIDs are reclaimed.
+    pub reserved_for: Option<Duration>,
+    /// How its driver last took up a device: RESET or a completed
+    /// RECONCILE.
+    pub last_probe: Option<Probe>,
     /// PASIDs the VM holds references on.
     pub held: u32,
     /// Of those, PASIDs its driver reports cached (leased, not handed
@@ -107,6 +119,157 @@ pub struct VmView {
     pub range_end: Pasid,
     /// Counters.
     pub counters: VmCounters,
+}
+
+/// What a driver did when it took up a device: RESET, or RECONCILE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// RESET: it started afresh and released what the VM held.
+    Reset,
+    /// A RECONCILE completed (LAST): it resumed with its PASIDs.
+    Reconcile,
+}
+
+impl ProbeKind {
+    /// As `last_probe.kind` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Reset => "reset",
+            ProbeKind::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// A VM's last probe outcome (`pasidctl attach` waits for one newer than
+/// its plug).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// RESET or RECONCILE.
+    pub kind: ProbeKind,
+    /// When the daemon answered it.
+    pub at: std::time::SystemTime,
+    /// RECONCILE: PASIDs the VM still held (KEPT).
+    pub kept: u64,
+    /// RECONCILE: PASIDs that were free and given back (GRANTED).
+    pub regranted: u64,
+    /// RECONCILE: PASIDs another owner held (CONFLICT).
+    pub conflicts: u64,
+}
+
+/// Why one PASID of a reservation (`pasidctl reserve`) cannot be
+/// reserved; any one of them refuses the whole reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReserveConflict {
+    /// Another owner holds it.
+    Held {
+        /// The PASID.
+        pasid: Pasid,
+        /// Its holders' names.
+        holders: Vec<String>,
+    },
+    /// Not one this host can give: 0, beyond `--pasid-bits`, or
+    /// `--reserve`d.
+    Unavailable {
+        /// The PASID.
+        pasid: Pasid,
+    },
+    /// Outside the VM slot's range on this host.
+    OutsideRange {
+        /// The PASID.
+        pasid: Pasid,
+        /// First PASID of the range.
+        start: Pasid,
+        /// Last PASID of the range.
+        end: Pasid,
+    },
+    /// More PASIDs than the VM's quota on this host.
+    OverQuota {
+        /// The quota.
+        quota: u32,
+        /// PASIDs the VM would hold.
+        needed: u64,
+    },
+}
+
+impl ReserveConflict {
+    /// The PASID it is about, if one.
+    pub fn pasid(&self) -> Option<Pasid> {
+        match self {
+            ReserveConflict::Held { pasid, .. }
+            | ReserveConflict::Unavailable { pasid }
+            | ReserveConflict::OutsideRange { pasid, .. } => Some(*pasid),
+            ReserveConflict::OverQuota { .. } => None,
+        }
+    }
+}
+
+/// One line for the operator, e.g. `PASID 5 is held by web`.
+impl std::fmt::Display for ReserveConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReserveConflict::Held { pasid, holders } => {
+                write!(f, "PASID {pasid} is held by {}", holders.join(", "))
+            }
+            ReserveConflict::Unavailable { pasid } => write!(
+                f,
+                "PASID {pasid} cannot be given on this host (0, beyond --pasid-bits, or \
+                 --reserve'd)"
+            ),
+            ReserveConflict::OutsideRange { pasid, start, end } => write!(
+                f,
+                "PASID {pasid} is outside the VM's range {start}-{end} on this host"
+            ),
+            ReserveConflict::OverQuota { quota, needed } => write!(
+                f,
+                "the VM's quota on this host is {quota} PASIDs; the reservation needs {needed}"
+            ),
+        }
+    }
+}
+
+/// A reservation made (`pasidctl reserve`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    /// PASIDs reserved (those the VM already held included).
+    pub pasids: u32,
+    /// Of those, PASIDs it did not hold before.
+    pub new: u32,
+    /// When the reservation runs out unless the VM connects first.
+    pub until: std::time::SystemTime,
+    /// How long it lasts.
+    pub hold: Duration,
+}
+
+/// What the daemon will do with a VM's next disconnect (`pasidctl
+/// detach`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detaching {
+    /// PASIDs it holds now.
+    pub held: u32,
+    /// How long they are held over after the disconnect.
+    pub hold: Duration,
+}
+
+/// What a VM holds, for another host (`pasidctl export`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exported {
+    /// Slot name.
+    pub name: String,
+    /// This daemon's space identifier.
+    pub space_id: u64,
+    /// PASIDs it holds, ascending.
+    pub pasids: Vec<Pasid>,
+    /// Its quota.
+    pub quota: u32,
+    /// Lowest PASID it may be given.
+    pub range_start: Pasid,
+    /// Highest PASID it may be given.
+    pub range_end: Pasid,
+    /// Its lease cap.
+    pub lease: u32,
+    /// The device last detached from it (or reserved with it), as the
+    /// JSON text `pasidctl` gave.
+    pub device: Option<String>,
 }
 
 /// Whole-host figures as the control socket shows them.

@@ -51,6 +51,10 @@ impl Registry {
                     holdover: rec.holdover,
                     qemu_pid: rec.qemu.map(|q| q.pid),
                     resumed_at: rec.resumed_at,
+                    reserved_for: rec
+                        .reservation
+                        .map(|r| r.until.saturating_duration_since(Instant::now())),
+                    last_probe: rec.last_probe,
                     held,
                     // FREE or an operator's get/put may have moved `held`
                     // since the driver last reported.

@@ -9,7 +9,7 @@
 use pasid_protocol::{PasidList, LEASE_BATCH_MAX, REQUEST_SIZE, RESPONSE_SIZE};
 
 use crate::pasid_space::{OwnerKind, OwnerLimits};
-use crate::registry::record::{Answered, OwnerImage, QemuPeer, Record, StateImage};
+use crate::registry::record::{Answered, OwnerImage, QemuPeer, Record, Reservation, StateImage};
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VPASIDS\x01";
@@ -39,6 +39,10 @@ const REC_GET: u8 = 5;
 const REC_PUT: u8 = 6;
 const REC_FORGET: u8 = 7;
 const REC_PEER: u8 = 8;
+const REC_RESERVE: u8 = 9;
+
+/// Longest device description a reservation carries (JSON text).
+pub const MAX_DEVICE_LEN: usize = 64 * 1024;
 
 const KIND_VM: u8 = 1;
 const KIND_HOST: u8 = 2;
@@ -339,7 +343,59 @@ pub fn put_record(out: &mut Vec<u8>, record: &Record) {
                 None => out.push(0),
             }
         }
+        Record::Reserve(reservation) => put_reservation(out, reservation),
     }
+}
+
+/// Appends a [`Record::Reserve`]: owner, deadline, the PASIDs (a `u32`
+/// count, then each), and the device (a `u32` length, then that many
+/// bytes of UTF-8 JSON; 0 for none).
+fn put_reservation(out: &mut Vec<u8>, r: &Reservation) {
+    out.push(REC_RESERVE);
+    put_u32(out, r.owner);
+    put_u64(out, r.deadline_ms);
+    put_u32(out, u32::try_from(r.pasids.len()).unwrap_or(0));
+    for pasid in r.pasids.iter().take(u32::MAX as usize) {
+        put_u32(out, *pasid);
+    }
+    let device = r
+        .device
+        .as_deref()
+        .filter(|d| d.len() <= MAX_DEVICE_LEN)
+        .unwrap_or("");
+    put_u32(out, u32::try_from(device.len()).unwrap_or(0));
+    out.extend_from_slice(device.as_bytes());
+}
+
+fn get_reservation(r: &mut Reader<'_>) -> Result<Reservation, DecodeError> {
+    let owner = r.u32()?;
+    let deadline_ms = r.u64()?;
+    let count = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+    if count.saturating_mul(4) > r.remaining() {
+        return Err(r.error(format!("reservation of {count} PASIDs overruns its record")));
+    }
+    let pasids = (0..count).map(|_| r.u32()).collect::<Result<_, _>>()?;
+    let len = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+    if len > MAX_DEVICE_LEN {
+        return Err(r.error(format!("device description of {len} bytes")));
+    }
+    let at = r.position();
+    let device = match r.bytes(len)? {
+        [] => None,
+        bytes => Some(String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError {
+            at,
+            what: "device description is not UTF-8".into(),
+        })?),
+    };
+    if deadline_ms == 0 && (count > 0 || device.is_some()) {
+        return Err(r.error("a reservation's end carries PASIDs or a device"));
+    }
+    Ok(Reservation {
+        owner,
+        deadline_ms,
+        pasids,
+        device,
+    })
 }
 
 /// Reads one record.
@@ -387,6 +443,7 @@ pub fn get_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
                 other => return Err(r.error(format!("bad QEMU process flag {other}"))),
             },
         },
+        REC_RESERVE => Record::Reserve(get_reservation(r)?),
         other => {
             return Err(DecodeError {
                 at,
@@ -448,6 +505,11 @@ pub fn encode_snapshot(image: &StateImage, generation: u64) -> Vec<u8> {
                 },
             );
         }
+    }
+    // After the owners, records of what is in force beyond holdings, in
+    // the journal's encoding; a snapshot written before them ends here.
+    for reservation in &image.reservations {
+        put_reservation(&mut body, reservation);
     }
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN + body.len() + 4);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
@@ -568,7 +630,9 @@ fn decode_body(body: &[u8]) -> Result<StateImage, DecodeError> {
             peer: None,
         });
     }
-    // Owner records (the QEMU process of each VM) until the end.
+    // Records after the owners until the end: the QEMU process of a VM,
+    // a reservation in force.
+    let mut reservations = Vec::new();
     while r.remaining() > 0 {
         let at = r.position();
         match get_record(&mut r)? {
@@ -580,6 +644,9 @@ fn decode_body(body: &[u8]) -> Result<StateImage, DecodeError> {
                     });
                 };
                 o.peer = peer;
+            }
+            Record::Reserve(reservation) if !reservation.is_end() => {
+                reservations.push(reservation);
             }
             other => {
                 return Err(DecodeError {
@@ -593,6 +660,7 @@ fn decode_body(body: &[u8]) -> Result<StateImage, DecodeError> {
         pasid_bits,
         space_id,
         owners,
+        reservations,
     })
 }
 
@@ -764,6 +832,12 @@ mod tests {
                     peer: None,
                 },
             ],
+            reservations: vec![Reservation {
+                owner: 0,
+                deadline_ms: 1_790_000_000_000,
+                pasids: vec![5, 9],
+                device: Some(r#"{"driver":"vhost-user-test-device-pci"}"#.into()),
+            }],
         }
     }
 
@@ -865,6 +939,13 @@ mod tests {
                 owner: 0,
                 peer: None,
             },
+            Record::Reserve(Reservation {
+                owner: 0,
+                deadline_ms: 1_790_000_000_000,
+                pasids: vec![3, 4, 0xfffff],
+                device: Some("{}".into()),
+            }),
+            Record::Reserve(Reservation::ended(0)),
         ];
         let mut buf = Vec::new();
         for r in &records {

@@ -10,7 +10,7 @@ use pasid_protocol::{RawRequest, Request, Response, Status};
 use super::files::{Loaded, StateError, StateFiles};
 use crate::pasid_space::{OwnerId, OwnerKind, PasidSpace};
 use crate::registry::reconcile::{self, Reconciliation};
-use crate::registry::record::{Answered, Record, RememberedVm, StateImage};
+use crate::registry::record::{Answered, Record, RememberedVm, Reservation, StateImage};
 
 /// The state being recovered: the space, its identifier, and what durable
 /// state remembers of each VM.
@@ -105,6 +105,7 @@ impl Recovery {
                         configured: owner.configured.clone(),
                         window: owner.window.clone(),
                         peer: owner.peer,
+                        reservation: None,
                     },
                 );
             }
@@ -112,12 +113,45 @@ impl Recovery {
         for id in vacant {
             space.forget_owner(id).map_err(|e| e.to_string())?;
         }
-        Ok(Recovery {
+        let mut recovery = Recovery {
             space,
             space_id,
             vms,
             reconciling: BTreeMap::new(),
-        })
+        };
+        for reservation in &image.reservations {
+            recovery.apply_reservation(reservation)?;
+        }
+        Ok(recovery)
+    }
+
+    /// A reservation begins (the VM takes a reference on each listed PASID
+    /// it does not hold yet, which must be free) or ends.
+    fn apply_reservation(&mut self, reservation: &Reservation) -> Result<(), String> {
+        let id = self.owner_at(reservation.owner)?;
+        let name = self.name_of(id);
+        if !reservation.is_end() {
+            let held = self.space.held_by(id);
+            for &pasid in &reservation.pasids {
+                if held.contains(&pasid) {
+                    continue;
+                }
+                if !self.space.is_free(pasid) {
+                    return Err(format!(
+                        "reservation for {name:?} of PASID {pasid}, which another owner holds"
+                    ));
+                }
+                self.space
+                    .restore(id, pasid, 1)
+                    .map_err(|e| format!("reservation for {name:?} of PASID {pasid}: {e}"))?;
+            }
+        }
+        let vm = self
+            .vms
+            .get_mut(&name)
+            .ok_or_else(|| format!("reservation for {name:?}, which is not a VM"))?;
+        vm.reservation = (!reservation.is_end()).then(|| reservation.clone());
+        Ok(())
     }
 
     fn owner_at(&self, index: u32) -> Result<OwnerId, String> {
@@ -151,11 +185,13 @@ impl Recovery {
             Record::Reclaim { owner } => {
                 let id = self.owner_at(*owner)?;
                 self.space.reclaim(id);
-                // The device is gone: nothing of it can be re-delivered.
+                // The device is gone: nothing of it can be re-delivered,
+                // and nothing is left reserved.
                 let name = self.name_of(id);
                 self.reconciling.remove(&name);
                 if let Some(vm) = self.vms.get_mut(&name) {
                     vm.window = Vec::new();
+                    vm.reservation = None;
                 }
             }
             Record::Limits { owner, limits } => {
@@ -182,6 +218,7 @@ impl Recovery {
                             configured: None,
                             window: Vec::new(),
                             peer: None,
+                            reservation: None,
                         },
                     );
                 }
@@ -194,6 +231,7 @@ impl Recovery {
                 let id = self.owner_at(*owner)?;
                 self.space.put(id, *pasid).map_err(|e| e.to_string())?;
             }
+            Record::Reserve(reservation) => self.apply_reservation(reservation)?,
             Record::Forget { owner } => {
                 let id = self.owner_at(*owner)?;
                 let name = self.name_of(id);
