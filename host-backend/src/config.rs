@@ -26,10 +26,13 @@ pub const DEFAULT_QUOTA: u32 = 4096;
 /// cap is what a burst may hold ahead of need: 4 batches, 1/16 of the
 /// default quota (docs/operations.md, "Leases").
 pub const DEFAULT_LEASE: u32 = 256;
-/// Default hold-over after a VM disconnects, in seconds: none, so that a
-/// VM that really exits gives its PASIDs back at once, as before hold-over
-/// existed. Upgrades set it (docs/operations.md).
-pub const DEFAULT_HOLDOVER_SECS: u32 = 0;
+/// Default hold-over after a VM disconnects, in seconds: 5 minutes. A VM
+/// that really exits gives its PASIDs back at once all the same (its QEMU
+/// process's exit ends the hold-over), so the period only covers a device
+/// unplugged from a QEMU that lives on: a re-plug, a `pasidctl
+/// detach`/`attach` or a migration, the same 300 s `pasidctl detach`
+/// holds for (docs/operations.md, "Hold-over").
+pub const DEFAULT_HOLDOVER_SECS: u32 = 300;
 /// Longest hold-over: a day.
 pub const MAX_HOLDOVER_SECS: u32 = 86_400;
 /// Default control socket.
@@ -120,11 +123,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LEASE)]
     pub lease: u32,
 
-    /// Default hold-over (0-86400 s): how long a disconnected VM's PASIDs
-    /// stay reserved for it, so that a re-plugged device that reconciles
-    /// (RECONCILE) within that time keeps them. A new device's RESET
-    /// releases them at once; past the period they are reclaimed. 0 (the
-    /// default) reclaims at disconnect. Per VM: --vm NAME=PATH,holdover=S.
+    /// Default hold-over (0-86400 s, default 300): how long a disconnected
+    /// VM's PASIDs stay reserved for it, so that a re-plugged device that
+    /// reconciles (RECONCILE) within that time keeps them. A new device's
+    /// RESET releases them at once, and so does the exit of the QEMU
+    /// process of its connection; past the period they are reclaimed. 0
+    /// reclaims at disconnect. Per VM: --vm NAME=PATH,holdover=S.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HOLDOVER_SECS)]
     pub holdover: u32,
 
@@ -690,7 +694,7 @@ mod tests {
         let cfg = parse(&["--vm", "a=/tmp/a.sock", "--vm", "b=/tmp/b.sock,holdover=30"]).unwrap();
         let secs: Vec<u32> = cfg.slots.iter().map(|s| s.holdover_secs).collect();
         assert_eq!(secs, vec![DEFAULT_HOLDOVER_SECS, 30]);
-        assert_eq!(DEFAULT_HOLDOVER_SECS, 0);
+        assert_eq!(DEFAULT_HOLDOVER_SECS, 300);
         let cfg = parse(&[
             "--holdover",
             "120",

@@ -557,8 +557,9 @@ pub fn start_backend(config: Config) -> Result<(), DaemonError> {
         point.settle();
     }
     // VMs that held PASIDs at the restart and whose session did not come
-    // back through the store: their hold-over runs from now (and ends
-    // when their QEMU exits).
+    // back through the store: their hold-over runs from now, and ends when
+    // their QEMU, if it lives, exits (hold-over 0: kept until then, or
+    // until a re-attach).
     let now = Instant::now();
     for slot in &config.slots {
         if let (false, Ok(vm)) = (stored.contains_key(&slot.name), registry.vm(&slot.name)) {

@@ -96,7 +96,6 @@ pub fn open_pidfd(pid: u32) -> Liveness {
 #[derive(Debug)]
 struct Watched {
     vm: VmId,
-    name: String,
     pid: u32,
     pidfd: OwnedFd,
 }
@@ -138,13 +137,8 @@ impl QemuWatch {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn watch(&self, vm: VmId, name: &str, pid: u32, pidfd: OwnedFd) {
-        self.pending().push(Watched {
-            vm,
-            name: name.to_string(),
-            pid,
-            pidfd,
-        });
+    fn watch(&self, vm: VmId, pid: u32, pidfd: OwnedFd) {
+        self.pending().push(Watched { vm, pid, pidfd });
         // Only fails if the counter would overflow: it is read every wake.
         let _ = self.wake.write(1);
     }
@@ -166,7 +160,7 @@ impl QemuWatch {
             return;
         };
         match open_pidfd(pid) {
-            Liveness::Alive(pidfd) => self.watch(vm, name, pid, pidfd),
+            Liveness::Alive(pidfd) => self.watch(vm, pid, pidfd),
             Liveness::Gone => exited(registry, vm, pid),
             Liveness::Unknown(e) => warn!(
                 "vm={name} event=qemu-watch-failed pid={pid} error={}: its exit cannot end \
@@ -197,7 +191,7 @@ impl QemuWatch {
             match liveness {
                 Liveness::Alive(pidfd) => {
                     found.alive += 1;
-                    self.watch(vm, &name, peer.pid, pidfd);
+                    self.watch(vm, peer.pid, pidfd);
                 }
                 Liveness::Gone => {
                     found.gone += 1;
@@ -245,7 +239,6 @@ impl QemuWatch {
             for index in ended.into_iter().rev() {
                 if index < watched.len() {
                     let gone = watched.swap_remove(index);
-                    log::debug!("vm={} event=qemu-exit-seen pid={}", gone.name, gone.pid);
                     exited(&registry, gone.vm, gone.pid);
                 }
             }

@@ -727,7 +727,14 @@ fn is_root() -> bool {
 /// rate-limited.
 #[test]
 fn hostile_chains_do_not_disturb_a_good_vm() {
-    let d = Daemon::start(&["--vm", "bad={dir}/bad.sock", "--vm", "good={dir}/good.sock"]);
+    let d = Daemon::start(&[
+        "--holdover",
+        "0",
+        "--vm",
+        "bad={dir}/bad.sock",
+        "--vm",
+        "good={dir}/good.sock",
+    ]);
     let good = GoodVm::start(&d.path("good.sock"), Duration::ZERO);
     let mut bad = TestVm::connect_regions(&d.path("bad.sock"));
 
@@ -1009,7 +1016,14 @@ fn request_floods_meet_the_rate_limit() {
 /// no PASIDs, no threads, no descriptors.
 #[test]
 fn hostile_reconnects_leak_nothing() {
-    let d = Daemon::start(&["--vm", "bad={dir}/bad.sock", "--vm", "good={dir}/good.sock"]);
+    let d = Daemon::start(&[
+        "--holdover",
+        "0",
+        "--vm",
+        "bad={dir}/bad.sock",
+        "--vm",
+        "good={dir}/good.sock",
+    ]);
     let pid = d.pid();
     let path = d.path("bad.sock");
     let mut good = TestVm::connect(&d.path("good.sock"));

@@ -173,7 +173,7 @@ fn quota_is_a_clean_status() {
 
 #[test]
 fn reset_and_disconnect_reclaim_and_the_slot_reconnects() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let path = d.path("a.sock");
     let mut vm = TestVm::connect(&path);
     for _ in 0..5 {
@@ -428,7 +428,7 @@ fn wait_log_count(d: &Daemon, needle: &str, count: usize) -> String {
 /// vhost-user-backend refuses SET_VRING_NUM and the connection ends.
 #[test]
 fn queue_sizes_are_powers_of_two_up_to_1024() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let path = d.path("a.sock");
     let with_size = |queue_size| VmOptions {
         queue_size,
@@ -511,7 +511,14 @@ fn an_avail_index_far_ahead_stops_the_queue_until_it_is_back_in_range() {
 /// as at any end of a connection.
 #[test]
 fn the_replay_window_lasts_until_the_first_connection_after_a_restart_ends() {
-    let mut d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
+    let mut d = Daemon::start(&[
+        "--holdover",
+        "0",
+        "--vm",
+        "a={dir}/a.sock",
+        "--state-dir",
+        "{dir}/state",
+    ]);
     let path = d.path("a.sock");
     let old = Request::Alloc {
         tag: 0x1234_5678_0000_0001,
@@ -617,7 +624,7 @@ fn a_second_frontend_on_a_busy_slot_is_turned_away() {
 #[test]
 fn an_immediate_reconnect_is_served_and_leaks_nothing() {
     const ROUNDS: usize = 20;
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let path = d.path("a.sock");
     let mut vm = TestVm::connect(&path);
     for round in 0..ROUNDS {
@@ -720,7 +727,7 @@ fn config_reads_past_the_config_space_get_the_empty_reply() {
 /// connection, and the VM's PASIDs are reclaimed as on any disconnect.
 #[test]
 fn config_reads_the_vhost_crate_refuses_end_the_connection() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let path = d.path("a.sock");
     let cases: [(&str, Vec<u8>); 3] = [
         ("size 0", config_body(0, 0, 0, &[])),

@@ -211,10 +211,17 @@ fn a_vm_that_exits_while_the_daemon_is_down_leaves_the_store() {
     assert_eq!(held_by(&d, "v0"), Vec::<u32>::new());
 }
 
-/// A daemon with `n` VM slots and durable state under `m`, each slot's VM
-/// connected, holding one PASID, and its session stored.
+/// A daemon with `n` VM slots, durable state and no hold-over under `m`,
+/// each slot's VM connected, holding one PASID, and its session stored.
 fn vms_stored(m: &std::sync::Arc<Manager>, n: usize) -> (Daemon, Vec<TestVm>) {
-    let mut args: Vec<String> = vec!["--state-dir".into(), "{dir}/state".into()];
+    // Hold-over 0: a session that ends releases its VM at once (the test
+    // process, their QEMU, lives on).
+    let mut args: Vec<String> = vec![
+        "--state-dir".into(),
+        "{dir}/state".into(),
+        "--holdover".into(),
+        "0".into(),
+    ];
     for i in 0..n {
         args.push("--vm".into());
         args.push(format!("v{i}={{dir}}/v{i}.sock"));

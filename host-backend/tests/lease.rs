@@ -121,7 +121,7 @@ fn two_vms_get_disjoint_pasids() {
 /// clears `cached`.
 #[test]
 fn disconnect_reclaims_leased_pasids() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let mut a = driver(&d, "a", VmOptions::lease());
     a.grant(32, 0, 1, 0xfffff);
     a.alloc_ok(1, 0xfffff);

@@ -61,7 +61,7 @@ fn wait(child: &mut Child) -> std::process::ExitStatus {
 /// its PASIDs. An idle VM needs no --force.
 #[test]
 fn release_of_a_connected_vm_needs_force() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let mut vm = TestVm::connect(&d.path("a.sock"));
     let mine = vec![vm.alloc_ok(1, 100), vm.alloc_ok(1, 100)];
 
@@ -103,7 +103,7 @@ fn release_of_a_connected_vm_needs_force() {
 fn live_reattach_that_would_release_pasids_is_refused() {
     let d = Daemon::start(&[
         "--vm",
-        "a={dir}/a.sock",
+        "a={dir}/a.sock,holdover=0",
         "--vm",
         "b={dir}/b.sock,holdover=30",
     ]);
@@ -182,7 +182,14 @@ fn holder_names_are_validated() {
 /// only owner, through a restart of the durable state as well.
 #[test]
 fn owners_with_nothing_held_are_forgotten() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock", "--state-dir", "{dir}/state"]);
+    let d = Daemon::start(&[
+        "--holdover",
+        "0",
+        "--vm",
+        "a={dir}/a.sock",
+        "--state-dir",
+        "{dir}/state",
+    ]);
     let mut vm = TestVm::connect(&d.path("a.sock"));
     let p = vm.alloc_ok(1, 100).to_string();
     for i in 0..100 {

@@ -308,7 +308,7 @@ fn a_restart_starts_the_holdover_again() {
         "--vm",
         "a={dir}/a.sock,holdover=1",
         "--vm",
-        "b={dir}/b.sock",
+        "b={dir}/b.sock,holdover=0",
         "--state-dir",
         &state_arg,
     ]);

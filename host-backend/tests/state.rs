@@ -283,15 +283,18 @@ fn a_torn_last_write_is_dropped_and_nothing_acknowledged_is_lost() {
     let pristine = tmp.path().join("pristine");
     copy_dir(&state, &pristine);
     let bytes = std::fs::read(state.join("journal")).unwrap();
-    // Header, then one frame per ALLOC: frame header 16, batch header 7,
-    // one answer 43; then the zeros the writer keeps ahead of its end.
+    // Header, then the frame of the connection's QEMU process (frame
+    // header 16, record 26: type, owner, flag, pid, boot id), then one
+    // frame per ALLOC: frame header 16, batch header 7, one answer 43;
+    // then the zeros the writer keeps ahead of its end.
+    let peer = 16 + 26;
     let frame = 16 + 7 + 43;
-    let last_frame = 24 + 3 * frame;
+    let last_frame = 24 + peer + 3 * frame;
     let end = last_frame + frame;
     assert_eq!(
         journal_end(&state.join("journal")),
         end as u64,
-        "4 frames of one answer each"
+        "the QEMU process, then 4 frames of one answer each"
     );
     assert!(bytes.len() > end, "zeros are written ahead of the end");
     assert!(bytes[end..].iter().all(|&b| b == 0));
@@ -372,13 +375,14 @@ fn metrics_count_frames_records_and_syncs() {
     }
     let (ok, _, err) = d.ctl(&["quota", "--vm", "a", "9"]);
     assert!(ok, "{err}");
-    // One drain per ALLOC (one request per kick), one quota change: one
-    // record and one frame each, nothing else waited.
-    assert_eq!(metric(&d, "vpasid_state_records_total"), Some(6.0));
-    assert_eq!(metric(&d, "vpasid_state_frames_total"), Some(6.0));
+    // The connection's QEMU process, one drain per ALLOC (one request per
+    // kick), one quota change: one record and one frame each, nothing
+    // else waited.
+    assert_eq!(metric(&d, "vpasid_state_records_total"), Some(7.0));
+    assert_eq!(metric(&d, "vpasid_state_frames_total"), Some(7.0));
     assert_eq!(
         metric(&d, "vpasid_state_sync_duration_seconds_count"),
-        Some(6.0)
+        Some(7.0)
     );
     assert_eq!(metric(&d, "vpasid_state_compactions_total"), Some(0.0));
     let journal = journal_end(&state.join("journal"));
