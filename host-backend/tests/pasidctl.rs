@@ -811,8 +811,7 @@ fn detach_and_attach_carry_the_device_over() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut vm = None;
-    loop {
+    let resumed = loop {
         let call = qemu.next();
         let command = call.command.clone();
         match command.as_str() {
@@ -839,10 +838,9 @@ fn detach_and_attach_carry_the_device_over() {
                 reply.pasids,
                 vec![pasid_protocol::ReconcileResult::Kept as u32; 3]
             );
-            vm = Some(resumed);
-            break;
+            break resumed;
         }
-    }
+    };
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
@@ -859,7 +857,7 @@ fn detach_and_attach_carry_the_device_over() {
     );
     assert!(report["after_ms"].as_u64().unwrap() < 10_000, "{report}");
     assert_eq!(held_by(&d, "a"), mine);
-    drop(vm);
+    drop(resumed);
 }
 
 /// `attach` whose driver never answers times out with a clear message and

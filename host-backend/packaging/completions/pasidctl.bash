@@ -16,6 +16,15 @@ _pasidctl() {
             ",$1")
                 cmd="pasidctl"
                 ;;
+            pasidctl,attach)
+                cmd="pasidctl__subcmd__attach"
+                ;;
+            pasidctl,detach)
+                cmd="pasidctl__subcmd__detach"
+                ;;
+            pasidctl,export)
+                cmd="pasidctl__subcmd__export"
+                ;;
             pasidctl,get)
                 cmd="pasidctl__subcmd__get"
                 ;;
@@ -40,6 +49,9 @@ _pasidctl() {
             pasidctl,release)
                 cmd="pasidctl__subcmd__release"
                 ;;
+            pasidctl,reserve)
+                cmd="pasidctl__subcmd__reserve"
+                ;;
             pasidctl,stats)
                 cmd="pasidctl__subcmd__stats"
                 ;;
@@ -48,6 +60,15 @@ _pasidctl() {
                 ;;
             pasidctl,watch)
                 cmd="pasidctl__subcmd__watch"
+                ;;
+            pasidctl__subcmd__help,attach)
+                cmd="pasidctl__subcmd__help__subcmd__attach"
+                ;;
+            pasidctl__subcmd__help,detach)
+                cmd="pasidctl__subcmd__help__subcmd__detach"
+                ;;
+            pasidctl__subcmd__help,export)
+                cmd="pasidctl__subcmd__help__subcmd__export"
                 ;;
             pasidctl__subcmd__help,get)
                 cmd="pasidctl__subcmd__help__subcmd__get"
@@ -73,6 +94,9 @@ _pasidctl() {
             pasidctl__subcmd__help,release)
                 cmd="pasidctl__subcmd__help__subcmd__release"
                 ;;
+            pasidctl__subcmd__help,reserve)
+                cmd="pasidctl__subcmd__help__subcmd__reserve"
+                ;;
             pasidctl__subcmd__help,stats)
                 cmd="pasidctl__subcmd__help__subcmd__stats"
                 ;;
@@ -89,12 +113,114 @@ _pasidctl() {
 
     case "${cmd}" in
         pasidctl)
-            opts="-h -V --socket --json --help --version pasids vms stats metrics watch get put release reattach quota help"
+            opts="-h -V --socket --json --help --version pasids vms stats metrics watch get put release reattach detach attach export reserve quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__attach)
+            opts="-h --vm --qmp --vm-socket --device --bus --addr --timeout --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --qmp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vm-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__detach)
+            opts="-h --vm --qmp --hold --keep --timeout --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --qmp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__export)
+            opts="-h --vm --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -129,8 +255,50 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__help)
-            opts="pasids vms stats metrics watch get put release reattach quota help"
+            opts="pasids vms stats metrics watch get put release reattach detach attach export reserve quota help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__help__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__help__subcmd__detach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -241,6 +409,20 @@ _pasidctl() {
             return 0
             ;;
         pasidctl__subcmd__help__subcmd__release)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__help__subcmd__reserve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -418,6 +600,36 @@ _pasidctl() {
             fi
             case "${prev}" in
                 --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pasidctl__subcmd__reserve)
+            opts="-h --vm --from --hold --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hold)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
