@@ -418,7 +418,8 @@ fn export_round_trips_into_reserve() {
 /// QMP part fails here (no QEMU): the daemon's part stands.
 #[test]
 fn detach_holds_over_a_vm_without_a_holdover() {
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock"]);
+    // Its own hold-over 0: the default is 300 s since issue 22 (i22-exit).
+    let d = Daemon::start(&["--vm", "a={dir}/a.sock,holdover=0"]);
     let mut a = TestVm::connect(&d.path("a.sock"));
     let mine = vec![a.alloc_ok(1, 100), a.alloc_ok(1, 100)];
     let missing = d.path("missing.qmp");
