@@ -148,7 +148,7 @@ fn test_domain_xml(documented: &str, paths: &Paths) -> String {
     );
     let boot = format!(
         "hvm</type>\n    <kernel>{}</kernel>\n    <initrd>{}</initrd>\n    \
-         <cmdline>console=ttyS0 panic=-1 printk.time=1 vpasid.loglevel=5</cmdline>",
+         <cmdline>console=ttyS0 panic=-1 printk.time=1 no_timer_check vpasid.loglevel=5</cmdline>",
         paths.kernel.display(),
         paths.initrd.display()
     );
