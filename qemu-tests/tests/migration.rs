@@ -146,9 +146,11 @@ fn detach(daemon: &Daemon, vm: &str, qmp: &Path, extra: &[&str]) -> (Value, Dura
 }
 
 /// `pasidctl --json attach` (the device the daemon remembers); checks
-/// that the guest reconciled with every one of `kept` KEPT and nothing
-/// else, and returns the report.
-fn attach_kept(daemon: &Daemon, vm: &str, qmp: &Path, kept: usize) -> Value {
+/// that the guest reconciled with every one of `kept` KEPT, nothing
+/// re-granted and no conflict, and returns the report. `freed` PASIDs of
+/// `kept` may be missing: a guest that frees while its device is gone
+/// lists what it still holds, fewer than the host kept for it.
+fn attach_kept(daemon: &Daemon, vm: &str, qmp: &Path, kept: usize, freed: usize) -> Value {
     let qmp = qmp.to_string_lossy();
     let report = daemon
         .pasidctl_json(&["attach", "--vm", vm, "--qmp", &qmp, "--timeout", "60"])
@@ -156,13 +158,14 @@ fn attach_kept(daemon: &Daemon, vm: &str, qmp: &Path, kept: usize) -> Value {
     assert_eq!(report["vm"], vm, "{report}");
     assert_eq!(report["probe"], "reconcile", "{report}");
     assert_eq!(
-        (
-            report["kept"].as_u64(),
-            report["regranted"].as_u64(),
-            report["conflicts"].as_u64()
-        ),
-        (Some(kept as u64), Some(0), Some(0)),
+        (report["regranted"].as_u64(), report["conflicts"].as_u64()),
+        (Some(0), Some(0)),
         "{report}"
+    );
+    let listed = report["kept"].as_u64().unwrap_or(0);
+    assert!(
+        (kept.saturating_sub(freed) as u64..=kept as u64).contains(&listed),
+        "{report}: expected {kept} kept (at most {freed} fewer)"
     );
     let host = vm_json(daemon, vm);
     assert_eq!(host["connected"], true, "{host}");
@@ -521,7 +524,7 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     }
     assert!(b.vm_pasids("vmA").unwrap().is_empty(), "reserved something");
     assert!(!is_reserved(&vm_json(&b, "vmA")));
-    let back = attach_kept(&a, "vmA", &source.qmp, held.len());
+    let back = attach_kept(&a, "vmA", &source.qmp, held.len(), 0);
     resumes += 1;
     let (to_active, _) = wait_resumes(&mut x, resumes);
     // Y lets go of everything on B (unloading the driver gives back its
@@ -564,7 +567,7 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     assert!(killed, "the migration ended before the kill: {failed:?}");
     assert_eq!(failed.status, "failed", "{failed:?}");
     assert!(x.is_running());
-    let back = attach_kept(&a, "vmA", &source.qmp, held.len());
+    let back = attach_kept(&a, "vmA", &source.qmp, held.len(), 0);
     resumes += 1;
     let (to_active, _) = wait_resumes(&mut x, resumes);
     let expired = wait_released(&b, "vmA", Duration::from_secs(u64::from(SHORT_HOLD_S) + 30));
@@ -589,13 +592,15 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     reserve_ok(&b, "vmA", &exported, &pasids, None);
     let (config, dest) = incoming_config(&config_x, "vmA-b", &b, &source);
     let (done, old) = migrate(&mut x, &source, config, &dest);
-    let attached = attach_kept(&b, "vmA", &dest.qmp, pasids.len());
+    // The loop holds at most one PASID at a time: one it frees while the
+    // device is gone may be missing from the RECONCILE.
+    let attached = attach_kept(&b, "vmA", &dest.qmp, pasids.len(), 1);
     resumes += 1;
     let (to_active, reconciled) = wait_resumes(&mut x, resumes);
     assert!(
         reconciled.contains(&format!(
             "RECONCILE: {} kept, 0 re-granted, 0 conflict(s)",
-            pasids.len()
+            attached["kept"]
         )),
         "{reconciled}"
     );
@@ -666,7 +671,7 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
             std::thread::sleep(Duration::from_millis(500));
             assert_eq!(b.vm_pasids("vmA").unwrap(), held, "{step}");
         }
-        let attached = attach_kept(&b, "vmA", &dest.qmp, held.len());
+        let attached = attach_kept(&b, "vmA", &dest.qmp, held.len(), 0);
         resumes += 1;
         let (to_active, _) = wait_resumes(&mut x, resumes);
         if let Some(old) = old {
@@ -701,7 +706,7 @@ fn migrations_keep_every_pasid(kernel: Kernel) {
     );
     assert_eq!(b.vm_pasids("vmA").unwrap(), held);
     let (_, took) = detach(&b, "vmA", &current.qmp, &[]);
-    let attached = attach_kept(&b, "vmA", &current.qmp, held.len());
+    let attached = attach_kept(&b, "vmA", &current.qmp, held.len(), 0);
     resumes += 1;
     let (to_active, _) = wait_resumes(&mut x, resumes);
     settled_holdings(&mut x, &b, &in_use);
