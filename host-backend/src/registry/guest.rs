@@ -92,12 +92,13 @@ impl Registry {
         let name = self.vm_name(vm).to_string();
         let holdover = self.record_mut(vm).map_or(Duration::ZERO, |r| r.holdover);
         // Its QEMU has already exited: no device of it can come back.
-        if self.take_qemu_exited(vm) {
-            self.reclaim_vm(vm, ReclaimReason::QemuExited);
-            return;
-        }
+        let exited = self.take_qemu_exited(vm);
         if holdover.is_zero() || held == 0 {
             self.reclaim_vm(vm, ReclaimReason::Disconnect);
+            return;
+        }
+        if exited {
+            self.reclaim_vm(vm, ReclaimReason::QemuExited);
             return;
         }
         if let Some(rec) = self.record_mut(vm) {
