@@ -75,8 +75,7 @@ fn wait_released(d: &Daemon, vm: &str) {
 /// goes on, while 4085 at 0, 4096 at 0 and 4095 at 1 end the connection.
 #[test]
 fn get_config_size_is_bounded_by_the_message() {
-    // Release at the hang-up: the default hold-over is 300 s.
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock", "--holdover", "0"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let mut vm = TestVm::connect(&d.path("a.sock"));
     let p = vm.alloc_ok(1, 100);
     for (offset, size) in [(0, 4084), (12, 4084)] {
@@ -109,8 +108,7 @@ fn get_config_size_is_bounded_by_the_message() {
 /// bit ends the connection.
 #[test]
 fn get_config_flags_known_are_writable_and_live_migration() {
-    // Release at the hang-up: the default hold-over is 300 s.
-    let d = Daemon::start(&["--vm", "a={dir}/a.sock", "--holdover", "0"]);
+    let d = Daemon::start(&["--holdover", "0", "--vm", "a={dir}/a.sock"]);
     let mut vm = TestVm::connect(&d.path("a.sock"));
     let config = vm.config().encode();
     for flags in [1, 2, 3] {

@@ -443,7 +443,7 @@ fn an_upgrade_resumes(kernel: Kernel) {
 
 /// A VM whose QEMU exits while no daemon runs: once the new daemon starts,
 /// every descriptor of its session has left the store and its PASIDs are
-/// released (no hold-over), while the other VM's session is taken over
+/// released (its QEMU is gone), while the other VM's session is taken over
 /// with every PASID it holds.
 fn a_vm_that_exits_while_the_daemon_is_down_is_released(kernel: Kernel) {
     let test = format!("a_vm_that_exits_while_the_daemon_is_down.linux_{kernel}");

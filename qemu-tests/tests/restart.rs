@@ -24,14 +24,14 @@
 //!
 //! 1. Guest A allocates 8 PASIDs on slot `vmA` of a daemon with a state
 //!    directory; the daemon is killed (`SIGKILL`) and restarted on the same
-//!    state, and still lists the 8 for `vmA`, not connected.
+//!    state, and still lists the 8 for `vmA`, not connected, bound to A's
+//!    QEMU process (durable state keeps it).
 //! 2. Guest A is powered off. Its QEMU never connected to the new daemon,
-//!    so its exit reclaims nothing: the 8 stay listed for `vmA`, and the
-//!    log shows no connect, disconnect or reclaim of `vmA` since the
-//!    restart.
+//!    but the new daemon watches that process: its exit releases the 8
+//!    (`event=qemu-exited`, `reason="qemu exited" references=8`, the only
+//!    reclaim of `vmA` since the restart), with no connect or disconnect.
 //! 3. A fresh guest A' boots on the same slot; its driver's probe RESET
-//!    reclaims the 8 (`reason="driver reset" references=8`, the first
-//!    reclaim of `vmA` since the restart), and the host lists none.
+//!    releases nothing more, and the host lists none.
 //! 4. A' allocates 8 in the same range and gets exactly A's old numbers, in
 //!    order (lowest free), proving they were freed; it stays healthy and
 //!    powers off cleanly, and that disconnect, which this daemon saw,
@@ -306,7 +306,9 @@ fn restarted_vm_reclaims_at_probe(kernel: Kernel) {
     let mut daemon = Daemon::start(v1_daemon_config(
         kernel,
         DaemonConfig::new()
-            .vm(VmSlot::new("vmA"))
+            // Hold-over 0: the power-off of A' below is released as a
+            // disconnect.
+            .vm(VmSlot::new("vmA").holdover(0))
             .state_dir("state"),
     ))
     .unwrap();
@@ -338,16 +340,23 @@ fn restarted_vm_reclaims_at_probe(kernel: Kernel) {
     );
 
     // 2. The operator powers A off. Its device died with the first daemon
-    //    and never connected to this one: its exit must reclaim nothing.
+    //    and never connected to this one, but this daemon knows A's QEMU
+    //    from the state and watches it: its exit releases the 8.
     a.poweroff(POWEROFF).unwrap();
     assert!(!a.is_running());
-    thread::sleep(SETTLE);
-    assert_eq!(
-        sole_holdings(&daemon, "vmA"),
-        a_set,
-        "after A's QEMU exited"
+    let reclaim = daemon
+        .wait_log_since(restart_mark, "vm=vmA event=reclaim", SHOWS_UP)
+        .unwrap();
+    assert!(
+        reclaim.contains(&format!(
+            "vm=vmA event=reclaim reason=\"qemu exited\" references={A_COUNT} \
+             pasids_freed={A_COUNT}"
+        )),
+        "reclaim line: {reclaim}"
     );
-    assert_eq!(all_listed(&daemon), a_set, "after A's QEMU exited");
+    thread::sleep(SETTLE);
+    assert!(daemon.vm_pasids("vmA").unwrap().is_empty());
+    assert!(all_listed(&daemon).is_empty());
     let host_a = daemon.vm("vmA").unwrap();
     assert_eq!(
         (
@@ -356,7 +365,7 @@ fn restarted_vm_reclaims_at_probe(kernel: Kernel) {
             host_a.counters.connects,
             host_a.counters.reclaimed
         ),
-        (false, A_COUNT, 0, 0),
+        (false, 0, 0, u64::from(A_COUNT)),
         "{host_a:?}"
     );
     let log = daemon.log();
@@ -364,34 +373,30 @@ fn restarted_vm_reclaims_at_probe(kernel: Kernel) {
         .lines()
         .filter(|l| l.contains("vm=vmA event="))
         .collect();
-    for event in ["event=connect", "event=disconnect", "event=reclaim"] {
+    assert!(
+        since_restart
+            .iter()
+            .any(|l| l.contains("vm=vmA event=qemu-exited")
+                && l.contains(&format!("held={A_COUNT}"))),
+        "{since_restart:#?}"
+    );
+    for event in ["event=connect", "event=disconnect"] {
         assert!(
             !since_restart
                 .iter()
                 .any(|l| l.contains(&format!("vm=vmA {event}"))),
-            "A's exit reached the new daemon: {since_restart:#?}"
+            "A's connection reached the new daemon: {since_restart:#?}"
         );
     }
 
-    // 3. A fresh guest A' on the same slot: its probe RESET reclaims A's.
+    // 3. A fresh guest A' on the same slot: its probe RESET finds nothing.
     let reset_mark = daemon.log_mark();
     let boot_at = Instant::now();
-    let mut a2 = boot_resetting(kernel, &daemon, "vmA", "", A_COUNT);
+    let mut a2 = boot_resetting(kernel, &daemon, "vmA", "", 0);
     let a2_boot = boot_at.elapsed();
     daemon
         .wait_log_since(reset_mark, "vm=vmA event=connect", SHOWS_UP)
         .unwrap();
-    // The first reclaim of vmA since the restart is this one.
-    let reclaim = daemon
-        .wait_log_since(restart_mark, "vm=vmA event=reclaim", SHOWS_UP)
-        .unwrap();
-    assert!(
-        reclaim.contains(&format!(
-            "vm=vmA event=reclaim reason=\"driver reset\" references={A_COUNT} \
-             pasids_freed={A_COUNT}"
-        )),
-        "reclaim line: {reclaim}"
-    );
     assert!(daemon.vm_pasids("vmA").unwrap().is_empty());
     assert!(all_listed(&daemon).is_empty());
     let host_a = daemon.vm("vmA").unwrap();

@@ -41,8 +41,10 @@
 //! PASID for the VM, the guest no longer does, and the RECONCILE's LAST
 //! drops it.
 //!
-//! `holdover_expiry_reclaims`: a VM that goes away for good (QEMU killed)
-//! keeps its PASIDs for the hold-over period only.
+//! `holdover_expiry_reclaims`: a VM whose device goes away for good (QMP
+//! `device_del` and `chardev-remove`, QEMU running on) keeps its PASIDs for
+//! the hold-over period only. (A VM whose QEMU exits is released at once,
+//! whatever its hold-over: host-backend/tests/qemu_exit.rs.)
 //!
 //! The driver runs the v1 request path (one side's leases off, see
 //! `common::v1_host_leases_off`) so that host and guest must agree exactly.
@@ -62,6 +64,9 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -612,20 +617,111 @@ fn unanswered_free_leaves_no_leak(kernel: Kernel) {
     );
 }
 
+/// A QMP connection: commands out, answers and events in.
+type QmpLines = std::io::Lines<BufReader<UnixStream>>;
+
+/// The next message QMP sends.
+fn qmp_next(lines: &mut QmpLines) -> serde_json::Value {
+    serde_json::from_str(&lines.next().expect("QMP closed").unwrap()).unwrap()
+}
+
+/// Runs one QMP command; returns the messages up to its answer (events
+/// that came first included), the answer last.
+fn qmp_ask(
+    stream: &UnixStream,
+    lines: &mut QmpLines,
+    command: &str,
+    arguments: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let mut out = stream;
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"execute": command, "arguments": arguments})
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let v = qmp_next(lines);
+        assert!(v.get("error").is_none(), "{command}: {v}");
+        let answer = v.get("return").is_some();
+        seen.push(v);
+        if answer {
+            return seen;
+        }
+    }
+}
+
+/// Unplugs the VM's vpasid device over QMP and removes its chardev (the
+/// disconnect the daemon sees), QEMU running on: `device_del` of the
+/// one `vhost-user-test-device-pci` (bounded wait for its DEVICE_DELETED),
+/// then `chardev-remove vu0`.
+fn unplug_device(qmp: &Path) {
+    let stream = UnixStream::connect(qmp).unwrap();
+    stream.set_read_timeout(Some(CMD)).unwrap();
+    let mut lines = BufReader::new(stream.try_clone().unwrap()).lines();
+    let _greeting = qmp_next(&mut lines);
+    qmp_ask(
+        &stream,
+        &mut lines,
+        "qmp_capabilities",
+        serde_json::json!({}),
+    );
+    let listed = qmp_ask(
+        &stream,
+        &mut lines,
+        "qom-list",
+        serde_json::json!({"path": "/machine/peripheral-anon"}),
+    );
+    let name = listed
+        .last()
+        .and_then(|v| v["return"].as_array())
+        .and_then(|children| {
+            children
+                .iter()
+                .find(|c| c["type"] == "child<vhost-user-test-device-pci>")
+        })
+        .and_then(|c| c["name"].as_str())
+        .expect("no vhost-user-test-device-pci")
+        .to_string();
+    let path = format!("/machine/peripheral-anon/{name}");
+    let mut events = qmp_ask(
+        &stream,
+        &mut lines,
+        "device_del",
+        serde_json::json!({"id": path}),
+    );
+    let deadline = Instant::now() + CMD;
+    while !events
+        .iter()
+        .any(|e| e["event"] == "DEVICE_DELETED" && e["data"]["path"] == path.as_str())
+    {
+        assert!(Instant::now() < deadline, "no DEVICE_DELETED for {path}");
+        events.push(qmp_next(&mut lines));
+    }
+    qmp_ask(
+        &stream,
+        &mut lines,
+        "chardev-remove",
+        serde_json::json!({"id": "vu0"}),
+    );
+}
+
 fn holdover_expiry_reclaims(kernel: Kernel) {
     let daemon = Daemon::start(v1_daemon_config(
         kernel,
         DaemonConfig::new().vm(VmSlot::new("vmA").holdover(SHORT_HOLDOVER_S)),
     ))
     .unwrap();
-    let mut guest = Guest::boot(common::guest_config(kernel, &daemon, "vmA")).unwrap();
+    let (config, qmp) = qmp_guest_config(kernel, &daemon, "vmA");
+    let mut guest = Guest::boot(config).unwrap();
     prepare(&mut guest).unwrap();
     let held = alloc_some(&mut guest, HELD);
 
-    // The VM goes away for good; the host holds its PASIDs over, then
-    // reclaims them once the period has passed.
+    // The VM's device goes away for good, QEMU running on; the host holds
+    // its PASIDs over, then reclaims them once the period has passed.
     let mark = daemon.log_mark();
-    guest.kill().unwrap();
+    unplug_device(&qmp);
     let gone = Instant::now();
     let mut disconnected = daemon.vm("vmA").unwrap();
     while disconnected.connected {
@@ -657,7 +753,10 @@ fn holdover_expiry_reclaims(kernel: Kernel) {
         .wait_log_since(mark, "reason=\"hold-over expired\" references=3", CMD)
         .unwrap();
     eprintln!(
-        "{kernel} hold-over expiry: {HELD} PASIDs reclaimed {reclaimed:?} after the VM \
-         went away (hold-over {SHORT_HOLDOVER_S} s), kept 0, lost {HELD}"
+        "{kernel} hold-over expiry: {HELD} PASIDs reclaimed {reclaimed:?} after the VM's \
+         device went away (hold-over {SHORT_HOLDOVER_S} s), kept 0, lost {HELD}"
     );
+    // QEMU lived throughout: the expiry, not its exit, released them.
+    assert!(guest.is_running(), "QEMU exited");
+    drop(guest);
 }

@@ -579,7 +579,12 @@ fn unbind_while_waiting(kernel: Kernel) {
 /// 7a. A VM powered off with PASIDs held: the host logs the reclaim for
 ///     that VM and lists none for it.
 fn poweroff_reclaims(kernel: Kernel) {
-    let daemon = start_daemon(kernel, vec![VmSlot::new("vm0"), VmSlot::new("bystander")]);
+    // Hold-over 0: the power-off is released as a disconnect (with a
+    // hold-over, the QEMU's exit releases it, `reason="qemu exited"`).
+    let daemon = start_daemon(
+        kernel,
+        vec![VmSlot::new("vm0").holdover(0), VmSlot::new("bystander")],
+    );
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load_active(&mut guest, "");
     assert_eq!(guest.alloc_n(6, MIN, MAX).unwrap().count, 6);

@@ -111,12 +111,13 @@ impl Registry {
                 .max(r.detach_hold.take().unwrap_or(Duration::ZERO))
         });
         // Its QEMU has already exited: no device of it can come back.
-        if self.take_qemu_exited(vm) {
-            self.reclaim_vm(vm, ReclaimReason::QemuExited);
-            return;
-        }
+        let exited = self.take_qemu_exited(vm);
         if holdover.is_zero() || held == 0 {
             self.reclaim_vm(vm, ReclaimReason::Disconnect);
+            return;
+        }
+        if exited {
+            self.reclaim_vm(vm, ReclaimReason::QemuExited);
             return;
         }
         if let Some(rec) = self.record_mut(vm) {
