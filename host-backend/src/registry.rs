@@ -117,7 +117,7 @@ pub enum RegistryError {
     /// `reserve` refused: nothing was reserved.
     #[error(
         "reservation for VM {vm:?} refused, nothing reserved: {}",
-        .conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        list_conflicts(.conflicts)
     )]
     ReserveRefused {
         /// The VM.
@@ -153,6 +153,16 @@ fn list_pasids(pasids: &[Pasid]) -> String {
         text.push(format!("and {} more", pasids.len() - 8));
     }
     text.join(", ")
+}
+
+/// The first few conflicts, then how many more (a whole VM's worth would
+/// make one very long line; the control reply lists each).
+fn list_conflicts(conflicts: &[ReserveConflict]) -> String {
+    let mut text: Vec<String> = conflicts.iter().take(3).map(ToString::to_string).collect();
+    if conflicts.len() > 3 {
+        text.push(format!("and {} more", conflicts.len() - 3));
+    }
+    text.join("; ")
 }
 
 /// A reservation in force (`pasidctl reserve`): a hold-over with no
