@@ -118,7 +118,7 @@ pub enum RegistryError {
     /// `reserve` refused: nothing was reserved.
     #[error(
         "reservation for VM {vm:?} refused, nothing reserved: {}",
-        .conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        list_conflicts(.conflicts)
     )]
     ReserveRefused {
         /// The VM.
@@ -156,6 +156,16 @@ fn list_pasids(pasids: &[Pasid]) -> String {
     text.join(", ")
 }
 
+/// The first few conflicts, then how many more (a whole VM's worth would
+/// make one very long line; the control reply lists each).
+fn list_conflicts(conflicts: &[ReserveConflict]) -> String {
+    let mut text: Vec<String> = conflicts.iter().take(3).map(ToString::to_string).collect();
+    if conflicts.len() > 3 {
+        text.push(format!("and {} more", conflicts.len() - 3));
+    }
+    text.join("; ")
+}
+
 /// A reservation in force (`pasidctl reserve`): a hold-over with no
 /// connection behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +189,9 @@ impl ReservedUntil {
     /// (milliseconds since the Unix epoch); one already past runs out at
     /// once.
     fn from_deadline(deadline_ms: u64) -> Self {
-        let deadline = std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+        let deadline = std::time::UNIX_EPOCH
+            .checked_add(Duration::from_millis(deadline_ms))
+            .unwrap_or(std::time::UNIX_EPOCH);
         let left = deadline
             .duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO)
@@ -539,5 +551,85 @@ mod tests {
         reg.end_connection(vm, t0);
         assert!(reg.space().held_by(vm.0).is_empty());
         assert_eq!(reg.vms()[0].counters.holdovers, 0);
+    }
+
+    /// A reservation is all or nothing, names every conflict, and ends
+    /// when the VM connects or at its deadline.
+    #[test]
+    fn reservations_are_all_or_nothing_and_end() {
+        let (mut reg, a) = registry(Duration::ZERO);
+        let limits = OwnerLimits {
+            quota: 10,
+            range: 1..=255,
+        };
+        let b = reg.add_vm("b", "b.sock", limits).unwrap();
+        let theirs = alloc(&mut reg, b);
+        let refused = reg.reserve("a", &[7, theirs, 0, 9], None, None);
+        assert_eq!(
+            refused,
+            Err(RegistryError::ReserveRefused {
+                vm: "a".into(),
+                conflicts: vec![
+                    ReserveConflict::Unavailable { pasid: 0 },
+                    ReserveConflict::Held {
+                        pasid: theirs,
+                        holders: vec!["b".into()]
+                    },
+                ],
+            })
+        );
+        assert!(reg.space().held_by(a.0).is_empty());
+        let made = reg.reserve("a", &[9, 7, 9], None, None).unwrap();
+        assert_eq!((made.pasids, made.new, made.hold), (2, 2, DEFAULT_HOLD));
+        let mut held = reg.space().held_by(a.0);
+        held.sort_unstable();
+        assert_eq!(held, [7, 9]);
+        assert!(reg.vms()[0].reserved_for.is_some());
+        // Holding something else refuses a reservation that leaves it out.
+        assert!(matches!(
+            reg.reserve("a", &[7], None, None),
+            Err(RegistryError::HoldsOthers { .. })
+        ));
+        reg.set_connected(a, true);
+        assert_eq!(reg.vms()[0].reserved_for, None);
+        assert!(matches!(
+            reg.reserve("a", &[7, 9], None, None),
+            Err(RegistryError::ReserveConnected(_))
+        ));
+        reg.set_connected(a, false);
+        reg.reserve("a", &[7, 9], Some(Duration::from_secs(5)), None)
+            .unwrap();
+        let now = Instant::now();
+        assert!(reg.expire_holdovers(now).is_some());
+        assert_eq!(reg.space().held_by(a.0).len(), 2);
+        assert_eq!(reg.expire_holdovers(now + Duration::from_secs(6)), None);
+        assert!(reg.space().held_by(a.0).is_empty());
+        assert_eq!(reg.vms()[0].reserved_for, None);
+        assert_eq!(
+            reg.reserve("zz", &[1], None, None),
+            Err(RegistryError::NoSlot("zz".into()))
+        );
+    }
+
+    /// `detach`'s hold keeps a VM without a hold-over held over, once.
+    #[test]
+    fn detach_holds_the_next_disconnect_over() {
+        let (mut reg, vm) = registry(Duration::ZERO);
+        let p = alloc(&mut reg, vm);
+        reg.set_connected(vm, true);
+        let told = reg
+            .prepare_detach("a", Duration::from_secs(60), false, Some("{}".into()))
+            .unwrap();
+        assert_eq!((told.held, told.hold), (1, Duration::from_secs(60)));
+        reg.set_connected(vm, false);
+        let t0 = Instant::now();
+        reg.end_connection(vm, t0);
+        assert_eq!(reg.space().held_by(vm.0), vec![p]);
+        assert_eq!(reg.expire_holdovers(t0), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(reg.export("a").unwrap().device.as_deref(), Some("{}"));
+        reg.set_connected(vm, true);
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, t0);
+        assert!(reg.space().held_by(vm.0).is_empty(), "one disconnect only");
     }
 }

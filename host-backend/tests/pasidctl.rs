@@ -862,7 +862,8 @@ fn detach_and_attach_carry_the_device_over() {
 
 /// `attach` whose driver never answers times out with a clear message and
 /// a non-zero status; one that knows no device plugs the protocol's
-/// default device on --bus at --addr.
+/// default device on --bus at --addr; an export without a device is no
+/// device to plug.
 #[test]
 fn attach_without_a_probe_times_out() {
     use serde_json::json;
@@ -870,6 +871,23 @@ fn attach_without_a_probe_times_out() {
     let socket = d.path("a.sock");
     let qemu = ScriptedQmp::start(d.path("q.qmp"), &socket);
     let qmp = qemu.path.to_str().unwrap().to_string();
+    // An export taken before the detach has no device to give.
+    let early = d.path("early.json");
+    std::fs::write(&early, r#"{"vm":"a","pasids":[],"device":null}"#).unwrap();
+    let (ok, _, err) = d.ctl(&[
+        "attach",
+        "--vm",
+        "a",
+        "--qmp",
+        &qmp,
+        "--device",
+        early.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("names no device") && err.contains("pasidctl detach --json"),
+        "{err}"
+    );
     let started = Instant::now();
     let child = pasidctl(
         &d.control,

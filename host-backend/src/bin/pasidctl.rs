@@ -133,6 +133,12 @@ enum CtlError {
         what: &'static str,
         source: serde_json::Error,
     },
+    #[error(
+        "{} names no device (\"device\": null: an export taken before the VM's device was \
+         detached); give attach the output of pasidctl detach --json",
+        path.display()
+    )]
+    NoDeviceIn { path: PathBuf },
     /// A reservation refused for conflicts: each was printed already.
     #[error("{0}")]
     ReserveRefused(String),
@@ -1049,6 +1055,11 @@ fn device_from(path: &Path) -> Result<DeviceSpec, CtlError> {
     };
     let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
     let device = match value.get("device") {
+        Some(serde_json::Value::Null) => {
+            return Err(CtlError::NoDeviceIn {
+                path: path.to_path_buf(),
+            })
+        }
         Some(inner) if value.get("driver").is_none() => inner.clone(),
         _ => value,
     };

@@ -204,7 +204,15 @@ impl Registry {
             return Err(RegistryError::UnknownVm(name.to_string()));
         };
         let hold = rec.holdover.max(hold);
-        rec.detach_hold = Some(hold);
+        match rec.held_over_until {
+            // Already disconnected and held over (its device died with a
+            // daemon before this one): the hold-over lasts at least
+            // `hold` from now.
+            Some(until) if !rec.connected => {
+                rec.held_over_until = Some(until.max(Instant::now() + hold));
+            }
+            _ => rec.detach_hold = Some(hold),
+        }
         if device.is_some() {
             rec.device = device;
         }
