@@ -259,6 +259,12 @@ struct VmRecord {
     /// the connection releases at once instead of holding over. Not
     /// durable: a restart checks the process again.
     qemu_exited: bool,
+    /// The process of a connection that came while the VM held PASIDs
+    /// bound elsewhere (or to none): bound only once its driver sends a
+    /// request, so that a QEMU that connects and leaves without starting
+    /// the device (a refused `virsh restore`, a probe of the socket)
+    /// cannot take the PASIDs with it when it exits. Not durable.
+    qemu_pending: Option<QemuPeer>,
     /// Reserved for an arriving VM and not connected yet.
     reservation: Option<ReservedUntil>,
     /// `pasidctl detach` announced the coming disconnect: hold over for at
@@ -291,6 +297,7 @@ impl VmRecord {
             resumed_at: None,
             qemu: None,
             qemu_exited: false,
+            qemu_pending: None,
             reservation: None,
             detach_hold: None,
             device: None,

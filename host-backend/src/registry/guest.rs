@@ -304,6 +304,8 @@ impl Registry {
     /// list (empty for every other request).
     pub fn serve(&mut self, vm: VmId, request: Request, list: &PasidList) -> Answer {
         let tag = request.tag();
+        // A driver speaking on this connection has taken up the device.
+        self.driver_spoke(vm);
         // Every well-formed request costs a token; without one it is
         // answered RATE_LIMITED and has no effect.
         let admitted = self

@@ -355,6 +355,9 @@ impl Registry {
             pasids: wanted.clone(),
             device,
         }));
+        // The reservation waits for a QEMU still to come: the exit of one
+        // this slot knew before must not end it.
+        self.unbind_qemu(vm);
         let count = u32::try_from(wanted.len()).unwrap_or(u32::MAX);
         let new = u32::try_from(taken.len()).unwrap_or(u32::MAX);
         info!(

@@ -12,11 +12,36 @@ use super::record::{QemuPeer, Record};
 use super::{ReclaimReason, Registry, VmId};
 
 impl Registry {
-    /// Binds VM `vm`'s PASIDs to the QEMU process of its new connection
-    /// (`None`: the peer could not be named, e.g. a QEMU in another pid
-    /// namespace; the VM is then bound to no process). Journaled when it
-    /// changes.
+    /// VM `vm` has a new connection from `peer` (`None`: the peer could
+    /// not be named, e.g. a QEMU in another pid namespace). A VM holding
+    /// nothing, or connected again from the process it is bound to, is
+    /// bound to it at once. A VM holding PASIDs bound to another process
+    /// (or to none) keeps that binding until the new connection's driver
+    /// sends a request ([`Registry::serve`]): only a device that started
+    /// has claimed them. Journaled when the binding changes.
     pub fn bind_qemu(&mut self, vm: VmId, peer: Option<QemuPeer>) {
+        let held = self.space.usage(vm.0).map_or(0, |u| u.held);
+        let name = self.vm_name(vm).to_string();
+        let Some(rec) = self.record_mut(vm) else {
+            return;
+        };
+        rec.qemu_pending = None;
+        if held > 0 && rec.qemu != peer {
+            if let Some(p) = peer {
+                rec.qemu_pending = Some(p);
+                info!(
+                    "vm={name} event=qemu-pending pid={} bound={}: bound when its driver speaks",
+                    p.pid,
+                    rec.qemu.map_or(0, |q| q.pid)
+                );
+            }
+            return;
+        }
+        self.set_qemu(vm, peer);
+    }
+
+    /// Binds VM `vm` to `peer`, journaled if it changes.
+    fn set_qemu(&mut self, vm: VmId, peer: Option<QemuPeer>) {
         let Some(rec) = self.record_mut(vm) else {
             return;
         };
@@ -29,6 +54,16 @@ impl Registry {
             owner: vm.0.as_u32(),
             peer,
         });
+    }
+
+    /// The driver of VM `vm`'s connection has sent a request: the
+    /// connection's process, if its binding waited for that, is bound now.
+    pub(super) fn driver_spoke(&mut self, vm: VmId) {
+        let Some(peer) = self.record_mut(vm).and_then(|r| r.qemu_pending.take()) else {
+            return;
+        };
+        info!("vm={} event=qemu-bound pid={}", self.vm_name(vm), peer.pid);
+        self.set_qemu(vm, Some(peer));
     }
 
     /// Unbinds VM `vm`'s PASIDs from its QEMU process: its exit no longer
@@ -80,6 +115,11 @@ impl Registry {
         let Some(rec) = self.record_mut(vm) else {
             return 0;
         };
+        if rec.qemu_pending.is_some_and(|q| q.pid == pid) {
+            // It never spoke: it claimed nothing.
+            rec.qemu_pending = None;
+            return 0;
+        }
         if rec.qemu.map(|q| q.pid) != Some(pid) {
             return 0;
         }
@@ -104,15 +144,32 @@ impl Registry {
     }
 
     /// Whether the process VM `vm` is bound to has exited while it was
-    /// connected: the end of the connection then releases at once.
+    /// connected: the end of the connection then releases at once. A
+    /// connection whose process was not bound yet (its driver never
+    /// spoke) ends here: if the bound process has exited meanwhile, the
+    /// still-running process of that connection is the only one that can
+    /// come back for the PASIDs, so they are bound to it and held over;
+    /// otherwise the binding stays as it was.
     pub(super) fn take_qemu_exited(&mut self, vm: VmId) -> bool {
         let name = self.vm_name(vm).to_string();
         let Some(rec) = self.record_mut(vm) else {
             return false;
         };
+        let pending = rec.qemu_pending.take();
         if !rec.qemu_exited {
             return false;
         }
+        if let Some(peer) = pending {
+            info!(
+                "vm={name} event=qemu-bound pid={} reason=\"bound process exited\"",
+                peer.pid
+            );
+            self.set_qemu(vm, Some(peer));
+            return false;
+        }
+        let Some(rec) = self.record_mut(vm) else {
+            return false;
+        };
         rec.qemu_exited = false;
         let Some(peer) = rec.qemu.take() else {
             return false;
@@ -179,6 +236,88 @@ mod tests {
 
     fn held(reg: &Registry, vm: VmId) -> usize {
         reg.space().held_by(vm.0).len()
+    }
+
+    /// Held over, bound to `pid`, holding `n`.
+    fn held_over(pid: u32, n: usize) -> (Registry, VmId) {
+        let (mut reg, vm) = registry(Duration::from_secs(300));
+        connected(&mut reg, vm, pid, n);
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, Instant::now());
+        (reg, vm)
+    }
+
+    fn probe(reg: &mut Registry, vm: VmId) {
+        reg.handle(
+            vm,
+            Request::Alloc {
+                tag: 99,
+                min: 1,
+                max: 255,
+            },
+        );
+    }
+
+    /// A QEMU that connects to a held-over VM and leaves without its
+    /// driver speaking (a refused `virsh restore`) does not take the
+    /// binding: its exit releases nothing, the bound process's still does.
+    #[test]
+    fn a_connection_whose_driver_never_spoke_does_not_take_the_binding() {
+        let (mut reg, vm) = held_over(100, 3);
+        reg.set_connected(vm, true);
+        reg.bind_qemu(vm, peer(200));
+        assert_eq!(reg.bound_qemu(vm).map(|q| q.pid), Some(100));
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, Instant::now());
+        assert_eq!(reg.qemu_exited(vm, 200, false), 0);
+        assert_eq!(held(&reg, vm), 3);
+        assert!(reg.vms()[0].held_over_for.is_some());
+        assert_eq!(reg.qemu_exited(vm, 100, false), 3);
+
+        // Unbound by detach --keep: the same, and nothing is released.
+        let (mut reg, vm) = held_over(100, 2);
+        reg.unbind_qemu(vm);
+        reg.set_connected(vm, true);
+        reg.bind_qemu(vm, peer(200));
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, Instant::now());
+        assert_eq!(reg.qemu_exited(vm, 200, false), 0);
+        assert_eq!(held(&reg, vm), 2);
+    }
+
+    /// Once the new connection's driver speaks, the binding is its own:
+    /// the old process's exit ends nothing, the new one's does.
+    #[test]
+    fn the_binding_moves_when_the_driver_speaks() {
+        let (mut reg, vm) = held_over(100, 3);
+        reg.set_connected(vm, true);
+        reg.bind_qemu(vm, peer(200));
+        probe(&mut reg, vm);
+        assert_eq!(reg.bound_qemu(vm).map(|q| q.pid), Some(200));
+        assert_eq!(reg.qemu_exited(vm, 100, false), 0);
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, Instant::now());
+        assert_eq!(held(&reg, vm), 4);
+        assert_eq!(reg.qemu_exited(vm, 200, false), 4);
+        assert_eq!(held(&reg, vm), 0);
+    }
+
+    /// The bound process exits while a connection whose driver has not
+    /// spoken is up: at that connection's end the PASIDs are bound to its
+    /// process and held over, not released (it is the only one left that
+    /// can come back for them); its own exit then releases them.
+    #[test]
+    fn a_silent_connection_outliving_the_bound_process_takes_the_binding() {
+        let (mut reg, vm) = held_over(100, 3);
+        reg.set_connected(vm, true);
+        reg.bind_qemu(vm, peer(200));
+        assert_eq!(reg.qemu_exited(vm, 100, false), 0, "connected: noted");
+        reg.set_connected(vm, false);
+        reg.end_connection(vm, Instant::now());
+        assert_eq!(held(&reg, vm), 3);
+        assert_eq!(reg.bound_qemu(vm).map(|q| q.pid), Some(200));
+        assert_eq!(reg.qemu_exited(vm, 200, false), 3);
+        assert_eq!(held(&reg, vm), 0);
     }
 
     /// A hold-over bound to a process ends when that process exits; the
