@@ -374,9 +374,12 @@ mod tests {
                 .stdin(Stdio::null())
                 .spawn()
                 .unwrap();
+            // As a connection does: connected, bound, then the driver's
+            // requests.
+            lock(&registry).set_connected(vm, true);
+            watch.bind(&registry, vm, "a", Some(child.id()));
             {
                 let mut reg = lock(&registry);
-                reg.set_connected(vm, true);
                 for tag in 0..3 {
                     reg.handle(
                         vm,
@@ -388,7 +391,6 @@ mod tests {
                     );
                 }
             }
-            watch.bind(&registry, vm, "a", Some(child.id()));
             assert_eq!(lock(&registry).vms()[0].qemu_pid, Some(child.id()));
             {
                 let mut reg = lock(&registry);
@@ -431,6 +433,7 @@ mod tests {
             let (registry, vm) = registry();
             let mut reg = lock(&registry);
             reg.set_connected(vm, true);
+            reg.bind_qemu(vm, Some(QemuPeer { pid, boot_id }));
             for tag in 0..2 {
                 reg.handle(
                     vm,
@@ -441,7 +444,6 @@ mod tests {
                     },
                 );
             }
-            reg.bind_qemu(vm, Some(QemuPeer { pid, boot_id }));
             // As after a restart: nothing connected.
             reg.set_connected(vm, false);
             assert_eq!(
