@@ -248,10 +248,12 @@ static bool vpasid_lease_hold(struct virtio_pasid *vp, u32 pasid,
 	if (vp->nspill >= vp->spill_room)
 		return false;
 	vp->spill[vp->nspill++] = pasid;
-	vp->spilled = true;
-	if (!vp->lease_stopped)
+	/* Set: spill_work is queued, or running and will look again. */
+	if (!vp->spilled && !vp->lease_stopped) {
+		vp->spilled = true;
 		schedule_delayed_work(&vp->spill_work,
 				      msecs_to_jiffies(VPASID_SPILL_IDLE_MS));
+	}
 	return true;
 }
 
