@@ -509,9 +509,9 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 
 /*
  * One step of the work item; process context. False when done. Below the
- * low mark: a GRANT (the refill that could not be posted from the kick);
- * else the spill goes back, in whole batches, or all of it once no free
- * has spilled for VPASID_SPILL_IDLE_MS (@all).
+ * low mark: a GRANT of a whole batch (the refill that could not be posted
+ * from the kick); else the spill goes back, in whole batches, or all of
+ * it once no free has spilled for VPASID_SPILL_IDLE_MS (@all).
  */
 static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 {
@@ -528,8 +528,16 @@ static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 			opcode = VIRTIO_PASID_OP_GRANT;
 			count = min(vp->lease_size - vp->ncached - vp->granting,
 				    vpasid_lease_host_room(vp));
+			/* Whole batches only, as the kick's refill. */
+			if (count < vpasid_lease_batch(vp))
+				count = 0;
 		} else if (vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX ||
-			   (all && vp->nspill)) {
+			   (all && vp->nspill && !vp->spilled)) {
+			/*
+			 * The last partial batch only while no free spills:
+			 * frees that resumed meanwhile (they queued spill_work
+			 * again) would otherwise be sent a few at a time.
+			 */
 			opcode = VIRTIO_PASID_OP_RETURN;
 			count = vp->nspill;
 		}
