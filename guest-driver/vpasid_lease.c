@@ -18,9 +18,11 @@
  *     (vpasid_lease_refill()), so that up to C PASIDs are on their way
  *     while a burst takes the rest; the reap applies the answers, and
  *     alloc() looks at the virtqueue itself while answers are due.
- *   - A miss (nothing cached in the range asked for) of a cache that was
- *     filled before is demand the refills did not foresee: C goes to
- *     lease_max at once. A miss is served by the first answer that brings
+ *   - Growth: a refill needed again before the last one was answered means
+ *     the burst takes more than C/4 per round trip: C doubles (up to
+ *     lease_max). A miss (nothing cached in the range asked for) of a
+ *     cache that was filled before is demand the refills did not foresee:
+ *     C goes to lease_max at once. A miss is served by the first answer that brings
  *     a PASID in the range: the spill's, a GRANT's already on its way, or
  *     one GRANT of the largest batch the host and the quota allow, busy-
  *     polled (vpasid_lease_fetch()). Only what a GRANT cannot serve
@@ -33,8 +35,8 @@
  *     what is beyond waits in the spill), and its last partial batch
  *     once no free has spilled for VPASID_SPILL_IDLE_MS (spill_work). A
  *     refill or a miss takes from the spill before it asks the host.
- *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss, C
- *     halves (down to lease_cap) and what lies above it moves to the
+ *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss nor
+ *     growth, C halves (down to lease_cap) and what lies above it moves to the
  *     spill, so an idle guest does not sit on a large cache. A steady
  *     alloc+free loop never misses, so C stays.
  *   - Cached PASIDs (the spill's too) count against the VM's quota: the
@@ -147,6 +149,19 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 					     struct completion *done);
 
 /*
+ * Demand outran the cache: its size becomes @size, and no shrink period
+ * counts this one as quiet; vp->lock held.
+ */
+static void vpasid_lease_grow(struct virtio_pasid *vp, unsigned int size)
+{
+	vp->lease_missed = true;
+	vp->lease_size = max(vp->lease_size, size);
+	if (vp->lease_size > vp->lease_cap && !vp->lease_stopped)
+		schedule_delayed_work(&vp->shrink_work,
+				      msecs_to_jiffies(VPASID_SHRINK_MS));
+}
+
+/*
  * PASIDs waiting in the spill serve before the host is asked: move them
  * back into the cache, up to its size. vp->lock held.
  */
@@ -170,6 +185,15 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	unsigned int count;
 
 	vpasid_spill_unspill(vp);
+	/*
+	 * Below the mark again before the last refill was answered: the
+	 * burst takes more than C/4 per round trip, and refills this small
+	 * would run behind it, in small GRANTs. C doubles (up to the cap),
+	 * as a miss raises it, before it would miss.
+	 */
+	if (vp->granting && vp->lease_warm &&
+	    vp->ncached + vp->granting < vpasid_lease_low(vp))
+		vpasid_lease_grow(vp, min(vp->lease_size * 2, vp->lease_room));
 	while (!vp->grant_blocked &&
 	       vp->ncached + vp->granting + vpasid_lease_batch(vp) <=
 	       vp->lease_size &&
@@ -616,11 +640,7 @@ void vpasid_lease_missed(struct virtio_pasid *vp)
 	/* The first fill of a cold cache is not demand outpacing it. */
 	if (!vp->lease_cap || !vp->lease_warm)
 		return;
-	vp->lease_missed = true;
-	vp->lease_size = vp->lease_room;
-	if (vp->lease_size > vp->lease_cap && !vp->lease_stopped)
-		schedule_delayed_work(&vp->shrink_work,
-				      msecs_to_jiffies(VPASID_SHRINK_MS));
+	vpasid_lease_grow(vp, vp->lease_room);
 }
 
 /*
