@@ -15,7 +15,7 @@
  *   vpasid_lease.c	the lease cache (GRANT, RETURN) and its work item
  *   vpasid_wait.c	bounded waits: busy-poll, sleep; one v1 request
  *   vpasid_transport.c	request slots, post, reap, FREEs nobody waits for
- *   vpasid_ids.c	ascending PASID arrays
+ *   vpasid_ids.c	sorted PASID arrays
  * The wire format is the protocol header virtio_pasid.h.
  */
 #ifndef _VPASID_H
@@ -116,6 +116,14 @@ struct vpasid_stats {
 	atomic64_t refills;		/* GRANTs answered OK */
 	atomic64_t returns;		/* RETURNs answered OK */
 	atomic64_t fast_fails;		/* failed at once: device unresponsive */
+	/* Where time goes: waits for the host inside alloc() and free(). */
+	atomic64_t alloc_waits;		/* allocations that waited for the host */
+	atomic64_t alloc_wait_ns;	/* their time, from miss to PASID */
+	atomic64_t free_waits;		/* frees that waited for the host */
+	atomic64_t free_wait_ns;
+	atomic64_t answers;		/* answers reaped (any request) */
+	atomic64_t answer_rtt_ns;	/* their time from posting to reap */
+	atomic64_t single_frees;	/* FREE requests posted */
 	/* RECONCILE results (vpasid_reconcile.c), per listed PASID. */
 	atomic64_t reconcile_kept;
 	atomic64_t reconcile_granted;
@@ -132,9 +140,9 @@ struct virtio_pasid {
 	struct virtio_device *vdev;
 	struct virtqueue *vq;	/* NULL while frozen */
 	/*
-	 * Protects vq, slots, waiters, seq, unresponsive, pending_frees,
-	 * npending and the lease cache
-	 * (cache, ncached, returning, granting, prefetching, lease_size,
+	 * Protects vq, slots, waiters, seq, unresponsive, reaping,
+	 * pending_frees, npending and the lease cache (cache, ncached, spill,
+	 * nspill, spilled, returning, granting, lease_posting, lease_size,
 	 * lease_missed, lease_warm, lease_stopped, grant_blocked, want_min,
 	 * want_max); taken in the vq callback.
 	 */
@@ -147,6 +155,8 @@ struct virtio_pasid {
 	u32 seq;		/* low half of every tag */
 	/* A request timed out and no answer came since: fail at once. */
 	bool unresponsive;
+	/* Inside vpasid_reap(): a completion's nested reap returns at once. */
+	bool reaping;
 	/* Called (vp->lock held) when an answer clears the mark, or NULL. */
 	void (*responsive)(struct virtio_pasid *vp);
 	/* FREEs to post as soon as a slot comes back (the reap posts them). */
@@ -170,17 +180,28 @@ struct virtio_pasid {
 	unsigned int lease_size;	/* current size: watermarks, room */
 	bool lease_missed;	/* a miss since the last shrink period */
 	bool lease_warm;	/* a GRANT filled the cache: misses now grow it */
-	u32 *cache;		/* lease_room entries, ncached used, ascending */
+	u32 *cache;		/* lease_room entries, ncached used, descending */
 	unsigned int ncached;
+	/*
+	 * Held, not handed out, beyond the cache's size: freed PASIDs (and
+	 * granted ones the cache had no room for) waiting to go back in a
+	 * RETURN of a whole batch. spill_room (the quota, bounded) entries,
+	 * nspill used, in no order.
+	 */
+	u32 *spill;
+	unsigned int nspill;
+	unsigned int spill_room;
+	bool spilled;		/* a PASID spilled since spill_work last ran */
 	unsigned int returning;	/* listed in RETURNs not answered yet */
 	unsigned int granting;	/* asked for in GRANTs not answered yet */
-	bool prefetching;	/* posting a prefetch GRANT: no re-entry */
+	bool lease_posting;	/* the kick is posting: no re-entry */
 	bool lease_stopped;	/* no work item may run or be queued */
 	bool grant_blocked;	/* the last GRANT found no room; until a free */
 	u32 want_min;		/* the range GRANT asks for */
 	u32 want_max;
 	struct work_struct lease_work;
 	struct delayed_work shrink_work;	/* halves lease_size when idle */
+	struct delayed_work spill_work;	/* returns the spill's last batch */
 	/* Registration retries after -EAGAIN; under the registration mutex. */
 	struct delayed_work register_work;
 	unsigned int retry_ms;
@@ -205,6 +226,10 @@ unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid);
 bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid);
 void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
 bool vpasid_ids_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid);
+bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid);
+bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid);
+unsigned int vpasid_desc_merge(u32 *ids, unsigned int *n, const u32 *add,
+			       unsigned int m);
 
 /* vpasid_transport.c */
 const char *vpasid_op_name(u16 opcode);
@@ -230,6 +255,9 @@ int vpasid_request(struct virtio_pasid *vp, u16 opcode, u32 pasid,
 		   u32 min, u32 max, vpasid_answered_t answered,
 		   bool may_sleep, u32 *value);
 unsigned int vpasid_quiesce(struct virtio_pasid *vp);
+int vpasid_poll_for(struct virtio_pasid *vp,
+		    bool (*ready)(struct virtio_pasid *vp, void *arg),
+		    void *arg);
 
 /* vpasid_lease.c */
 unsigned int vpasid_lease_wanted(void);
@@ -240,10 +268,12 @@ void vpasid_lease_drain(struct virtio_pasid *vp);
 void vpasid_lease_kick(struct virtio_pasid *vp);
 int vpasid_lease_return_one(struct virtio_pasid *vp);
 void vpasid_lease_missed(struct virtio_pasid *vp);
-int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room);
+int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
+		       u32 hi, u32 *pasid);
 bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid);
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
+unsigned int vpasid_lease_held(const struct virtio_pasid *vp);
 
 /* vpasid_alloc.c */
 int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,

@@ -12,6 +12,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/ktime.h>
 #include <linux/virtio.h>
 
 #include "vpasid.h"
@@ -56,21 +57,47 @@ static int vpasid_alloc_one(struct virtio_pasid *vp, u32 lo, u32 hi,
 }
 
 /*
+ * The cache could not serve [lo, hi]: the spill, or the first GRANT answer
+ * that brings a PASID in the range (vpasid_lease_fetch(): a batch, as far
+ * as the quota leaves room), serves it. What a GRANT cannot serve
+ * (nothing granted, or another CPU took the batch) is one synchronous
+ * ALLOC; at the quota with only
+ * PASIDs outside the range cached, one of them goes back first (a
+ * synchronous RETURN), or the ALLOC could not succeed. Atomic context.
+ */
+static int vpasid_alloc_miss(struct virtio_pasid *vp, u32 lo, u32 hi,
+			     unsigned long in_use, unsigned int cached,
+			     u32 *pasid)
+{
+	int status;
+
+	/* The quota read at probe; the host's answers cover a change. */
+	if (in_use + cached < vp->quota &&
+	    vpasid_lease_fetch(vp, vp->quota - in_use - cached, lo, hi,
+			       pasid) == VIRTIO_PASID_S_OK)
+		return VIRTIO_PASID_S_OK;
+	if (cached && in_use + cached >= vp->quota)
+		vpasid_lease_return_one(vp);
+	status = vpasid_alloc_one(vp, lo, hi, pasid);
+	if (status == VIRTIO_PASID_S_QUOTA_EXCEEDED &&
+	    vpasid_lease_return_one(vp) == VIRTIO_PASID_S_OK)
+		status = vpasid_alloc_one(vp, lo, hi, pasid);
+	return status;
+}
+
+/*
  * Get a PASID in [lo, hi] for alloc(), with @in_use PASIDs handed out
  * already; atomic context. The lowest cached one in range if any, with no
- * round trip. Else (a miss, which also grows the cache) one synchronous
- * GRANT fetches a batch in the range, as far as the quota leaves room,
- * and the lowest of it is handed out. What a GRANT cannot serve (nothing
- * granted, or another CPU took the batch) is one synchronous ALLOC; at
- * the quota with only PASIDs outside the range cached, one of them goes
- * back first (a synchronous RETURN), or the ALLOC could not succeed.
- * Return the device's status or a negative errno.
+ * round trip; else a miss (vpasid_alloc_miss()), which also grows the
+ * cache, and whose wait for the host is counted (alloc_wait_ns). Return
+ * the device's status or a negative errno.
  */
 int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 		       unsigned long in_use, u32 *pasid)
 {
 	unsigned long flags;
 	unsigned int cached;
+	ktime_t start;
 	bool hit;
 	int status;
 
@@ -81,7 +108,7 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 
 	spin_lock_irqsave(&vp->lock, flags);
 	hit = vpasid_cache_take(vp, lo, hi, pasid);
-	cached = vp->ncached + vp->returning;
+	cached = vp->ncached + vp->nspill + vp->returning;
 	if (!hit) {
 		/* The cache follows demand: see the watermarks. */
 		if (lo != vp->want_min || hi != vp->want_max)
@@ -98,22 +125,11 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 	}
 
 	atomic64_inc(&vp->stats.lease_misses);
-	/* The quota read at probe; the host's answers cover a change. */
-	if (in_use + cached < vp->quota &&
-	    vpasid_lease_fetch(vp, vp->quota - in_use - cached) ==
-	    VIRTIO_PASID_S_OK) {
-		spin_lock_irqsave(&vp->lock, flags);
-		hit = vpasid_cache_take(vp, lo, hi, pasid);
-		spin_unlock_irqrestore(&vp->lock, flags);
-		if (hit)
-			return VIRTIO_PASID_S_OK;
-	}
-	if (cached && in_use + cached >= vp->quota)
-		vpasid_lease_return_one(vp);
-	status = vpasid_alloc_one(vp, lo, hi, pasid);
-	if (status == VIRTIO_PASID_S_QUOTA_EXCEEDED &&
-	    vpasid_lease_return_one(vp) == VIRTIO_PASID_S_OK)
-		status = vpasid_alloc_one(vp, lo, hi, pasid);
+	start = ktime_get();
+	status = vpasid_alloc_miss(vp, lo, hi, in_use, cached, pasid);
+	atomic64_inc(&vp->stats.alloc_waits);
+	atomic64_add(ktime_to_ns(ktime_sub(ktime_get(), start)),
+		     &vp->stats.alloc_wait_ns);
 	return status;
 }
 

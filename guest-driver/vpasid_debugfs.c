@@ -37,6 +37,13 @@ static const struct vpasid_counter vpasid_counters[] = {
 	VPASID_COUNTER("refills", refills),
 	VPASID_COUNTER("returns", returns),
 	VPASID_COUNTER("fast_fails", fast_fails),
+	VPASID_COUNTER("alloc_waits", alloc_waits),
+	VPASID_COUNTER("alloc_wait_ns", alloc_wait_ns),
+	VPASID_COUNTER("free_waits", free_waits),
+	VPASID_COUNTER("free_wait_ns", free_wait_ns),
+	VPASID_COUNTER("answers", answers),
+	VPASID_COUNTER("answer_rtt_ns", answer_rtt_ns),
+	VPASID_COUNTER("single_frees", single_frees),
 	VPASID_COUNTER("reconcile_kept", reconcile_kept),
 	VPASID_COUNTER("reconcile_granted", reconcile_granted),
 	VPASID_COUNTER("reconcile_conflicts", reconcile_conflicts),
@@ -73,7 +80,9 @@ static int vpasid_stats_show(struct seq_file *m, void *unused)
 	 */
 	seq_printf(m, "lease_cap %u\n", vp->lease_cap);
 	seq_printf(m, "lease_size %u\n", READ_ONCE(vp->lease_size));
-	seq_printf(m, "cached %u\n", READ_ONCE(vp->ncached));
+	/* The spill too: held, not handed out, on its way back. */
+	seq_printf(m, "cached %u\n", vpasid_lease_held(vp));
+	seq_printf(m, "spill %u\n", READ_ONCE(vp->nspill));
 	seq_printf(m, "unresponsive %u\n", READ_ONCE(vp->unresponsive) ? 1 : 0);
 	for (i = 0; i < ARRAY_SIZE(vpasid_counters); i++) {
 		const atomic64_t *counter = (const atomic64_t *)

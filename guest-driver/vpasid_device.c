@@ -9,6 +9,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bits.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/random.h>
 #include <linux/slab.h>
@@ -189,6 +190,7 @@ err_detach:
 	vpasid_detach(vp);
 err_free_bufs:
 	kfree(vp->cache);
+	kvfree(vp->spill);
 	kfree(vp->bufs);
 err_free:
 	kfree(vp);
@@ -237,6 +239,7 @@ static void vpasid_remove(struct virtio_device *vdev)
 			 dropped);
 	vpasid_debugfs_remove(vp);
 	kfree(vp->cache);
+	kvfree(vp->spill);
 	kfree(vp->bufs);
 	kfree(vp);
 	dev_info(&vdev->dev, "removed\n");

@@ -218,16 +218,21 @@ void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
  * Remove with PASIDs outstanding from a device that offered RECONCILE:
  * keep its lease cache (vp->cache) for the draining allocator and a later
  * resume instead of returning it. After vpasid_detach() and
- * vpasid_lease_stop(): nothing else touches the cache.
+ * vpasid_lease_stop(): nothing else touches the cache. The spill (on its
+ * way back) is not kept: the host keeps those PASIDs until the resume's
+ * RECONCILE, which does not list them, or the next RESET.
  */
 void vpasid_orphan_cache(struct virtio_pasid *vp)
 {
-	unsigned int kept = 0;
+	unsigned int kept = 0, i;
 	u32 *old = NULL;
 
 	mutex_lock(&vpasid_reg.mutex);
 	spin_lock(&vpasid_reg.lock);
 	if (vpasid_reg.state == VPASID_DRAINING && vp->cache) {
+		/* The cache is descending, the orphans ascending. */
+		for (i = 0; i < vp->ncached / 2; i++)
+			swap(vp->cache[i], vp->cache[vp->ncached - 1 - i]);
 		old = vpasid_reg.orphan;
 		vpasid_reg.orphan = vp->cache;
 		vpasid_reg.norphan = vp->ncached;

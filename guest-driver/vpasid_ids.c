@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * virtio_pasid ascending PASID arrays: the lease cache (vpasid_lease.c) and
- * the cache a removed device left (the orphans, vpasid_held.c). Sorted so
- * that an allocation takes the lowest PASID of a range with one binary
- * search. Pure helpers: the caller holds whatever lock guards the array.
+ * virtio_pasid sorted PASID arrays. Ascending: the cache a removed device
+ * left (the orphans, vpasid_held.c), listed in order by a resume.
+ * Descending: the lease cache (vpasid_lease.c), so that what alloc() and
+ * free() touch most, the lowest PASIDs, sits at the array's end, where a
+ * take or an insert moves next to nothing (an ascending array moved the
+ * whole cache on every one), and a GRANT's batch, higher than what is
+ * cached, goes in with one merge. Both are sorted so that an allocation
+ * takes the lowest PASID of a range with one binary search. Pure helpers:
+ * the caller holds whatever lock guards the array.
  */
 #include <linux/string.h>
 
@@ -61,4 +66,92 @@ bool vpasid_ids_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid)
 	*pasid = ids[at];
 	vpasid_ids_remove(ids, n, at);
 	return true;
+}
+
+/* How many of the @n descending @ids are >= @pasid (a prefix of them). */
+static unsigned int vpasid_desc_count_ge(const u32 *ids, unsigned int n,
+					 u32 pasid)
+{
+	unsigned int lo = 0, hi = n;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+
+		if (ids[mid] >= pasid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Take the lowest of the *@n descending @ids in [@lo, @hi] into *@pasid:
+ * the last entry when @lo is at most the lowest. False, and nothing
+ * changed, when none lies there.
+ */
+bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid)
+{
+	unsigned int at = *n;
+
+	if (!at)
+		return false;
+	if (ids[at - 1] < lo)
+		at = vpasid_desc_count_ge(ids, at, lo);
+	if (!at || ids[at - 1] > hi)
+		return false;
+	*pasid = ids[at - 1];
+	(*n)--;
+	memmove(&ids[at - 1], &ids[at], (*n - (at - 1)) * sizeof(*ids));
+	return true;
+}
+
+/*
+ * Insert @pasid into the *@n descending @ids, which have room for one
+ * more: a PASID lower than every cached one (a free of one just handed
+ * out) goes at the end. False, and nothing changed, when it is there
+ * already.
+ */
+bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
+{
+	unsigned int at = *n;
+
+	if (at && ids[at - 1] <= pasid)
+		at = vpasid_desc_count_ge(ids, at, pasid);
+	if (at && ids[at - 1] == pasid)
+		return false;
+	memmove(&ids[at + 1], &ids[at], (*n - at) * sizeof(*ids));
+	ids[at] = pasid;
+	(*n)++;
+	return true;
+}
+
+/*
+ * Merge the @m descending @add into the *@n descending @ids, which have
+ * room for them, in one pass: the old entries move up by @m once, then
+ * both runs are merged from the top. A PASID in both is kept once.
+ * Return how many of @add were there already.
+ */
+unsigned int vpasid_desc_merge(u32 *ids, unsigned int *n, const u32 *add,
+			       unsigned int m)
+{
+	unsigned int i = m, j = 0, k = 0, dup = 0;
+
+	memmove(&ids[m], &ids[0], *n * sizeof(*ids));
+	/* ids[i..i + n - j) are the old ones left; add[j..m) the new. */
+	while (j < m) {
+		if (i < m + *n && ids[i] >= add[j]) {
+			if (ids[i] == add[j]) {
+				dup++;
+				j++;
+			}
+			ids[k++] = ids[i++];
+		} else {
+			ids[k++] = add[j++];
+		}
+	}
+	while (i < m + *n)
+		ids[k++] = ids[i++];
+	*n = k;
+	return dup;
 }

@@ -3,46 +3,61 @@
  * virtio_pasid leases (VIRTIO_PASID_F_LEASE): a per-device cache of PASIDs
  * the VM holds on the host but has not handed out, so that alloc() and
  * free() need no round trip. GRANT fills the cache and RETURN trims it,
- * mostly from a work item in process context; the allocator takes from
- * and puts into the cache under vp->lock, which never sleeps.
+ * posted by alloc() and free() and never waited for (a work item in
+ * process context when they cannot post); the allocator takes from and
+ * puts into the cache under vp->lock, which never sleeps.
  *
- * Policy (docs/guest.md, "Leases"). The cache has a size S, between the
+ * Policy (docs/guest.md, "Leases"). The cache has a size C, between the
  * resting size lease_cap (min(lease, lease_max)) and the host's cap
- * lease_max (lease_room, the array's length), and the work item keeps it
- * between the watermarks of S (below).
- *   - A miss (nothing cached in the range asked for) of a cache that was
- *     filled before is demand the cache did not foresee: S doubles (up to
- *     lease_max). Any miss fetches a batch with one GRANT, busy-polled
- *     (vpasid_lease_fetch(): one to hand out plus the target S/2, as far
- *     as the quota and VIRTIO_PASID_LEASE_BATCH_MAX allow) and hands out
- *     the lowest; below the low mark a GRANT is posted ahead of need.
- *     Only what a GRANT cannot serve (nothing granted: a VM at its quota,
- *     or no free PASID in the range) costs a single ALLOC.
- *   - A free into a full cache posts one RETURN of the highest cached
- *     PASIDs (down to the target), never waited for, so that a burst of
- *     frees costs one request per batch, not one FREE each; with four
- *     batches unanswered, the next full cache waits (busy-polled) for a
- *     RETURN of its own, so that frees never run ahead of the host by more
- *     than that (nor out of request slots).
- *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss, S
- *     halves (down to lease_cap) and the work item returns what lies above
- *     the new high watermark, so an idle guest does not sit on a large
- *     cache. A steady alloc+free loop never misses, so S stays.
- *   - Cached PASIDs count against the VM's quota: the host grants at most
- *     its cap less what the driver says it caches, and an allocation at
- *     the quota with only out-of-range PASIDs cached returns one first.
+ * lease_max (lease_room, the array's length). Its array is descending, so
+ * that the lowest PASIDs, which alloc() takes and free() gives back most,
+ * sit at its end and cost no move (vpasid_ids.c).
+ *   - Supply runs ahead of demand: once fewer than C - C/4 are cached
+ *     (counting what unanswered GRANTs bring), GRANTs of a whole batch
+ *     each are posted at once, never waited for, up to C
+ *     (vpasid_lease_refill()), so that up to C PASIDs are on their way
+ *     while a burst takes the rest; the reap applies the answers, and
+ *     alloc() looks at the virtqueue itself while answers are due.
+ *   - Growth: a refill needed again before the last one was answered means
+ *     the burst takes more than C/4 per round trip: C doubles (up to
+ *     lease_max). A miss (nothing cached in the range asked for) of a
+ *     cache that was filled before is demand the refills did not foresee:
+ *     C goes to lease_max at once. A miss is served by the first answer that brings
+ *     a PASID in the range: the spill's, a GRANT's already on its way, or
+ *     one GRANT of the largest batch the host and the quota allow, busy-
+ *     polled (vpasid_lease_fetch()). Only what a GRANT cannot serve
+ *     (nothing granted: a VM at its quota, or no free PASID in the range)
+ *     costs a single ALLOC.
+ *   - Frees never wait: a free goes into the cache while it holds fewer
+ *     than C, else into the spill (as long as the quota, so it never
+ *     fills up), which goes back one RETURN per whole batch, posted and
+ *     never waited for (at most VPASID_RETURNS_AHEAD PASIDs unanswered;
+ *     what is beyond waits in the spill), and its last partial batch
+ *     once no free has spilled for VPASID_SPILL_IDLE_MS (spill_work). A
+ *     refill or a miss takes from the spill before it asks the host.
+ *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss nor
+ *     growth, C halves (down to lease_cap) and what lies above it moves to the
+ *     spill, so an idle guest does not sit on a large cache. A steady
+ *     alloc+free loop never misses, so C stays.
+ *   - Cached PASIDs (the spill's too) count against the VM's quota: the
+ *     host grants at most its cap less what the driver says it holds, the
+ *     driver never asks beyond its cap (unanswered GRANTs included), and
+ *     an allocation at the quota with only out-of-range PASIDs held
+ *     returns one first.
  *
  * Accounting rule, so that nothing is handed out twice and nothing is
  * lost: every PASID the VM holds on the host is, in the driver, either
- * handed out (the framework's), in the cache, or listed in a RETURN not
- * answered yet (vp->returning). The effect of a GRANT or RETURN answer is
- * applied when the answer arrives (vpasid_lease_answered(), from the reap),
- * whoever waits for it and however late it comes:
- *   - GRANT OK: the PASIDs granted go into the cache (those outside the
- *     range asked for, or beyond the cache's room, go back with a FREE);
+ * handed out (the framework's), in the cache, in the spill, or listed in
+ * a RETURN not answered yet (vp->returning). The effect of a GRANT or
+ * RETURN answer is applied when the answer arrives
+ * (vpasid_lease_answered(), from the reap), whoever waits for it and
+ * however late it comes:
+ *   - GRANT OK: the PASIDs granted go into the cache in one merge (those
+ *     beyond the array's room into the spill; those outside the range
+ *     asked for go back with a FREE);
  *   - RETURN OK: the PASIDs listed are gone;
  *   - RETURN answered RATE_LIMITED or INTERNAL: the host released nothing,
- *     so the PASIDs listed go back into the cache;
+ *     so the PASIDs listed go back into the cache or the spill;
  *   - RETURN answered NOT_FOUND, NOT_OWNER or INVALID: the host says the
  *     VM does not hold (all of) them, e.g. after an operator release, so
  *     none of them is handed out again; those the VM did hold stay held
@@ -58,6 +73,8 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/completion.h>
+#include <linux/ktime.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -69,16 +86,17 @@ module_param(lease, uint, 0644);
 MODULE_PARM_DESC(lease,
 		 "Most PASIDs to keep cached per device, capped by the device's lease_max; 0 turns leases off (default 32; read at probe)");
 
-/* Work item rounds per run: enough to move a whole cache in batches. */
-#define VPASID_LEASE_ROUNDS \
-	(VIRTIO_PASID_LEASE_MAX / VIRTIO_PASID_LEASE_BATCH_MAX + 1)
-/*
- * Most PASIDs in unanswered RETURNs before a free into a full cache waits
- * for a RETURN of its own: a few batches (request slots) ahead of the host.
- */
-#define VPASID_RETURN_AHEAD	(4 * VIRTIO_PASID_LEASE_BATCH_MAX)
+/* Batches in unanswered RETURNs, and in unanswered GRANTs, at most: */
+#define VPASID_RETURNS_AHEAD	(6 * VIRTIO_PASID_LEASE_BATCH_MAX)
+#define VPASID_GRANTS_AHEAD	(6 * VIRTIO_PASID_LEASE_BATCH_MAX)
+/* together 12 of the 16 request slots: 4 stay for the waited-for ones. */
+/* The spill's length: the quota, within these bounds. */
+#define VPASID_SPILL_MIN	(2 * VIRTIO_PASID_LEASE_BATCH_MAX)
+#define VPASID_SPILL_MAX	65536
 /* How long without a miss before the cache's size halves. */
 #define VPASID_SHRINK_MS	1000
+/* How long without a free into the spill before its last batch goes. */
+#define VPASID_SPILL_IDLE_MS	10
 
 /* How a lease request's answer is waited for. */
 enum vpasid_lease_wait {
@@ -93,35 +111,36 @@ unsigned int vpasid_lease_wanted(void)
 }
 
 /*
- * Watermarks, for a cache of size C (lease_size): refill when at most C/4 are
- * cached, return when more than C - C/4 are, and either way move the cache
- * to its target C/2 (at least 1). A steady loop of one alloc() and one
- * free() moves the cache between target - 1 and target, so it never
- * crosses a watermark: it hits the cache every time and sends nothing.
- * Bursts of up to C/4 allocs (or frees) also stay within the band; larger
- * ones cost one GRANT (or RETURN) per 64 PASIDs, not one request each, and
- * a burst that empties the cache grows C (the policy above).
- *
- * The cache fills lazily: the first allocation finds it empty, fetches a
- * batch itself, and kicks the work item. GRANT asks for the range of the
- * last allocation the cache could not serve, so that the cache holds what
- * callers ask for. Cached PASIDs outside that range stay (they serve other
- * callers) until the high watermark, or the quota (see
- * vpasid_alloc_pasid()), sends them back.
+ * The low mark of a cache of size C (lease_size): at fewer than C - C/4
+ * cached (counting what unanswered GRANTs bring) the cache is refilled up
+ * to C, in whole batches, so that a burst finds up to C PASIDs on their
+ * way while it takes the rest. A steady loop of one alloc() and one
+ * free() moves the cache between C - 1 and C, so it never crosses the
+ * mark nor spills: it hits the cache every time and sends nothing. Bursts
+ * of up to C/4 allocations then as many frees send nothing either.
  */
 static unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 {
-	return vp->lease_size / 4;
-}
-
-static unsigned int vpasid_lease_target(const struct virtio_pasid *vp)
-{
-	return max(vp->lease_size / 2, 1U);
-}
-
-static unsigned int vpasid_lease_high(const struct virtio_pasid *vp)
-{
 	return vp->lease_size - vp->lease_size / 4;
+}
+
+/* A refill's batch: a whole one, or what a small cache's band holds. */
+static unsigned int vpasid_lease_batch(const struct virtio_pasid *vp)
+{
+	return clamp_t(unsigned int, vp->lease_size / 4, 1,
+		       VIRTIO_PASID_LEASE_BATCH_MAX);
+}
+
+/*
+ * What the host still grants: its cap less what the driver holds and has
+ * not handed out, unanswered GRANTs included. vp->lock held.
+ */
+static unsigned int vpasid_lease_host_room(const struct virtio_pasid *vp)
+{
+	unsigned int held = vp->ncached + vp->nspill + vp->returning +
+			    vp->granting;
+
+	return vp->lease_max > held ? vp->lease_max - held : 0;
 }
 
 static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
@@ -130,68 +149,206 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 					     struct completion *done);
 
 /*
- * Refill ahead of need without waiting: post one GRANT up to the target,
- * counting what unanswered GRANTs will bring; vp->lock held. The reap
- * applies the answer while allocations go on from the cache. False when
- * it could not be posted (the work item then refills). Not re-entered
- * from the reap its slot claim runs.
+ * Demand outran the cache: its size becomes @size, and no shrink period
+ * counts this one as quiet; vp->lock held.
  */
-static bool vpasid_lease_prefetch(struct virtio_pasid *vp)
+static void vpasid_lease_grow(struct virtio_pasid *vp, unsigned int size)
 {
-	unsigned int have = vp->ncached + vp->granting;
-	struct vpasid_slot *slot;
-
-	if (vp->prefetching)
-		return true;
-	if (have >= vpasid_lease_target(vp))
-		return true;
-	vp->prefetching = true;
-	slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT,
-				 vpasid_lease_target(vp) - have,
-				 VPASID_LEASE_NOWAIT, NULL);
-	vp->prefetching = false;
-	return !IS_ERR(slot);
+	vp->lease_missed = true;
+	vp->lease_size = max(vp->lease_size, size);
+	if (vp->lease_size > vp->lease_cap && !vp->lease_stopped)
+		schedule_delayed_work(&vp->shrink_work,
+				      msecs_to_jiffies(VPASID_SHRINK_MS));
 }
 
 /*
- * The cache left its band; vp->lock held. Below it, a GRANT is posted at
- * once (vpasid_lease_prefetch()); above it, or when that could not be
- * posted, the work item runs.
+ * PASIDs waiting in the spill serve before the host is asked: move them
+ * back into the cache, up to its size. vp->lock held.
+ */
+static void vpasid_spill_unspill(struct virtio_pasid *vp)
+{
+	while (vp->nspill && vp->ncached < vp->lease_size)
+		vpasid_desc_insert(vp->cache, &vp->ncached,
+				   vp->spill[--vp->nspill]);
+}
+
+/*
+ * Refill ahead of need without waiting: from the spill first, then GRANTs
+ * of a batch each, posted at once, up to the cache's size (counting what
+ * unanswered GRANTs bring), as far as the host's cap and
+ * VPASID_GRANTS_AHEAD allow; vp->lock held. The reap applies the answers
+ * while allocations go on from the cache. False when a GRANT could not
+ * be posted (the work item then refills).
+ */
+static bool vpasid_lease_refill(struct virtio_pasid *vp)
+{
+	unsigned int count;
+
+	vpasid_spill_unspill(vp);
+	/*
+	 * Below the mark again before the last refill was answered: the
+	 * burst takes more than C/4 per round trip, and refills this small
+	 * would run behind it, in small GRANTs. C doubles (up to the cap),
+	 * as a miss raises it, before it would miss.
+	 */
+	if (vp->granting && vp->lease_warm &&
+	    vp->ncached + vp->granting < vpasid_lease_low(vp))
+		vpasid_lease_grow(vp, min(vp->lease_size * 2, vp->lease_room));
+	while (!vp->grant_blocked &&
+	       vp->ncached + vp->granting + vpasid_lease_batch(vp) <=
+	       vp->lease_size &&
+	       vp->granting < VPASID_GRANTS_AHEAD) {
+		count = min3(vp->lease_size - vp->ncached - vp->granting,
+			     vpasid_lease_host_room(vp),
+			     (unsigned int)VIRTIO_PASID_LEASE_BATCH_MAX);
+		if (count < vpasid_lease_batch(vp))
+			break;
+		if (IS_ERR(vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT, count,
+					     VPASID_LEASE_NOWAIT, NULL)))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Give the spill back in whole batches, one RETURN each, posted and not
+ * waited for, as far as VPASID_RETURNS_AHEAD allows; vp->lock held. What
+ * is left (less than a batch, or more while the host is behind) waits for
+ * the next free, answer or spill_work.
+ */
+static void vpasid_spill_flush(struct virtio_pasid *vp)
+{
+	while (vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX &&
+	       vp->returning < VPASID_RETURNS_AHEAD)
+		if (IS_ERR(vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
+					     VIRTIO_PASID_LEASE_BATCH_MAX,
+					     VPASID_LEASE_NOWAIT, NULL)))
+			break;
+}
+
+/*
+ * The cache moved; vp->lock held. Below the low mark it is refilled at
+ * once (vpasid_lease_refill()); a spill of a batch or more goes back
+ * (vpasid_spill_flush()). While answers are due for what is needed now,
+ * the virtqueue is looked at first: an answer waiting there is applied
+ * without waiting for the interrupt. Not re-entered from the reap that
+ * its posting runs (vp->lease_posting).
  */
 void vpasid_lease_kick(struct virtio_pasid *vp)
 {
-	if (!vp->lease_cap || vp->lease_stopped || vp->unresponsive)
+	bool low;
+
+	if (!vp->lease_cap || vp->lease_stopped || vp->unresponsive ||
+	    vp->lease_posting)
 		return;
-	if (vp->ncached > vpasid_lease_high(vp))
+	vp->lease_posting = true;
+	if ((vp->granting && vp->ncached < vpasid_lease_low(vp)) ||
+	    (vp->returning && vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX))
+		vpasid_reap(vp);
+	low = vp->ncached + vp->granting < vpasid_lease_low(vp);
+	if (low && !vpasid_lease_refill(vp))
 		schedule_work(&vp->lease_work);
-	else if (vp->ncached + vp->granting <= vpasid_lease_low(vp) &&
-		 !vp->grant_blocked && !vpasid_lease_prefetch(vp))
-		schedule_work(&vp->lease_work);
+	if (vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX)
+		vpasid_spill_flush(vp);
+	vp->lease_posting = false;
 }
 
 /*
- * Put a PASID the VM holds into the cache; vp->lock held. False when the
- * cache is full: the caller gives it back to the host.
+ * Keep a PASID the VM holds and has not handed out; vp->lock held. Into
+ * the cache while it is below @size, else into the spill, to go back in a
+ * batch. False when both are full.
  */
-static bool vpasid_cache_put(struct virtio_pasid *vp, u32 pasid)
+static bool vpasid_lease_hold(struct virtio_pasid *vp, u32 pasid,
+			      unsigned int size)
 {
-	if (vp->ncached >= vp->lease_size)
+	if (vp->ncached < size) {
+		if (!vpasid_desc_insert(vp->cache, &vp->ncached, pasid))
+			/* Already cached: keep one copy, never hand it out twice. */
+			dev_warn_ratelimited(&vp->vdev->dev,
+					     "PASID %u is already cached: ignored\n",
+					     pasid);
+		return true;
+	}
+	if (vp->nspill >= vp->spill_room)
 		return false;
-	if (!vpasid_ids_insert(vp->cache, &vp->ncached, pasid))
-		/* Already cached: keep one copy, never hand it out twice. */
-		dev_warn_ratelimited(&vp->vdev->dev,
-				     "PASID %u is already cached: ignored\n",
-				     pasid);
+	vp->spill[vp->nspill++] = pasid;
+	/* Set: spill_work is queued, or running and will look again. */
+	if (!vp->spilled && !vp->lease_stopped) {
+		vp->spilled = true;
+		schedule_delayed_work(&vp->spill_work,
+				      msecs_to_jiffies(VPASID_SPILL_IDLE_MS));
+	}
 	return true;
 }
 
 /* Put @pasid into the cache, or give it back to the host; vp->lock held. */
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid)
 {
-	if (vpasid_cache_put(vp, pasid))
+	if (vpasid_lease_hold(vp, pasid, vp->lease_size))
 		vpasid_lease_kick(vp);
 	else
 		vpasid_free_async(vp, pasid);
+}
+
+/* Sort up to a batch of PASIDs into descending order, dropping repeats. */
+static unsigned int vpasid_sort_desc(u32 *ids, unsigned int n)
+{
+	unsigned int i, j, out = 0;
+	u32 x;
+
+	/* A GRANT's batch comes ascending: reversed, it is sorted already. */
+	for (i = 0; i < n / 2; i++)
+		swap(ids[i], ids[n - 1 - i]);
+	for (i = 1; i < n; i++) {
+		x = ids[i];
+		for (j = i; j && ids[j - 1] < x; j--)
+			ids[j] = ids[j - 1];
+		ids[j] = x;
+	}
+	for (i = 0; i < n; i++)
+		if (!out || ids[out - 1] != ids[i])
+			ids[out++] = ids[i];
+	return out;
+}
+
+/*
+ * A GRANT answered OK with @answered PASIDs (vp->lock held): those in the
+ * range asked for go into the cache in one merge, as far as its array
+ * holds them, the rest into the spill; one outside the range goes back
+ * with a FREE.
+ */
+static void vpasid_lease_granted(struct virtio_pasid *vp,
+				 const struct vpasid_buf *buf,
+				 unsigned int answered)
+{
+	u32 fresh[VIRTIO_PASID_LEASE_BATCH_MAX];
+	u32 min = le32_to_cpu(buf->lease.min), max = le32_to_cpu(buf->lease.max);
+	unsigned int i, n = 0, fit, dup;
+
+	for (i = 0; i < answered; i++) {
+		u32 pasid = le32_to_cpu(buf->granted[i]);
+
+		if (pasid < min || pasid > max) {
+			atomic64_inc(&vp->stats.out_of_range);
+			dev_warn_ratelimited(&vp->vdev->dev,
+					     "device granted PASID %u outside [%u, %u]\n",
+					     pasid, min, max);
+			vpasid_free_async(vp, pasid);
+			continue;
+		}
+		fresh[n++] = pasid;
+	}
+	n = vpasid_sort_desc(fresh, n);
+	/* The lowest go into the cache; the array's room bounds them. */
+	fit = min(n, vp->lease_room - vp->ncached);
+	dup = vpasid_desc_merge(vp->cache, &vp->ncached, &fresh[n - fit], fit);
+	if (dup)
+		dev_warn_ratelimited(&vp->vdev->dev,
+				     "%u granted PASID(s) already cached: ignored\n",
+				     dup);
+	for (i = 0; i < n - fit; i++)
+		if (!vpasid_lease_hold(vp, fresh[i], 0))
+			vpasid_free_async(vp, fresh[i]);
 }
 
 /*
@@ -217,14 +374,15 @@ static void vpasid_lease_answered(struct virtio_pasid *vp,
 			   slot->status == VIRTIO_PASID_S_INTERNAL) {
 			/*
 			 * Released nothing, and may work later: back into
-			 * the cache, without a kick (a retry now would be
-			 * refused the same way; the next alloc or free
-			 * kicks).
+			 * the cache or the spill, without a kick (a retry
+			 * now would be refused the same way; the next
+			 * alloc, free or spill_work tries again).
 			 */
 			for (i = 0; i < count; i++) {
 				u32 pasid = le32_to_cpu(buf->returned[i]);
 
-				if (!vpasid_cache_put(vp, pasid))
+				if (!vpasid_lease_hold(vp, pasid,
+						       vp->lease_size))
 					vpasid_free_async(vp, pasid);
 			}
 		} else {
@@ -252,44 +410,36 @@ static void vpasid_lease_answered(struct virtio_pasid *vp,
 	}
 	atomic64_inc(&vp->stats.refills);
 	vp->lease_warm = true;
-	for (i = 0; i < answered; i++) {
-		u32 pasid = le32_to_cpu(buf->granted[i]);
-
-		if (pasid < le32_to_cpu(buf->lease.min) ||
-		    pasid > le32_to_cpu(buf->lease.max)) {
-			atomic64_inc(&vp->stats.out_of_range);
-			dev_warn_ratelimited(&vp->vdev->dev,
-					     "device granted PASID %u outside [%u, %u]\n",
-					     pasid, le32_to_cpu(buf->lease.min),
-					     le32_to_cpu(buf->lease.max));
-			vpasid_free_async(vp, pasid);
-			continue;
-		}
-		if (!vpasid_cache_put(vp, pasid))
-			vpasid_free_async(vp, pasid);
-	}
+	vpasid_lease_granted(vp, buf, answered);
 	/* Once the whole batch is in: no refill for a half-applied one. */
 	vpasid_lease_kick(vp);
 }
 
 /*
- * Take up to @count PASIDs out of the cache into a RETURN's @list: the
- * highest, as the lowest serve the usual [1, N] ranges best. vp->lock
- * held. Return how many.
+ * Take up to @count PASIDs into a RETURN's @list: the spill's first, then
+ * the cache's highest, as the lowest serve the usual [1, N] ranges best.
+ * vp->lock held. Return how many.
  */
 static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
 				      unsigned int count, __le32 *list)
 {
-	unsigned int n = 0;
+	unsigned int n = 0, k, i;
 
-	while (n < count && vp->ncached)
-		list[n++] = cpu_to_le32(vp->cache[--vp->ncached]);
+	while (n < count && vp->nspill)
+		list[n++] = cpu_to_le32(vp->spill[--vp->nspill]);
+	k = min(count - n, vp->ncached);
+	/* Descending: the highest are the first k. */
+	for (i = 0; i < k; i++)
+		list[n++] = cpu_to_le32(vp->cache[i]);
+	vp->ncached -= k;
+	memmove(&vp->cache[0], &vp->cache[k],
+		vp->ncached * sizeof(*vp->cache));
 	return n;
 }
 
 /*
  * Post a GRANT of @count in the wanted range, or a RETURN of up to @count
- * cached PASIDs (vpasid_cache_pick()); vp->lock held. With @wait
+ * held PASIDs (vpasid_cache_pick()); vp->lock held. With @wait
  * VPASID_LEASE_NOWAIT nobody waits: the slot is VPASID_SLOT_ASYNC and the
  * reap applies the answer. Return the slot or an ERR_PTR (-ENOENT:
  * nothing to return).
@@ -311,6 +461,10 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	req = &slot->buf->lease;
 	out_len = sizeof(*req);
 	in_len = sizeof(slot->buf->resp);
+	/* Held and not handed out, before this request: the listed too. */
+	req->cached = cpu_to_le16(min_t(unsigned int, U16_MAX,
+					vp->ncached + vp->nspill +
+					vp->returning));
 	if (opcode == VIRTIO_PASID_OP_RETURN) {
 		count = vpasid_cache_pick(vp, count, slot->buf->returned);
 		vp->returning += count;
@@ -332,18 +486,20 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	req->count = cpu_to_le16(count);
 	req->min = cpu_to_le32(vp->want_min);
 	req->max = cpu_to_le32(vp->want_max);
-	/* Held and not handed out, before this request: the listed too. */
-	req->cached = cpu_to_le16(vp->ncached + vp->returning);
 
 	err = vpasid_post(vp, slot, out_len, in_len);
 	if (!err && opcode == VIRTIO_PASID_OP_GRANT)
 		vp->granting += count;
 	if (err) {
 		if (opcode == VIRTIO_PASID_OP_RETURN) {
-			/* They just left the cache: they fit back in. */
+			/* They just left the cache or the spill: they fit back. */
 			vp->returning -= count;
-			for (i = 0; i < count; i++)
-				vpasid_cache_put(vp, le32_to_cpu(slot->buf->returned[i]));
+			for (i = 0; i < count; i++) {
+				u32 pasid = le32_to_cpu(slot->buf->returned[i]);
+
+				if (!vpasid_lease_hold(vp, pasid, vp->lease_room))
+					vpasid_free_async(vp, pasid);
+			}
 		}
 		vpasid_unclaim(slot);
 		return ERR_PTR(err);
@@ -375,8 +531,13 @@ static int vpasid_lease_send(struct virtio_pasid *vp, u16 opcode,
 	return vpasid_poll(vp, slot, &unused);
 }
 
-/* One step towards the band; process context. False when done. */
-static bool vpasid_lease_step(struct virtio_pasid *vp)
+/*
+ * One step of the work item; process context. False when done. Below the
+ * low mark: a GRANT of a whole batch (the refill that could not be posted
+ * from the kick); else the spill goes back, in whole batches, or all of
+ * it once no free has spilled for VPASID_SPILL_IDLE_MS (@all).
+ */
+static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 {
 	unsigned long flags;
 	unsigned int count = 0;
@@ -384,21 +545,39 @@ static bool vpasid_lease_step(struct virtio_pasid *vp)
 
 	spin_lock_irqsave(&vp->lock, flags);
 	if (!vp->lease_stopped && !vp->unresponsive) {
-		if (vp->ncached > vpasid_lease_high(vp)) {
-			opcode = VIRTIO_PASID_OP_RETURN;
-			count = vp->ncached - vpasid_lease_target(vp);
-		} else if (vp->ncached + vp->granting <=
-			   vpasid_lease_low(vp) && !vp->grant_blocked) {
+		if (vp->ncached + vp->granting < vpasid_lease_low(vp))
+			vpasid_spill_unspill(vp);
+		if (vp->ncached + vp->granting < vpasid_lease_low(vp) &&
+		    !vp->grant_blocked) {
 			opcode = VIRTIO_PASID_OP_GRANT;
-			count = vpasid_lease_target(vp) - vp->ncached -
-				vp->granting;
+			count = min(vp->lease_size - vp->ncached - vp->granting,
+				    vpasid_lease_host_room(vp));
+			/* Whole batches only, as the kick's refill. */
+			if (count < vpasid_lease_batch(vp))
+				count = 0;
+		} else if (vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX ||
+			   (all && vp->nspill && !vp->spilled)) {
+			/*
+			 * The last partial batch only while no free spills:
+			 * frees that resumed meanwhile (they queued spill_work
+			 * again) would otherwise be sent a few at a time.
+			 */
+			opcode = VIRTIO_PASID_OP_RETURN;
+			count = vp->nspill;
 		}
 	}
 	spin_unlock_irqrestore(&vp->lock, flags);
-	if (!opcode)
+	if (!opcode || !count)
 		return false;
 	return vpasid_lease_send(vp, opcode, count, VPASID_LEASE_SLEEP) ==
 	       VIRTIO_PASID_S_OK;
+}
+
+/* Most steps of one run: enough to move a whole cache and spill. */
+static unsigned int vpasid_lease_rounds(const struct virtio_pasid *vp)
+{
+	return (vp->lease_room + vp->spill_room) /
+	       VIRTIO_PASID_LEASE_BATCH_MAX + 1;
 }
 
 static void vpasid_lease_work(struct work_struct *work)
@@ -407,8 +586,35 @@ static void vpasid_lease_work(struct work_struct *work)
 					       lease_work);
 	unsigned int round;
 
-	for (round = 0; round < VPASID_LEASE_ROUNDS; round++)
-		if (!vpasid_lease_step(vp))
+	for (round = 0; round < vpasid_lease_rounds(vp); round++)
+		if (!vpasid_lease_step(vp, false))
+			break;
+}
+
+/*
+ * No free has spilled for VPASID_SPILL_IDLE_MS: the spill's last,
+ * partial batch goes back too. Frees still spilling: look again later.
+ */
+static void vpasid_spill_idle(struct work_struct *work)
+{
+	struct virtio_pasid *vp = container_of(to_delayed_work(work),
+					       struct virtio_pasid,
+					       spill_work);
+	unsigned long flags;
+	unsigned int round;
+	bool busy;
+
+	spin_lock_irqsave(&vp->lock, flags);
+	busy = vp->spilled;
+	vp->spilled = false;
+	if (busy && !vp->lease_stopped)
+		schedule_delayed_work(&vp->spill_work,
+				      msecs_to_jiffies(VPASID_SPILL_IDLE_MS));
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (busy)
+		return;
+	for (round = 0; round < vpasid_lease_rounds(vp); round++)
+		if (!vpasid_lease_step(vp, true))
 			break;
 }
 
@@ -418,32 +624,29 @@ static void vpasid_lease_work(struct work_struct *work)
  */
 bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid)
 {
-	if (!vpasid_ids_take(vp->cache, &vp->ncached, lo, hi, pasid))
+	if (!vpasid_desc_take(vp->cache, &vp->ncached, lo, hi, pasid))
 		return false;
 	vpasid_lease_kick(vp);
 	return true;
 }
 
 /*
- * A miss of a cache that was filled before: demand outpaces the cache, so
- * its size doubles, up to the host's cap, and the shrink timer runs;
- * vp->lock held.
+ * A miss of a cache that was filled before: demand outran the refills, so
+ * the cache's size goes to the host's cap at once (not step by step: each
+ * step would cost another miss), and the shrink timer runs; vp->lock held.
  */
 void vpasid_lease_missed(struct virtio_pasid *vp)
 {
 	/* The first fill of a cold cache is not demand outpacing it. */
 	if (!vp->lease_cap || !vp->lease_warm)
 		return;
-	vp->lease_missed = true;
-	vp->lease_size = min(vp->lease_size * 2, vp->lease_room);
-	if (vp->lease_size > vp->lease_cap && !vp->lease_stopped)
-		schedule_delayed_work(&vp->shrink_work,
-				      msecs_to_jiffies(VPASID_SHRINK_MS));
+	vpasid_lease_grow(vp, vp->lease_room);
 }
 
 /*
  * Demand fell: a whole period without a miss halves the cache's size,
- * down to lease_cap; the work item returns what lies above the new band.
+ * down to lease_cap; what lies above it moves to the spill, which goes
+ * back to the host in batches.
  */
 static void vpasid_lease_shrink(struct work_struct *work)
 {
@@ -452,11 +655,20 @@ static void vpasid_lease_shrink(struct work_struct *work)
 					       shrink_work);
 	unsigned long flags;
 	bool again;
+	u32 pasid;
 
 	spin_lock_irqsave(&vp->lock, flags);
 	if (!vp->lease_missed)
 		vp->lease_size = max(vp->lease_size / 2, vp->lease_cap);
 	vp->lease_missed = false;
+	/* The highest first: they are the cache's first entries. */
+	while (vp->ncached > vp->lease_size && vp->nspill < vp->spill_room) {
+		pasid = vp->cache[0];
+		vp->ncached--;
+		memmove(&vp->cache[0], &vp->cache[1],
+			vp->ncached * sizeof(*vp->cache));
+		vpasid_lease_hold(vp, pasid, 0);
+	}
 	vpasid_lease_kick(vp);
 	again = vp->lease_size > vp->lease_cap && !vp->lease_stopped;
 	spin_unlock_irqrestore(&vp->lock, flags);
@@ -465,74 +677,100 @@ static void vpasid_lease_shrink(struct work_struct *work)
 				      msecs_to_jiffies(VPASID_SHRINK_MS));
 }
 
-/*
- * A miss fetches a batch: one GRANT in the wanted range (the caller set
- * it) for the one to hand out and the target behind it, as far as the
- * cache's size, @room (what the quota leaves) and a batch allow,
- * busy-polled (atomic context). The cache then sits at its target, inside
- * its band: nothing to return. Return the status or a negative errno
- * (-ENOSPC: nothing to ask for); the PASIDs granted are in the cache.
- */
-int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room)
-{
-	unsigned long flags;
-	unsigned int count = 0, held;
+/* What a miss waits for: a PASID in [lo, hi], or nothing more to come. */
+struct vpasid_miss {
+	u32 lo, hi, pasid;
+	bool hit;
+};
 
-	spin_lock_irqsave(&vp->lock, flags);
-	held = vp->ncached + vp->returning + vp->granting;
-	if (!vp->grant_blocked && vp->lease_size > held)
-		count = min3(vp->lease_size - held,
-			     vpasid_lease_target(vp) + 1, room);
-	spin_unlock_irqrestore(&vp->lock, flags);
-	if (!count)
-		return -ENOSPC;
-	return vpasid_lease_send(vp, VIRTIO_PASID_OP_GRANT, count,
-				 VPASID_LEASE_POLL);
+static bool vpasid_miss_served(struct virtio_pasid *vp, void *arg)
+{
+	struct vpasid_miss *miss = arg;
+
+	miss->hit = vpasid_cache_take(vp, miss->lo, miss->hi, &miss->pasid);
+	return miss->hit || !vp->granting;
 }
 
 /*
- * free(): keep @pasid in the cache if leases are on. A full cache first
- * posts a RETURN of its highest PASIDs down to the target, never waited
- * for; with VPASID_RETURN_AHEAD PASIDs in RETURNs still unanswered, the
- * host is behind the frees: rather than pile up requests (and run out of
- * slots), this free sends its RETURN and busy-polls for the answer
- * (atomic context, bounded), as a miss does for its GRANT. False when the
- * caller must tell the host.
+ * A miss of [lo, hi] (the wanted range, which the caller set): first what
+ * waits in the spill, with no request; else, unless GRANTs are on their
+ * way already, one GRANT of the largest batch the host allows, as far as
+ * the cache's size and @room (what the quota leaves) allow. Then it
+ * busy-polls (atomic context, bounded by timeout_ms) until the first
+ * answer that brings a PASID in the range, its own or an earlier one.
+ * Return the status (VIRTIO_PASID_S_OK: *@pasid is the caller's) or a
+ * negative errno (-ENOSPC: nothing came).
+ */
+int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
+		       u32 hi, u32 *pasid)
+{
+	struct vpasid_miss miss = { .lo = lo, .hi = hi };
+	struct vpasid_slot *slot = NULL;
+	unsigned long flags;
+	unsigned int count = 0;
+	int err;
+
+	spin_lock_irqsave(&vp->lock, flags);
+	if (vp->unresponsive) {
+		spin_unlock_irqrestore(&vp->lock, flags);
+		atomic64_inc(&vp->stats.fast_fails);
+		return -ETIMEDOUT;
+	}
+	vpasid_spill_unspill(vp);
+	if (!vp->granting && !vp->grant_blocked &&
+	    vp->lease_size > vp->ncached)
+		count = min3(vp->lease_size - vp->ncached,
+			     vpasid_lease_host_room(vp), room);
+	if (count)
+		slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT, count,
+					 VPASID_LEASE_NOWAIT, NULL);
+	spin_unlock_irqrestore(&vp->lock, flags);
+	if (IS_ERR(slot))
+		return PTR_ERR(slot);
+	err = vpasid_poll_for(vp, vpasid_miss_served, &miss);
+	if (err)
+		return err;
+	if (!miss.hit)
+		return -ENOSPC;
+	*pasid = miss.pasid;
+	return VIRTIO_PASID_S_OK;
+}
+
+/*
+ * free(): keep @pasid if leases are on: in the cache while it is below its
+ * size, else in the spill, which goes back to the host one RETURN per
+ * batch, posted and never waited for (vpasid_lease_kick()). A free waits
+ * only when the spill, as long as the quota, is full: it then sends a
+ * RETURN of a batch of it and busy-polls for the answer (atomic context,
+ * bounded). False when the caller must tell the host.
  */
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 {
-	struct vpasid_slot *slot;
 	unsigned long flags;
-	bool kept, wait = false;
+	bool kept, wait;
+	ktime_t start;
 
 	if (!vp->lease_cap)
 		return false;
 	spin_lock_irqsave(&vp->lock, flags);
-	kept = vpasid_cache_put(vp, pasid);
-	if (!kept && !vp->lease_stopped && !vp->unresponsive) {
-		if (vp->returning >= VPASID_RETURN_AHEAD) {
-			wait = true;
-		} else {
-			slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
-						 vp->ncached -
-						 vpasid_lease_target(vp),
-						 VPASID_LEASE_NOWAIT, NULL);
-			if (!IS_ERR(slot))
-				kept = vpasid_cache_put(vp, pasid);
-		}
-	}
+	kept = vpasid_lease_hold(vp, pasid, vp->lease_size);
 	if (kept) {
 		vp->grant_blocked = false;
 		vpasid_lease_kick(vp);
 	}
+	wait = !kept && !vp->lease_stopped && !vp->unresponsive;
 	spin_unlock_irqrestore(&vp->lock, flags);
 	if (!wait)
 		return kept;
 
-	vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN, vpasid_lease_target(vp),
-			  VPASID_LEASE_POLL);
+	start = ktime_get();
+	vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN,
+			  VIRTIO_PASID_LEASE_BATCH_MAX, VPASID_LEASE_POLL);
+	atomic64_inc(&vp->stats.free_waits);
+	atomic64_add(ktime_to_ns(ktime_sub(ktime_get(), start)),
+		     &vp->stats.free_wait_ns);
 	spin_lock_irqsave(&vp->lock, flags);
-	kept = vpasid_cache_put(vp, pasid);
+	kept = vpasid_lease_hold(vp, pasid, vp->lease_size);
 	if (kept) {
 		vp->grant_blocked = false;
 		vpasid_lease_kick(vp);
@@ -542,8 +780,9 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 }
 
 /*
- * At the quota, make room for an ALLOC: one synchronous RETURN of a cached
- * PASID, busy-polled (atomic context). Return as vpasid_lease_send().
+ * At the quota, make room for an ALLOC: one synchronous RETURN of a held
+ * PASID (the spill's first), busy-polled (atomic context). Return as
+ * vpasid_lease_send().
  */
 int vpasid_lease_return_one(struct virtio_pasid *vp)
 {
@@ -551,15 +790,24 @@ int vpasid_lease_return_one(struct virtio_pasid *vp)
 				 VPASID_LEASE_POLL);
 }
 
+/* PASIDs the VM holds and has not handed out: the cache and the spill. */
+unsigned int vpasid_lease_held(const struct virtio_pasid *vp)
+{
+	return READ_ONCE(vp->ncached) + READ_ONCE(vp->nspill);
+}
+
 /*
  * Probe: the cache's resting size is the module parameter capped by the
  * device's lease_max (0 when the feature was not negotiated); under demand
- * it grows up to lease_max, the array's length.
+ * it grows up to lease_max, the array's length. The spill is as long as
+ * the quota (within VPASID_SPILL_MIN and VPASID_SPILL_MAX): the VM never
+ * holds more, so below VPASID_SPILL_MAX no free ever waits for room.
  */
 int vpasid_lease_init(struct virtio_pasid *vp)
 {
 	INIT_WORK(&vp->lease_work, vpasid_lease_work);
 	INIT_DELAYED_WORK(&vp->shrink_work, vpasid_lease_shrink);
+	INIT_DELAYED_WORK(&vp->spill_work, vpasid_spill_idle);
 	/* A device that answers again may find the cache out of its band. */
 	vp->responsive = vpasid_lease_kick;
 	vp->lease_stopped = true;
@@ -571,13 +819,16 @@ int vpasid_lease_init(struct virtio_pasid *vp)
 		return 0;
 	vp->lease_room = vp->lease_max;
 	vp->cache = kcalloc(vp->lease_room, sizeof(*vp->cache), GFP_KERNEL);
-	return vp->cache ? 0 : -ENOMEM;
+	vp->spill_room = clamp_t(u32, vp->quota, VPASID_SPILL_MIN,
+				 VPASID_SPILL_MAX);
+	vp->spill = kvcalloc(vp->spill_room, sizeof(*vp->spill), GFP_KERNEL);
+	return vp->cache && vp->spill ? 0 : -ENOMEM;
 }
 
 /*
- * The device is live: let the work item run. An empty cache waits for the
- * first allocation, which says which range to fill it from; a cache kept
- * across suspend is brought back into its band.
+ * The device is live: let the work items run. An empty cache waits for
+ * the first allocation, which says which range to fill it from; a cache
+ * kept across suspend is brought back into its band.
  */
 void vpasid_lease_start(struct virtio_pasid *vp)
 {
@@ -585,8 +836,11 @@ void vpasid_lease_start(struct virtio_pasid *vp)
 
 	spin_lock_irqsave(&vp->lock, flags);
 	vp->lease_stopped = false;
-	if (vp->ncached)
+	if (vp->ncached || vp->nspill)
 		vpasid_lease_kick(vp);
+	if (vp->nspill)
+		schedule_delayed_work(&vp->spill_work,
+				      msecs_to_jiffies(VPASID_SPILL_IDLE_MS));
 	if (vp->lease_size > vp->lease_cap)
 		schedule_delayed_work(&vp->shrink_work,
 				      msecs_to_jiffies(VPASID_SHRINK_MS));
@@ -594,8 +848,8 @@ void vpasid_lease_start(struct virtio_pasid *vp)
 }
 
 /*
- * Remove and freeze: on return neither work item (refill/trim, shrink) is
- * queued or running.
+ * Remove and freeze: on return no work item (refill/return, shrink,
+ * spill) is queued or running.
  */
 void vpasid_lease_stop(struct virtio_pasid *vp)
 {
@@ -605,13 +859,14 @@ void vpasid_lease_stop(struct virtio_pasid *vp)
 	vp->lease_stopped = true;
 	spin_unlock_irqrestore(&vp->lock, flags);
 	cancel_delayed_work_sync(&vp->shrink_work);
+	cancel_delayed_work_sync(&vp->spill_work);
 	cancel_work_sync(&vp->lease_work);
 }
 
 /*
- * Remove with PASIDs still handed out (so no RESET): give the whole cache
- * back in RETURN batches, each wait bounded. Process context, after
- * vpasid_lease_stop() and vpasid_detach().
+ * Remove with PASIDs still handed out (so no RESET): give the spill and
+ * the whole cache back in RETURN batches, each wait bounded. Process
+ * context, after vpasid_lease_stop() and vpasid_detach().
  */
 void vpasid_lease_drain(struct virtio_pasid *vp)
 {
@@ -619,14 +874,14 @@ void vpasid_lease_drain(struct virtio_pasid *vp)
 	unsigned long flags;
 	unsigned int left;
 
-	for (round = 0; round < VPASID_LEASE_ROUNDS; round++)
+	for (round = 0; round < vpasid_lease_rounds(vp); round++)
 		if (vpasid_lease_send(vp, VIRTIO_PASID_OP_RETURN,
 				      VIRTIO_PASID_LEASE_BATCH_MAX,
 				      VPASID_LEASE_SLEEP) !=
 		    VIRTIO_PASID_S_OK)
 			break;
 	spin_lock_irqsave(&vp->lock, flags);
-	left = vp->ncached;
+	left = vp->ncached + vp->nspill;
 	spin_unlock_irqrestore(&vp->lock, flags);
 	if (left)
 		dev_warn(&vp->vdev->dev,

@@ -65,6 +65,7 @@ void vpasid_init_slots(struct virtio_pasid *vp)
 	}
 	vp->waiters = 0;
 	vp->unresponsive = false;
+	vp->reaping = false;
 	vp->returning = 0;
 	vp->granting = 0;
 }
@@ -163,8 +164,10 @@ static bool vpasid_post_free(struct virtio_pasid *vp, u32 pasid)
 	slot->answered = NULL;
 	vpasid_fill(slot, VIRTIO_PASID_OP_FREE, pasid, 0, 0);
 	if (!vpasid_post(vp, slot, sizeof(slot->buf->req),
-			 sizeof(slot->buf->resp)))
+			 sizeof(slot->buf->resp))) {
+		atomic64_inc(&vp->stats.single_frees);
 		return true;
+	}
 	slot->state = VPASID_SLOT_FREE;
 	return false;
 }
@@ -221,9 +224,15 @@ void vpasid_reap(struct virtio_pasid *vp)
 	struct vpasid_slot *slot;
 	unsigned int len;
 	bool answered = false, late;
+	ktime_t now = 0;
 
-	if (!vp->vq)
+	/*
+	 * A completion that posts a request claims a slot, which reaps: the
+	 * outer loop collects whatever that nested call would have.
+	 */
+	if (!vp->vq || vp->reaping)
 		return;
+	vp->reaping = true;
 	while ((slot = virtqueue_get_buf(vp->vq, &len))) {
 		if (slot->state == VPASID_SLOT_FREE ||
 		    slot->state == VPASID_SLOT_DONE) {
@@ -231,7 +240,12 @@ void vpasid_reap(struct virtio_pasid *vp)
 					     "device returned an idle request\n");
 			continue;
 		}
+		if (!answered)
+			now = ktime_get();
 		answered = true;
+		atomic64_inc(&vp->stats.answers);
+		atomic64_add(ktime_to_ns(ktime_sub(now, slot->posted)),
+			     &vp->stats.answer_rtt_ns);
 		slot->len = len;
 		slot->status = vpasid_status(vp, slot);
 		late = slot->state == VPASID_SLOT_ABANDONED;
@@ -247,6 +261,7 @@ void vpasid_reap(struct virtio_pasid *vp)
 			slot->state = VPASID_SLOT_FREE;
 		}
 	}
+	vp->reaping = false;
 	vpasid_post_pending(vp);
 	if (answered && vp->unresponsive) {
 		vp->unresponsive = false;

@@ -112,6 +112,52 @@ int vpasid_poll(struct virtio_pasid *vp, struct vpasid_slot *slot, u32 *value)
 }
 
 /*
+ * Busy-poll, for at most timeout_ms, until @ready (called with vp->lock
+ * held after each reap) says the caller has what it waits for, e.g. the
+ * answer to any of several requests nobody waits for by slot. Safe in
+ * atomic context. Return 0, or -ETIMEDOUT (the device is then marked
+ * unresponsive: none of those answers came in time).
+ */
+int vpasid_poll_for(struct virtio_pasid *vp,
+		    bool (*ready)(struct virtio_pasid *vp, void *arg),
+		    void *arg)
+{
+	ktime_t deadline = vpasid_deadline(ktime_get());
+	unsigned long flags;
+	int ret = 0;
+
+	spin_lock_irqsave(&vp->lock, flags);
+	if (!vp->waiters++)
+		virtqueue_disable_cb(vp->vq);
+	for (;;) {
+		vpasid_reap(vp);
+		if (ready(vp, arg))
+			break;
+		if (ktime_after(ktime_get(), deadline) ||
+		    virtqueue_is_broken(vp->vq)) {
+			ret = -ETIMEDOUT;
+			if (!virtqueue_is_broken(vp->vq) && !vp->unresponsive) {
+				atomic64_inc(&vp->stats.timeouts);
+				dev_warn(&vp->vdev->dev,
+					 "no answer within %u ms: device marked unresponsive, requests fail at once until it answers\n",
+					 max(READ_ONCE(timeout_ms), 1U));
+				vp->unresponsive = true;
+			}
+			break;
+		}
+		spin_unlock_irqrestore(&vp->lock, flags);
+		cpu_relax();
+		spin_lock_irqsave(&vp->lock, flags);
+	}
+	if (!--vp->waiters) {
+		while (!virtqueue_enable_cb(vp->vq))
+			vpasid_reap(vp);
+	}
+	spin_unlock_irqrestore(&vp->lock, flags);
+	return ret;
+}
+
+/*
  * Sleep, for at most timeout_ms, until the vq callback completes @slot,
  * posted by the caller as VPASID_SLOT_WAITING with slot->done set. Process
  * context. Return as vpasid_poll().

@@ -786,7 +786,7 @@ fn protocol_features_are_config_mq_and_reply_ack() {
             | (1 << pasid_protocol::F_LEASE)
             | (1 << pasid_protocol::F_RECONCILE)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(),
-        "virtio features {offered:#x} (F_LEASE: the default --lease is 256; F_RECONCILE always)"
+        "virtio features {offered:#x} (F_LEASE: the default --lease is not 0; F_RECONCILE always)"
     );
     f.set_features((1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
         .unwrap();

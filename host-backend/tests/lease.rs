@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use frontend::{driver, held_by, vm_json, Daemon, TestVm, VmOptions};
 use pasid_protocol::{Response, Status};
+use vhost_user_pasid::config::DEFAULT_LEASE;
 
 /// (held, cached, in_use, lease) as `pasidctl vms --json` shows them.
 fn lease_view(d: &Daemon, name: &str) -> (u64, u64, u64, u64) {
@@ -30,7 +31,7 @@ fn status(r: &Response) -> Option<Status> {
     Status::from_wire(r.status)
 }
 
-/// The default lease cap (256) is offered and negotiated; GRANT 32 gets the 32
+/// The default lease cap (`DEFAULT_LEASE`) is offered and negotiated; GRANT 32 gets the 32
 /// lowest PASIDs with used length 16 + 128; pasidctl shows them held and
 /// cached, and in use once handed out; RETURN gives some back.
 #[test]
@@ -38,19 +39,19 @@ fn grant_32_and_pasidctl_shows_held_cached_and_in_use() {
     let d = Daemon::start(&["--vm", "a={dir}/a.sock,quota=100"]);
     let mut a = driver(&d, "a", VmOptions::lease());
     assert!(a.lease_negotiated(), "F_LEASE offered by default");
-    assert_eq!(a.config().lease_max, 256);
+    assert_eq!(a.config().lease_max, DEFAULT_LEASE);
 
     let reply = a.grant(32, 0, 1, 0xfffff);
     assert_eq!(reply.response, Response::ok(reply.response.tag, 32));
     assert_eq!(reply.used_len, 16 + 4 * 32);
     assert_eq!(reply.pasids, (1..=32).collect::<Vec<u32>>());
     assert_eq!(held_by(&d, "a"), reply.pasids);
-    assert_eq!(lease_view(&d, "a"), (32, 32, 0, 256));
+    assert_eq!(lease_view(&d, "a"), (32, 32, 0, u64::from(DEFAULT_LEASE)));
 
     // The driver hands out 5 (no request), reports it in the next RETURN.
     let r = a.give_back(&[30, 31, 32], 27);
     assert_eq!(r, Response::ok(r.tag, 3));
-    assert_eq!(lease_view(&d, "a"), (29, 24, 5, 256));
+    assert_eq!(lease_view(&d, "a"), (29, 24, 5, u64::from(DEFAULT_LEASE)));
     let v = vm_json(&d, "a");
     assert_eq!(v["counters"]["requests"]["GRANT"], 1);
     assert_eq!(v["counters"]["requests"]["RETURN"], 1);
@@ -127,7 +128,7 @@ fn disconnect_reclaims_leased_pasids() {
     a.alloc_ok(1, 0xfffff);
     drop(a);
     d.wait_log("vm=a event=reclaim reason=\"disconnect\" references=33 pasids_freed=33");
-    assert_eq!(lease_view(&d, "a"), (0, 0, 0, 256));
+    assert_eq!(lease_view(&d, "a"), (0, 0, 0, u64::from(DEFAULT_LEASE)));
     assert!(held_by(&d, "a").is_empty());
 }
 
@@ -142,7 +143,7 @@ fn without_f_lease_grant_and_return_are_invalid() {
     assert_eq!(a.config().lease_max, 0);
     let mut b = TestVm::connect(&d.path("b.sock"));
     assert!(!b.lease_negotiated());
-    assert_eq!(b.config().lease_max, 256, "offered, but declined");
+    assert_eq!(b.config().lease_max, DEFAULT_LEASE, "offered, but declined");
     for (name, vm) in [("a", &mut a), ("b", &mut b)] {
         let g = vm.grant(8, 0, 1, 0xfffff);
         assert_eq!(g.response, Response::new(Status::Invalid, g.response.tag));
@@ -152,7 +153,7 @@ fn without_f_lease_grant_and_return_are_invalid() {
         assert_eq!(vm.alloc_ok(1, 0xfffff), if name == "a" { 1 } else { 2 });
         let v = vm_json(&d, name);
         assert_eq!(v["counters"]["malformed"], 2, "{name}");
-        assert_eq!(v["lease"], if name == "a" { 0 } else { 256 });
+        assert_eq!(v["lease"], if name == "a" { 0 } else { DEFAULT_LEASE });
     }
 }
 

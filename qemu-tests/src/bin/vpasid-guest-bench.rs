@@ -485,7 +485,9 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
                 side.free.push(held.free_ns);
                 side.requests += requests;
                 if driver.is_some() {
-                    side.driver = Some(guest.driver_status()?);
+                    let status = guest.driver_status()?;
+                    println!("{:<26} {}", "", where_time_went(&status));
+                    side.driver = Some(status);
                     guest.run_ok("rmmod virtio_pasid", CMD)?;
                 }
                 let vm = daemon.vm(VM)?;
@@ -512,6 +514,26 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
     let mut daemon = daemon;
     daemon.stop()?;
     Ok(all)
+}
+
+/// Where a driver run's time went, from its counters since the driver's
+/// load (the warm-up run included): waits for the host inside alloc() and
+/// free(), the mean round trip of every answer, single FREEs.
+fn where_time_went(d: &DriverStatus) -> String {
+    let mean = |ns: &str, n: &str| d.counter(ns) / d.counter(n).max(1) / 1000;
+    format!(
+        "alloc waits {} ({} us total, {} us each), free waits {} ({} us total), \
+         answers {} (mean rtt {} us), single FREEs {}, misses {}",
+        d.counter("alloc_waits"),
+        d.counter("alloc_wait_ns") / 1000,
+        mean("alloc_wait_ns", "alloc_waits"),
+        d.counter("free_waits"),
+        d.counter("free_wait_ns") / 1000,
+        d.counter("answers"),
+        mean("answer_rtt_ns", "answers"),
+        d.counter("single_frees"),
+        d.counter("lease_misses"),
+    )
 }
 
 /// Prints the held-mode table and the targets.
