@@ -322,6 +322,14 @@ struct vpasid_registration {
 	u32 *orphan;
 	unsigned int norphan;
 	unsigned int orphan_cap;
+	/*
+	 * Resuming: the RECONCILE cursor (vpasid_held_next()) after the
+	 * last batch posted, and whether that batch was the last. alloc()
+	 * may hand out an orphan the list will name as handed out, or has
+	 * named as cached (vpasid_orphan_take_listed()).
+	 */
+	u32 reconcile_at;
+	bool reconcile_listed_all;
 	u64 space_id;			/* of the last device registered */
 	struct work_struct unregister_work;
 };
@@ -336,11 +344,14 @@ void vpasid_held_exit(void);
 int vpasid_held_add(u32 pasid);
 bool vpasid_held_release(u32 pasid);
 bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid);
+bool vpasid_orphan_take_listed(u32 lo, u32 hi, u32 *pasid);
+bool vpasid_orphan_put_listed(u32 pasid);
 void vpasid_orphan_put(u32 pasid);
 u32 *vpasid_orphans_detach(unsigned int *n);
 void vpasid_held_lock(void);
 void vpasid_held_unlock(void);
 unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max);
+void vpasid_held_listed(u32 cursor, bool last);
 void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result);
 unsigned int vpasid_held_cached(void);
 void vpasid_orphan_cache(struct virtio_pasid *vp);

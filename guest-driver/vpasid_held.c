@@ -76,6 +76,52 @@ bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid)
 			       pasid);
 }
 
+/*
+ * Resuming: take the lowest orphan in [lo, hi] that the RECONCILE names
+ * exactly once all the same: one at or past the cursor while the handed-out
+ * PASIDs are being listed (the held bit set here makes the scan list it,
+ * and it is no longer an orphan to list), or one already listed as an
+ * orphan. vpasid_reg.lock held.
+ */
+bool vpasid_orphan_take_listed(u32 lo, u32 hi, u32 *pasid)
+{
+	u32 at = vpasid_reg.reconcile_at;
+
+	if (!vpasid_reg.reconcile_listed_all) {
+		if (at < VPASID_PASID_SPACE)
+			lo = max(lo, at);
+		else if (at > VPASID_PASID_SPACE)
+			hi = min(hi, at - VPASID_PASID_SPACE - 1);
+		else
+			return false;	/* no orphan listed yet */
+	}
+	return lo <= hi && vpasid_orphan_take(lo, hi, pasid);
+}
+
+/*
+ * Resuming: put the freed @pasid back into the orphans if the RECONCILE
+ * in progress names it exactly once all the same: it is not listed as
+ * handed out yet (at or past the cursor while those are listed), or it is
+ * listed and the orphans' part of the list is past it. Else, or with no
+ * room, false: the caller sends a FREE. vpasid_reg.lock held.
+ */
+bool vpasid_orphan_put_listed(u32 pasid)
+{
+	u32 at = vpasid_reg.reconcile_at;
+	bool once;
+
+	if (vpasid_reg.reconcile_listed_all)
+		once = true;
+	else if (at < VPASID_PASID_SPACE)
+		once = pasid >= at;
+	else
+		once = pasid < at - VPASID_PASID_SPACE;
+	if (!once || vpasid_reg.norphan >= vpasid_reg.orphan_cap)
+		return false;
+	vpasid_ids_insert(vpasid_reg.orphan, &vpasid_reg.norphan, pasid);
+	return true;
+}
+
 /* Draining: a freed PASID goes into the orphans if they have room. */
 void vpasid_orphan_put(u32 pasid)
 {
@@ -95,6 +141,8 @@ u32 *vpasid_orphans_detach(unsigned int *n)
 	vpasid_reg.orphan = NULL;
 	vpasid_reg.norphan = 0;
 	vpasid_reg.orphan_cap = 0;
+	vpasid_reg.reconcile_at = 0;
+	vpasid_reg.reconcile_listed_all = false;
 	return orphan;
 }
 
@@ -121,8 +169,9 @@ void vpasid_held_unlock(void)
  * move *@cursor past them: first those handed out (the held bitmap; the
  * cursor is the next bit), then the orphaned cache (the cursor is
  * VPASID_PASID_SPACE plus the next PASID). Handed out first, so that a
- * PASID freed into the orphans while it runs is listed as one or the other
- * (resuming, free() never puts into the orphans, and alloc() is refused).
+ * PASID is listed as one or the other: resuming, free() never puts into
+ * the orphans, and alloc() takes only orphans this listing names once
+ * (vpasid_orphan_take_listed()).
  * Called with vpasid_held_lock(). Return how many.
  */
 unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max)
@@ -149,6 +198,18 @@ unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max)
 	}
 	*cursor = bit;
 	return n;
+}
+
+/*
+ * A RECONCILE listing up to @cursor (vpasid_held_next()) was posted;
+ * @last when it listed everything. From now on alloc() may hand out the
+ * orphans it listed: the host keeps (or reports) them as the VM's, and a
+ * FREE of one goes after the list. Called with vpasid_held_lock().
+ */
+void vpasid_held_listed(u32 cursor, bool last)
+{
+	vpasid_reg.reconcile_at = cursor;
+	vpasid_reg.reconcile_listed_all = last;
 }
 
 /* The orphaned cache's size; called with vpasid_held_lock(). */

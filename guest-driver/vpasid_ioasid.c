@@ -27,19 +27,26 @@
 #define VPASID_REGAIN_MAX	8
 
 /*
- * Draining with no device: serve alloc() from the orphaned cache, which
- * needs no request. reg->lock held. Return the PASID or INVALID_IOASID.
+ * Serve alloc() from the orphaned cache, which needs no request: draining
+ * with no device, any orphan; resuming, one the RECONCILE in progress
+ * names once all the same, so that a migrated or re-plugged guest goes on
+ * allocating while it reconciles. reg->lock held. Return the PASID or
+ * INVALID_IOASID.
  */
 static ioasid_t vpasid_alloc_orphan(struct vpasid_registration *reg,
 				    ioasid_t min, ioasid_t max)
 {
+	bool resuming = reg->state == VPASID_RESUMING;
+	bool taken;
 	u32 pasid;
 
-	if (reg->state != VPASID_DRAINING || !reg->norphan)
+	if ((!resuming && reg->state != VPASID_DRAINING) || !reg->norphan)
 		return INVALID_IOASID;
 	if (!reg->outstanding && !try_module_get(THIS_MODULE))
 		return INVALID_IOASID;
-	if (!vpasid_orphan_take(min, max, &pasid)) {
+	taken = resuming ? vpasid_orphan_take_listed(min, max, &pasid) :
+			   vpasid_orphan_take(min, max, &pasid);
+	if (!taken) {
 		if (!reg->outstanding)
 			module_put(THIS_MODULE);
 		return INVALID_IOASID;
@@ -100,11 +107,19 @@ static ioasid_t vpasid_alloc(ioasid_t min, ioasid_t max, void *data)
 		spin_unlock(&reg->lock);
 		return pasid;
 	}
-	if (reg->state != VPASID_ACTIVE)
-		goto reject;
 	lo = max_t(u32, min, vp->pasid_min);
 	hi = min_t(u32, max, vp->pasid_max);
 	if (lo > hi)
+		goto reject;
+	if (reg->state == VPASID_RESUMING) {
+		pasid = vpasid_alloc_orphan(reg, lo, hi);
+		if (pasid == INVALID_IOASID)
+			goto reject;
+		atomic64_inc(&vp->stats.allocs);
+		spin_unlock(&reg->lock);
+		return pasid;
+	}
+	if (reg->state != VPASID_ACTIVE)
 		goto reject;
 	/* Outstanding PASIDs pin the module; see vpasid_free(). */
 	if (!reg->outstanding && !try_module_get(THIS_MODULE))
@@ -133,10 +148,12 @@ out:
  * held, @vp the backing device or NULL. A lost PASID is not the VM's on
  * the host: nobody is told. With no device (draining), it goes into the
  * orphaned cache if that has room, to be served again at once. Otherwise
- * by the state: active, the device's cache or a FREE; resuming, a FREE,
- * posted after any RECONCILE that listed the PASID, and the held bit is
- * clear for those after it, so it is released either way
- * (vpasid_held_next()), never the cache, which no RECONCILE lists;
+ * by the state: active, the device's cache or a FREE; resuming, the
+ * orphans when the RECONCILE in progress names it once all the same
+ * (vpasid_orphan_put_listed()), else a FREE, posted after any RECONCILE
+ * that listed the PASID, and the held bit is clear for those after it, so
+ * it is released either way (vpasid_held_next()), never the device's
+ * cache, which no RECONCILE lists;
  * suspended, the cache, which needs no request. Else the host keeps its
  * reference until the next RESET or RECONCILE.
  */
@@ -158,7 +175,8 @@ static void vpasid_release(struct vpasid_registration *reg,
 		vpasid_free_pasid(vp, id);
 		return;
 	case VPASID_RESUMING:
-		vpasid_give_back(vp, id);
+		if (!vpasid_orphan_put_listed(id))
+			vpasid_give_back(vp, id);
 		return;
 	case VPASID_SUSPENDED:
 		if (vpasid_lease_put(vp, id))

@@ -97,6 +97,8 @@ static int vpasid_reconcile_batch(struct virtio_pasid *vp, u32 *cursor,
 			  sizeof(slot->buf->resp) + count * sizeof(__le32));
 	if (err)
 		vpasid_unclaim(slot);
+	else
+		vpasid_held_listed(*cursor, *last);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	vpasid_held_unlock();
 	if (err)

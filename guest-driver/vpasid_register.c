@@ -139,8 +139,11 @@ int vpasid_attach(struct virtio_pasid *vp, bool *resume)
 	if (!err) {
 		spin_lock(&vpasid_reg.lock);
 		vpasid_reg.vp = vp;
-		if (*resume)
+		if (*resume) {
 			vpasid_reg.state = VPASID_RESUMING;
+			vpasid_reg.reconcile_at = 0;
+			vpasid_reg.reconcile_listed_all = false;
+		}
 		spin_unlock(&vpasid_reg.lock);
 	}
 	mutex_unlock(&vpasid_reg.mutex);
