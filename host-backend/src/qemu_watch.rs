@@ -297,7 +297,6 @@ mod tests {
     use pasid_protocol::Request;
 
     use super::*;
-    use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
 
     #[test]
     fn boot_ids_parse_from_the_kernels_form() {
@@ -316,23 +315,7 @@ mod tests {
 
     /// A registry with VM "a", hold-over 300 s.
     fn registry() -> (Arc<Mutex<Registry>>, VmId) {
-        let space = PasidSpace::new(SpaceConfig {
-            pasid_bits: 8,
-            reserved: vec![],
-        })
-        .unwrap();
-        let mut reg = Registry::new(space, 1);
-        let vm = reg
-            .add_vm(
-                "a",
-                "a.sock",
-                OwnerLimits {
-                    quota: 10,
-                    range: 1..=255,
-                },
-            )
-            .unwrap();
-        reg.set_holdover(vm, Duration::from_secs(300));
+        let (reg, vm) = crate::registry::test_registry(Duration::from_secs(300));
         (Arc::new(Mutex::new(reg)), vm)
     }
 

@@ -477,26 +477,32 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// For unit tests: a registry over an 8-bit space with one VM, "a"
+/// (quota 10, range 1-255), and the hold-over given.
+#[cfg(test)]
+pub(crate) fn test_registry(holdover: Duration) -> (Registry, VmId) {
+    let space = PasidSpace::new(crate::pasid_space::SpaceConfig {
+        pasid_bits: 8,
+        reserved: vec![],
+    })
+    .unwrap();
+    let mut reg = Registry::new(space, 1);
+    let limits = OwnerLimits {
+        quota: 10,
+        range: 1..=255,
+    };
+    let vm = reg.add_vm("a", "a.sock", limits).unwrap();
+    reg.set_holdover(vm, holdover);
+    (reg, vm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pasid_space::SpaceConfig;
     use pasid_protocol::Request;
 
     fn registry(holdover: Duration) -> (Registry, VmId) {
-        let space = PasidSpace::new(SpaceConfig {
-            pasid_bits: 8,
-            reserved: vec![],
-        })
-        .unwrap();
-        let mut reg = Registry::new(space, 1);
-        let limits = OwnerLimits {
-            quota: 10,
-            range: 1..=255,
-        };
-        let vm = reg.add_vm("a", "a.sock", limits).unwrap();
-        reg.set_holdover(vm, holdover);
-        (reg, vm)
+        test_registry(holdover)
     }
 
     fn alloc(reg: &mut Registry, vm: VmId) -> Pasid {

@@ -193,23 +193,7 @@ mod tests {
     use pasid_protocol::Request;
 
     use super::*;
-    use crate::pasid_space::{OwnerLimits, PasidSpace, SpaceConfig};
-
-    fn registry(holdover: Duration) -> (Registry, VmId) {
-        let space = PasidSpace::new(SpaceConfig {
-            pasid_bits: 8,
-            reserved: vec![],
-        })
-        .unwrap();
-        let mut reg = Registry::new(space, 1);
-        let limits = OwnerLimits {
-            quota: 10,
-            range: 1..=255,
-        };
-        let vm = reg.add_vm("a", "a.sock", limits).unwrap();
-        reg.set_holdover(vm, holdover);
-        (reg, vm)
-    }
+    use crate::registry::test_registry as registry;
 
     fn peer(pid: u32) -> Option<QemuPeer> {
         Some(QemuPeer {
