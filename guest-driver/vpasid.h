@@ -354,7 +354,7 @@ unsigned int vpasid_held_next(u32 *cursor, __le32 *list, unsigned int max);
 void vpasid_held_listed(u32 cursor, bool last);
 void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result);
 unsigned int vpasid_held_cached(void);
-void vpasid_orphan_cache(struct virtio_pasid *vp);
+unsigned int vpasid_orphan_cache(struct virtio_pasid *vp);
 void vpasid_adopt_orphans(struct virtio_pasid *vp);
 void vpasid_lost_show(struct seq_file *m);
 unsigned long vpasid_outstanding(void);

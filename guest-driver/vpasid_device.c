@@ -219,8 +219,7 @@ static void vpasid_remove(struct virtio_device *vdev)
 			 released);
 	} else if (outstanding &&
 		   virtio_has_feature(vdev, VIRTIO_PASID_F_RECONCILE)) {
-		/* A resume lists the cache: keep it, serve from it meanwhile. */
-		vpasid_orphan_cache(vp);
+		/* vpasid_detach() kept the cache for a resume. */
 		if (vp->vq)
 			vpasid_quiesce(vp);
 	} else if (vp->vq && outstanding) {

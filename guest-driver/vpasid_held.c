@@ -15,6 +15,7 @@
 #include <linux/mutex.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/virtio_config.h>
 
 #include "vpasid.h"
 
@@ -89,9 +90,9 @@ bool vpasid_orphan_take_listed(u32 lo, u32 hi, u32 *pasid)
 
 	if (!vpasid_reg.reconcile_listed_all) {
 		if (at < VPASID_PASID_SPACE)
-			lo = max(lo, at);
+			lo = max_t(u32, lo, at);
 		else if (at > VPASID_PASID_SPACE)
-			hi = min(hi, at - VPASID_PASID_SPACE - 1);
+			hi = min_t(u32, hi, at - VPASID_PASID_SPACE - 1);
 		else
 			return false;	/* no orphan listed yet */
 	}
@@ -276,46 +277,47 @@ void vpasid_held_result(struct virtio_pasid *vp, u32 pasid, u32 result)
 }
 
 /*
- * Remove with PASIDs outstanding from a device that offered RECONCILE:
- * keep its lease cache (vp->cache) for the draining allocator and a later
- * resume instead of returning it. After vpasid_detach() and
- * vpasid_lease_stop(): nothing else touches the cache. The spill (on its
- * way back) is not kept: the host keeps those PASIDs until the resume's
- * RECONCILE, which does not list them, or the next RESET.
+ * The allocator turns draining as @vp goes (vpasid_detach(), with
+ * vpasid_reg.lock held, so that no alloc() in between finds neither a
+ * device nor a cache): if @vp offered RECONCILE, keep its lease cache for
+ * the draining allocator and a later resume instead of returning it.
+ * After vpasid_lease_stop(): no work item touches the cache. Orphans
+ * still there (a resume that failed) stay, and @vp's cache goes with @vp.
+ * The spill (on its way back) is not kept: the host keeps those PASIDs
+ * until the resume's RECONCILE, which does not list them, or the next
+ * RESET. Return how many were kept.
  */
-void vpasid_orphan_cache(struct virtio_pasid *vp)
+unsigned int vpasid_orphan_cache(struct virtio_pasid *vp)
 {
-	unsigned int kept = 0, i;
-	u32 *old = NULL;
+	unsigned int kept, i;
+	unsigned long flags;
 
-	mutex_lock(&vpasid_reg.mutex);
-	spin_lock(&vpasid_reg.lock);
-	if (vpasid_reg.state == VPASID_DRAINING && vp->cache) {
+	if (vpasid_reg.orphan ||
+	    !virtio_has_feature(vp->vdev, VIRTIO_PASID_F_RECONCILE))
+		return 0;
+	spin_lock_irqsave(&vp->lock, flags);
+	kept = vp->cache ? vp->ncached : 0;
+	if (vp->cache) {
 		/* The cache is descending, the orphans ascending. */
 		for (i = 0; i < vp->ncached / 2; i++)
 			swap(vp->cache[i], vp->cache[vp->ncached - 1 - i]);
-		old = vpasid_reg.orphan;
 		vpasid_reg.orphan = vp->cache;
 		vpasid_reg.norphan = vp->ncached;
 		vpasid_reg.orphan_cap = vp->lease_cap;
-		kept = vp->ncached;
 		vp->cache = NULL;
 		vp->ncached = 0;
 	}
-	spin_unlock(&vpasid_reg.lock);
-	mutex_unlock(&vpasid_reg.mutex);
-	/* Only a resume empties the orphans, and it takes them over. */
-	WARN_ON_ONCE(old);
-	kfree(old);
-	if (kept)
-		dev_info(&vp->vdev->dev, "%u cached PASID(s) kept for the draining allocator and a resume\n",
-			 kept);
+	spin_unlock_irqrestore(&vp->lock, flags);
+	return kept;
 }
 
 /*
  * A resume reconciled: the orphaned cache (what the host kept or
  * re-granted of it) goes into @vp's cache, or back to the host with a FREE
- * when that has no room. Before @vp's lease work starts.
+ * when that has no room. Called with vpasid_reg.lock held, as the
+ * allocator turns active (vpasid_register()), so that no alloc() in
+ * between finds neither the orphans nor the cache; before @vp's lease
+ * work starts.
  */
 void vpasid_adopt_orphans(struct virtio_pasid *vp)
 {
@@ -323,13 +325,11 @@ void vpasid_adopt_orphans(struct virtio_pasid *vp)
 	unsigned int i, n;
 	u32 *orphan;
 
-	spin_lock(&vpasid_reg.lock);
 	orphan = vpasid_orphans_detach(&n);
 	spin_lock_irqsave(&vp->lock, flags);
 	for (i = 0; i < n; i++)
 		vpasid_cache_keep(vp, orphan[i]);
 	spin_unlock_irqrestore(&vp->lock, flags);
-	spin_unlock(&vpasid_reg.lock);
 	kfree(orphan);
 }
 

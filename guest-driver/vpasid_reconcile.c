@@ -10,7 +10,8 @@
  * The list is what vpasid_held.c knows the VM holds: the PASIDs handed
  * out, then the lease cache the old device left (the orphans), in batches
  * of up to VIRTIO_PASID_LEASE_BATCH_MAX, one in flight at a time. What the
- * host keeps of the orphans becomes the new device's cache.
+ * host keeps of the orphans becomes the new device's cache when the
+ * allocator turns active again (vpasid_register()).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -173,7 +174,6 @@ int vpasid_reconcile(struct virtio_pasid *vp)
 		first = false;
 	}
 	atomic64_add(vp->reconciled.dropped, &vp->stats.reconcile_dropped);
-	vpasid_adopt_orphans(vp);
 	dev_info(&vp->vdev->dev, "RECONCILE: %llu kept, %llu re-granted, %llu conflict(s), %llu refused; the host dropped %u unlisted reference(s)\n",
 		 atomic64_read(&vp->stats.reconcile_kept) - kept,
 		 atomic64_read(&vp->stats.reconcile_granted) - granted,

@@ -159,7 +159,11 @@ void vpasid_register(struct virtio_pasid *vp)
 	mutex_lock(&vpasid_reg.mutex);
 	vpasid_reg.space_id = vp->space_id;
 	if (vpasid_reg.vp == vp && vpasid_reg.state == VPASID_RESUMING) {
-		vpasid_set_state(VPASID_ACTIVE);
+		/* One step: alloc() finds the orphans or the cache. */
+		spin_lock(&vpasid_reg.lock);
+		vpasid_adopt_orphans(vp);
+		vpasid_reg.state = VPASID_ACTIVE;
+		spin_unlock(&vpasid_reg.lock);
 		dev_info(&vp->vdev->dev, "resumed with %lu PASID(s) outstanding: active\n",
 			 vpasid_outstanding());
 	} else if (vpasid_reg.vp == vp) {
@@ -177,6 +181,7 @@ unsigned long vpasid_detach(struct virtio_pasid *vp)
 {
 	struct device *dev = &vp->vdev->dev;
 	unsigned long outstanding;
+	unsigned int kept = 0;
 	bool registered;
 
 	mutex_lock(&vpasid_reg.mutex);
@@ -188,6 +193,9 @@ unsigned long vpasid_detach(struct virtio_pasid *vp)
 		     vpasid_reg.state == VPASID_RESUMING;
 	vpasid_reg.state = registered && outstanding ? VPASID_DRAINING :
 			   VPASID_UNREGISTERED;
+	/* A resume lists the cache: keep it, serve from it meanwhile. */
+	if (vpasid_reg.state == VPASID_DRAINING)
+		kept = vpasid_orphan_cache(vp);
 	spin_unlock(&vpasid_reg.lock);
 
 	if (registered && !outstanding) {
@@ -197,6 +205,9 @@ unsigned long vpasid_detach(struct virtio_pasid *vp)
 		dev_warn(dev, "removed with %lu PASID(s) outstanding: draining, new allocations refused\n",
 			 outstanding);
 	}
+	if (kept)
+		dev_info(dev, "%u cached PASID(s) kept for the draining allocator and a resume\n",
+			 kept);
 	mutex_unlock(&vpasid_reg.mutex);
 
 	/* The work sees vp detached and does nothing if it still runs. */
