@@ -304,13 +304,17 @@ impl Registry {
     /// list (empty for every other request).
     pub fn serve(&mut self, vm: VmId, request: Request, list: &PasidList) -> Answer {
         let tag = request.tag();
-        // A driver speaking on this connection has taken up the device.
-        self.driver_spoke(vm);
-        // Every well-formed request costs a token; without one it is
-        // answered RATE_LIMITED and has no effect.
-        let admitted = self
-            .record_mut(vm)
-            .is_none_or(|rec| rec.bucket.as_mut().is_none_or(TokenBucket::take));
+        let (admitted, spoke) = self.record_mut(vm).map_or((true, None), |rec| {
+            // Every well-formed request costs a token; without one it is
+            // answered RATE_LIMITED and has no effect.
+            let admitted = rec.bucket.as_mut().is_none_or(TokenBucket::take);
+            // A driver speaking on this connection has taken up the
+            // device: its process, if its binding waited for that.
+            (admitted, rec.qemu_pending.take())
+        });
+        if let Some(peer) = spoke {
+            self.driver_spoke(vm, peer);
+        }
         let answer = match request {
             _ if !admitted => Response::new(Status::RateLimited, tag).into(),
             Request::Alloc { min, max, .. } => match self.space.alloc(vm.0, min, max) {

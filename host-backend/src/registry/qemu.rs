@@ -56,12 +56,10 @@ impl Registry {
         });
     }
 
-    /// The driver of VM `vm`'s connection has sent a request: the
-    /// connection's process, if its binding waited for that, is bound now.
-    pub(super) fn driver_spoke(&mut self, vm: VmId) {
-        let Some(peer) = self.record_mut(vm).and_then(|r| r.qemu_pending.take()) else {
-            return;
-        };
+    /// The driver of VM `vm`'s connection has sent a request: `peer`, the
+    /// connection's process whose binding waited for that, is bound now
+    /// ([`Registry::serve`] takes it from the record).
+    pub(super) fn driver_spoke(&mut self, vm: VmId, peer: QemuPeer) {
         info!("vm={} event=qemu-bound pid={}", self.vm_name(vm), peer.pid);
         self.set_qemu(vm, Some(peer));
     }
