@@ -294,8 +294,6 @@ mod tests {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use pasid_protocol::Request;
-
     use super::*;
 
     #[test]
@@ -361,19 +359,7 @@ mod tests {
             // requests.
             lock(&registry).set_connected(vm, true);
             watch.bind(&registry, vm, "a", Some(child.id()));
-            {
-                let mut reg = lock(&registry);
-                for tag in 0..3 {
-                    reg.handle(
-                        vm,
-                        Request::Alloc {
-                            tag,
-                            min: 1,
-                            max: 255,
-                        },
-                    );
-                }
-            }
+            crate::registry::test_allocs(&mut lock(&registry), vm, 3);
             assert_eq!(lock(&registry).vms()[0].qemu_pid, Some(child.id()));
             {
                 let mut reg = lock(&registry);
@@ -417,16 +403,7 @@ mod tests {
             let mut reg = lock(&registry);
             reg.set_connected(vm, true);
             reg.bind_qemu(vm, Some(QemuPeer { pid, boot_id }));
-            for tag in 0..2 {
-                reg.handle(
-                    vm,
-                    Request::Alloc {
-                        tag,
-                        min: 1,
-                        max: 255,
-                    },
-                );
-            }
+            crate::registry::test_allocs(&mut reg, vm, 2);
             // As after a restart: nothing connected.
             reg.set_connected(vm, false);
             assert_eq!(

@@ -496,6 +496,21 @@ pub(crate) fn test_registry(holdover: Duration) -> (Registry, VmId) {
     (reg, vm)
 }
 
+/// For unit tests: `n` ALLOCs over 1-255 by VM `vm`, tags 0 to `n - 1`.
+#[cfg(test)]
+pub(crate) fn test_allocs(reg: &mut Registry, vm: VmId, n: u64) {
+    for tag in 0..n {
+        reg.handle(
+            vm,
+            pasid_protocol::Request::Alloc {
+                tag,
+                min: 1,
+                max: 255,
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -427,16 +427,7 @@ mod tests {
     fn render_counts_requests_reclaims_and_latency() {
         let (mut reg, vm) = registry();
         reg.set_connected(vm, true);
-        for tag in 0..3 {
-            reg.handle(
-                vm,
-                Request::Alloc {
-                    tag,
-                    min: 1,
-                    max: 255,
-                },
-            );
-        }
+        crate::registry::test_allocs(&mut reg, vm, 3);
         reg.handle(vm, Request::Free { tag: 9, pasid: 200 });
         reg.count_malformed(vm);
         reg.observe_latency(Duration::from_micros(2));

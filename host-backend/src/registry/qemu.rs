@@ -204,16 +204,7 @@ mod tests {
     fn connected(reg: &mut Registry, vm: VmId, pid: u32, n: usize) {
         reg.set_connected(vm, true);
         reg.bind_qemu(vm, peer(pid));
-        for tag in 0..n {
-            reg.handle(
-                vm,
-                Request::Alloc {
-                    tag: tag as u64,
-                    min: 1,
-                    max: 255,
-                },
-            );
-        }
+        crate::registry::test_allocs(reg, vm, n as u64);
     }
 
     fn held(reg: &Registry, vm: VmId) -> usize {
