@@ -78,46 +78,52 @@ bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid)
 }
 
 /*
- * Resuming: take the lowest orphan in [lo, hi] that the RECONCILE names
- * exactly once all the same: one at or past the cursor while the handed-out
- * PASIDs are being listed (the held bit set here makes the scan list it,
- * and it is no longer an orphan to list), or one already listed as an
- * orphan. vpasid_reg.lock held.
+ * Resuming: narrow [*lo, *hi] to the PASIDs that the RECONCILE in progress
+ * names exactly once whether they are handed out or cached: while the
+ * handed-out PASIDs are listed, those at or past the cursor (not listed
+ * yet: the held bitmap or the orphans will name them); once the orphans
+ * are, those the cursor has passed (listed already); after the last
+ * batch, all. False when none is. vpasid_reg.lock held.
  */
-bool vpasid_orphan_take_listed(u32 lo, u32 hi, u32 *pasid)
+static bool vpasid_listed_once(u32 *lo, u32 *hi)
 {
 	u32 at = vpasid_reg.reconcile_at;
 
 	if (!vpasid_reg.reconcile_listed_all) {
 		if (at < VPASID_PASID_SPACE)
-			lo = max_t(u32, lo, at);
+			*lo = max_t(u32, *lo, at);
 		else if (at > VPASID_PASID_SPACE)
-			hi = min_t(u32, hi, at - VPASID_PASID_SPACE - 1);
+			*hi = min_t(u32, *hi, at - VPASID_PASID_SPACE - 1);
 		else
 			return false;	/* no orphan listed yet */
 	}
-	return lo <= hi && vpasid_orphan_take(lo, hi, pasid);
+	return *lo <= *hi;
+}
+
+/*
+ * Resuming: take the lowest orphan in [lo, hi] that the RECONCILE names
+ * exactly once all the same (vpasid_listed_once()): handed out, its held
+ * bit makes the scan list it, or it was listed as an orphan already.
+ * vpasid_reg.lock held.
+ */
+bool vpasid_orphan_take_listed(u32 lo, u32 hi, u32 *pasid)
+{
+	return vpasid_listed_once(&lo, &hi) &&
+	       vpasid_orphan_take(lo, hi, pasid);
 }
 
 /*
  * Resuming: put the freed @pasid back into the orphans if the RECONCILE
- * in progress names it exactly once all the same: it is not listed as
- * handed out yet (at or past the cursor while those are listed), or it is
- * listed and the orphans' part of the list is past it. Else, or with no
- * room, false: the caller sends a FREE. vpasid_reg.lock held.
+ * in progress names it exactly once all the same (vpasid_listed_once()).
+ * Else, or with no room, false: the caller sends a FREE. vpasid_reg.lock
+ * held.
  */
 bool vpasid_orphan_put_listed(u32 pasid)
 {
-	u32 at = vpasid_reg.reconcile_at;
-	bool once;
+	u32 lo = pasid, hi = pasid;
 
-	if (vpasid_reg.reconcile_listed_all)
-		once = true;
-	else if (at < VPASID_PASID_SPACE)
-		once = pasid >= at;
-	else
-		once = pasid < at - VPASID_PASID_SPACE;
-	if (!once || vpasid_reg.norphan >= vpasid_reg.orphan_cap)
+	if (!vpasid_listed_once(&lo, &hi) ||
+	    vpasid_reg.norphan >= vpasid_reg.orphan_cap)
 		return false;
 	vpasid_ids_insert(vpasid_reg.orphan, &vpasid_reg.norphan, pasid);
 	return true;
