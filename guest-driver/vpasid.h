@@ -22,6 +22,7 @@
 #define _VPASID_H
 
 #include <linux/atomic.h>
+#include <linux/bitops.h>
 #include <linux/completion.h>
 #include <linux/ktime.h>
 #include <linux/mutex.h>
@@ -142,9 +143,9 @@ struct virtio_pasid {
 	/*
 	 * Protects vq, slots, waiters, seq, unresponsive, reaping,
 	 * pending_frees, npending and the lease cache (cache, ncached, spill,
-	 * nspill, spilled, returning, granting, lease_posting, lease_size,
-	 * lease_missed, lease_warm, lease_stopped, grant_blocked, want_min,
-	 * want_max); taken in the vq callback.
+	 * nspill, spilled, returning, granting, lease_posting, lease_queued,
+	 * lease_size, lease_missed, lease_warm, lease_stopped, grant_blocked,
+	 * want_min, want_max); taken in the vq callback.
 	 */
 	spinlock_t lock;
 	struct vpasid_buf *bufs;
@@ -180,7 +181,13 @@ struct virtio_pasid {
 	unsigned int lease_size;	/* current size: watermarks, room */
 	bool lease_missed;	/* a miss since the last shrink period */
 	bool lease_warm;	/* a GRANT filled the cache: misses now grow it */
-	u32 *cache;		/* lease_room entries, ncached used, descending */
+	/*
+	 * ncached used, descending, from cache on: the cache slides within
+	 * cache_buf (VPASID_CACHE_SPAN times lease_room entries), so that
+	 * PASIDs come and go at both of its ends with no move.
+	 */
+	u32 *cache;
+	u32 *cache_buf;
 	unsigned int ncached;
 	/*
 	 * Held, not handed out, beyond the cache's size: freed PASIDs (and
@@ -195,6 +202,7 @@ struct virtio_pasid {
 	unsigned int returning;	/* listed in RETURNs not answered yet */
 	unsigned int granting;	/* asked for in GRANTs not answered yet */
 	bool lease_posting;	/* the kick is posting: no re-entry */
+	bool lease_queued;	/* the kick posted: notify the device */
 	bool lease_stopped;	/* no work item may run or be queued */
 	bool grant_blocked;	/* the last GRANT found no room; until a free */
 	u32 want_min;		/* the range GRANT asks for */
@@ -226,16 +234,57 @@ unsigned int vpasid_ids_search(const u32 *ids, unsigned int n, u32 pasid);
 bool vpasid_ids_insert(u32 *ids, unsigned int *n, u32 pasid);
 void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
 bool vpasid_ids_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid);
-bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid);
-bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid);
-unsigned int vpasid_desc_merge(u32 *ids, unsigned int *n, const u32 *add,
+bool __vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi,
+			u32 *pasid);
+bool __vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid);
+unsigned int vpasid_desc_merge(u32 **ids, unsigned int *n, const u32 *add,
 			       unsigned int m);
+
+/*
+ * Take the lowest of the *@n descending @ids in [@lo, @hi] into *@pasid.
+ * False, and nothing changed, when none lies there. Inline for what
+ * alloc() finds nearly always, the last (lowest) entry in range: under
+ * emulation each call and return of the hot path costs as much as the
+ * work it does.
+ */
+static inline bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo,
+				    u32 hi, u32 *pasid)
+{
+	u32 lowest;
+
+	if (!*n)
+		return false;
+	lowest = ids[*n - 1];
+	if (lowest > hi)
+		return false;
+	if (lowest < lo)
+		return __vpasid_desc_take(ids, n, lo, hi, pasid);
+	*pasid = lowest;
+	(*n)--;
+	return true;
+}
+
+/*
+ * Insert @pasid into the *@n descending @ids, which have room for one
+ * more. False, and nothing changed, when it is there already. Inline for
+ * what free() brings nearly always, a PASID below every cached one, which
+ * goes at the end.
+ */
+static inline bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
+{
+	if (*n && ids[*n - 1] <= pasid)
+		return __vpasid_desc_insert(ids, n, pasid);
+	ids[(*n)++] = pasid;
+	return true;
+}
 
 /* vpasid_transport.c */
 const char *vpasid_op_name(u16 opcode);
 void vpasid_init_slots(struct virtio_pasid *vp);
 void vpasid_fill(struct vpasid_slot *slot, u16 opcode, u32 pasid,
 		 u32 min, u32 max);
+int vpasid_queue(struct virtio_pasid *vp, struct vpasid_slot *slot,
+		 unsigned int out_len, unsigned int in_len);
 int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
 		unsigned int out_len, unsigned int in_len);
 void vpasid_reap(struct virtio_pasid *vp);
@@ -270,10 +319,70 @@ int vpasid_lease_return_one(struct virtio_pasid *vp);
 void vpasid_lease_missed(struct virtio_pasid *vp);
 int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
 		       u32 hi, u32 *pasid);
-bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid);
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 unsigned int vpasid_lease_held(const struct virtio_pasid *vp);
+
+/*
+ * The low mark of a cache of size C (lease_size): at fewer than C - C/4
+ * cached (counting what unanswered GRANTs bring) the cache is refilled up
+ * to C, in whole batches, so that a burst finds up to C PASIDs on their
+ * way while it takes the rest. A steady loop of one alloc() and one
+ * free() moves the cache between C - 1 and C, so it never crosses the
+ * mark nor spills: it hits the cache every time and sends nothing. Bursts
+ * of up to C/4 allocations then as many frees send nothing either.
+ */
+static inline unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
+{
+	return vp->lease_size - vp->lease_size / 4;
+}
+
+/* Short: fewer than C/4 cached; answers due are looked for, not awaited. */
+static inline unsigned int vpasid_lease_short(const struct virtio_pasid *vp)
+{
+	return vp->lease_size / 4;
+}
+
+/*
+ * How many PASIDs the spill gathers before they go back: four batches,
+ * whose RETURNs cost the device one notification and the driver one
+ * interrupt, or half the spill's room if that is less, so that frees
+ * never fill it while the host keeps up.
+ */
+static inline unsigned int vpasid_spill_flush_at(const struct virtio_pasid *vp)
+{
+	return clamp_t(unsigned int, vp->spill_room / 2,
+		       VIRTIO_PASID_LEASE_BATCH_MAX,
+		       4 * VIRTIO_PASID_LEASE_BATCH_MAX);
+}
+
+/*
+ * The cache moved (vp->lock held): kick it (vpasid_lease_kick()) only when
+ * it left its band: below the low mark, short with GRANTs on their way,
+ * or a spill to give back (vpasid_spill_flush_at()). Inline, so that the take or put of
+ * nearly every alloc() and free() costs no call: under emulation each
+ * call and return of the hot path costs as much as the work it does.
+ */
+static inline void vpasid_cache_moved(struct virtio_pasid *vp)
+{
+	if (vp->ncached + vp->granting < vpasid_lease_low(vp) ||
+	    (vp->granting && vp->ncached < vpasid_lease_short(vp)) ||
+	    vp->nspill >= vpasid_spill_flush_at(vp))
+		vpasid_lease_kick(vp);
+}
+
+/*
+ * Take the lowest cached PASID in [lo, hi]; vp->lock held. False when none
+ * is cached there.
+ */
+static inline bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi,
+				     u32 *pasid)
+{
+	if (!vpasid_desc_take(vp->cache, &vp->ncached, lo, hi, pasid))
+		return false;
+	vpasid_cache_moved(vp);
+	return true;
+}
 
 /* vpasid_alloc.c */
 int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
@@ -336,13 +445,43 @@ struct vpasid_registration {
 
 extern struct vpasid_registration vpasid_reg;
 
+/* Every PASID a device can hand out: the held and lost bitmaps' size. */
+#define VPASID_PASID_SPACE	BIT(VIRTIO_PASID_MAX_BITS)
+
+/* vpasid_held_add(): a lost PASID is the VM's again. */
+#define VPASID_REGAINED	1
+
+/*
+ * Mark @pasid handed out; vpasid_reg.lock held, @pasid below 2^20 (the
+ * config check bounds it). Return 0, or, when it is handed out already:
+ * VPASID_REGAINED for a lost one, which the host has freed and now gave
+ * the VM again, so it is the VM's on the host again (no longer lost: its
+ * free will tell the host) while still in use here; -EEXIST for any other,
+ * which the host should not have handed out. Inline, as
+ * vpasid_held_release(): every alloc() and free() runs them.
+ */
+static inline int vpasid_held_add(u32 pasid)
+{
+	if (!test_bit(pasid, vpasid_reg.held)) {
+		__set_bit(pasid, vpasid_reg.held);
+		return 0;
+	}
+	return __test_and_clear_bit(pasid, vpasid_reg.lost) ? VPASID_REGAINED :
+							       -EEXIST;
+}
+
+/* @pasid is freed; vpasid_reg.lock held. True when it was lost. */
+static inline bool vpasid_held_release(u32 pasid)
+{
+	if (pasid >= VPASID_PASID_SPACE)
+		return false;
+	__clear_bit(pasid, vpasid_reg.held);
+	return __test_and_clear_bit(pasid, vpasid_reg.lost);
+}
+
 const char *vpasid_state_name(enum vpasid_state state);
 int vpasid_held_init(void);
 void vpasid_held_exit(void);
-/* vpasid_held_add(): a lost PASID is the VM's again. */
-#define VPASID_REGAINED	1
-int vpasid_held_add(u32 pasid);
-bool vpasid_held_release(u32 pasid);
 bool vpasid_orphan_take(u32 lo, u32 hi, u32 *pasid);
 bool vpasid_orphan_take_listed(u32 lo, u32 hi, u32 *pasid);
 bool vpasid_orphan_put_listed(u32 pasid);

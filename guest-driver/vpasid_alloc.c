@@ -4,10 +4,10 @@
  * active device do. An allocation takes the lowest cached PASID in range
  * (vpasid_lease.c), with no round trip, or else fetches a batch with one
  * synchronous GRANT and takes the lowest of it, or, when a GRANT cannot
- * serve, sends one synchronous ALLOC; a free goes into the cache, or to
- * the host as a FREE. Both run
- * with the IOASID framework's spinlock held: every wait here busy-polls,
- * bounded by timeout_ms. An ALLOC answered after its caller gave up
+ * serve, sends one synchronous ALLOC; a free the cache does not keep
+ * (vpasid_lease_put(), called by free() itself) goes to the host as a
+ * FREE. Both run with the IOASID framework's spinlock held: every wait
+ * here busy-polls, bounded by timeout_ms. An ALLOC answered after its caller gave up
  * carries a PASID that is the VM's: its completion keeps it.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -134,17 +134,16 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 }
 
 /*
- * free() of an active device: into the cache if leases are on and it has
- * room, else a FREE to the host, posted and never waited for with leases
- * on or while the device is unresponsive (the host still learns of it if
- * it comes back), waited for (bounded) as in protocol v1 otherwise.
+ * free() of an active device whose cache did not keep @pasid
+ * (vpasid_lease_put()): a FREE to the host, posted and never waited for
+ * with leases on or while the device is unresponsive (the host still
+ * learns of it if it comes back), waited for (bounded) as in protocol v1
+ * otherwise.
  */
 void vpasid_free_pasid(struct virtio_pasid *vp, u32 pasid)
 {
 	u32 unused;
 
-	if (vpasid_lease_put(vp, pasid))
-		return;
 	if (vp->lease_cap || READ_ONCE(vp->unresponsive))
 		vpasid_give_back(vp, pasid);
 	else

@@ -189,7 +189,7 @@ err_remove_common:
 err_detach:
 	vpasid_detach(vp);
 err_free_bufs:
-	kfree(vp->cache);
+	kvfree(vp->cache_buf);
 	kvfree(vp->spill);
 	kfree(vp->bufs);
 err_free:
@@ -237,7 +237,7 @@ static void vpasid_remove(struct virtio_device *vdev)
 		dev_warn(&vdev->dev, "%u FREE(s) not sent: the host keeps those PASIDs until the next RESET\n",
 			 dropped);
 	vpasid_debugfs_remove(vp);
-	kfree(vp->cache);
+	kvfree(vp->cache_buf);
 	kvfree(vp->spill);
 	kfree(vp->bufs);
 	kfree(vp);

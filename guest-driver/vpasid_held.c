@@ -19,9 +19,6 @@
 
 #include "vpasid.h"
 
-/* Every PASID a device can hand out: the held and lost bitmaps' size. */
-#define VPASID_PASID_SPACE	BIT(VIRTIO_PASID_MAX_BITS)
-
 struct vpasid_registration vpasid_reg;
 
 static const char * const vpasid_state_names[] = {
@@ -41,33 +38,6 @@ const char *vpasid_state_name(enum vpasid_state state)
 unsigned long vpasid_outstanding(void)
 {
 	return READ_ONCE(vpasid_reg.outstanding);
-}
-
-/*
- * Mark @pasid handed out; vpasid_reg.lock held, @pasid below 2^20 (the
- * config check bounds it). Return 0, or, when it is handed out already:
- * VPASID_REGAINED for a lost one, which the host has freed and now gave
- * the VM again, so it is the VM's on the host again (no longer lost: its
- * free will tell the host) while still in use here; -EEXIST for any other,
- * which the host should not have handed out.
- */
-int vpasid_held_add(u32 pasid)
-{
-	if (!test_bit(pasid, vpasid_reg.held)) {
-		__set_bit(pasid, vpasid_reg.held);
-		return 0;
-	}
-	return __test_and_clear_bit(pasid, vpasid_reg.lost) ? VPASID_REGAINED :
-							       -EEXIST;
-}
-
-/* @pasid is freed; vpasid_reg.lock held. True when it was lost. */
-bool vpasid_held_release(u32 pasid)
-{
-	if (pasid >= VPASID_PASID_SPACE)
-		return false;
-	__clear_bit(pasid, vpasid_reg.held);
-	return __test_and_clear_bit(pasid, vpasid_reg.lost);
 }
 
 /* Take the lowest orphan in [lo, hi]; vpasid_reg.lock held. */
@@ -302,14 +272,18 @@ unsigned int vpasid_orphan_cache(struct virtio_pasid *vp)
 	    !virtio_has_feature(vp->vdev, VIRTIO_PASID_F_RECONCILE))
 		return 0;
 	spin_lock_irqsave(&vp->lock, flags);
-	kept = vp->cache ? vp->ncached : 0;
-	if (vp->cache) {
-		/* The cache is descending, the orphans ascending. */
+	kept = vp->cache_buf ? vp->ncached : 0;
+	if (vp->cache_buf) {
+		/* The cache is descending, the orphans ascending, from the start. */
+		memmove(vp->cache_buf, vp->cache,
+			vp->ncached * sizeof(*vp->cache));
 		for (i = 0; i < vp->ncached / 2; i++)
-			swap(vp->cache[i], vp->cache[vp->ncached - 1 - i]);
-		vpasid_reg.orphan = vp->cache;
+			swap(vp->cache_buf[i],
+			     vp->cache_buf[vp->ncached - 1 - i]);
+		vpasid_reg.orphan = vp->cache_buf;
 		vpasid_reg.norphan = vp->ncached;
 		vpasid_reg.orphan_cap = vp->lease_cap;
+		vp->cache_buf = NULL;
 		vp->cache = NULL;
 		vp->ncached = 0;
 	}
@@ -336,7 +310,7 @@ void vpasid_adopt_orphans(struct virtio_pasid *vp)
 	for (i = 0; i < n; i++)
 		vpasid_cache_keep(vp, orphan[i]);
 	spin_unlock_irqrestore(&vp->lock, flags);
-	kfree(orphan);
+	kvfree(orphan);
 }
 
 /* debugfs: the lost PASIDs, on one line. */

@@ -6,9 +6,10 @@
  * free() touch most, the lowest PASIDs, sits at the array's end, where a
  * take or an insert moves next to nothing (an ascending array moved the
  * whole cache on every one), and a GRANT's batch, higher than what is
- * cached, goes in with one merge. Both are sorted so that an allocation
- * takes the lowest PASID of a range with one binary search. Pure helpers:
- * the caller holds whatever lock guards the array.
+ * cached, goes in front of it with one merge that moves nothing. Both
+ * are sorted so that an allocation takes the lowest PASID of a range with
+ * one binary search. Pure helpers: the caller holds whatever lock guards
+ * the array.
  */
 #include <linux/string.h>
 
@@ -86,18 +87,15 @@ static unsigned int vpasid_desc_count_ge(const u32 *ids, unsigned int n,
 }
 
 /*
- * Take the lowest of the *@n descending @ids in [@lo, @hi] into *@pasid:
- * the last entry when @lo is at most the lowest. False, and nothing
- * changed, when none lies there.
+ * vpasid_desc_take() when the lowest entry is below @lo: the lowest of the
+ * *@n descending @ids in [@lo, @hi], found by a binary search, into
+ * *@pasid. False, and nothing changed, when none lies there.
  */
-bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid)
+bool __vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi,
+			u32 *pasid)
 {
-	unsigned int at = *n;
+	unsigned int at = vpasid_desc_count_ge(ids, *n, lo);
 
-	if (!at)
-		return false;
-	if (ids[at - 1] < lo)
-		at = vpasid_desc_count_ge(ids, at, lo);
 	if (!at || ids[at - 1] > hi)
 		return false;
 	*pasid = ids[at - 1];
@@ -107,17 +105,14 @@ bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid)
 }
 
 /*
- * Insert @pasid into the *@n descending @ids, which have room for one
- * more: a PASID lower than every cached one (a free of one just handed
- * out) goes at the end. False, and nothing changed, when it is there
- * already.
+ * vpasid_desc_insert() when @pasid is not below every entry: into its
+ * place in the *@n descending @ids, which have room for one more. False,
+ * and nothing changed, when it is there already.
  */
-bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
+bool __vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
 {
-	unsigned int at = *n;
+	unsigned int at = vpasid_desc_count_ge(ids, *n, pasid);
 
-	if (at && ids[at - 1] <= pasid)
-		at = vpasid_desc_count_ge(ids, at, pasid);
 	if (at && ids[at - 1] == pasid)
 		return false;
 	memmove(&ids[at + 1], &ids[at], (*n - at) * sizeof(*ids));
@@ -127,31 +122,37 @@ bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
 }
 
 /*
- * Merge the @m descending @add into the *@n descending @ids, which have
- * room for them, in one pass: the old entries move up by @m once, then
- * both runs are merged from the top. A PASID in both is kept once.
- * Return how many of @add were there already.
+ * Merge the @m descending @add into the *@n descending entries from *@ids,
+ * which have room for @m more in front of them, in one pass from the top:
+ * the merged run is written from *@ids - @m upwards, where it never
+ * overtakes the old entries still to read, so that nothing moves when
+ * every new one is higher, as a GRANT's batch mostly is. *@ids becomes
+ * the merged run's first entry. A PASID in both is kept once. Return how
+ * many of @add were there already.
  */
-unsigned int vpasid_desc_merge(u32 *ids, unsigned int *n, const u32 *add,
+unsigned int vpasid_desc_merge(u32 **ids, unsigned int *n, const u32 *add,
 			       unsigned int m)
 {
-	unsigned int i = m, j = 0, k = 0, dup = 0;
+	const u32 *old = *ids;
+	u32 *out = *ids - m;
+	unsigned int i = 0, j = 0, k = 0, dup = 0;
 
-	memmove(&ids[m], &ids[0], *n * sizeof(*ids));
-	/* ids[i..i + n - j) are the old ones left; add[j..m) the new. */
+	/* out[k] is old[k - m]: read already while k < i + m. */
 	while (j < m) {
-		if (i < m + *n && ids[i] >= add[j]) {
-			if (ids[i] == add[j]) {
+		if (i < *n && old[i] >= add[j]) {
+			if (old[i] == add[j]) {
 				dup++;
 				j++;
 			}
-			ids[k++] = ids[i++];
+			out[k++] = old[i++];
 		} else {
-			ids[k++] = add[j++];
+			out[k++] = add[j++];
 		}
 	}
-	while (i < m + *n)
-		ids[k++] = ids[i++];
-	*n = k;
+	/* Without repeats k == i + m: the old ones left are in place. */
+	if (dup)
+		memmove(&out[k], &old[i], (*n - i) * sizeof(*out));
+	*ids = out;
+	*n += m - dup;
 	return dup;
 }

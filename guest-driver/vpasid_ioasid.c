@@ -172,7 +172,8 @@ static void vpasid_release(struct vpasid_registration *reg,
 	}
 	switch (reg->state) {
 	case VPASID_ACTIVE:
-		vpasid_free_pasid(vp, id);
+		if (!vpasid_lease_put(vp, id))
+			vpasid_free_pasid(vp, id);
 		return;
 	case VPASID_RESUMING:
 		if (!vpasid_orphan_put_listed(id))

@@ -97,31 +97,21 @@ MODULE_PARM_DESC(lease,
 #define VPASID_SHRINK_MS	1000
 /* How long without a free into the spill before its last batch goes. */
 #define VPASID_SPILL_IDLE_MS	10
+/* cache_buf's length, in lease_rooms: see vpasid_cache_recentre(). */
+#define VPASID_CACHE_SPAN	4
 
 /* How a lease request's answer is waited for. */
 enum vpasid_lease_wait {
 	VPASID_LEASE_SLEEP,	/* process context: sleep, bounded */
 	VPASID_LEASE_POLL,	/* atomic context: busy-poll, bounded */
 	VPASID_LEASE_NOWAIT,	/* posted; the reap applies the answer */
+	/* As NOWAIT, but the device is notified later, once for them all. */
+	VPASID_LEASE_QUEUED,
 };
 
 unsigned int vpasid_lease_wanted(void)
 {
 	return READ_ONCE(lease);
-}
-
-/*
- * The low mark of a cache of size C (lease_size): at fewer than C - C/4
- * cached (counting what unanswered GRANTs bring) the cache is refilled up
- * to C, in whole batches, so that a burst finds up to C PASIDs on their
- * way while it takes the rest. A steady loop of one alloc() and one
- * free() moves the cache between C - 1 and C, so it never crosses the
- * mark nor spills: it hits the cache every time and sends nothing. Bursts
- * of up to C/4 allocations then as many frees send nothing either.
- */
-static unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
-{
-	return vp->lease_size - vp->lease_size / 4;
 }
 
 /* A refill's batch: a whole one, or what a small cache's band holds. */
@@ -162,14 +152,48 @@ static void vpasid_lease_grow(struct virtio_pasid *vp, unsigned int size)
 }
 
 /*
+ * The cache slides within cache_buf: a GRANT's batch, higher than what is
+ * cached, goes in front of it, and a RETURN or a shrink takes the highest
+ * from its front, by moving vp->cache, not the entries (under emulation a
+ * move of the whole cache per GRANT cost more than the allocations the
+ * batch served). Once a side has no room left, the cache moves back to
+ * where both have plenty: room for lease_room entries behind it, which
+ * it never outgrows between two moves unless it loses its front, and at
+ * least twice that in front. vp->lock held.
+ */
+static void vpasid_cache_recentre(struct virtio_pasid *vp)
+{
+	u32 *at = vp->cache_buf + (VPASID_CACHE_SPAN - 1) * vp->lease_room -
+		  vp->ncached;
+
+	memmove(at, vp->cache, vp->ncached * sizeof(*vp->cache));
+	vp->cache = at;
+}
+
+/* Insert @pasid into the cache, which has room; false if it is there. */
+static inline bool vpasid_cache_insert(struct virtio_pasid *vp, u32 pasid)
+{
+	if (vp->cache + vp->ncached ==
+	    vp->cache_buf + VPASID_CACHE_SPAN * vp->lease_room)
+		vpasid_cache_recentre(vp);
+	return vpasid_desc_insert(vp->cache, &vp->ncached, pasid);
+}
+
+/* Take the @k highest cached PASIDs off the cache's front. */
+static void vpasid_cache_drop_front(struct virtio_pasid *vp, unsigned int k)
+{
+	vp->cache += k;
+	vp->ncached -= k;
+}
+
+/*
  * PASIDs waiting in the spill serve before the host is asked: move them
  * back into the cache, up to its size. vp->lock held.
  */
 static void vpasid_spill_unspill(struct virtio_pasid *vp)
 {
 	while (vp->nspill && vp->ncached < vp->lease_size)
-		vpasid_desc_insert(vp->cache, &vp->ncached,
-				   vp->spill[--vp->nspill]);
+		vpasid_cache_insert(vp, vp->spill[--vp->nspill]);
 }
 
 /*
@@ -204,7 +228,7 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 		if (count < vpasid_lease_batch(vp))
 			break;
 		if (IS_ERR(vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT, count,
-					     VPASID_LEASE_NOWAIT, NULL)))
+					     VPASID_LEASE_QUEUED, NULL)))
 			return false;
 	}
 	return true;
@@ -222,17 +246,20 @@ static void vpasid_spill_flush(struct virtio_pasid *vp)
 	       vp->returning < VPASID_RETURNS_AHEAD)
 		if (IS_ERR(vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
 					     VIRTIO_PASID_LEASE_BATCH_MAX,
-					     VPASID_LEASE_NOWAIT, NULL)))
+					     VPASID_LEASE_QUEUED, NULL)))
 			break;
 }
 
 /*
- * The cache moved; vp->lock held. Below the low mark it is refilled at
- * once (vpasid_lease_refill()); a spill of a batch or more goes back
- * (vpasid_spill_flush()). While answers are due for what is needed now,
- * the virtqueue is looked at first: an answer waiting there is applied
- * without waiting for the interrupt. Not re-entered from the reap that
- * its posting runs (vp->lease_posting).
+ * The cache moved and left its band (vpasid_cache_moved()), or may have;
+ * vp->lock held. Below the low mark it is refilled at once
+ * (vpasid_lease_refill()); a spill of a batch or more goes back
+ * (vpasid_spill_flush()). The answers come with the interrupt; only when
+ * the cache is about to run dry with GRANTs on their way (fewer than C/4
+ * cached), or the spill cannot go back for RETURNs still unanswered, is
+ * the virtqueue looked at here, so that an answer waiting there is
+ * applied without waiting for the interrupt. Not re-entered from the reap
+ * that its posting runs (vp->lease_posting).
  */
 void vpasid_lease_kick(struct virtio_pasid *vp)
 {
@@ -242,14 +269,20 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 	    vp->lease_posting)
 		return;
 	vp->lease_posting = true;
-	if ((vp->granting && vp->ncached < vpasid_lease_low(vp)) ||
-	    (vp->returning && vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX))
+	if ((vp->granting && vp->ncached < vpasid_lease_short(vp)) ||
+	    (vp->returning >= VPASID_RETURNS_AHEAD &&
+	     vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX))
 		vpasid_reap(vp);
 	low = vp->ncached + vp->granting < vpasid_lease_low(vp);
 	if (low && !vpasid_lease_refill(vp))
 		schedule_work(&vp->lease_work);
-	if (vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX)
+	if (vp->nspill >= vpasid_spill_flush_at(vp))
 		vpasid_spill_flush(vp);
+	/* One notification for all the refill and the flush posted. */
+	if (vp->lease_queued) {
+		vp->lease_queued = false;
+		virtqueue_kick(vp->vq);
+	}
 	vp->lease_posting = false;
 }
 
@@ -258,11 +291,11 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
  * the cache while it is below @size, else into the spill, to go back in a
  * batch. False when both are full.
  */
-static bool vpasid_lease_hold(struct virtio_pasid *vp, u32 pasid,
-			      unsigned int size)
+static inline bool vpasid_lease_hold(struct virtio_pasid *vp, u32 pasid,
+				     unsigned int size)
 {
 	if (vp->ncached < size) {
-		if (!vpasid_desc_insert(vp->cache, &vp->ncached, pasid))
+		if (!vpasid_cache_insert(vp, pasid))
 			/* Already cached: keep one copy, never hand it out twice. */
 			dev_warn_ratelimited(&vp->vdev->dev,
 					     "PASID %u is already cached: ignored\n",
@@ -341,7 +374,9 @@ static void vpasid_lease_granted(struct virtio_pasid *vp,
 	n = vpasid_sort_desc(fresh, n);
 	/* The lowest go into the cache; the array's room bounds them. */
 	fit = min(n, vp->lease_room - vp->ncached);
-	dup = vpasid_desc_merge(vp->cache, &vp->ncached, &fresh[n - fit], fit);
+	if (vp->cache - vp->cache_buf < fit)
+		vpasid_cache_recentre(vp);
+	dup = vpasid_desc_merge(&vp->cache, &vp->ncached, &fresh[n - fit], fit);
 	if (dup)
 		dev_warn_ratelimited(&vp->vdev->dev,
 				     "%u granted PASID(s) already cached: ignored\n",
@@ -431,9 +466,7 @@ static unsigned int vpasid_cache_pick(struct virtio_pasid *vp,
 	/* Descending: the highest are the first k. */
 	for (i = 0; i < k; i++)
 		list[n++] = cpu_to_le32(vp->cache[i]);
-	vp->ncached -= k;
-	memmove(&vp->cache[0], &vp->cache[k],
-		vp->ncached * sizeof(*vp->cache));
+	vpasid_cache_drop_front(vp, k);
 	return n;
 }
 
@@ -478,7 +511,7 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	}
 	if (wait == VPASID_LEASE_SLEEP)
 		slot->done = done;
-	else if (wait == VPASID_LEASE_NOWAIT)
+	else if (wait != VPASID_LEASE_POLL)
 		slot->state = VPASID_SLOT_ASYNC;
 	slot->answered = vpasid_lease_answered;
 	req->opcode = cpu_to_le16(opcode);
@@ -487,7 +520,12 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	req->min = cpu_to_le32(vp->want_min);
 	req->max = cpu_to_le32(vp->want_max);
 
-	err = vpasid_post(vp, slot, out_len, in_len);
+	if (wait == VPASID_LEASE_QUEUED) {
+		err = vpasid_queue(vp, slot, out_len, in_len);
+		vp->lease_queued |= !err;
+	} else {
+		err = vpasid_post(vp, slot, out_len, in_len);
+	}
 	if (!err && opcode == VIRTIO_PASID_OP_GRANT)
 		vp->granting += count;
 	if (err) {
@@ -619,18 +657,6 @@ static void vpasid_spill_idle(struct work_struct *work)
 }
 
 /*
- * Take the lowest cached PASID in [lo, hi]; vp->lock held. False when none
- * is cached there.
- */
-bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi, u32 *pasid)
-{
-	if (!vpasid_desc_take(vp->cache, &vp->ncached, lo, hi, pasid))
-		return false;
-	vpasid_lease_kick(vp);
-	return true;
-}
-
-/*
  * A miss of a cache that was filled before: demand outran the refills, so
  * the cache's size goes to the host's cap at once (not step by step: each
  * step would cost another miss), and the shrink timer runs; vp->lock held.
@@ -664,9 +690,7 @@ static void vpasid_lease_shrink(struct work_struct *work)
 	/* The highest first: they are the cache's first entries. */
 	while (vp->ncached > vp->lease_size && vp->nspill < vp->spill_room) {
 		pasid = vp->cache[0];
-		vp->ncached--;
-		memmove(&vp->cache[0], &vp->cache[1],
-			vp->ncached * sizeof(*vp->cache));
+		vpasid_cache_drop_front(vp, 1);
 		vpasid_lease_hold(vp, pasid, 0);
 	}
 	vpasid_lease_kick(vp);
@@ -756,7 +780,7 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid)
 	kept = vpasid_lease_hold(vp, pasid, vp->lease_size);
 	if (kept) {
 		vp->grant_blocked = false;
-		vpasid_lease_kick(vp);
+		vpasid_cache_moved(vp);
 	}
 	wait = !kept && !vp->lease_stopped && !vp->unresponsive;
 	spin_unlock_irqrestore(&vp->lock, flags);
@@ -818,7 +842,11 @@ int vpasid_lease_init(struct virtio_pasid *vp)
 	if (!vp->lease_cap)
 		return 0;
 	vp->lease_room = vp->lease_max;
-	vp->cache = kcalloc(vp->lease_room, sizeof(*vp->cache), GFP_KERNEL);
+	vp->cache_buf = kvcalloc(VPASID_CACHE_SPAN * vp->lease_room,
+				 sizeof(*vp->cache_buf), GFP_KERNEL);
+	vp->cache = vp->cache_buf;
+	if (vp->cache_buf)
+		vpasid_cache_recentre(vp);
 	vp->spill_room = clamp_t(u32, vp->quota, VPASID_SPILL_MIN,
 				 VPASID_SPILL_MAX);
 	vp->spill = kvcalloc(vp->spill_room, sizeof(*vp->spill), GFP_KERNEL);

@@ -11,6 +11,7 @@
 #include <linux/device.h>
 #include <linux/jiffies.h>
 #include <linux/minmax.h>
+#include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
@@ -89,7 +90,7 @@ static void vpasid_unregister_drained(void)
 
 	if (drained) {
 		vpasid_ops_unregister();
-		kfree(orphan);
+		kvfree(orphan);
 		pr_info("last PASID freed: IOASID allocator unregistered%s\n",
 			norphan ? "; the host keeps the cached PASIDs until the next RESET" : "");
 	}

@@ -95,12 +95,15 @@ void vpasid_fill(struct vpasid_slot *slot, u16 opcode, u32 pasid,
 }
 
 /*
- * Tag and post a filled-in request: @out_len readable bytes from the
- * request on, @in_len writable bytes from the response on. Called with
+ * Tag and queue a filled-in request without notifying the device: @out_len
+ * readable bytes from the request on, @in_len writable bytes from the
+ * response on. The caller notifies it (virtqueue_kick()) once it has
+ * queued all it has, so that several requests cost one notification and
+ * the device answers them in one go, with one interrupt. Called with
  * vp->lock held.
  */
-int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
-		unsigned int out_len, unsigned int in_len)
+int vpasid_queue(struct virtio_pasid *vp, struct vpasid_slot *slot,
+		 unsigned int out_len, unsigned int in_len)
 {
 	struct vpasid_buf *buf = slot->buf;
 	struct scatterlist out, in, *sgs[] = { &out, &in };
@@ -122,14 +125,20 @@ int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
 	err = virtqueue_add_sgs(vp->vq, sgs, 1, 1, slot, GFP_ATOMIC);
 	if (WARN_ON_ONCE(err))
 		return err;
-	virtqueue_kick(vp->vq);
 	return 0;
 }
 
-/*
- * Check an answered request and count a failure status. Return the status,
- * or -EPROTO when the device did not answer this request in full.
- */
+/* Queue a request (vpasid_queue()) and notify the device; vp->lock held. */
+int vpasid_post(struct virtio_pasid *vp, struct vpasid_slot *slot,
+		unsigned int out_len, unsigned int in_len)
+{
+	int err = vpasid_queue(vp, slot, out_len, in_len);
+
+	if (!err)
+		virtqueue_kick(vp->vq);
+	return err;
+}
+
 static int vpasid_status(struct virtio_pasid *vp, struct vpasid_slot *slot)
 {
 	const struct vpasid_buf *buf = slot->buf;

@@ -468,6 +468,10 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
                     guest.wait_driver_state("active", CMD)?;
                 }
                 held_once(&mut guest, HELD_WARMUP)?;
+                let warm = match driver {
+                    Some(_) => Some(guest.driver_status()?),
+                    None => None,
+                };
                 let before = daemon.vm(VM)?.counters;
                 let held = held_once(&mut guest, n)?;
                 let after = daemon.vm(VM)?.counters;
@@ -484,9 +488,9 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
                 side.alloc.push(held.alloc_ns);
                 side.free.push(held.free_ns);
                 side.requests += requests;
-                if driver.is_some() {
+                if let Some(warm) = &warm {
                     let status = guest.driver_status()?;
-                    println!("{:<26} {}", "", where_time_went(&status));
+                    println!("{:<26} {}", "", where_time_went(&status, warm));
                     side.driver = Some(status);
                     guest.run_ok("rmmod virtio_pasid", CMD)?;
                 }
@@ -516,23 +520,25 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
     Ok(all)
 }
 
-/// Where a driver run's time went, from its counters since the driver's
-/// load (the warm-up run included): waits for the host inside alloc() and
-/// free(), the mean round trip of every answer, single FREEs.
-fn where_time_went(d: &DriverStatus) -> String {
-    let mean = |ns: &str, n: &str| d.counter(ns) / d.counter(n).max(1) / 1000;
+/// Where the time of a driver's timed run went, from its counters after
+/// the run less those before it (after the warm-up): waits for the host
+/// inside alloc() and free(), the mean round trip of every answer, single
+/// FREEs, misses.
+fn where_time_went(d: &DriverStatus, before: &DriverStatus) -> String {
+    let n = |name: &str| d.counter(name).saturating_sub(before.counter(name));
+    let mean = |ns: &str, count: &str| n(ns) / n(count).max(1) / 1000;
     format!(
         "alloc waits {} ({} us total, {} us each), free waits {} ({} us total), \
          answers {} (mean rtt {} us), single FREEs {}, misses {}",
-        d.counter("alloc_waits"),
-        d.counter("alloc_wait_ns") / 1000,
+        n("alloc_waits"),
+        n("alloc_wait_ns") / 1000,
         mean("alloc_wait_ns", "alloc_waits"),
-        d.counter("free_waits"),
-        d.counter("free_wait_ns") / 1000,
-        d.counter("answers"),
+        n("free_waits"),
+        n("free_wait_ns") / 1000,
+        n("answers"),
         mean("answer_rtt_ns", "answers"),
-        d.counter("single_frees"),
-        d.counter("lease_misses"),
+        n("single_frees"),
+        n("lease_misses"),
     )
 }
 
