@@ -43,7 +43,7 @@
 #endif
 
 /* Request slots; a timed-out request keeps its slot until the device answers. */
-#define VPASID_SLOTS		16
+#define VPASID_SLOTS		32
 /* FREEs that found every slot busy wait here for one; see vpasid_free_async(). */
 #define VPASID_PENDING_FREES	64
 /* Failure counters: one per status code, plus one for unknown codes. */
@@ -236,7 +236,9 @@ void vpasid_ids_remove(u32 *ids, unsigned int *n, unsigned int at);
 bool vpasid_ids_take(u32 *ids, unsigned int *n, u32 lo, u32 hi, u32 *pasid);
 bool __vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi,
 			u32 *pasid);
-bool __vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid);
+int __vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid,
+			 unsigned int moves);
+unsigned int vpasid_desc_sort(u32 *ids, unsigned int n);
 unsigned int vpasid_desc_merge(u32 **ids, unsigned int *n, const u32 *add,
 			       unsigned int m);
 
@@ -266,16 +268,18 @@ static inline bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo,
 
 /*
  * Insert @pasid into the *@n descending @ids, which have room for one
- * more. False, and nothing changed, when it is there already. Inline for
- * what free() brings nearly always, a PASID below every cached one, which
- * goes at the end.
+ * more, unless that moves more than @moves of them (see
+ * __vpasid_desc_insert() for the return value). Inline for what free()
+ * brings nearly always, a PASID below every cached one, which goes at the
+ * end.
  */
-static inline bool vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
+static inline int vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid,
+				     unsigned int moves)
 {
 	if (*n && ids[*n - 1] <= pasid)
-		return __vpasid_desc_insert(ids, n, pasid);
+		return __vpasid_desc_insert(ids, n, pasid, moves);
 	ids[(*n)++] = pasid;
-	return true;
+	return 0;
 }
 
 /* vpasid_transport.c */
@@ -326,25 +330,35 @@ unsigned int vpasid_lease_held(const struct virtio_pasid *vp);
 /*
  * The low mark of a cache of size C (lease_size): at fewer than C - C/4
  * cached (counting what unanswered GRANTs bring) the cache is refilled up
- * to C, in whole batches, so that a burst finds up to C PASIDs on their
- * way while it takes the rest. A steady loop of one alloc() and one
- * free() moves the cache between C - 1 and C, so it never crosses the
- * mark nor spills: it hits the cache every time and sends nothing. Bursts
- * of up to C/4 allocations then as many frees send nothing either.
+ * to C, in whole batches posted together (one notification, one
+ * interrupt), so that a burst finds up to C PASIDs on their way while it
+ * takes the rest. A steady loop of one alloc() and one free() moves the
+ * cache between C - 1 and C, so it never crosses the mark nor spills: it
+ * hits the cache every time and sends nothing. Bursts of up to C/4
+ * allocations then as many frees send nothing either.
  */
 static inline unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 {
 	return vp->lease_size - vp->lease_size / 4;
 }
 
-/* Short: fewer than C/4 cached; answers due are looked for, not awaited. */
-static inline unsigned int vpasid_lease_short(const struct virtio_pasid *vp)
+/*
+ * A short cache (fewer than C/4 cached) with GRANTs on their way looks at
+ * the virtqueue itself for their answers rather than wait for the
+ * interrupt: once per VPASID_SHORT_POLL allocations (a look costs about as
+ * much as an allocation), and at each of the last VPASID_SHORT_POLL.
+ */
+#define VPASID_SHORT_POLL	8
+
+static inline bool vpasid_lease_look(const struct virtio_pasid *vp)
 {
-	return vp->lease_size / 4;
+	return vp->granting && vp->ncached < vp->lease_size / 4 &&
+	       (vp->ncached < VPASID_SHORT_POLL ||
+		!(vp->ncached % VPASID_SHORT_POLL));
 }
 
 /*
- * How many PASIDs the spill gathers before they go back: four batches,
+ * How many PASIDs the spill gathers before they go back: eight batches,
  * whose RETURNs cost the device one notification and the driver one
  * interrupt, or half the spill's room if that is less, so that frees
  * never fill it while the host keeps up.
@@ -353,21 +367,21 @@ static inline unsigned int vpasid_spill_flush_at(const struct virtio_pasid *vp)
 {
 	return clamp_t(unsigned int, vp->spill_room / 2,
 		       VIRTIO_PASID_LEASE_BATCH_MAX,
-		       4 * VIRTIO_PASID_LEASE_BATCH_MAX);
+		       8 * VIRTIO_PASID_LEASE_BATCH_MAX);
 }
 
 /*
  * The cache moved (vp->lock held): kick it (vpasid_lease_kick()) only when
- * it left its band: below the low mark, short with GRANTs on their way,
- * or a spill to give back (vpasid_spill_flush_at()). Inline, so that the take or put of
+ * it left its band: below the low mark, short with answers to look for
+ * (vpasid_lease_look()), or a spill to give back
+ * (vpasid_spill_flush_at()). Inline, so that the take or put of
  * nearly every alloc() and free() costs no call: under emulation each
  * call and return of the hot path costs as much as the work it does.
  */
 static inline void vpasid_cache_moved(struct virtio_pasid *vp)
 {
 	if (vp->ncached + vp->granting < vpasid_lease_low(vp) ||
-	    (vp->granting && vp->ncached < vpasid_lease_short(vp)) ||
-	    vp->nspill >= vpasid_spill_flush_at(vp))
+	    vpasid_lease_look(vp) || vp->nspill >= vpasid_spill_flush_at(vp))
 		vpasid_lease_kick(vp);
 }
 

@@ -69,12 +69,13 @@ static int vpasid_alloc_miss(struct virtio_pasid *vp, u32 lo, u32 hi,
 			     unsigned long in_use, unsigned int cached,
 			     u32 *pasid)
 {
+	/* The quota read at probe; the host's answers cover a change. */
+	unsigned int room = in_use + cached < vp->quota ?
+			    vp->quota - in_use - cached : 0;
 	int status;
 
-	/* The quota read at probe; the host's answers cover a change. */
-	if (in_use + cached < vp->quota &&
-	    vpasid_lease_fetch(vp, vp->quota - in_use - cached, lo, hi,
-			       pasid) == VIRTIO_PASID_S_OK)
+	/* At the quota too: the spill may hold one in the range. */
+	if (vpasid_lease_fetch(vp, room, lo, hi, pasid) == VIRTIO_PASID_S_OK)
 		return VIRTIO_PASID_S_OK;
 	if (cached && in_use + cached >= vp->quota)
 		vpasid_lease_return_one(vp);

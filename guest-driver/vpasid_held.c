@@ -307,7 +307,8 @@ void vpasid_adopt_orphans(struct virtio_pasid *vp)
 
 	orphan = vpasid_orphans_detach(&n);
 	spin_lock_irqsave(&vp->lock, flags);
-	for (i = 0; i < n; i++)
+	/* Highest first: each goes at the descending cache's end. */
+	for (i = n; i--; )
 		vpasid_cache_keep(vp, orphan[i]);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	kvfree(orphan);

@@ -11,6 +11,9 @@
  * one binary search. Pure helpers: the caller holds whatever lock guards
  * the array.
  */
+#include <linux/errno.h>
+#include <linux/minmax.h>
+#include <linux/sort.h>
 #include <linux/string.h>
 
 #include "vpasid.h"
@@ -106,19 +109,54 @@ bool __vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo, u32 hi,
 
 /*
  * vpasid_desc_insert() when @pasid is not below every entry: into its
- * place in the *@n descending @ids, which have room for one more. False,
- * and nothing changed, when it is there already.
+ * place in the *@n descending @ids, which have room for one more, unless
+ * that moves more than @moves of them. Return 0 when inserted, -EEXIST
+ * when it is there already, -E2BIG when it lies too far in; nothing
+ * changed but on 0.
  */
-bool __vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid)
+int __vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid,
+			 unsigned int moves)
 {
 	unsigned int at = vpasid_desc_count_ge(ids, *n, pasid);
 
 	if (at && ids[at - 1] == pasid)
-		return false;
+		return -EEXIST;
+	if (*n - at > moves)
+		return -E2BIG;
 	memmove(&ids[at + 1], &ids[at], (*n - at) * sizeof(*ids));
 	ids[at] = pasid;
 	(*n)++;
-	return true;
+	return 0;
+}
+
+static int vpasid_cmp_desc(const void *a, const void *b)
+{
+	u32 x = *(const u32 *)a, y = *(const u32 *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * Sort the @n @ids into descending order, dropping repeats; return how
+ * many are left. What comes ascending (a GRANT's batch, frees in the order
+ * of their allocations) is reversed and then sorted already, in one pass:
+ * only other orders pay for sort(), whose calls through pointers cost more
+ * than the reversal.
+ */
+unsigned int vpasid_desc_sort(u32 *ids, unsigned int n)
+{
+	unsigned int i, out = 0;
+
+	for (i = 0; i < n / 2; i++)
+		swap(ids[i], ids[n - 1 - i]);
+	for (i = 1; i < n && ids[i - 1] >= ids[i]; i++)
+		;
+	if (i < n)
+		sort(ids, n, sizeof(*ids), vpasid_cmp_desc, NULL);
+	for (i = 0; i < n; i++)
+		if (!out || ids[out - 1] != ids[i])
+			ids[out++] = ids[i];
+	return out;
 }
 
 /*
@@ -135,19 +173,22 @@ unsigned int vpasid_desc_merge(u32 **ids, unsigned int *n, const u32 *add,
 {
 	const u32 *old = *ids;
 	u32 *out = *ids - m;
-	unsigned int i = 0, j = 0, k = 0, dup = 0;
+	unsigned int i = 0, j = 0, k = 0, dup = 0, run;
 
 	/* out[k] is old[k - m]: read already while k < i + m. */
 	while (j < m) {
-		if (i < *n && old[i] >= add[j]) {
-			if (old[i] == add[j]) {
-				dup++;
-				j++;
-			}
-			out[k++] = old[i++];
-		} else {
-			out[k++] = add[j++];
+		/* The old ones above add[j] move down as one run. */
+		if (i < *n && old[i] > add[j]) {
+			run = vpasid_desc_count_ge(&old[i], *n - i, add[j] + 1);
+			memmove(&out[k], &old[i], run * sizeof(*out));
+			k += run;
+			i += run;
 		}
+		if (i < *n && old[i] == add[j]) {
+			dup++;
+			i++;
+		}
+		out[k++] = add[j++];
 	}
 	/* Without repeats k == i + m: the old ones left are in place. */
 	if (dup)

@@ -9,35 +9,42 @@
  *
  * Policy (docs/guest.md, "Leases"). The cache has a size C, between the
  * resting size lease_cap (min(lease, lease_max)) and the host's cap
- * lease_max (lease_room, the array's length). Its array is descending, so
- * that the lowest PASIDs, which alloc() takes and free() gives back most,
- * sit at its end and cost no move (vpasid_ids.c).
+ * lease_max (lease_room). Its array is descending, so that the lowest
+ * PASIDs, which alloc() takes and free() gives back most, sit at its end
+ * and cost no move, and it slides within a buffer four times its room, so
+ * that a GRANT's batch goes in front of it and a RETURN takes from its
+ * front with no move either (vpasid_ids.c, vpasid_cache_recentre()).
  *   - Supply runs ahead of demand: once fewer than C - C/4 are cached
  *     (counting what unanswered GRANTs bring), GRANTs of a whole batch
- *     each are posted at once, never waited for, up to C
- *     (vpasid_lease_refill()), so that up to C PASIDs are on their way
- *     while a burst takes the rest; the reap applies the answers, and
- *     alloc() looks at the virtqueue itself while answers are due.
+ *     each are posted together up to C with one notification, never
+ *     waited for (vpasid_lease_refill()), so that up to C PASIDs are on
+ *     their way while a burst takes the rest; the reap applies the
+ *     answers, from the interrupt, or from alloc() itself while the cache
+ *     is short (vpasid_lease_look()).
  *   - Growth: a refill needed again before the last one was answered means
- *     the burst takes more than C/4 per round trip: C doubles (up to
- *     lease_max). A miss (nothing cached in the range asked for) of a
+ *     the burst takes more than C/4 per round trip: C grows fourfold (up
+ *     to lease_max). A miss (nothing cached in the range asked for) of a
  *     cache that was filled before is demand the refills did not foresee:
- *     C goes to lease_max at once. A miss is served by the first answer that brings
- *     a PASID in the range: the spill's, a GRANT's already on its way, or
- *     one GRANT of the largest batch the host and the quota allow, busy-
- *     polled (vpasid_lease_fetch()). Only what a GRANT cannot serve
- *     (nothing granted: a VM at its quota, or no free PASID in the range)
- *     costs a single ALLOC.
+ *     C goes to lease_max at once. A miss is served by the spill, or by
+ *     the first answer that brings a PASID in the range: a GRANT's already
+ *     on its way, or the miss's own, posted with the refill behind it up
+ *     to C in one notification and busy-polled (vpasid_lease_fetch()).
+ *     Only what a GRANT cannot serve (nothing granted: a VM at its quota,
+ *     or no free PASID in the range) costs a single ALLOC.
  *   - Frees never wait: a free goes into the cache while it holds fewer
- *     than C, else into the spill (as long as the quota, so it never
- *     fills up), which goes back one RETURN per whole batch, posted and
- *     never waited for (at most VPASID_RETURNS_AHEAD PASIDs unanswered;
- *     what is beyond waits in the spill), and its last partial batch
- *     once no free has spilled for VPASID_SPILL_IDLE_MS (spill_work). A
- *     refill or a miss takes from the spill before it asks the host.
+ *     than C, at its end or within VPASID_INSERT_MOVES of it; else into
+ *     the spill (as long as the quota, so it never fills up). Once the
+ *     spill holds eight batches (vpasid_spill_flush_at()), what the cache
+ *     has room for moves back into it in one sorted merge, and the rest
+ *     goes back one RETURN per whole batch, posted together with one
+ *     notification and never waited for (at most vpasid_lease_ahead()
+ *     PASIDs unanswered; what is beyond waits in the spill); what is left
+ *     goes the same way once no free has spilled for
+ *     VPASID_SPILL_IDLE_MS (spill_work). A refill or a miss takes from
+ *     the spill before it asks the host.
  *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss nor
- *     growth, C halves (down to lease_cap) and what lies above it moves to the
- *     spill, so an idle guest does not sit on a large cache. A steady
+ *     growth, C halves (down to lease_cap) and what lies above it moves to
+ *     the spill, so an idle guest does not sit on a large cache. A steady
  *     alloc+free loop never misses, so C stays.
  *   - Cached PASIDs (the spill's too) count against the VM's quota: the
  *     host grants at most its cap less what the driver says it holds, the
@@ -86,10 +93,8 @@ module_param(lease, uint, 0644);
 MODULE_PARM_DESC(lease,
 		 "Most PASIDs to keep cached per device, capped by the device's lease_max; 0 turns leases off (default 32; read at probe)");
 
-/* Batches in unanswered RETURNs, and in unanswered GRANTs, at most: */
-#define VPASID_RETURNS_AHEAD	(6 * VIRTIO_PASID_LEASE_BATCH_MAX)
-#define VPASID_GRANTS_AHEAD	(6 * VIRTIO_PASID_LEASE_BATCH_MAX)
-/* together 12 of the 16 request slots: 4 stay for the waited-for ones. */
+/* Request slots that unanswered GRANTs and RETURNs never take. */
+#define VPASID_SLOTS_KEPT	8
 /* The spill's length: the quota, within these bounds. */
 #define VPASID_SPILL_MIN	(2 * VIRTIO_PASID_LEASE_BATCH_MAX)
 #define VPASID_SPILL_MAX	65536
@@ -99,6 +104,13 @@ MODULE_PARM_DESC(lease,
 #define VPASID_SPILL_IDLE_MS	10
 /* cache_buf's length, in lease_rooms: see vpasid_cache_recentre(). */
 #define VPASID_CACHE_SPAN	4
+/*
+ * Most cached PASIDs a free moves to put its PASID in place: one that
+ * lies further in goes into the spill instead. Frees in ascending order
+ * (a job's processes ending in the order they started) would otherwise
+ * move the cache's whole lower part each.
+ */
+#define VPASID_INSERT_MOVES	16
 
 /* How a lease request's answer is waited for. */
 enum vpasid_lease_wait {
@@ -117,8 +129,22 @@ unsigned int vpasid_lease_wanted(void)
 /* A refill's batch: a whole one, or what a small cache's band holds. */
 static unsigned int vpasid_lease_batch(const struct virtio_pasid *vp)
 {
-	return clamp_t(unsigned int, vp->lease_size / 4, 1,
+	return clamp_t(unsigned int, vp->lease_size - vpasid_lease_low(vp), 1,
 		       VIRTIO_PASID_LEASE_BATCH_MAX);
+}
+
+/*
+ * PASIDs in unanswered GRANTs, and in unanswered RETURNs, at most: half
+ * of the request slots beyond VPASID_SLOTS_KEPT (which stay for the
+ * waited-for requests and FREEs) in whole batches each, so that a refill
+ * or a flush goes out as one group (12 batches with the ring's 32 slots).
+ */
+static unsigned int vpasid_lease_ahead(const struct virtio_pasid *vp)
+{
+	unsigned int slots = vp->nslots > VPASID_SLOTS_KEPT + 2 ?
+			     (vp->nslots - VPASID_SLOTS_KEPT) / 2 : 1;
+
+	return slots * VIRTIO_PASID_LEASE_BATCH_MAX;
 }
 
 /*
@@ -170,13 +196,31 @@ static void vpasid_cache_recentre(struct virtio_pasid *vp)
 	vp->cache = at;
 }
 
-/* Insert @pasid into the cache, which has room; false if it is there. */
-static inline bool vpasid_cache_insert(struct virtio_pasid *vp, u32 pasid)
+/*
+ * Insert @pasid into the cache, which has room, moving at most
+ * VPASID_INSERT_MOVES entries: 0, -EEXIST (cached already) or -E2BIG (too
+ * far in), as vpasid_desc_insert().
+ */
+static inline int vpasid_cache_insert(struct virtio_pasid *vp, u32 pasid)
 {
 	if (vp->cache + vp->ncached ==
 	    vp->cache_buf + VPASID_CACHE_SPAN * vp->lease_room)
 		vpasid_cache_recentre(vp);
-	return vpasid_desc_insert(vp->cache, &vp->ncached, pasid);
+	return vpasid_desc_insert(vp->cache, &vp->ncached, pasid,
+				  VPASID_INSERT_MOVES);
+}
+
+/*
+ * Merge the @m descending @add into the cache, which has room for them,
+ * in one pass (vpasid_desc_merge()); vp->lock held. Return how many were
+ * cached already.
+ */
+static unsigned int vpasid_cache_merge(struct virtio_pasid *vp,
+				       const u32 *add, unsigned int m)
+{
+	if (vp->cache - vp->cache_buf < m)
+		vpasid_cache_recentre(vp);
+	return vpasid_desc_merge(&vp->cache, &vp->ncached, add, m);
 }
 
 /* Take the @k highest cached PASIDs off the cache's front. */
@@ -188,19 +232,45 @@ static void vpasid_cache_drop_front(struct virtio_pasid *vp, unsigned int k)
 
 /*
  * PASIDs waiting in the spill serve before the host is asked: move them
- * back into the cache, up to its size. vp->lock held.
+ * back into the cache, up to its size, sorted and merged in one pass.
+ * vp->lock held.
  */
 static void vpasid_spill_unspill(struct virtio_pasid *vp)
 {
-	while (vp->nspill && vp->ncached < vp->lease_size)
-		vpasid_cache_insert(vp, vp->spill[--vp->nspill]);
+	unsigned int k, n, dup;
+	u32 *back;
+
+	if (!vp->nspill || vp->ncached >= vp->lease_size)
+		return;
+	k = min(vp->nspill, vp->lease_size - vp->ncached);
+	vp->nspill -= k;
+	back = &vp->spill[vp->nspill];
+	/* Never twice in the cache: a repeat would be handed out twice. */
+	n = vpasid_desc_sort(back, k);
+	dup = vpasid_cache_merge(vp, back, n) + k - n;
+	if (dup)
+		dev_warn_ratelimited(&vp->vdev->dev,
+				     "%u spilled PASID(s) already cached: ignored\n",
+				     dup);
+}
+
+/*
+ * Notify the device once of all the lease requests queued
+ * (VPASID_LEASE_QUEUED) since the last time; vp->lock held.
+ */
+static void vpasid_lease_notify(struct virtio_pasid *vp)
+{
+	if (vp->lease_queued) {
+		vp->lease_queued = false;
+		virtqueue_kick(vp->vq);
+	}
 }
 
 /*
  * Refill ahead of need without waiting: from the spill first, then GRANTs
  * of a batch each, posted at once, up to the cache's size (counting what
  * unanswered GRANTs bring), as far as the host's cap and
- * VPASID_GRANTS_AHEAD allow; vp->lock held. The reap applies the answers
+ * vpasid_lease_ahead() allow; vp->lock held. The reap applies the answers
  * while allocations go on from the cache. False when a GRANT could not
  * be posted (the work item then refills).
  */
@@ -212,16 +282,17 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	/*
 	 * Below the mark again before the last refill was answered: the
 	 * burst takes more than C/4 per round trip, and refills this small
-	 * would run behind it, in small GRANTs. C doubles (up to the cap),
-	 * as a miss raises it, before it would miss.
+	 * would run behind it, in small GRANTs. C grows fourfold (up to the
+	 * cap), as a miss raises it, before it would miss: from the resting
+	 * 32, a burst reaches the default cap in three steps.
 	 */
 	if (vp->granting && vp->lease_warm &&
 	    vp->ncached + vp->granting < vpasid_lease_low(vp))
-		vpasid_lease_grow(vp, min(vp->lease_size * 2, vp->lease_room));
+		vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
 	while (!vp->grant_blocked &&
 	       vp->ncached + vp->granting + vpasid_lease_batch(vp) <=
 	       vp->lease_size &&
-	       vp->granting < VPASID_GRANTS_AHEAD) {
+	       vp->granting < vpasid_lease_ahead(vp)) {
 		count = min3(vp->lease_size - vp->ncached - vp->granting,
 			     vpasid_lease_host_room(vp),
 			     (unsigned int)VIRTIO_PASID_LEASE_BATCH_MAX);
@@ -236,14 +307,14 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 
 /*
  * Give the spill back in whole batches, one RETURN each, posted and not
- * waited for, as far as VPASID_RETURNS_AHEAD allows; vp->lock held. What
+ * waited for, as far as vpasid_lease_ahead() allows; vp->lock held. What
  * is left (less than a batch, or more while the host is behind) waits for
  * the next free, answer or spill_work.
  */
 static void vpasid_spill_flush(struct virtio_pasid *vp)
 {
 	while (vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX &&
-	       vp->returning < VPASID_RETURNS_AHEAD)
+	       vp->returning < vpasid_lease_ahead(vp))
 		if (IS_ERR(vpasid_lease_post(vp, VIRTIO_PASID_OP_RETURN,
 					     VIRTIO_PASID_LEASE_BATCH_MAX,
 					     VPASID_LEASE_QUEUED, NULL)))
@@ -269,38 +340,42 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 	    vp->lease_posting)
 		return;
 	vp->lease_posting = true;
-	if ((vp->granting && vp->ncached < vpasid_lease_short(vp)) ||
-	    (vp->returning >= VPASID_RETURNS_AHEAD &&
+	if (vpasid_lease_look(vp) ||
+	    (vp->returning >= vpasid_lease_ahead(vp) &&
 	     vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX))
 		vpasid_reap(vp);
 	low = vp->ncached + vp->granting < vpasid_lease_low(vp);
 	if (low && !vpasid_lease_refill(vp))
 		schedule_work(&vp->lease_work);
-	if (vp->nspill >= vpasid_spill_flush_at(vp))
+	if (vp->nspill >= vpasid_spill_flush_at(vp)) {
+		/* What the cache has room for does not go back. */
+		vpasid_spill_unspill(vp);
 		vpasid_spill_flush(vp);
-	/* One notification for all the refill and the flush posted. */
-	if (vp->lease_queued) {
-		vp->lease_queued = false;
-		virtqueue_kick(vp->vq);
 	}
+	vpasid_lease_notify(vp);
 	vp->lease_posting = false;
 }
 
 /*
  * Keep a PASID the VM holds and has not handed out; vp->lock held. Into
- * the cache while it is below @size, else into the spill, to go back in a
+ * the cache while it is below @size and the PASID's place there is within
+ * VPASID_INSERT_MOVES of its end, else into the spill, to go back in a
  * batch. False when both are full.
  */
 static inline bool vpasid_lease_hold(struct virtio_pasid *vp, u32 pasid,
 				     unsigned int size)
 {
+	int err;
+
 	if (vp->ncached < size) {
-		if (!vpasid_cache_insert(vp, pasid))
+		err = vpasid_cache_insert(vp, pasid);
+		if (err == -EEXIST)
 			/* Already cached: keep one copy, never hand it out twice. */
 			dev_warn_ratelimited(&vp->vdev->dev,
 					     "PASID %u is already cached: ignored\n",
 					     pasid);
-		return true;
+		if (err != -E2BIG)
+			return true;
 	}
 	if (vp->nspill >= vp->spill_room)
 		return false;
@@ -321,27 +396,6 @@ void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid)
 		vpasid_lease_kick(vp);
 	else
 		vpasid_free_async(vp, pasid);
-}
-
-/* Sort up to a batch of PASIDs into descending order, dropping repeats. */
-static unsigned int vpasid_sort_desc(u32 *ids, unsigned int n)
-{
-	unsigned int i, j, out = 0;
-	u32 x;
-
-	/* A GRANT's batch comes ascending: reversed, it is sorted already. */
-	for (i = 0; i < n / 2; i++)
-		swap(ids[i], ids[n - 1 - i]);
-	for (i = 1; i < n; i++) {
-		x = ids[i];
-		for (j = i; j && ids[j - 1] < x; j--)
-			ids[j] = ids[j - 1];
-		ids[j] = x;
-	}
-	for (i = 0; i < n; i++)
-		if (!out || ids[out - 1] != ids[i])
-			ids[out++] = ids[i];
-	return out;
 }
 
 /*
@@ -371,12 +425,10 @@ static void vpasid_lease_granted(struct virtio_pasid *vp,
 		}
 		fresh[n++] = pasid;
 	}
-	n = vpasid_sort_desc(fresh, n);
+	n = vpasid_desc_sort(fresh, n);
 	/* The lowest go into the cache; the array's room bounds them. */
 	fit = min(n, vp->lease_room - vp->ncached);
-	if (vp->cache - vp->cache_buf < fit)
-		vpasid_cache_recentre(vp);
-	dup = vpasid_desc_merge(&vp->cache, &vp->ncached, &fresh[n - fit], fit);
+	dup = vpasid_cache_merge(vp, &fresh[n - fit], fit);
 	if (dup)
 		dev_warn_ratelimited(&vp->vdev->dev,
 				     "%u granted PASID(s) already cached: ignored\n",
@@ -583,8 +635,8 @@ static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 
 	spin_lock_irqsave(&vp->lock, flags);
 	if (!vp->lease_stopped && !vp->unresponsive) {
-		if (vp->ncached + vp->granting < vpasid_lease_low(vp))
-			vpasid_spill_unspill(vp);
+		/* What the cache has room for does not go back. */
+		vpasid_spill_unspill(vp);
 		if (vp->ncached + vp->granting < vpasid_lease_low(vp) &&
 		    !vp->grant_blocked) {
 			opcode = VIRTIO_PASID_OP_GRANT;
@@ -717,7 +769,8 @@ static bool vpasid_miss_served(struct virtio_pasid *vp, void *arg)
 
 /*
  * A miss of [lo, hi] (the wanted range, which the caller set): first what
- * waits in the spill, with no request; else, unless GRANTs are on their
+ * waits in the spill, with no request, even while the device is
+ * unresponsive; else, unless GRANTs are on their
  * way already, one GRANT of the largest batch the host allows, as far as
  * the cache's size and @room (what the quota leaves) allow. Then it
  * busy-polls (atomic context, bounded by timeout_ms) until the first
@@ -735,21 +788,41 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
 	int err;
 
 	spin_lock_irqsave(&vp->lock, flags);
+	/* The spill needs no device: it serves even an unresponsive one. */
+	vpasid_spill_unspill(vp);
+	if (vpasid_cache_take(vp, lo, hi, pasid)) {
+		spin_unlock_irqrestore(&vp->lock, flags);
+		return VIRTIO_PASID_S_OK;
+	}
 	if (vp->unresponsive) {
 		spin_unlock_irqrestore(&vp->lock, flags);
 		atomic64_inc(&vp->stats.fast_fails);
 		return -ETIMEDOUT;
 	}
-	vpasid_spill_unspill(vp);
-	if (!vp->granting && !vp->grant_blocked &&
-	    vp->lease_size > vp->ncached)
-		count = min3(vp->lease_size - vp->ncached,
+	if (!vp->grant_blocked &&
+	    vp->lease_size > vp->ncached + vp->granting)
+		count = min3(vp->lease_size - vp->ncached - vp->granting,
 			     vpasid_lease_host_room(vp), room);
-	if (count)
+	/*
+	 * The miss's batch and the refill behind it, up to the cache's size,
+	 * in one notification: one round trip brings what the burst that
+	 * missed takes next.
+	 */
+	while (count) {
 		slot = vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT, count,
-					 VPASID_LEASE_NOWAIT, NULL);
+					 VPASID_LEASE_QUEUED, NULL);
+		if (IS_ERR(slot) ||
+		    vp->granting + VIRTIO_PASID_LEASE_BATCH_MAX >
+		    vpasid_lease_ahead(vp))
+			break;
+		count -= min_t(unsigned int, count,
+			       VIRTIO_PASID_LEASE_BATCH_MAX);
+		if (count < VIRTIO_PASID_LEASE_BATCH_MAX)
+			break;
+	}
+	vpasid_lease_notify(vp);
 	spin_unlock_irqrestore(&vp->lock, flags);
-	if (IS_ERR(slot))
+	if (IS_ERR(slot) && !vp->granting)
 		return PTR_ERR(slot);
 	err = vpasid_poll_for(vp, vpasid_miss_served, &miss);
 	if (err)

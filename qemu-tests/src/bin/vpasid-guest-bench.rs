@@ -9,8 +9,9 @@
 //! guest's default (in-guest) allocator; `virtio_pasid` with leases (the
 //! host's cap 32: the driver's cache serves the pairs); and `virtio_pasid
 //! lease=0`, with every allocation and free going to the host (the v1
-//! path). The three take turns in each of 3 rounds (the driver is loaded
-//! and unloaded around its runs), each run after an untimed warm-up.
+//! path). The three take turns in each of 5 rounds (the driver is loaded
+//! and unloaded around its runs), each run after an untimed warm-up and a
+//! short pause (SETTLE).
 //! Prints ns per pair (median round), the ratios to the default allocator
 //! and the host requests per 10,000 pairs.
 //!
@@ -40,7 +41,7 @@ use qemu_tests::{
 /// takes 1.5-6 s under TCG on the project's 2-core machines.
 const DEFAULT_PAIRS: u32 = 50_000;
 /// Timed rounds per allocator; the median is reported.
-const DEFAULT_ROUNDS: u32 = 3;
+const DEFAULT_ROUNDS: u32 = 5;
 /// Most rounds `--rounds` takes.
 const MAX_ROUNDS: u32 = 99;
 /// Pairs of the untimed warm-up round (TCG translates the code path first).
@@ -70,6 +71,11 @@ const HELD_TARGET_RATIO: f64 = 1.5;
 const HELD_TARGET_REQUESTS: f64 = 40.0;
 /// Held mode: allocations of the untimed warm-up run.
 const HELD_WARMUP: u32 = 500;
+/// Idle time before each timed run: the previous run's frees end in
+/// kfree_rcu(), which RCU completes later, in the guest's softirq and
+/// kthreads; without a pause they fall into whichever run comes next
+/// (seen: the default allocator's figures varying sixfold in one boot).
+const SETTLE: Duration = Duration::from_millis(100);
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -248,6 +254,7 @@ fn round(
         guest.wait_driver_state("active", CMD)?;
     }
     bench_once(guest, pairs.min(WARMUP_PAIRS))?;
+    std::thread::sleep(SETTLE);
     let started = Instant::now();
     let ns = bench_once(guest, pairs)?;
     println!(
@@ -473,6 +480,7 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
                     None => None,
                 };
                 let before = daemon.vm(VM)?.counters;
+                std::thread::sleep(SETTLE);
                 let held = held_once(&mut guest, n)?;
                 let after = daemon.vm(VM)?.counters;
                 let requests: u64 = after
