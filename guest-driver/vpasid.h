@@ -358,7 +358,7 @@ static inline bool vpasid_lease_look(const struct virtio_pasid *vp)
 }
 
 /*
- * How many PASIDs the spill gathers before they go back: eight batches,
+ * How many PASIDs the spill gathers before they go back: twelve batches,
  * whose RETURNs cost the device one notification and the driver one
  * interrupt, or half the spill's room if that is less, so that frees
  * never fill it while the host keeps up.
@@ -367,7 +367,7 @@ static inline unsigned int vpasid_spill_flush_at(const struct virtio_pasid *vp)
 {
 	return clamp_t(unsigned int, vp->spill_room / 2,
 		       VIRTIO_PASID_LEASE_BATCH_MAX,
-		       8 * VIRTIO_PASID_LEASE_BATCH_MAX);
+		       12 * VIRTIO_PASID_LEASE_BATCH_MAX);
 }
 
 /*

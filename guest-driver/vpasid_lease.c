@@ -34,7 +34,7 @@
  *   - Frees never wait: a free goes into the cache while it holds fewer
  *     than C, at its end or within VPASID_INSERT_MOVES of it; else into
  *     the spill (as long as the quota, so it never fills up). Once the
- *     spill holds eight batches (vpasid_spill_flush_at()), what the cache
+ *     spill holds twelve batches (vpasid_spill_flush_at()), what the cache
  *     has room for moves back into it in one sorted merge, and the rest
  *     goes back one RETURN per whole batch, posted together with one
  *     notification and never waited for (at most vpasid_lease_ahead()
