@@ -45,6 +45,20 @@ static int vpasid_finish(struct virtio_pasid *vp, struct vpasid_slot *slot,
 	return slot->status;
 }
 
+/*
+ * A wait timed out: count it and mark the device unresponsive, so that
+ * requests fail at once until it answers; vp->lock held.
+ */
+static void vpasid_mark_unresponsive(struct virtio_pasid *vp)
+{
+	atomic64_inc(&vp->stats.timeouts);
+	if (!vp->unresponsive)
+		dev_warn(&vp->vdev->dev,
+			 "no answer within %u ms: device marked unresponsive, requests fail at once until it answers\n",
+			 max(READ_ONCE(timeout_ms), 1U));
+	vp->unresponsive = true;
+}
+
 /* The caller gives up on @slot; called with vp->lock held. */
 static int vpasid_abandon(struct virtio_pasid *vp, struct vpasid_slot *slot)
 {
@@ -53,13 +67,52 @@ static int vpasid_abandon(struct virtio_pasid *vp, struct vpasid_slot *slot)
 	slot->done = NULL;
 	if (virtqueue_is_broken(vp->vq))
 		return -EIO;
-	atomic64_inc(&vp->stats.timeouts);
-	if (!vp->unresponsive)
-		dev_warn(&vp->vdev->dev,
-			 "no answer within %u ms: device marked unresponsive, requests fail at once until it answers\n",
-			 max(READ_ONCE(timeout_ms), 1U));
-	vp->unresponsive = true;
+	vpasid_mark_unresponsive(vp);
 	return -ETIMEDOUT;
+}
+
+/*
+ * Reap until @ready (vp->lock held) says the caller has what it waits
+ * for: true; or until @deadline passes or the queue breaks: false. Called
+ * with vp->lock held (taken with *@flags), dropped between two looks. The
+ * caller has turned the queue's interrupts off (vp->waiters): it polls.
+ */
+static bool vpasid_spin(struct virtio_pasid *vp, ktime_t deadline,
+			bool (*ready)(struct virtio_pasid *vp, void *arg),
+			void *arg, unsigned long *flags)
+{
+	for (;;) {
+		vpasid_reap(vp);
+		if (ready(vp, arg))
+			return true;
+		if (ktime_after(ktime_get(), deadline) ||
+		    virtqueue_is_broken(vp->vq))
+			return false;
+		spin_unlock_irqrestore(&vp->lock, *flags);
+		cpu_relax();
+		spin_lock_irqsave(&vp->lock, *flags);
+	}
+}
+
+/* A poll starts (vp->lock held): spare the device interrupts meanwhile. */
+static void vpasid_poll_start(struct virtio_pasid *vp)
+{
+	if (!vp->waiters++)
+		virtqueue_disable_cb(vp->vq);
+}
+
+/* A poll ends (vp->lock held): the last one turns interrupts back on. */
+static void vpasid_poll_end(struct virtio_pasid *vp)
+{
+	if (!--vp->waiters) {
+		while (!virtqueue_enable_cb(vp->vq))
+			vpasid_reap(vp);
+	}
+}
+
+static bool vpasid_slot_done(struct virtio_pasid *vp, void *slot)
+{
+	return ((struct vpasid_slot *)slot)->state == VPASID_SLOT_DONE;
 }
 
 static void vpasid_report(struct virtio_pasid *vp, struct vpasid_slot *slot,
@@ -84,28 +137,12 @@ int vpasid_poll(struct virtio_pasid *vp, struct vpasid_slot *slot, u32 *value)
 	int ret;
 
 	spin_lock_irqsave(&vp->lock, flags);
-	/* We poll: spare the device interrupts nobody needs meanwhile. */
-	if (!vp->waiters++)
-		virtqueue_disable_cb(vp->vq);
-	for (;;) {
-		vpasid_reap(vp);
-		if (slot->state == VPASID_SLOT_DONE) {
-			ret = vpasid_finish(vp, slot, value);
-			break;
-		}
-		if (ktime_after(ktime_get(), deadline) ||
-		    virtqueue_is_broken(vp->vq)) {
-			ret = vpasid_abandon(vp, slot);
-			break;
-		}
-		spin_unlock_irqrestore(&vp->lock, flags);
-		cpu_relax();
-		spin_lock_irqsave(&vp->lock, flags);
-	}
-	if (!--vp->waiters) {
-		while (!virtqueue_enable_cb(vp->vq))
-			vpasid_reap(vp);
-	}
+	vpasid_poll_start(vp);
+	if (vpasid_spin(vp, deadline, vpasid_slot_done, slot, &flags))
+		ret = vpasid_finish(vp, slot, value);
+	else
+		ret = vpasid_abandon(vp, slot);
+	vpasid_poll_end(vp);
 	vpasid_report(vp, slot, ret);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	return ret;
@@ -127,32 +164,13 @@ int vpasid_poll_for(struct virtio_pasid *vp,
 	int ret = 0;
 
 	spin_lock_irqsave(&vp->lock, flags);
-	if (!vp->waiters++)
-		virtqueue_disable_cb(vp->vq);
-	for (;;) {
-		vpasid_reap(vp);
-		if (ready(vp, arg))
-			break;
-		if (ktime_after(ktime_get(), deadline) ||
-		    virtqueue_is_broken(vp->vq)) {
-			ret = -ETIMEDOUT;
-			if (!virtqueue_is_broken(vp->vq) && !vp->unresponsive) {
-				atomic64_inc(&vp->stats.timeouts);
-				dev_warn(&vp->vdev->dev,
-					 "no answer within %u ms: device marked unresponsive, requests fail at once until it answers\n",
-					 max(READ_ONCE(timeout_ms), 1U));
-				vp->unresponsive = true;
-			}
-			break;
-		}
-		spin_unlock_irqrestore(&vp->lock, flags);
-		cpu_relax();
-		spin_lock_irqsave(&vp->lock, flags);
+	vpasid_poll_start(vp);
+	if (!vpasid_spin(vp, deadline, ready, arg, &flags)) {
+		ret = -ETIMEDOUT;
+		if (!virtqueue_is_broken(vp->vq) && !vp->unresponsive)
+			vpasid_mark_unresponsive(vp);
 	}
-	if (!--vp->waiters) {
-		while (!virtqueue_enable_cb(vp->vq))
-			vpasid_reap(vp);
-	}
+	vpasid_poll_end(vp);
 	spin_unlock_irqrestore(&vp->lock, flags);
 	return ret;
 }
