@@ -49,7 +49,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, load_v1_driver, sole_holdings, v1_daemon_config};
+use common::{assert_guest_knows, detach, load_v1_driver, sole_holdings, v1_daemon_config};
 use qemu_tests::libvirt::chroot_group_id;
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, Libvirtd, VmSlot, VpasidGuest};
 
@@ -434,18 +434,7 @@ fn documented_domain_keeps_every_pasid(kernel: Kernel) {
     // process, so the unplug is `pasidctl detach --keep` (its exit must
     // not end the hold-over).
     let at = Instant::now();
-    daemon
-        .pasidctl_json(&[
-            "detach",
-            "--vm",
-            VM,
-            "--qmp",
-            &paths.qmp.to_string_lossy(),
-            "--keep",
-            "--timeout",
-            "60",
-        ])
-        .unwrap();
+    detach(&daemon, VM, &paths.qmp, &["--keep"]);
     lv.virsh(&["save", VM, &save.to_string_lossy()]).unwrap();
     let saved = at.elapsed();
     // As the docs warn: the saved XML still has the device, and QEMU
@@ -665,19 +654,7 @@ fn virsh_migrate_between_two_hosts_keeps_every_pasid() {
     qemu_tests::vpasid::wait_lease_settled(&mut guest, &a, VM, CMD).unwrap();
 
     // 2. Detach on A, reserve on B.
-    let at = Instant::now();
-    let detached = a
-        .pasidctl_json(&[
-            "detach",
-            "--vm",
-            VM,
-            "--qmp",
-            &paths.qmp.to_string_lossy(),
-            "--timeout",
-            "60",
-        ])
-        .unwrap();
-    let detach_took = at.elapsed();
+    let (detached, detach_took) = detach(&a, VM, &paths.qmp, &[]);
     let export = a.pasidctl_json(&["export", "--vm", VM]).unwrap();
     let held = a.vm_pasids(VM).unwrap();
     assert!(

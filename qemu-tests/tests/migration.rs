@@ -61,7 +61,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_guest_knows, dmesg_time, qmp_guest_config, CMD};
+use common::{assert_guest_knows, detach, dmesg_time, qmp_guest_config, vm_json, CMD};
 use qemu_tests::qmp::Migration;
 use qemu_tests::vpasid::{wait_lease_settled, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, GuestConfig, Kernel, Qmp, VmSlot, VpasidGuest};
@@ -109,40 +109,10 @@ fn prepare(guest: &mut Guest) -> qemu_tests::Result<()> {
     Ok(())
 }
 
-/// The `pasidctl --json vms` entry of `vm` (the whole JSON: fields the
-/// typed view does not know, `last_probe` and the state, are read here).
-fn vm_json(daemon: &Daemon, vm: &str) -> Value {
-    let vms = daemon.pasidctl_json(&["vms"]).unwrap();
-    vms.as_array()
-        .and_then(|all| all.iter().find(|v| v["name"] == vm))
-        .cloned()
-        .unwrap_or_else(|| panic!("no {vm} in {vms}"))
-}
-
 /// Whether `pasidctl vms` shows `vm` as reserved (contract: state
 /// `reserved`).
 fn is_reserved(vm: &Value) -> bool {
     vm["state"] == "reserved"
-}
-
-/// `pasidctl --json detach`; checks the report and returns it with the
-/// command's wall time.
-fn detach(daemon: &Daemon, vm: &str, qmp: &Path, extra: &[&str]) -> (Value, Duration) {
-    let qmp = qmp.to_string_lossy();
-    let mut args = vec!["detach", "--vm", vm, "--qmp", &qmp, "--timeout", "60"];
-    args.extend_from_slice(extra);
-    let at = Instant::now();
-    let report = daemon.pasidctl_json(&args).unwrap();
-    let took = at.elapsed();
-    assert_eq!(report["vm"], vm, "{report}");
-    assert_eq!(
-        report["device"]["driver"], "vhost-user-test-device-pci",
-        "{report}"
-    );
-    assert!(report["unplug_ms"].as_u64().is_some(), "{report}");
-    let host = vm_json(daemon, vm);
-    assert_eq!(host["connected"], false, "{host}");
-    (report, took)
 }
 
 /// `pasidctl --json attach` (the device the daemon remembers); checks

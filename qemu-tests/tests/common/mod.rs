@@ -5,10 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qemu_tests::vpasid::Found;
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VpasidGuest};
+use serde_json::Value;
 
 /// The PASIDs VM `vm` holds, after checking that each has exactly one
 /// holder (that VM, one reference).
@@ -200,4 +201,34 @@ pub fn dmesg_time(line: &str) -> f64 {
     inner
         .parse()
         .unwrap_or_else(|_| panic!("bad timestamp in dmesg line {line:?}"))
+}
+
+/// The `pasidctl --json vms` entry of `vm` (the whole JSON: fields the
+/// typed view does not know, `last_probe` and the state, are read here).
+pub fn vm_json(daemon: &Daemon, vm: &str) -> Value {
+    let vms = daemon.pasidctl_json(&["vms"]).unwrap();
+    vms.as_array()
+        .and_then(|all| all.iter().find(|v| v["name"] == vm))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {vm} in {vms}"))
+}
+
+/// `pasidctl --json detach`; checks the report and returns it with the
+/// command's wall time.
+pub fn detach(daemon: &Daemon, vm: &str, qmp: &Path, extra: &[&str]) -> (Value, Duration) {
+    let qmp = qmp.to_string_lossy();
+    let mut args = vec!["detach", "--vm", vm, "--qmp", &qmp, "--timeout", "60"];
+    args.extend_from_slice(extra);
+    let at = Instant::now();
+    let report = daemon.pasidctl_json(&args).unwrap();
+    let took = at.elapsed();
+    assert_eq!(report["vm"], vm, "{report}");
+    assert_eq!(
+        report["device"]["driver"], "vhost-user-test-device-pci",
+        "{report}"
+    );
+    assert!(report["unplug_ms"].as_u64().is_some(), "{report}");
+    let host = vm_json(daemon, vm);
+    assert_eq!(host["connected"], false, "{host}");
+    (report, took)
 }
