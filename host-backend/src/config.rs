@@ -167,6 +167,13 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = SeccompMode::Kill)]
     pub seccomp: SeccompMode,
 
+    /// Time slice (100-100000 us) the thread answering each VM asks the
+    /// kernel for, so that a request preempts a busy vCPU thread on its
+    /// core instead of waiting for the end of its slice (Linux 6.12 and
+    /// later; older kernels ignore it). 0 keeps the kernel's default.
+    #[arg(long, value_name = "US", default_value_t = crate::sched_slice::DEFAULT_REQUEST_SLICE_US)]
+    pub request_slice_us: u32,
+
     /// Requests each VM may have carried out, as RATE/s[,burst=N] (the
     /// burst defaults to one second's worth), or "off". Requests beyond it
     /// are answered RATE_LIMITED.
@@ -281,6 +288,11 @@ pub enum ConfigError {
     /// --socket-mode not octal.
     #[error("invalid --socket-mode {0:?}: expected octal such as 600 or 660")]
     InvalidMode(String),
+    /// --request-slice-us outside what the kernel takes.
+    #[error(
+        "--request-slice-us must be 0 (the kernel's default) or between 100 and 100000, got {0}"
+    )]
+    RequestSlice(u32),
     /// --fd is negative or a standard stream.
     #[error("invalid --fd {0}: expected an inherited descriptor number >= 3")]
     InvalidFd(i32),
@@ -348,6 +360,8 @@ pub struct Config {
     pub user: Option<User>,
     /// Seccomp filter mode.
     pub seccomp: SeccompMode,
+    /// The time slice each VM's answering thread asks for, if any.
+    pub request_slice: Option<std::time::Duration>,
     /// Per-VM request rate limit; `None` for unlimited.
     pub rate_limit: Option<RateLimit>,
     /// Group given read-only access to the control socket.
@@ -456,6 +470,19 @@ fn check_holdover(secs: u32) -> Result<u32, ConfigError> {
         return Err(ConfigError::InvalidHoldover(secs));
     }
     Ok(secs)
+}
+
+/// The slice --request-slice-us asks for: none for 0, else within the
+/// kernel's bounds.
+fn request_slice(us: u32) -> Result<Option<std::time::Duration>, ConfigError> {
+    use crate::sched_slice::{DEFAULT_REQUEST_SLICE_US, MAX_REQUEST_SLICE_US};
+    match us {
+        0 => Ok(None),
+        DEFAULT_REQUEST_SLICE_US..=MAX_REQUEST_SLICE_US => {
+            Ok(Some(std::time::Duration::from_micros(u64::from(us))))
+        }
+        _ => Err(ConfigError::RequestSlice(us)),
+    }
 }
 
 /// Checks a lease cap (`--lease`, `lease=`): 0 to [`LEASE_MAX`].
@@ -635,6 +662,7 @@ impl TryFrom<Args> for Config {
             access: SocketAccess { mode, gid },
             user,
             seccomp: args.seccomp,
+            request_slice: request_slice(args.request_slice_us)?,
             rate_limit,
             control_gid,
             metrics_listen: args.metrics.listen_addr()?,
@@ -869,6 +897,19 @@ mod tests {
     fn sandbox_and_rate_limit_options() {
         let cfg = parse(&["--socket-path", "/tmp/x"]).unwrap();
         assert_eq!(cfg.seccomp, SeccompMode::Kill, "seccomp is on by default");
+        assert_eq!(
+            cfg.request_slice,
+            Some(std::time::Duration::from_micros(100)),
+            "answering threads ask for the kernel's shortest slice by default"
+        );
+        let slice = |us: &str| parse(&["--socket-path", "/tmp/x", "--request-slice-us", us]);
+        assert_eq!(slice("0").unwrap().request_slice, None);
+        assert_eq!(
+            slice("100000").unwrap().request_slice,
+            Some(std::time::Duration::from_millis(100))
+        );
+        assert_matches!(slice("99"), Err(ConfigError::RequestSlice(99)));
+        assert_matches!(slice("100001"), Err(ConfigError::RequestSlice(100001)));
         assert_eq!(
             cfg.rate_limit,
             Some(RateLimit {

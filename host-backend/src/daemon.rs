@@ -329,6 +329,7 @@ fn bind_sockets(
             vm,
             socket: slot.source.label(),
             listener,
+            request_slice: config.request_slice,
         });
     }
 

@@ -70,6 +70,7 @@ pub mod reattach;
 pub mod registry;
 pub mod request;
 pub mod sandbox;
+pub mod sched_slice;
 pub mod scrape;
 pub mod session;
 pub mod slot;

@@ -361,6 +361,10 @@ pub fn allowed_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErro
         // not needed). pidfd_open needs no permission over the process and
         // does not go through /proc, so ProtectProc= does not hide it.
         (libc::SYS_pidfd_open, arg_in(1, &[0])?),
+        // The answering threads' time slice (sched_slice.rs), each its own
+        // (pid 0) only.
+        (libc::SYS_sched_getattr, arg_in(0, &[0])?),
+        (libc::SYS_sched_setattr, arg_in(0, &[0])?),
         // Waiting: vring epoll loops, eventfd kicks and calls, poll loops.
         (libc::SYS_epoll_create1, any()),
         (libc::SYS_epoll_ctl, any()),

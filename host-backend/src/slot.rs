@@ -76,6 +76,9 @@ pub struct VmSlot {
     pub socket: String,
     /// The listening socket.
     pub listener: UnixListener,
+    /// The time slice the session's answering thread asks for
+    /// (`--request-slice-us`).
+    pub request_slice: Option<std::time::Duration>,
 }
 
 /// Turns away frontends that connect while the slot is busy.
@@ -219,7 +222,10 @@ fn serve_session(
     registry: &Arc<Mutex<Registry>>,
     (sessions, watch): (&Arc<Sessions>, &QemuWatch),
 ) -> Result<(), SlotError> {
-    let device = Arc::new(PasidDevice::new(slot.vm, &slot.name, registry.clone()));
+    let device = Arc::new(
+        PasidDevice::new(slot.vm, &slot.name, registry.clone())
+            .with_request_slice(slot.request_slice),
+    );
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new(format!("vpasid-{}", slot.name), device.clone(), mem)
         .map_err(|cause| SlotError::Daemon {

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
 use pasid_protocol::{CONFIG_SIZE, F_LEASE, F_RECONCILE, VQ_MAX};
@@ -109,6 +109,10 @@ pub struct PasidDevice {
     /// the device, so by then they and their epoll are gone. The workspace
     /// pins vhost-user-backend to that version for this reason.
     exit_consumers: Mutex<Vec<RawFd>>,
+    /// The time slice the answering thread asks for on its first event
+    /// (sched_slice.rs), and whether it has.
+    request_slice: Option<Duration>,
+    slice_asked: AtomicBool,
 }
 
 impl Drop for PasidDevice {
@@ -155,6 +159,44 @@ impl PasidDevice {
             queue_size_warned: AtomicBool::new(false),
             warnings: Mutex::new(LogThrottle::starting(Instant::now())),
             exit_consumers: Mutex::new(Vec::new()),
+            request_slice: None,
+            slice_asked: AtomicBool::new(false),
+        }
+    }
+
+    /// The answering thread asks the kernel for time slices of `slice`
+    /// (`--request-slice-us`), so that a request preempts the busy vCPU
+    /// thread that kicked it rather than wait for the end of its slice.
+    pub fn with_request_slice(mut self, slice: Option<Duration>) -> Self {
+        self.request_slice = slice;
+        self
+    }
+
+    /// On the answering thread's first event: ask for its time slice.
+    fn take_request_slice(&self) {
+        let Some(slice) = self.request_slice else {
+            return;
+        };
+        if self.slice_asked.load(Ordering::Relaxed)
+            || self.slice_asked.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        match crate::sched_slice::request_slice(slice) {
+            Ok(true) => debug!(
+                "vm={} answering thread asks for {slice:?} slices",
+                self.name
+            ),
+            Ok(false) => debug!(
+                "vm={} answering thread is not under a fair policy: its slice is left alone",
+                self.name
+            ),
+            Err(e) => warn!(
+                "vm={} event=sched-slice-failed error={}: its answers wait for a busy \
+                 vCPU's time slice",
+                self.name,
+                crate::logfmt::Value(e)
+            ),
         }
     }
 
@@ -442,6 +484,7 @@ impl VhostUserBackend for PasidDevice {
                 return Ok(());
             }
         };
+        self.take_request_slice();
         // An Err here would end the vring worker and silently stop this VM's
         // device; log it and keep serving instead.
         match self.drain(vring) {
