@@ -328,18 +328,20 @@ void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 unsigned int vpasid_lease_held(const struct virtio_pasid *vp);
 
 /*
- * The low mark of a cache of size C (lease_size): at fewer than C - C/4
+ * The low mark of a cache of size C (lease_size): at fewer than C/2
  * cached (counting what unanswered GRANTs bring) the cache is refilled up
  * to C, in whole batches posted together (one notification, one
  * interrupt), so that a burst finds up to C PASIDs on their way while it
- * takes the rest. A steady loop of one alloc() and one free() moves the
- * cache between C - 1 and C, so it never crosses the mark nor spills: it
- * hits the cache every time and sends nothing. Bursts of up to C/4
- * allocations then as many frees send nothing either.
+ * takes the rest. Half: a burst costs one such group per C/2 allocations,
+ * and the C/2 left cover the round trip (at C/4, bursts missed). A steady
+ * loop of one alloc() and one free() moves the cache between C - 1 and
+ * C, so it never crosses the mark nor spills: it hits the cache every
+ * time and sends nothing. Bursts of up to C/2 allocations then as many
+ * frees send nothing either.
  */
 static inline unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 {
-	return vp->lease_size - vp->lease_size / 4;
+	return vp->lease_size / 2;
 }
 
 /*

@@ -14,7 +14,7 @@
  * and cost no move, and it slides within a buffer four times its room, so
  * that a GRANT's batch goes in front of it and a RETURN takes from its
  * front with no move either (vpasid_ids.c, vpasid_cache_recentre()).
- *   - Supply runs ahead of demand: once fewer than C - C/4 are cached
+ *   - Supply runs ahead of demand: once fewer than C/2 are cached
  *     (counting what unanswered GRANTs bring), GRANTs of a whole batch
  *     each are posted together up to C with one notification, never
  *     waited for (vpasid_lease_refill()), so that up to C PASIDs are on
@@ -22,7 +22,7 @@
  *     answers, from the interrupt, or from alloc() itself while the cache
  *     is short (vpasid_lease_look()).
  *   - Growth: a refill needed again before the last one was answered means
- *     the burst takes more than C/4 per round trip: C grows fourfold (up
+ *     the burst takes more than C/2 per round trip: C grows fourfold (up
  *     to lease_max). A miss (nothing cached in the range asked for) of a
  *     cache that was filled before is demand the refills did not foresee:
  *     C goes to lease_max at once. A miss is served by the spill, or by
@@ -281,7 +281,7 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	vpasid_spill_unspill(vp);
 	/*
 	 * Below the mark again before the last refill was answered: the
-	 * burst takes more than C/4 per round trip, and refills this small
+	 * burst takes more than C/2 per round trip, and refills this small
 	 * would run behind it, in small GRANTs. C grows fourfold (up to the
 	 * cap), as a miss raises it, before it would miss: from the resting
 	 * 32, a burst reaches the default cap in three steps.
