@@ -30,6 +30,7 @@ pub mod error;
 pub mod guest;
 mod health;
 pub mod libvirt;
+pub mod pinning;
 pub mod process;
 mod qemu;
 pub mod qmp;

@@ -23,15 +23,23 @@
 //! default allocator, and host requests per 1000 allocations (all the
 //! requests of the run, its frees' included).
 //!
+//! Threads are placed as docs/operations.md ("Answer latency") recommends
+//! for a deployment: the guest's vCPU thread on a host core of its own,
+//! QEMU's other threads and the daemon on the rest (`pinning.rs`; needs 2
+//! host CPUs). `--no-pin` leaves them where Linux puts them: it wakes the
+//! daemon's answering thread and QEMU's main loop onto the vCPU's core, so
+//! every host answer also costs the vCPU time.
+//!
 //! Usage: `vpasid-guest-bench [--kernel 6.1|5.10|all] [--mode pairs|held|all]
-//! [--pairs N] [--rounds R]`. Needs root and the binaries built (`cargo
-//! build --release --bins`). TCG inflates every figure; compare the rows,
-//! not absolute numbers.
+//! [--pairs N] [--rounds R] [--no-pin]`. Needs root and the binaries built
+//! (`cargo build --release --bins`). TCG inflates every figure; compare the
+//! rows, not absolute numbers.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use qemu_tests::daemon::VmCounters;
+use qemu_tests::pinning::pin_apart;
 use qemu_tests::vpasid::{parse_bench, DriverStatus, Held};
 use qemu_tests::{
     ensure_setup, Daemon, DaemonConfig, Guest, GuestConfig, Kernel, VmSlot, VpasidGuest,
@@ -86,18 +94,22 @@ struct Options {
     rounds: u32,
     pairs_mode: bool,
     held_mode: bool,
+    /// Put the vCPU thread on a core of its own (`pinning.rs`).
+    pin: bool,
 }
 
 fn usage() -> String {
     format!(
         "usage: vpasid-guest-bench [--kernel 6.1|5.10|all] [--mode pairs|held|all]\n\
-         \x20                         [--pairs N] [--rounds R]\n\
+         \x20                         [--pairs N] [--rounds R] [--no-pin]\n\
          Times N ioasid_alloc()+ioasid_free() pairs in a guest with the guest's\n\
          default allocator, virtio_pasid with leases and virtio_pasid lease=0,\n\
          taking turns in each of R rounds (default N = {DEFAULT_PAIRS}, at most\n\
          {MAX_PAIRS}; default R = {DEFAULT_ROUNDS}, at most {MAX_ROUNDS}). Held mode:\n\
          {HELD_SIZES:?} allocations in a row, kept, then all freed, the same way.\n\
-         Default mode: all (pairs, then held)."
+         Default mode: all (pairs, then held). The vCPU thread runs on a host\n\
+         CPU of its own, QEMU's other threads and the daemon on the rest, as\n\
+         docs/operations.md recommends; --no-pin leaves them unpinned."
     )
 }
 
@@ -108,6 +120,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         rounds: DEFAULT_ROUNDS,
         pairs_mode: true,
         held_mode: true,
+        pin: true,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -117,6 +130,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
+            "--no-pin" => options.pin = false,
             "--kernel" => {
                 options.kernels = match value("--kernel")?.as_str() {
                     "6.1" => vec![Kernel::V6_1],
@@ -284,7 +298,21 @@ fn round(
     Ok(())
 }
 
-fn run_kernel(kernel: Kernel, pairs: u32, rounds: u32) -> Result<Figures, BoxError> {
+/// Puts the vCPU thread on a host core of its own, unless `--no-pin`, and
+/// says where the threads run.
+fn place_threads(guest: &Guest, daemon: &Daemon, pin: bool) -> Result<(), BoxError> {
+    if !pin {
+        println!("threads: unpinned (--no-pin)");
+        return Ok(());
+    }
+    match pin_apart(guest.pid(), daemon.pid())? {
+        Some(pinned) => println!("threads: {pinned}"),
+        None => println!("threads: unpinned (fewer than 2 host CPUs, or no vCPU thread found)"),
+    }
+    Ok(())
+}
+
+fn run_kernel(kernel: Kernel, pairs: u32, rounds: u32, pin: bool) -> Result<Figures, BoxError> {
     println!(
         "\n=== Linux {kernel}: {pairs} ioasid_alloc()+ioasid_free() pairs over [{}, {}] ===",
         RANGE.0, RANGE.1
@@ -304,6 +332,7 @@ fn run_kernel(kernel: Kernel, pairs: u32, rounds: u32) -> Result<Figures, BoxErr
         guest.log_path().display()
     );
     guest.load_exerciser()?;
+    place_threads(&guest, &daemon, pin)?;
 
     // The three sides take turns in every round, so that a change in the
     // host's load (2 cores shared) hits all three alike.
@@ -442,7 +471,7 @@ fn held_once(guest: &mut Guest, n: u32) -> Result<Held, BoxError> {
 
 /// Held mode on one kernel: for each burst size, the three allocators
 /// take turns in each round, in one boot.
-fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxError> {
+fn run_held_kernel(kernel: Kernel, rounds: u32, pin: bool) -> Result<Vec<HeldFigures>, BoxError> {
     println!(
         "\n=== Linux {kernel}: held bursts of {HELD_SIZES:?} ioasid_alloc() in a row, kept, \
          then all freed, over [{}, {}] ===",
@@ -458,6 +487,7 @@ fn run_held_kernel(kernel: Kernel, rounds: u32) -> Result<Vec<HeldFigures>, BoxE
     config.test_name = Some(name);
     let mut guest = Guest::boot(config)?;
     guest.load_exerciser()?;
+    place_threads(&guest, &daemon, pin)?;
     let cap = daemon.vm(VM)?.lease;
     println!("host lease cap (its default): {cap}; quota {HELD_QUOTA}");
     let params: [(&str, Option<&str>); 3] = [
@@ -622,7 +652,7 @@ fn run(options: &Options) -> Result<(), BoxError> {
     if options.held_mode {
         let mut held = Vec::new();
         for &kernel in &options.kernels {
-            held.extend(run_held_kernel(kernel, options.rounds)?);
+            held.extend(run_held_kernel(kernel, options.rounds, options.pin)?);
         }
         print_held(&held, options.rounds);
     }
@@ -631,7 +661,12 @@ fn run(options: &Options) -> Result<(), BoxError> {
     }
     let mut all = Vec::new();
     for &kernel in &options.kernels {
-        all.push(run_kernel(kernel, options.pairs, options.rounds)?);
+        all.push(run_kernel(
+            kernel,
+            options.pairs,
+            options.rounds,
+            options.pin,
+        )?);
     }
 
     println!(
