@@ -44,6 +44,8 @@
 
 /* Request slots; a timed-out request keeps its slot until the device answers. */
 #define VPASID_SLOTS		32
+/* PASIDs free() keeps before they go into the cache: see vpasid_stash_put(). */
+#define VPASID_STASH		32
 /* FREEs that found every slot busy wait here for one; see vpasid_free_async(). */
 #define VPASID_PENDING_FREES	64
 /* Failure counters: one per status code, plus one for unknown codes. */
@@ -198,6 +200,13 @@ struct virtio_pasid {
 	u32 *spill;
 	unsigned int nspill;
 	unsigned int spill_room;
+	/*
+	 * The last PASIDs free() gave back, not in the cache yet: under
+	 * vpasid_reg.lock, which alloc() and free() hold anyway, and not
+	 * vp->lock (see vpasid_stash_put()). nstash used, in free order.
+	 */
+	u32 stash[VPASID_STASH];
+	unsigned int nstash;
 	bool spilled;		/* a PASID spilled since spill_work last ran */
 	unsigned int returning;	/* listed in RETURNs not answered yet */
 	unsigned int granting;	/* asked for in GRANTs not answered yet */
@@ -326,6 +335,7 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
 bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 unsigned int vpasid_lease_held(const struct virtio_pasid *vp);
+void vpasid_stash_flush(struct virtio_pasid *vp);
 
 /*
  * The low mark of a cache of size C (lease_size): at fewer than C/2
@@ -397,6 +407,52 @@ static inline bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi,
 	if (!vpasid_desc_take(vp->cache, &vp->ncached, lo, hi, pasid))
 		return false;
 	vpasid_cache_moved(vp);
+	return true;
+}
+
+/*
+ * free() of an active device with leases on: keep @pasid in the stash,
+ * under vpasid_reg.lock only; a full stash first moves into the cache (or
+ * the spill) under vp->lock, once per VPASID_STASH frees
+ * (vpasid_stash_flush()). Under emulation vp->lock, taken with interrupts
+ * off, cost a free about as much as the rest of the driver's work. Only
+ * while the cache, what GRANTs bring and the stash stay below the cache's
+ * size (read without vp->lock: the reap only brings what granting
+ * counts), so that the VM never keeps more than C this way. False (the
+ * caller puts it into the cache itself) otherwise, and when leases are
+ * off. The stash is emptied whenever the allocator stops being active
+ * (vpasid_register.c) and by the work items (vpasid_lease.c), so that
+ * only alloc() and free() of an active allocator see it.
+ */
+static inline bool vpasid_stash_put(struct virtio_pasid *vp, u32 pasid)
+{
+	if (!vp->lease_cap ||
+	    READ_ONCE(vp->ncached) + READ_ONCE(vp->granting) + vp->nstash >=
+	    READ_ONCE(vp->lease_size))
+		return false;
+	if (vp->nstash == VPASID_STASH)
+		vpasid_stash_flush(vp);
+	vp->stash[vp->nstash++] = pasid;
+	return true;
+}
+
+/*
+ * alloc(): the last PASID the stash kept, if it lies in [lo, hi]: an
+ * alloc() after a free() takes it back with no lock but vpasid_reg.lock.
+ * False otherwise (the cache serves).
+ */
+static inline bool vpasid_stash_take(struct virtio_pasid *vp, u32 lo, u32 hi,
+				     u32 *pasid)
+{
+	u32 last;
+
+	if (!vp->nstash)
+		return false;
+	last = vp->stash[vp->nstash - 1];
+	if (last < lo || last > hi)
+		return false;
+	vp->nstash--;
+	*pasid = last;
 	return true;
 }
 

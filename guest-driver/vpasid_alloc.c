@@ -106,10 +106,17 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 		atomic64_inc(&vp->stats.lease_misses);
 		return vpasid_alloc_one(vp, lo, hi, pasid);
 	}
+	if (vpasid_stash_take(vp, lo, hi, pasid)) {
+		atomic64_inc(&vp->stats.lease_hits);
+		return VIRTIO_PASID_S_OK;
+	}
+	/* The cache finds the lowest in range among the stash's too. */
+	if (vp->nstash)
+		vpasid_stash_flush(vp);
 
 	spin_lock_irqsave(&vp->lock, flags);
 	hit = vpasid_cache_take(vp, lo, hi, pasid);
-	cached = vp->ncached + vp->nspill + vp->returning;
+	cached = vp->ncached + vp->nspill + vp->returning + vp->nstash;
 	if (!hit) {
 		/* The cache follows demand: see the watermarks. */
 		if (lo != vp->want_min || hi != vp->want_max)

@@ -172,7 +172,7 @@ static void vpasid_release(struct vpasid_registration *reg,
 	}
 	switch (reg->state) {
 	case VPASID_ACTIVE:
-		if (!vpasid_lease_put(vp, id))
+		if (!vpasid_stash_put(vp, id) && !vpasid_lease_put(vp, id))
 			vpasid_free_pasid(vp, id);
 		return;
 	case VPASID_RESUMING:

@@ -55,8 +55,9 @@
  *
  * Accounting rule, so that nothing is handed out twice and nothing is
  * lost: every PASID the VM holds on the host is, in the driver, either
- * handed out (the framework's), in the cache, in the spill, or listed in
- * a RETURN not answered yet (vp->returning). The effect of a GRANT or
+ * handed out (the framework's), in the cache, in the spill, in the stash
+ * (vpasid_stash_put(): under vpasid_reg.lock), or listed in a RETURN not
+ * answered yet (vp->returning). The effect of a GRANT or
  * RETURN answer is applied when the answer arrives
  * (vpasid_lease_answered(), from the reap), whoever waits for it and
  * however late it comes:
@@ -155,7 +156,7 @@ static unsigned int vpasid_lease_ahead(const struct virtio_pasid *vp)
 static unsigned int vpasid_lease_host_room(const struct virtio_pasid *vp)
 {
 	unsigned int held = vp->ncached + vp->nspill + vp->returning +
-			    vp->granting;
+			    vp->granting + READ_ONCE(vp->nstash);
 
 	return vp->lease_max > held ? vp->lease_max - held : 0;
 }
@@ -554,7 +555,8 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	/* Held and not handed out, before this request: the listed too. */
 	req->cached = cpu_to_le16(min_t(unsigned int, U16_MAX,
 					vp->ncached + vp->nspill +
-					vp->returning));
+					vp->returning +
+					READ_ONCE(vp->nstash)));
 	if (opcode == VIRTIO_PASID_OP_RETURN) {
 		count = vpasid_cache_pick(vp, count, slot->buf->returned);
 		vp->returning += count;
@@ -687,6 +689,40 @@ static void vpasid_lease_work(struct work_struct *work)
 }
 
 /*
+ * A work item (process context): what the stash keeps goes into the cache
+ * too, so that the shrink and the spill's return see it.
+ */
+static void vpasid_stash_idle(struct virtio_pasid *vp)
+{
+	spin_lock(&vpasid_reg.lock);
+	if (vpasid_reg.vp == vp && vpasid_reg.state == VPASID_ACTIVE)
+		vpasid_stash_flush(vp);
+	spin_unlock(&vpasid_reg.lock);
+}
+
+/*
+ * The stash (vpasid_stash_put()) moves into the cache, or the spill, as
+ * free() would have put them there one by one; vpasid_reg.lock held. What
+ * neither has room for goes back with a FREE.
+ */
+void vpasid_stash_flush(struct virtio_pasid *vp)
+{
+	unsigned long flags;
+	unsigned int i;
+
+	if (!vp->nstash)
+		return;
+	spin_lock_irqsave(&vp->lock, flags);
+	for (i = 0; i < vp->nstash; i++)
+		if (!vpasid_lease_hold(vp, vp->stash[i], vp->lease_size))
+			vpasid_free_async(vp, vp->stash[i]);
+	vp->nstash = 0;
+	vp->grant_blocked = false;
+	vpasid_cache_moved(vp);
+	spin_unlock_irqrestore(&vp->lock, flags);
+}
+
+/*
  * No free has spilled for VPASID_SPILL_IDLE_MS: the spill's last,
  * partial batch goes back too. Frees still spilling: look again later.
  */
@@ -699,6 +735,7 @@ static void vpasid_spill_idle(struct work_struct *work)
 	unsigned int round;
 	bool busy;
 
+	vpasid_stash_idle(vp);
 	spin_lock_irqsave(&vp->lock, flags);
 	busy = vp->spilled;
 	vp->spilled = false;
@@ -740,6 +777,7 @@ static void vpasid_lease_shrink(struct work_struct *work)
 	bool again;
 	u32 pasid;
 
+	vpasid_stash_idle(vp);
 	spin_lock_irqsave(&vp->lock, flags);
 	if (!vp->lease_missed)
 		vp->lease_size = max(vp->lease_size / 2, vp->lease_cap);
@@ -892,10 +930,14 @@ int vpasid_lease_return_one(struct virtio_pasid *vp)
 				 VPASID_LEASE_POLL);
 }
 
-/* PASIDs the VM holds and has not handed out: the cache and the spill. */
+/*
+ * PASIDs the VM holds and has not handed out: the cache, the spill and
+ * the stash.
+ */
 unsigned int vpasid_lease_held(const struct virtio_pasid *vp)
 {
-	return READ_ONCE(vp->ncached) + READ_ONCE(vp->nspill);
+	return READ_ONCE(vp->ncached) + READ_ONCE(vp->nspill) +
+	       READ_ONCE(vp->nstash);
 }
 
 /*

@@ -25,6 +25,9 @@
 static void vpasid_set_state(enum vpasid_state state)
 {
 	spin_lock(&vpasid_reg.lock);
+	/* Only an active allocator's alloc() and free() see the stash. */
+	if (vpasid_reg.vp && state != VPASID_ACTIVE)
+		vpasid_stash_flush(vpasid_reg.vp);
 	vpasid_reg.state = state;
 	spin_unlock(&vpasid_reg.lock);
 }
@@ -187,6 +190,9 @@ unsigned long vpasid_detach(struct virtio_pasid *vp)
 
 	mutex_lock(&vpasid_reg.mutex);
 	spin_lock(&vpasid_reg.lock);
+	/* Into the cache: kept for a resume or given back with it. */
+	if (vpasid_reg.vp == vp)
+		vpasid_stash_flush(vp);
 	vpasid_reg.vp = NULL;
 	outstanding = vpasid_reg.outstanding;
 	registered = vpasid_reg.state == VPASID_ACTIVE ||
