@@ -207,6 +207,7 @@ struct virtio_pasid {
 	 */
 	u32 stash[VPASID_STASH];
 	unsigned int nstash;
+	bool stash_due;		/* beyond C: spill_work is queued for it */
 	bool spilled;		/* a PASID spilled since spill_work last ran */
 	unsigned int returning;	/* listed in RETURNs not answered yet */
 	unsigned int granting;	/* asked for in GRANTs not answered yet */
@@ -285,6 +286,13 @@ static inline bool vpasid_desc_take(u32 *ids, unsigned int *n, u32 lo,
 static inline int vpasid_desc_insert(u32 *ids, unsigned int *n, u32 pasid,
 				     unsigned int moves)
 {
+	/*
+	 * Above the entry @moves from the end: too far in, known without the
+	 * search (frees in the order of their allocations, a held burst's,
+	 * are nearly all there).
+	 */
+	if (*n > moves && ids[*n - 1 - moves] < pasid)
+		return -E2BIG;
 	if (*n && ids[*n - 1] <= pasid)
 		return __vpasid_desc_insert(ids, n, pasid, moves);
 	ids[(*n)++] = pasid;
@@ -336,6 +344,7 @@ bool vpasid_lease_put(struct virtio_pasid *vp, u32 pasid);
 void vpasid_cache_keep(struct virtio_pasid *vp, u32 pasid);
 unsigned int vpasid_lease_held(const struct virtio_pasid *vp);
 void vpasid_stash_flush(struct virtio_pasid *vp);
+void vpasid_stash_due(struct virtio_pasid *vp);
 
 /*
  * The low mark of a cache of size C (lease_size): at fewer than C/2
@@ -415,23 +424,26 @@ static inline bool vpasid_cache_take(struct virtio_pasid *vp, u32 lo, u32 hi,
  * under vpasid_reg.lock only; a full stash first moves into the cache (or
  * the spill) under vp->lock, once per VPASID_STASH frees
  * (vpasid_stash_flush()). Under emulation vp->lock, taken with interrupts
- * off, cost a free about as much as the rest of the driver's work. Only
- * while the cache, what GRANTs bring and the stash stay below the cache's
- * size (read without vp->lock: the reap only brings what granting
- * counts), so that the VM never keeps more than C this way. False (the
- * caller puts it into the cache itself) otherwise, and when leases are
- * off. The stash is emptied whenever the allocator stops being active
- * (vpasid_register.c) and by the work items (vpasid_lease.c), so that
- * only alloc() and free() of an active allocator see it.
+ * off, cost a free about as much as the rest of the driver's work. Once
+ * the cache, what GRANTs bring and the stash reach the cache's size (read
+ * without vp->lock: the reap only brings what granting counts), the
+ * spill's work item is due (vpasid_stash_due()): it moves the stash on
+ * within VPASID_SPILL_IDLE_MS, so that an idle VM keeps at most C. False
+ * when leases are off. The stash is emptied whenever the allocator stops
+ * being active (vpasid_register.c) and by the work items
+ * (vpasid_lease.c), so that only alloc() and free() of an active
+ * allocator see it.
  */
 static inline bool vpasid_stash_put(struct virtio_pasid *vp, u32 pasid)
 {
-	if (!vp->lease_cap ||
-	    READ_ONCE(vp->ncached) + READ_ONCE(vp->granting) + vp->nstash >=
-	    READ_ONCE(vp->lease_size))
+	if (!vp->lease_cap)
 		return false;
 	if (vp->nstash == VPASID_STASH)
 		vpasid_stash_flush(vp);
+	if (!vp->stash_due &&
+	    READ_ONCE(vp->ncached) + READ_ONCE(vp->granting) + vp->nstash >=
+	    READ_ONCE(vp->lease_size))
+		vpasid_stash_due(vp);
 	vp->stash[vp->nstash++] = pasid;
 	return true;
 }

@@ -710,6 +710,7 @@ void vpasid_stash_flush(struct virtio_pasid *vp)
 	unsigned long flags;
 	unsigned int i;
 
+	vp->stash_due = false;
 	if (!vp->nstash)
 		return;
 	spin_lock_irqsave(&vp->lock, flags);
@@ -720,6 +721,20 @@ void vpasid_stash_flush(struct virtio_pasid *vp)
 	vp->grant_blocked = false;
 	vpasid_cache_moved(vp);
 	spin_unlock_irqrestore(&vp->lock, flags);
+}
+
+/*
+ * The stash goes beyond the cache's size (vpasid_stash_put()): spill_work
+ * moves it on, unless the lease work is stopped, which it cannot have
+ * been since this free took vpasid_reg.lock (vpasid_lease_stop()).
+ */
+void vpasid_stash_due(struct virtio_pasid *vp)
+{
+	if (vp->lease_stopped)
+		return;
+	vp->stash_due = true;
+	schedule_delayed_work(&vp->spill_work,
+			      msecs_to_jiffies(VPASID_SPILL_IDLE_MS));
 }
 
 /*
@@ -1003,9 +1018,12 @@ void vpasid_lease_stop(struct virtio_pasid *vp)
 {
 	unsigned long flags;
 
+	/* Under vpasid_reg.lock too: free() queues spill_work under it. */
+	spin_lock(&vpasid_reg.lock);
 	spin_lock_irqsave(&vp->lock, flags);
 	vp->lease_stopped = true;
 	spin_unlock_irqrestore(&vp->lock, flags);
+	spin_unlock(&vpasid_reg.lock);
 	cancel_delayed_work_sync(&vp->shrink_work);
 	cancel_delayed_work_sync(&vp->spill_work);
 	cancel_work_sync(&vp->lease_work);
