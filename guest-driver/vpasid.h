@@ -364,6 +364,18 @@ static inline unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 }
 
 /*
+ * PASIDs the VM holds and has not handed out, as the host counts them:
+ * the cache, the spill, the stash, and those listed in RETURNs the host
+ * has not answered yet. vp->lock held; the stash moves under
+ * vpasid_reg.lock instead, and its count is read once.
+ */
+static inline unsigned int vpasid_lease_unused(const struct virtio_pasid *vp)
+{
+	return vp->ncached + vp->nspill + vp->returning +
+	       READ_ONCE(vp->nstash);
+}
+
+/*
  * A short cache (fewer than C/4 cached) with GRANTs on their way looks at
  * the virtqueue itself for their answers rather than wait for the
  * interrupt: once per VPASID_SHORT_POLL allocations (a look costs about as

@@ -116,7 +116,7 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 
 	spin_lock_irqsave(&vp->lock, flags);
 	hit = vpasid_cache_take(vp, lo, hi, pasid);
-	cached = vp->ncached + vp->nspill + vp->returning + vp->nstash;
+	cached = vpasid_lease_unused(vp);
 	if (!hit) {
 		/* The cache follows demand: see the watermarks. */
 		if (lo != vp->want_min || hi != vp->want_max)

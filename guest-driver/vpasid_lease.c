@@ -155,8 +155,7 @@ static unsigned int vpasid_lease_ahead(const struct virtio_pasid *vp)
  */
 static unsigned int vpasid_lease_host_room(const struct virtio_pasid *vp)
 {
-	unsigned int held = vp->ncached + vp->nspill + vp->returning +
-			    vp->granting + READ_ONCE(vp->nstash);
+	unsigned int held = vpasid_lease_unused(vp) + vp->granting;
 
 	return vp->lease_max > held ? vp->lease_max - held : 0;
 }
@@ -554,9 +553,7 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
 	in_len = sizeof(slot->buf->resp);
 	/* Held and not handed out, before this request: the listed too. */
 	req->cached = cpu_to_le16(min_t(unsigned int, U16_MAX,
-					vp->ncached + vp->nspill +
-					vp->returning +
-					READ_ONCE(vp->nstash)));
+					vpasid_lease_unused(vp)));
 	if (opcode == VIRTIO_PASID_OP_RETURN) {
 		count = vpasid_cache_pick(vp, count, slot->buf->returned);
 		vp->returning += count;
