@@ -146,7 +146,8 @@ struct virtio_pasid {
 	 * Protects vq, slots, waiters, seq, unresponsive, reaping,
 	 * pending_frees, npending and the lease cache (cache, ncached, spill,
 	 * nspill, spilled, returning, granting, lease_posting, lease_queued,
-	 * lease_size, lease_missed, lease_warm, lease_stopped, grant_blocked,
+	 * lease_size, lease_demand, lease_short, lease_warm, lease_stopped,
+	 * grant_blocked,
 	 * want_min, want_max); taken in the vq callback.
 	 */
 	spinlock_t lock;
@@ -181,7 +182,10 @@ struct virtio_pasid {
 	unsigned int lease_cap;
 	unsigned int lease_room;
 	unsigned int lease_size;	/* current size: watermarks, room */
-	bool lease_missed;	/* a miss since the last shrink period */
+	/* A refill, miss or growth since the last shrink period. */
+	bool lease_demand;
+	/* Ran short (vpasid_lease_look()) since the last refill GRANT. */
+	bool lease_short;
 	bool lease_warm;	/* a GRANT filled the cache: misses now grow it */
 	/*
 	 * ncached used, descending, from cache on: the cache slides within

@@ -21,14 +21,16 @@
  *     their way while a burst takes the rest; the reap applies the
  *     answers, from the interrupt, or from alloc() itself while the cache
  *     is short (vpasid_lease_look()).
- *   - Growth: a refill needed again before the last one was answered means
- *     the burst takes more than C/2 per round trip: C grows fourfold (up
- *     to lease_max). A miss (nothing cached in the range asked for) of a
- *     cache that was filled before is demand the refills did not foresee:
- *     C goes to lease_max at once. A miss is served by the spill, or by
- *     the first answer that brings a PASID in the range: a GRANT's already
- *     on its way, or the miss's own, posted with the refill behind it up
- *     to C in one notification and busy-polled (vpasid_lease_fetch()).
+ *   - Growth: a refill needed again before the last one was answered, or
+ *     a cache that ran short (below C/4, vpasid_lease_look()) before it
+ *     was, means the burst takes more than C/2 per round trip: C grows
+ *     fourfold (up to lease_max), once per refill. A miss (nothing
+ *     cached in the range asked for) of a cache that was filled before is
+ *     demand the refills did not foresee: C goes to lease_max at once.
+ *     A miss is served by the spill, or by the first answer that brings
+ *     a PASID in the range: a GRANT's already on its way, or the miss's
+ *     own, posted with the refill behind it up to C in one notification
+ *     and busy-polled (vpasid_lease_fetch()).
  *     Only what a GRANT cannot serve (nothing granted: a VM at its quota,
  *     or no free PASID in the range) costs a single ALLOC.
  *   - Frees never wait: a free goes into the cache while it holds fewer
@@ -43,10 +45,12 @@
  *     moves back into it in one sorted merge and the rest goes back the
  *     same way. A refill or a miss takes from the spill (sorted, merged)
  *     before it asks the host.
- *   - Demand falls: once a second (VPASID_SHRINK_MS) with no miss nor
- *     growth, C halves (down to lease_cap) and what lies above it moves to
- *     the spill, so an idle guest does not sit on a large cache. A steady
- *     alloc+free loop never misses, so C stays.
+ *   - Demand falls: once a second (VPASID_SHRINK_MS) with no refill (the
+ *     cache below its low mark), miss nor growth, C halves (down to
+ *     lease_cap) and what lies above it moves to the spill, so an idle
+ *     guest does not sit on a large cache, while bursts a second or less
+ *     apart keep theirs. A steady alloc+free loop stays within the band,
+ *     so C does not grow for it.
  *   - Cached PASIDs (the spill's too) count against the VM's quota: the
  *     host grants at most its cap less what the driver says it holds, the
  *     driver never asks beyond its cap (unanswered GRANTs included), and
@@ -100,7 +104,7 @@ MODULE_PARM_DESC(lease,
 /* The spill's length: the quota, within these bounds. */
 #define VPASID_SPILL_MIN	(2 * VIRTIO_PASID_LEASE_BATCH_MAX)
 #define VPASID_SPILL_MAX	65536
-/* How long without a miss before the cache's size halves. */
+/* How long without a refill or miss before the cache's size halves. */
 #define VPASID_SHRINK_MS	1000
 /* How long without a free into the spill before its last batch goes. */
 #define VPASID_SPILL_IDLE_MS	10
@@ -171,7 +175,7 @@ static struct vpasid_slot *vpasid_lease_post(struct virtio_pasid *vp,
  */
 static void vpasid_lease_grow(struct virtio_pasid *vp, unsigned int size)
 {
-	vp->lease_missed = true;
+	vp->lease_demand = true;
 	vp->lease_size = max(vp->lease_size, size);
 	if (vp->lease_size > vp->lease_cap && !vp->lease_stopped)
 		schedule_delayed_work(&vp->shrink_work,
@@ -290,6 +294,13 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	if (vp->granting && vp->lease_warm &&
 	    vp->ncached + vp->granting < vpasid_lease_low(vp))
 		vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
+	/*
+	 * Allocations took the cache below its low mark: the size is in
+	 * use, and this shrink period is not quiet (bursts a second or less
+	 * apart keep it).
+	 */
+	if (vp->lease_warm)
+		vp->lease_demand = true;
 	while (!vp->grant_blocked &&
 	       vp->ncached + vp->granting + vpasid_lease_batch(vp) <=
 	       vp->lease_size &&
@@ -302,8 +313,24 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 		if (IS_ERR(vpasid_lease_post(vp, VIRTIO_PASID_OP_GRANT, count,
 					     VPASID_LEASE_QUEUED, NULL)))
 			return false;
+		vp->lease_short = false;
 	}
 	return true;
+}
+
+/*
+ * The cache ran short (vpasid_lease_look()) before the GRANTs of the last
+ * refill came: the burst takes more than C/2 per round trip, and only
+ * looking at the virtqueue kept it from missing, at a small refill per
+ * C/2 allocations. C grows fourfold, once per refill, as the mark's rule
+ * above and a miss grow it; vp->lock held.
+ */
+static void vpasid_lease_ran_short(struct virtio_pasid *vp)
+{
+	if (vp->lease_short || !vp->lease_warm)
+		return;
+	vp->lease_short = true;
+	vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
 }
 
 /*
@@ -341,10 +368,13 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 	    vp->lease_posting)
 		return;
 	vp->lease_posting = true;
-	if (vpasid_lease_look(vp) ||
-	    (vp->returning >= vpasid_lease_ahead(vp) &&
-	     vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX))
+	if (vpasid_lease_look(vp)) {
+		vpasid_lease_ran_short(vp);
 		vpasid_reap(vp);
+	} else if (vp->returning >= vpasid_lease_ahead(vp) &&
+		   vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX) {
+		vpasid_reap(vp);
+	}
 	low = vp->ncached + vp->granting < vpasid_lease_low(vp);
 	if (low && !vpasid_lease_refill(vp))
 		schedule_work(&vp->lease_work);
@@ -776,9 +806,9 @@ void vpasid_lease_missed(struct virtio_pasid *vp)
 }
 
 /*
- * Demand fell: a whole period without a miss halves the cache's size,
- * down to lease_cap; what lies above it moves to the spill, which goes
- * back to the host in batches.
+ * Demand fell: a whole period without a refill, miss or growth halves
+ * the cache's size, down to lease_cap; what lies above it moves to the
+ * spill, which goes back to the host in batches.
  */
 static void vpasid_lease_shrink(struct work_struct *work)
 {
@@ -791,9 +821,9 @@ static void vpasid_lease_shrink(struct work_struct *work)
 
 	vpasid_stash_idle(vp);
 	spin_lock_irqsave(&vp->lock, flags);
-	if (!vp->lease_missed)
+	if (!vp->lease_demand)
 		vp->lease_size = max(vp->lease_size / 2, vp->lease_cap);
-	vp->lease_missed = false;
+	vp->lease_demand = false;
 	/* The highest first: they are the cache's first entries. */
 	while (vp->ncached > vp->lease_size && vp->nspill < vp->spill_room) {
 		pasid = vp->cache[0];

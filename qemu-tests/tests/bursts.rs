@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use common::{boot_in_parallel, finish, guest_config, sole_holdings, CMD};
 use qemu_tests::daemon::VmEntry;
-use qemu_tests::vpasid::{wait_lease_settled, DriverStatus};
+use qemu_tests::vpasid::{parse_held, wait_lease_settled, DriverStatus, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on a burst of [`BURST`] (TCG, lease=0 would take about 2 s).
 const BURST_CMD: Duration = Duration::from_secs(300);
 /// Bound on the driver's lease work going idle, and on the cache shrinking
-/// back (it halves once a second without a miss).
+/// back (it halves once a second without a refill or miss).
 const SHOWS_UP: Duration = Duration::from_secs(30);
 /// The range the bursts allocate in.
 const MIN: u32 = 1;
@@ -55,6 +55,8 @@ qemu_tests::per_kernel!(
     quota_holds_mid_burst,
     two_vms_burst_at_once,
     unload_after_a_burst_returns_everything,
+    bursts_a_second_apart_keep_the_cache,
+    a_burst_after_idle_grows_the_cache,
 );
 
 // ---------------------------------------------------------------------------
@@ -305,5 +307,122 @@ fn unload_after_a_burst_returns_everything(kernel: Kernel) {
     assert_eq!((host.held, host.cached, host.in_use), (0, 0, 0), "{host:?}");
     assert!(host.connected, "{host:?}");
     assert!(daemon.pasids().unwrap().is_empty());
+    finish(guest);
+}
+
+/// 5. Bursts a second or less apart keep the cache's size: after a burst
+///    grew the cache to the host's cap, eight bursts of 2000, 0.3 s apart
+///    (one guest command, about 2.5 s: two shrink periods and more), each
+///    take the cache below its low mark, which counts as demand, so the
+///    size stays at the cap (a period counted quiet would halve it).
+///    Once idle, it shrinks back to its resting size all the same.
+fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
+    const EACH: u32 = 2000;
+    const BURSTS: usize = 8;
+    let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
+    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
+    load(&mut guest).unwrap();
+    let cap = u64::from(daemon.vm("vm0").unwrap().lease);
+    let first = guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap();
+    assert_eq!(first.done, u64::from(EACH), "{first:?}");
+    let status = guest.driver_status().unwrap();
+    assert_eq!(status.counter("lease_size"), cap, "{status:?}");
+
+    let burst = format!("echo 'held {EACH} {MIN} {MAX}' > {EXERCISER_CTL} && cat {EXERCISER_CTL}");
+    let out = guest
+        .run_ok(
+            &format!("for i in $(seq {BURSTS}); do sleep 0.3; {burst}; done"),
+            BURST_CMD,
+        )
+        .unwrap();
+    let results: Vec<_> = out
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| parse_held(line.trim()))
+        .collect();
+    assert_eq!(results.len(), BURSTS, "{out}");
+    for held in results {
+        let held = held.unwrap();
+        assert_eq!(
+            (held.done, held.duplicate, held.out_of_range, held.lookup),
+            (u64::from(EACH), 0, 0, 0),
+            "{held:?}"
+        );
+    }
+    let status = guest.driver_status().unwrap();
+    assert_eq!(
+        status.counter("lease_size"),
+        cap,
+        "the cache shrank between bursts: {status:?}"
+    );
+
+    let started = Instant::now();
+    loop {
+        let (status, _) = settled(&mut guest, &daemon, "vm0");
+        if status.counter("lease_size") == RESTING {
+            assert_eq!(status.failures(), [], "{status:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < SHOWS_UP,
+            "the cache did not shrink back: {status:?}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    finish(guest);
+}
+
+/// 6. A burst after idle grows the cache again: with a resting size of 64
+///    (`lease=64`), a first burst fills (and may grow) the cache, the idle
+///    guest shrinks it back to 64, and a burst of 2000 then grows it. At 64 the refills (a GRANT per 32 allocations) keep up
+///    only by looking at the virtqueue while the cache is short, which
+///    does not miss; the short cache itself is the sign of a burst that
+///    outruns C/2 per round trip, so it grows the size fourfold.
+fn a_burst_after_idle_grows_the_cache(kernel: Kernel) {
+    const RESTING_64: u64 = 64;
+    const EACH: u32 = 2000;
+    let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
+    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
+    guest.load_driver("lease=64").unwrap();
+    guest.wait_driver_state("active", CMD).unwrap();
+    guest.load_exerciser().unwrap();
+    let cap = u64::from(daemon.vm("vm0").unwrap().lease);
+    assert!(cap > 4 * RESTING_64, "default cap {cap}");
+    assert_eq!(
+        guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap().done,
+        u64::from(EACH)
+    );
+
+    let started = Instant::now();
+    let before = loop {
+        let (status, _) = settled(&mut guest, &daemon, "vm0");
+        if status.counter("lease_size") == RESTING_64 {
+            break status;
+        }
+        assert!(
+            started.elapsed() < SHOWS_UP,
+            "the cache did not shrink back: {status:?}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    };
+    let held = guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap();
+    assert_eq!(
+        (held.done, held.duplicate, held.out_of_range, held.lookup),
+        (u64::from(EACH), 0, 0, 0),
+        "{held:?}"
+    );
+    let (after, _) = settled(&mut guest, &daemon, "vm0");
+    eprintln!(
+        "{kernel}: a burst of {EACH} from a cache of {RESTING_64}: lease_size {} misses {} \
+         refills {}",
+        after.counter("lease_size"),
+        delta(&before, &after, "lease_misses"),
+        delta(&before, &after, "refills"),
+    );
+    assert!(
+        after.counter("lease_size") > RESTING_64,
+        "the cache did not grow: {after:?}"
+    );
+    assert_eq!(after.failures(), [], "{after:?}");
     finish(guest);
 }
