@@ -94,6 +94,23 @@ fn settled(guest: &mut Guest, daemon: &Daemon, vm: &str) -> (DriverStatus, VmEnt
     (status, host)
 }
 
+/// Waits (bounded by [`SHOWS_UP`], host and guest agreeing as in
+/// [`settled`]) until the idle cache's size is back at `size`.
+fn shrunk_to(guest: &mut Guest, daemon: &Daemon, vm: &str, size: u64) -> (DriverStatus, VmEntry) {
+    let started = Instant::now();
+    loop {
+        let (status, host) = settled(guest, daemon, vm);
+        if status.counter("lease_size") == size {
+            return (status, host);
+        }
+        assert!(
+            started.elapsed() < SHOWS_UP,
+            "the cache did not shrink back to {size}: {status:?}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn delta(before: &DriverStatus, after: &DriverStatus, name: &str) -> u64 {
     after.counter(name) - before.counter(name)
 }
@@ -170,18 +187,7 @@ fn held_burst_is_served_in_batches(kernel: Kernel) {
 
     // Idle: the cache shrinks back to its resting size, and the host
     // holds no more than that.
-    let started = Instant::now();
-    let (status, host) = loop {
-        let (status, host) = settled(&mut guest, &daemon, "vm0");
-        if status.counter("lease_size") == RESTING {
-            break (status, host);
-        }
-        assert!(
-            started.elapsed() < SHOWS_UP,
-            "the cache did not shrink back: {status:?}"
-        );
-        thread::sleep(Duration::from_millis(500));
-    };
+    let (status, host) = shrunk_to(&mut guest, &daemon, "vm0", RESTING);
     assert!(status.counter("cached") <= RESTING, "{status:?}");
     assert_eq!(u64::from(host.held), status.counter("cached"), "{host:?}");
     // Every free reached the host or the cache: none was dropped.
@@ -356,27 +362,16 @@ fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
         "the cache shrank between bursts: {status:?}"
     );
 
-    let started = Instant::now();
-    loop {
-        let (status, _) = settled(&mut guest, &daemon, "vm0");
-        if status.counter("lease_size") == RESTING {
-            assert_eq!(status.failures(), [], "{status:?}");
-            break;
-        }
-        assert!(
-            started.elapsed() < SHOWS_UP,
-            "the cache did not shrink back: {status:?}"
-        );
-        thread::sleep(Duration::from_millis(500));
-    }
+    let (status, _) = shrunk_to(&mut guest, &daemon, "vm0", RESTING);
+    assert_eq!(status.failures(), [], "{status:?}");
     finish(guest);
 }
 
 /// 6. A burst after idle grows the cache again: with a resting size of 64
 ///    (`lease=64`), a first burst fills (and may grow) the cache, the idle
-///    guest shrinks it back to 64, and a burst of 2000 then grows it. At 64 the refills (a GRANT per 32 allocations) keep up
-///    only by looking at the virtqueue while the cache is short, which
-///    does not miss; the short cache itself is the sign of a burst that
+///    guest shrinks it back to 64, and a burst of 2000 then grows it. At
+///    64 the refills (a GRANT per 32 allocations) keep up only by looking
+///    at the virtqueue while the cache is short, which does not miss; the short cache itself is the sign of a burst that
 ///    outruns C/2 per round trip, so it grows the size fourfold.
 fn a_burst_after_idle_grows_the_cache(kernel: Kernel) {
     const RESTING_64: u64 = 64;
@@ -393,18 +388,7 @@ fn a_burst_after_idle_grows_the_cache(kernel: Kernel) {
         u64::from(EACH)
     );
 
-    let started = Instant::now();
-    let before = loop {
-        let (status, _) = settled(&mut guest, &daemon, "vm0");
-        if status.counter("lease_size") == RESTING_64 {
-            break status;
-        }
-        assert!(
-            started.elapsed() < SHOWS_UP,
-            "the cache did not shrink back: {status:?}"
-        );
-        thread::sleep(Duration::from_millis(500));
-    };
+    let (before, _) = shrunk_to(&mut guest, &daemon, "vm0", RESTING_64);
     let held = guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap();
     assert_eq!(
         (held.done, held.duplicate, held.out_of_range, held.lookup),
