@@ -232,34 +232,11 @@ impl VirshReplug {
     }
 }
 
-/// Waits until the driver has resumed `n` times since boot (its "resumed
-/// with" line) and is active; returns the last RECONCILE summary.
-fn wait_resumed(guest: &mut Guest, n: usize) -> String {
-    let started = Instant::now();
-    loop {
-        let out = guest
-            .run_ok("dmesg | grep -c -F 'resumed with' || true", CMD)
-            .unwrap();
-        let seen: usize = out.trim().parse().unwrap();
-        assert!(seen <= n, "{} resumes, expected {n}", seen);
-        if seen == n && guest.driver_status().unwrap().state == "active" {
-            break;
-        }
-        assert!(
-            started.elapsed() < CMD,
-            "{seen} of {n} resumes after {:?}",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    guest.wait_for_dmesg("RECONCILE:", CMD).unwrap()
-}
-
 /// After the `n`th re-plug: the guest resumed with every PASID of `held`,
 /// the host holds exactly those for the VM, `pasidctl vms` shows it
 /// connected with `n` resumes.
 fn assert_kept(guest: &mut Guest, daemon: &Daemon, held: &BTreeSet<u32>, n: usize) -> String {
-    let reconciled = wait_resumed(guest, n);
+    let reconciled = common::wait_resumes(guest, n);
     assert!(
         reconciled.contains(&format!(
             "RECONCILE: {HELD} kept, 0 re-granted, 0 conflict(s)"

@@ -312,22 +312,9 @@ fn wait_released(daemon: &Daemon, vm: &str, timeout: Duration) -> Instant {
 /// device's PCI line to its "resumed with" line (guest clock) and the last
 /// RECONCILE summary.
 fn wait_resumes(guest: &mut Guest, n: usize) -> (Duration, String) {
-    let started = Instant::now();
-    loop {
-        let out = guest
-            .run_ok("dmesg | grep -c -F 'resumed with' || true", CMD)
-            .unwrap();
-        let seen: usize = out.trim().parse().unwrap();
-        assert!(seen <= n, "{}: {seen} resumes, expected {n}", guest.name());
-        if seen == n && guest.driver_state().unwrap() == "active" {
-            break;
-        }
-        assert!(started.elapsed() < CMD, "{seen} of {n} resumes");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let reconciled = common::wait_resumes(guest, n);
     let resumed = guest.wait_for_dmesg("resumed with", CMD).unwrap();
     let plugged = guest.wait_for_dmesg("[1af4:1065]", CMD).unwrap();
-    let reconciled = guest.wait_for_dmesg("RECONCILE:", CMD).unwrap();
     let secs = dmesg_time(&resumed) - dmesg_time(&plugged);
     assert!(secs >= 0.0, "{plugged} after {resumed}");
     (Duration::from_secs_f64(secs), reconciled)

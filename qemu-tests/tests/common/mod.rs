@@ -190,6 +190,30 @@ pub fn finish(mut guest: Guest) {
     guest.poweroff(POWEROFF).unwrap();
 }
 
+/// Waits (bounded by [`CMD`]) until the driver has resumed `n` times since
+/// boot (its "resumed with" lines; more is a failure) and is active;
+/// returns the last RECONCILE summary.
+pub fn wait_resumes(guest: &mut Guest, n: usize) -> String {
+    let started = Instant::now();
+    loop {
+        let out = guest
+            .run_ok("dmesg | grep -c -F 'resumed with' || true", CMD)
+            .unwrap();
+        let seen: usize = out.trim().parse().unwrap();
+        assert!(seen <= n, "{}: {seen} resumes, expected {n}", guest.name());
+        if seen == n && guest.driver_state().unwrap() == "active" {
+            break;
+        }
+        assert!(
+            started.elapsed() < CMD,
+            "{seen} of {n} resumes after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    guest.wait_for_dmesg("RECONCILE:", CMD).unwrap()
+}
+
 /// The `[seconds]` timestamp of a dmesg line.
 pub fn dmesg_time(line: &str) -> f64 {
     let inner = line
