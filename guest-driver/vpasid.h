@@ -46,6 +46,8 @@
 #define VPASID_SLOTS		32
 /* PASIDs free() keeps before they go into the cache: see vpasid_stash_put(). */
 #define VPASID_STASH		32
+/* Cached PASIDs an alloc() moves into the stash: see vpasid_stash_fill(). */
+#define VPASID_STASH_FILL	16
 /* FREEs that found every slot busy wait here for one; see vpasid_free_async(). */
 #define VPASID_PENDING_FREES	64
 /* Failure counters: one per status code, plus one for unknown codes. */
@@ -205,9 +207,11 @@ struct virtio_pasid {
 	unsigned int nspill;
 	unsigned int spill_room;
 	/*
-	 * The last PASIDs free() gave back, not in the cache yet: under
-	 * vpasid_reg.lock, which alloc() and free() hold anyway, and not
-	 * vp->lock (see vpasid_stash_put()). nstash used, in free order.
+	 * The last PASIDs free() gave back, not in the cache yet, and the
+	 * lowest cached ones an alloc() moved on for the next allocations:
+	 * under vpasid_reg.lock, which alloc() and free() hold anyway, and
+	 * not vp->lock (see vpasid_stash_put(), vpasid_stash_fill()). nstash
+	 * used; the last is taken first.
 	 */
 	u32 stash[VPASID_STASH];
 	unsigned int nstash;
@@ -368,6 +372,17 @@ static inline unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 }
 
 /*
+ * What the cache's size is measured against: the cache and the stash,
+ * whose PASIDs (frees, and the lowest cached, vpasid_stash_fill()) serve
+ * the next allocations as well. vp->lock held; the stash moves under
+ * vpasid_reg.lock instead, and its count is read once.
+ */
+static inline unsigned int vpasid_cache_level(const struct virtio_pasid *vp)
+{
+	return vp->ncached + READ_ONCE(vp->nstash);
+}
+
+/*
  * PASIDs the VM holds and has not handed out, as the host counts them:
  * the cache, the spill, the stash, and those listed in RETURNs the host
  * has not answered yet. vp->lock held; the stash moves under
@@ -417,7 +432,7 @@ static inline unsigned int vpasid_spill_flush_at(const struct virtio_pasid *vp)
  */
 static inline void vpasid_cache_moved(struct virtio_pasid *vp)
 {
-	if (vp->ncached + vp->granting < vpasid_lease_low(vp) ||
+	if (vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp) ||
 	    vpasid_lease_look(vp) || vp->nspill >= vpasid_spill_flush_at(vp))
 		vpasid_lease_kick(vp);
 }
@@ -465,9 +480,40 @@ static inline bool vpasid_stash_put(struct virtio_pasid *vp, u32 pasid)
 }
 
 /*
- * alloc(): the last PASID the stash kept, if it lies in [lo, hi]: an
- * alloc() after a free() takes it back with no lock but vpasid_reg.lock.
- * False otherwise (the cache serves).
+ * alloc() took the lowest cached PASID in range from the cache, the stash
+ * being empty: up to VPASID_STASH_FILL more of the lowest cached, those
+ * up to @hi, move into the stash, lowest last, so that the next
+ * allocations of a burst take them under vpasid_reg.lock alone
+ * (vpasid_stash_take()), as frees put theirs, and vp->lock is taken once
+ * per VPASID_STASH_FILL + 1 allocations. They stay the VM's unused
+ * PASIDs, counted as before (vpasid_lease_unused()); the work items and
+ * every change of state put them back as they do frees. vp->lock and
+ * vpasid_reg.lock held. Not while the cache is short with GRANTs on
+ * their way: then every allocation takes from the cache, which looks.
+ */
+static inline void vpasid_stash_fill(struct virtio_pasid *vp, u32 hi)
+{
+	unsigned int k = min_t(unsigned int, vp->ncached, VPASID_STASH_FILL);
+
+	/* Short: each allocation looks for answers (vpasid_lease_look()). */
+	if (vp->granting && vp->ncached < vp->lease_size / 4)
+		return;
+	/* Descending: the first of the k is the highest. */
+	while (k && vp->cache[vp->ncached - k] > hi)
+		k--;
+	if (!k)
+		return;
+	memcpy(vp->stash, &vp->cache[vp->ncached - k], k * sizeof(*vp->stash));
+	vp->ncached -= k;
+	vp->nstash = k;
+	vpasid_cache_moved(vp);
+}
+
+/*
+ * alloc(): the last PASID the stash holds, if it lies in [lo, hi]: an
+ * alloc() after a free() takes it back, and one after
+ * vpasid_stash_fill() the lowest cached, with no lock but
+ * vpasid_reg.lock. False otherwise (the cache serves).
  */
 static inline bool vpasid_stash_take(struct virtio_pasid *vp, u32 lo, u32 hi,
 				     u32 *pasid)

@@ -116,6 +116,8 @@ int vpasid_alloc_pasid(struct virtio_pasid *vp, u32 lo, u32 hi,
 
 	spin_lock_irqsave(&vp->lock, flags);
 	hit = vpasid_cache_take(vp, lo, hi, pasid);
+	if (hit)
+		vpasid_stash_fill(vp, hi);
 	cached = vpasid_lease_unused(vp);
 	if (!hit) {
 		/* The cache follows demand: see the watermarks. */

@@ -245,9 +245,9 @@ static void vpasid_spill_unspill(struct virtio_pasid *vp)
 	unsigned int k, n, dup;
 	u32 *back;
 
-	if (!vp->nspill || vp->ncached >= vp->lease_size)
+	if (!vp->nspill || vpasid_cache_level(vp) >= vp->lease_size)
 		return;
-	k = min(vp->nspill, vp->lease_size - vp->ncached);
+	k = min(vp->nspill, vp->lease_size - vpasid_cache_level(vp));
 	vp->nspill -= k;
 	back = &vp->spill[vp->nspill];
 	/* Never twice in the cache: a repeat would be handed out twice. */
@@ -292,7 +292,7 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	 * 32, a burst reaches the default cap in three steps.
 	 */
 	if (vp->granting && vp->lease_warm &&
-	    vp->ncached + vp->granting < vpasid_lease_low(vp))
+	    vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp))
 		vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
 	/*
 	 * Allocations took the cache below its low mark: the size is in
@@ -302,10 +302,10 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	if (vp->lease_warm)
 		vp->lease_demand = true;
 	while (!vp->grant_blocked &&
-	       vp->ncached + vp->granting + vpasid_lease_batch(vp) <=
+	       vpasid_cache_level(vp) + vp->granting + vpasid_lease_batch(vp) <=
 	       vp->lease_size &&
 	       vp->granting < vpasid_lease_ahead(vp)) {
-		count = min3(vp->lease_size - vp->ncached - vp->granting,
+		count = min3(vp->lease_size - vpasid_cache_level(vp) - vp->granting,
 			     vpasid_lease_host_room(vp),
 			     (unsigned int)VIRTIO_PASID_LEASE_BATCH_MAX);
 		if (count < vpasid_lease_batch(vp))
@@ -375,7 +375,7 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 		   vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX) {
 		vpasid_reap(vp);
 	}
-	low = vp->ncached + vp->granting < vpasid_lease_low(vp);
+	low = vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp);
 	if (low && !vpasid_lease_refill(vp))
 		schedule_work(&vp->lease_work);
 	/*
@@ -671,10 +671,10 @@ static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 	if (!vp->lease_stopped && !vp->unresponsive) {
 		/* What the cache has room for does not go back. */
 		vpasid_spill_unspill(vp);
-		if (vp->ncached + vp->granting < vpasid_lease_low(vp) &&
+		if (vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp) &&
 		    !vp->grant_blocked) {
 			opcode = VIRTIO_PASID_OP_GRANT;
-			count = min(vp->lease_size - vp->ncached - vp->granting,
+			count = min(vp->lease_size - vpasid_cache_level(vp) - vp->granting,
 				    vpasid_lease_host_room(vp));
 			/* Whole batches only, as the kick's refill. */
 			if (count < vpasid_lease_batch(vp))
@@ -885,8 +885,8 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
 		return -ETIMEDOUT;
 	}
 	if (!vp->grant_blocked &&
-	    vp->lease_size > vp->ncached + vp->granting)
-		count = min3(vp->lease_size - vp->ncached - vp->granting,
+	    vp->lease_size > vpasid_cache_level(vp) + vp->granting)
+		count = min3(vp->lease_size - vpasid_cache_level(vp) - vp->granting,
 			     vpasid_lease_host_room(vp), room);
 	/*
 	 * The miss's batch and the refill behind it, up to the cache's size,

@@ -316,7 +316,7 @@ fn unload_after_a_burst_returns_everything(kernel: Kernel) {
     finish(guest);
 }
 
-/// 5. Bursts a second or less apart keep the cache's size: after a burst
+/// 5. Bursts a second or less apart keep the cache's size: after bursts
 ///    grew the cache to the host's cap, eight bursts of 2000, 0.3 s apart
 ///    (one guest command, about 2.5 s: two shrink periods and more), each
 ///    take the cache below its low mark, which counts as demand, so the
@@ -329,10 +329,20 @@ fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
     load(&mut guest).unwrap();
     let cap = u64::from(daemon.vm("vm0").unwrap().lease);
-    let first = guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap();
-    assert_eq!(first.done, u64::from(EACH), "{first:?}");
-    let status = guest.driver_status().unwrap();
-    assert_eq!(status.counter("lease_size"), cap, "{status:?}");
+    // How far one burst grows a cold cache depends on how fast the host
+    // answers (a few bursts reach the cap).
+    for tries in 1.. {
+        let first = guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap();
+        assert_eq!(first.done, u64::from(EACH), "{first:?}");
+        let status = guest.driver_status().unwrap();
+        if status.counter("lease_size") == cap {
+            break;
+        }
+        assert!(
+            tries < 5,
+            "{tries} bursts did not grow the cache: {status:?}"
+        );
+    }
 
     let burst = format!("echo 'held {EACH} {MIN} {MAX}' > {EXERCISER_CTL} && cat {EXERCISER_CTL}");
     let out = guest
