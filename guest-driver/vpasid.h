@@ -374,12 +374,22 @@ static inline unsigned int vpasid_lease_low(const struct virtio_pasid *vp)
 /*
  * What the cache's size is measured against: the cache and the stash,
  * whose PASIDs (frees, and the lowest cached, vpasid_stash_fill()) serve
- * the next allocations as well. vp->lock held; the stash moves under
- * vpasid_reg.lock instead, and its count is read once.
+ * the next allocations as well. vp->lock held, or without it as a hint
+ * (vpasid_stash_put()): each count is read once, the stash's moving under
+ * vpasid_reg.lock.
  */
 static inline unsigned int vpasid_cache_level(const struct virtio_pasid *vp)
 {
-	return vp->ncached + READ_ONCE(vp->nstash);
+	return READ_ONCE(vp->ncached) + READ_ONCE(vp->nstash);
+}
+
+/*
+ * What the watermarks measure: the cache's level and what unanswered
+ * GRANTs bring to it. As vpasid_cache_level().
+ */
+static inline unsigned int vpasid_cache_due(const struct virtio_pasid *vp)
+{
+	return vpasid_cache_level(vp) + READ_ONCE(vp->granting);
 }
 
 /*
@@ -402,9 +412,15 @@ static inline unsigned int vpasid_lease_unused(const struct virtio_pasid *vp)
  */
 #define VPASID_SHORT_POLL	8
 
+/* Short: fewer than C/4 cached, with GRANTs on their way; vp->lock held. */
+static inline bool vpasid_cache_short(const struct virtio_pasid *vp)
+{
+	return vp->granting && vp->ncached < vp->lease_size / 4;
+}
+
 static inline bool vpasid_lease_look(const struct virtio_pasid *vp)
 {
-	return vp->granting && vp->ncached < vp->lease_size / 4 &&
+	return vpasid_cache_short(vp) &&
 	       (vp->ncached < VPASID_SHORT_POLL ||
 		!(vp->ncached % VPASID_SHORT_POLL));
 }
@@ -432,7 +448,7 @@ static inline unsigned int vpasid_spill_flush_at(const struct virtio_pasid *vp)
  */
 static inline void vpasid_cache_moved(struct virtio_pasid *vp)
 {
-	if (vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp) ||
+	if (vpasid_cache_due(vp) < vpasid_lease_low(vp) ||
 	    vpasid_lease_look(vp) || vp->nspill >= vpasid_spill_flush_at(vp))
 		vpasid_lease_kick(vp);
 }
@@ -471,9 +487,7 @@ static inline bool vpasid_stash_put(struct virtio_pasid *vp, u32 pasid)
 		return false;
 	if (vp->nstash == VPASID_STASH)
 		vpasid_stash_flush(vp);
-	if (!vp->stash_due &&
-	    READ_ONCE(vp->ncached) + READ_ONCE(vp->granting) + vp->nstash >=
-	    READ_ONCE(vp->lease_size))
+	if (!vp->stash_due && vpasid_cache_due(vp) >= READ_ONCE(vp->lease_size))
 		vpasid_stash_due(vp);
 	vp->stash[vp->nstash++] = pasid;
 	return true;
@@ -496,7 +510,7 @@ static inline void vpasid_stash_fill(struct virtio_pasid *vp, u32 hi)
 	unsigned int k = min_t(unsigned int, vp->ncached, VPASID_STASH_FILL);
 
 	/* Short: each allocation looks for answers (vpasid_lease_look()). */
-	if (vp->granting && vp->ncached < vp->lease_size / 4)
+	if (vpasid_cache_short(vp))
 		return;
 	/* Descending: the first of the k is the highest. */
 	while (k && vp->cache[vp->ncached - k] > hi)

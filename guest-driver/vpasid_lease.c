@@ -183,6 +183,16 @@ static void vpasid_lease_grow(struct virtio_pasid *vp, unsigned int size)
 }
 
 /*
+ * A burst takes more than C/2 per round trip (see vpasid_lease_refill()
+ * and vpasid_lease_ran_short()): C grows fourfold, up to the host's cap;
+ * vp->lock held.
+ */
+static void vpasid_lease_outrun(struct virtio_pasid *vp)
+{
+	vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
+}
+
+/*
  * The cache slides within cache_buf: a GRANT's batch, higher than what is
  * cached, goes in front of it, and a RETURN or a shrink takes the highest
  * from its front, by moving vp->cache, not the entries (under emulation a
@@ -292,8 +302,8 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	 * 32, a burst reaches the default cap in three steps.
 	 */
 	if (vp->granting && vp->lease_warm &&
-	    vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp))
-		vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
+	    vpasid_cache_due(vp) < vpasid_lease_low(vp))
+		vpasid_lease_outrun(vp);
 	/*
 	 * Allocations took the cache below its low mark: the size is in
 	 * use, and this shrink period is not quiet (bursts a second or less
@@ -302,10 +312,10 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	if (vp->lease_warm)
 		vp->lease_demand = true;
 	while (!vp->grant_blocked &&
-	       vpasid_cache_level(vp) + vp->granting + vpasid_lease_batch(vp) <=
+	       vpasid_cache_due(vp) + vpasid_lease_batch(vp) <=
 	       vp->lease_size &&
 	       vp->granting < vpasid_lease_ahead(vp)) {
-		count = min3(vp->lease_size - vpasid_cache_level(vp) - vp->granting,
+		count = min3(vp->lease_size - vpasid_cache_due(vp),
 			     vpasid_lease_host_room(vp),
 			     (unsigned int)VIRTIO_PASID_LEASE_BATCH_MAX);
 		if (count < vpasid_lease_batch(vp))
@@ -330,7 +340,7 @@ static void vpasid_lease_ran_short(struct virtio_pasid *vp)
 	if (vp->lease_short || !vp->lease_warm)
 		return;
 	vp->lease_short = true;
-	vpasid_lease_grow(vp, min(vp->lease_size * 4, vp->lease_room));
+	vpasid_lease_outrun(vp);
 }
 
 /*
@@ -375,7 +385,7 @@ void vpasid_lease_kick(struct virtio_pasid *vp)
 		   vp->nspill >= VIRTIO_PASID_LEASE_BATCH_MAX) {
 		vpasid_reap(vp);
 	}
-	low = vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp);
+	low = vpasid_cache_due(vp) < vpasid_lease_low(vp);
 	if (low && !vpasid_lease_refill(vp))
 		schedule_work(&vp->lease_work);
 	/*
@@ -671,10 +681,10 @@ static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 	if (!vp->lease_stopped && !vp->unresponsive) {
 		/* What the cache has room for does not go back. */
 		vpasid_spill_unspill(vp);
-		if (vpasid_cache_level(vp) + vp->granting < vpasid_lease_low(vp) &&
+		if (vpasid_cache_due(vp) < vpasid_lease_low(vp) &&
 		    !vp->grant_blocked) {
 			opcode = VIRTIO_PASID_OP_GRANT;
-			count = min(vp->lease_size - vpasid_cache_level(vp) - vp->granting,
+			count = min(vp->lease_size - vpasid_cache_due(vp),
 				    vpasid_lease_host_room(vp));
 			/* Whole batches only, as the kick's refill. */
 			if (count < vpasid_lease_batch(vp))
@@ -885,8 +895,8 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
 		return -ETIMEDOUT;
 	}
 	if (!vp->grant_blocked &&
-	    vp->lease_size > vpasid_cache_level(vp) + vp->granting)
-		count = min3(vp->lease_size - vpasid_cache_level(vp) - vp->granting,
+	    vp->lease_size > vpasid_cache_due(vp))
+		count = min3(vp->lease_size - vpasid_cache_due(vp),
 			     vpasid_lease_host_room(vp), room);
 	/*
 	 * The miss's batch and the refill behind it, up to the cache's size,
