@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::{boot_in_parallel, finish, guest_config, sole_holdings, CMD};
 use qemu_tests::daemon::VmEntry;
-use qemu_tests::vpasid::{parse_held, wait_lease_settled, DriverStatus, EXERCISER_CTL};
+use qemu_tests::vpasid::{parse_held, wait_lease_settled, DriverStatus, Held, EXERCISER_CTL};
 use qemu_tests::{Daemon, DaemonConfig, Guest, Kernel, VmSlot, VpasidGuest};
 
 /// Bound on a burst of [`BURST`] (TCG, lease=0 would take about 2 s).
@@ -70,9 +70,10 @@ fn daemon(slots: Vec<VmSlot>) -> Daemon {
     Daemon::start(config).unwrap()
 }
 
-/// Loads the driver (its defaults) and the exerciser.
-fn load(guest: &mut Guest) -> qemu_tests::Result<()> {
-    guest.load_driver("")?;
+/// Loads the driver (with module parameters `params`, "" for its
+/// defaults) and the exerciser.
+fn load(guest: &mut Guest, params: &str) -> qemu_tests::Result<()> {
+    guest.load_driver(params)?;
     guest.wait_driver_state("active", CMD)?;
     guest.load_exerciser()
 }
@@ -111,6 +112,16 @@ fn shrunk_to(guest: &mut Guest, daemon: &Daemon, vm: &str, size: u64) -> (Driver
     }
 }
 
+/// A held run that allocated `done` (all it asked for, or up to a
+/// quota) with no duplicate, out-of-range or unmapped ID.
+fn assert_clean(held: &Held, done: u32) {
+    assert_eq!(
+        (held.done, held.duplicate, held.out_of_range, held.lookup),
+        (u64::from(done), 0, 0, 0),
+        "{held:?}"
+    );
+}
+
 fn delta(before: &DriverStatus, after: &DriverStatus, name: &str) -> u64 {
     after.counter(name) - before.counter(name)
 }
@@ -128,7 +139,7 @@ fn delta(before: &DriverStatus, after: &DriverStatus, name: &str) -> u64 {
 fn held_burst_is_served_in_batches(kernel: Kernel) {
     let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest).unwrap();
+    load(&mut guest, "").unwrap();
     let cap = daemon.vm("vm0").unwrap().lease;
     assert!(u64::from(cap) > RESTING, "default cap {cap}");
     let before = guest.driver_status().unwrap();
@@ -148,11 +159,7 @@ fn held_burst_is_served_in_batches(kernel: Kernel) {
         delta(&before, &after, "refills"),
         delta(&before, &after, "returns"),
     );
-    assert_eq!(
-        (held.done, held.duplicate, held.out_of_range, held.lookup),
-        (u64::from(BURST), 0, 0, 0),
-        "{held:?}"
-    );
+    assert_clean(&held, BURST);
     assert!(
         requests <= MAX_REQUESTS_PER_1000 * u64::from(BURST) / 1000,
         "{requests} host requests for a held burst of {BURST}: {host:?}"
@@ -207,16 +214,12 @@ fn quota_holds_mid_burst(kernel: Kernel) {
     const ASKED: u32 = 5000;
     let daemon = daemon(vec![VmSlot::new("vm0").quota(QUOTA)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest).unwrap();
+    load(&mut guest, "").unwrap();
 
     let held = guest.held(ASKED, (MIN, MAX), BURST_CMD).unwrap();
     let (status, host) = settled(&mut guest, &daemon, "vm0");
     eprintln!("{kernel}: held burst of {ASKED} at quota {QUOTA}: {held:?}; {host:?}");
-    assert_eq!(
-        (held.done, held.duplicate, held.out_of_range, held.lookup),
-        (u64::from(QUOTA), 0, 0, 0),
-        "{held:?}"
-    );
+    assert_clean(&held, QUOTA);
     assert!(status.counter("failures/quota_exceeded") >= 1, "{status:?}");
     assert_eq!(status.counter("outstanding"), 0, "{status:?}");
     assert!(host.held <= QUOTA, "{host:?}");
@@ -241,7 +244,7 @@ fn two_vms_burst_at_once(kernel: Kernel) {
     let vms = ["vm1", "vm2"];
     let daemon = daemon(vms.map(|vm| VmSlot::new(vm).quota(BIG_QUOTA)).to_vec());
     let configs = vms.map(|vm| guest_config(kernel, &daemon, vm)).to_vec();
-    let mut guests = boot_in_parallel(configs, load);
+    let mut guests = boot_in_parallel(configs, |guest| load(guest, ""));
 
     let barrier = std::sync::Barrier::new(guests.len());
     thread::scope(|s| {
@@ -293,7 +296,7 @@ fn two_vms_burst_at_once(kernel: Kernel) {
 fn unload_after_a_burst_returns_everything(kernel: Kernel) {
     let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest).unwrap();
+    load(&mut guest, "").unwrap();
     assert_eq!(guest.alloc_n(BURST, MIN, MAX).unwrap().count, BURST);
     assert_eq!(guest.free_all().unwrap(), u64::from(BURST));
     let status = guest.driver_status().unwrap();
@@ -328,7 +331,7 @@ fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
     const BURSTS: usize = 8;
     let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest).unwrap();
+    load(&mut guest, "").unwrap();
     // How far a burst grows a cold cache depends on how fast the host
     // answers; a size that keeps up does not grow further.
     let mut grown = RESTING;
@@ -365,11 +368,7 @@ fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
     let mut size = grown;
     for pair in lines.chunks(2) {
         let held = parse_held(pair[0]).unwrap();
-        assert_eq!(
-            (held.done, held.duplicate, held.out_of_range, held.lookup),
-            (u64::from(EACH), 0, 0, 0),
-            "{held:?}"
-        );
+        assert_clean(&held, EACH);
         let now: u64 = pair[1]
             .strip_prefix("lease_size ")
             .and_then(|n| n.parse().ok())
@@ -390,16 +389,15 @@ fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
 ///    (`lease=64`), a first burst fills (and may grow) the cache, the idle
 ///    guest shrinks it back to 64, and a burst of 2000 then grows it. At
 ///    64 the refills (a GRANT per 32 allocations) keep up only by looking
-///    at the virtqueue while the cache is short, which does not miss; the short cache itself is the sign of a burst that
-///    outruns C/2 per round trip, so it grows the size fourfold.
+///    at the virtqueue while the cache is short, which does not miss;
+///    the short cache itself is the sign of a burst that outruns C/2 per
+///    round trip, so it grows the size fourfold.
 fn a_burst_after_idle_grows_the_cache(kernel: Kernel) {
     const RESTING_64: u64 = 64;
     const EACH: u32 = 2000;
     let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
     let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    guest.load_driver("lease=64").unwrap();
-    guest.wait_driver_state("active", CMD).unwrap();
-    guest.load_exerciser().unwrap();
+    load(&mut guest, "lease=64").unwrap();
     let cap = u64::from(daemon.vm("vm0").unwrap().lease);
     assert!(cap > 4 * RESTING_64, "default cap {cap}");
     assert_eq!(
@@ -409,11 +407,7 @@ fn a_burst_after_idle_grows_the_cache(kernel: Kernel) {
 
     let (before, _) = shrunk_to(&mut guest, &daemon, "vm0", RESTING_64);
     let held = guest.held(EACH, (MIN, MAX), BURST_CMD).unwrap();
-    assert_eq!(
-        (held.done, held.duplicate, held.out_of_range, held.lookup),
-        (u64::from(EACH), 0, 0, 0),
-        "{held:?}"
-    );
+    assert_clean(&held, EACH);
     let (after, _) = settled(&mut guest, &daemon, "vm0");
     eprintln!(
         "{kernel}: a burst of {EACH} from a cache of {RESTING_64}: lease_size {} misses {} \
