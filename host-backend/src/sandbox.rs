@@ -427,11 +427,21 @@ pub fn install_seccomp(mode: SeccompMode) -> Result<bool, SandboxError> {
     Ok(!programs.is_empty())
 }
 
-/// Held by a test while it forks, and by a test that needs a socket it
-/// dropped to stop listening: a forked child holds copies of every
+/// Held for writing by a test while it forks; for reading by a test that
+/// needs what it dropped to be closed (a socket that must stop listening,
+/// a state directory's `flock`): a forked child holds copies of every
 /// descriptor of the test process until it exits.
 #[cfg(test)]
-pub(crate) static FORKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static FORKING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Keeps forked test children away while held, so a descriptor the test
+/// closes is closed (tests holding it still run side by side).
+#[cfg(test)]
+pub(crate) fn no_forks() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 #[cfg(test)]
 mod tests {
@@ -458,7 +468,7 @@ mod tests {
     /// before the fork.
     fn in_filtered_child(mode: SeccompMode, body: fn() -> i32) -> ChildEnd {
         let programs = filters(mode).unwrap();
-        let _no_rebind = FORKING.lock().unwrap_or_else(PoisonError::into_inner);
+        let _forking = FORKING.write().unwrap_or_else(PoisonError::into_inner);
         // SAFETY: the child runs only `apply_filter` (prctl + seccomp on a
         // prepared program), `body` (system calls that do not allocate)
         // and `_exit`, all async-signal-safe.

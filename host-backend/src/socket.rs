@@ -158,9 +158,7 @@ mod tests {
     #[test]
     fn stale_socket_is_replaced_live_one_is_not() {
         // No forked test child may keep `first` listening after its drop.
-        let _no_fork = crate::sandbox::FORKING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _no_fork = crate::sandbox::no_forks();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let first = bind(&path, &SocketAccess::default()).unwrap();

@@ -388,6 +388,27 @@ mod tests {
     use crate::registry::{ReclaimReason, Registry, RegistryError, VmId};
     use crate::state::Journal;
 
+    /// A state directory a test re-opens. No forked test child may keep
+    /// its lock held after the state that took it is dropped.
+    struct StateDir {
+        dir: tempfile::TempDir,
+        _no_fork: std::sync::RwLockReadGuard<'static, ()>,
+    }
+
+    impl StateDir {
+        fn new() -> Self {
+            let _no_fork = crate::sandbox::no_forks();
+            StateDir {
+                dir: tempfile::tempdir().unwrap(),
+                _no_fork,
+            }
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
     fn limits() -> OwnerLimits {
         OwnerLimits {
             quota: 100,
@@ -460,7 +481,7 @@ mod tests {
 
     #[test]
     fn re_delivered_requests_get_their_first_answer() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, a, _) = open(dir.path());
         let space_id = reg.stats().space_id;
         let first = reg
@@ -520,7 +541,7 @@ mod tests {
     /// with vacant indexes: every restart finds each holder at its index.
     #[test]
     fn forgotten_holders_survive_restarts_at_their_indexes() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, a, _) = open(dir.path());
         let p = reg
             .answer(a, 0, alloc(1), &PasidList::default())
@@ -578,7 +599,7 @@ mod tests {
     /// `vms` lists it no more, and a restart does not bring it back.
     #[test]
     fn a_released_unconfigured_vm_is_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, vms, _) = open_vms(dir.path(), &["a", "b", "c"], 1 << 20);
         let c = vms[2];
         reg.answer(c, 0, alloc(1), &PasidList::default());
@@ -605,7 +626,7 @@ mod tests {
 
     #[test]
     fn holder_names_are_validated_like_vm_names() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, a, _) = open(dir.path());
         let p = reg
             .answer(a, 0, alloc(1), &PasidList::default())
@@ -650,7 +671,7 @@ mod tests {
 
     #[test]
     fn a_replay_after_a_replay_still_matches() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, a, _) = open(dir.path());
         let first = reg.answer(a, 7, alloc(1), &PasidList::default()).response;
         commit(&mut reg, a);
@@ -673,7 +694,7 @@ mod tests {
 
     #[test]
     fn different_bytes_at_a_window_position_are_carried_out() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, a, _) = open(dir.path());
         let first = reg.answer(a, 3, alloc(1), &PasidList::default()).response;
         commit(&mut reg, a);
@@ -687,7 +708,7 @@ mod tests {
 
     #[test]
     fn reset_free_and_disconnect_are_replayed_from_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         let (mut reg, a, b) = open(dir.path());
         let p: Vec<u32> = (0..4u16)
             .map(|t| {
@@ -749,7 +770,7 @@ mod tests {
 
     #[test]
     fn compaction_keeps_everything() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = StateDir::new();
         // Every frame takes the journal past 64 bytes: each commit compacts.
         let (mut reg, vms, journal) = open_vms(dir.path(), &["a", "b"], 64);
         let a = vms[0];
