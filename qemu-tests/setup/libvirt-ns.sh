@@ -23,6 +23,7 @@
 #   ("Failed disable mount propagation out of the root filesystem");
 # - its own /dev without /dev/kvm (with it, a TCG-only libvirt re-probes
 #   QEMU on every capability lookup), /proc, /sys, a tmpfs /run;
+# - with VPASID_CGROUPS, its own cgroups (a cgroup namespace);
 # - the host's /tmp at /tmp, where the tests keep sockets and images.
 # This shell stays PID 1 of the namespace, so that the QEMU processes
 # libvirtd daemonizes are reaped (libvirtd as PID 1 would leave them
@@ -30,6 +31,19 @@
 set -eu
 root=$1
 state=$2
+
+# A host of its own down to its cgroups: with one shared tree, two
+# libvirtds starting domain 1 "web" use the same cgroups (see
+# qemu-tests/src/host_cgroups.rs). VPASID_CGROUPS lists this instance's
+# cgroups, one per hierarchy: move into them, then into a cgroup namespace
+# rooted there (its hierarchies are mounted anew below).
+if [ -n "${VPASID_CGROUPS-}" ]; then
+    for dir in $VPASID_CGROUPS; do
+        echo 0 >"$dir/cgroup.procs"
+    done
+    VPASID_CGROUPS='' VPASID_CGROUPNS=1 exec unshare -C -- sh "$0" "$@"
+fi
+
 for d in etc:etc/libvirt lib:var/lib/libvirt log:var/log/libvirt; do
     [ -d "$state/${d%%:*}" ] || cp -a "$root/${d#*:}" "$state/${d%%:*}"
 done
@@ -42,6 +56,16 @@ rm -f "$state"/etc/qemu/networks/autostart/*.xml
 mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
+if [ -n "${VPASID_CGROUPNS-}" ]; then
+    # Mounted in the cgroup namespace, a hierarchy shows its root as `/`.
+    # The host's mounts go first: libvirtd must not find two of each.
+    mounts=$(awk -v root="$root" 'index($2, root) == 1 &&
+        ($3 == "cgroup" || $3 == "cgroup2") { print $2, $3, $4 }' /proc/self/mounts)
+    echo "$mounts" | while read -r mnt type opts; do
+        umount "$mnt"
+        mount -t "$type" -o "$opts" "$type" "$mnt"
+    done
+fi
 mount -t tmpfs -o mode=0755 tmpfs "$root/dev"
 for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
     name=${node%%:*}

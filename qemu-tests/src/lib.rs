@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod error;
 pub mod guest;
 mod health;
+mod host_cgroups;
 pub mod libvirt;
 pub mod pinning;
 pub mod process;

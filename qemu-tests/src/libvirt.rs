@@ -14,7 +14,8 @@
 //! QEMU. QEMU runs as Debian's `libvirt-qemu` (group `kvm` of the chroot):
 //! what it opens must be reachable for that user, as on a real host.
 //! Dropping the [`Libvirtd`] kills every process in its namespaces (QEMU
-//! included).
+//! included). Each libvirtd has cgroups of its own
+//! ([`crate::host_cgroups`]), as a host would.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -27,6 +28,7 @@ use crate::config::GuestConfig;
 use crate::daemon::binary;
 use crate::error::{Error, Result};
 use crate::guest::{unique_log_path_for, Guest};
+use crate::host_cgroups::HostCgroups;
 use crate::process::{spawn_tied, wait_for_unix_listener, ChildGuard};
 use crate::setup;
 
@@ -95,6 +97,8 @@ pub struct Libvirtd {
     /// The URI `virsh` connects with (`qemu:///system`, or with the
     /// socket of a second host's libvirtd).
     uri: String,
+    /// Its cgroups, removed after its namespaces are killed (last field).
+    _cgroups: HostCgroups,
 }
 
 /// libvirtd's settings that make it a host of its own next to another
@@ -168,6 +172,13 @@ impl Libvirtd {
         let err = log
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))?;
+        let cgroups =
+            HostCgroups::create(&dir.path().file_name().unwrap_or_default().to_string_lossy())?;
+        let cgroup_dirs: Vec<String> = cgroups
+            .dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         let mut cmd = Command::new("unshare");
         cmd.args([
             "-m",
@@ -183,6 +194,7 @@ impl Libvirtd {
         .arg(libvirt_root())
         .arg(&state)
         .args(conf.iter())
+        .env("VPASID_CGROUPS", cgroup_dirs.join(" "))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);
@@ -212,6 +224,7 @@ impl Libvirtd {
             dir,
             log_path,
             uri,
+            _cgroups: cgroups,
         };
         libvirtd.wait_answering(started)?;
         Ok(libvirtd)
