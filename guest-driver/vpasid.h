@@ -393,6 +393,18 @@ static inline unsigned int vpasid_cache_due(const struct virtio_pasid *vp)
 }
 
 /*
+ * What GRANTs may still bring below the cache's size: none once the cache
+ * is due to reach it. Read once: without vpasid_reg.lock (the work items)
+ * a free may stash a PASID between two readings of the level.
+ */
+static inline unsigned int vpasid_cache_room(const struct virtio_pasid *vp)
+{
+	unsigned int due = vpasid_cache_due(vp);
+
+	return vp->lease_size > due ? vp->lease_size - due : 0;
+}
+
+/*
  * PASIDs the VM holds and has not handed out, as the host counts them:
  * the cache, the spill, the stash, and those listed in RETURNs the host
  * has not answered yet. vp->lock held; the stash moves under

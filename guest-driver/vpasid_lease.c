@@ -252,12 +252,13 @@ static void vpasid_cache_drop_front(struct virtio_pasid *vp, unsigned int k)
  */
 static void vpasid_spill_unspill(struct virtio_pasid *vp)
 {
+	unsigned int level = vpasid_cache_level(vp);
 	unsigned int k, n, dup;
 	u32 *back;
 
-	if (!vp->nspill || vpasid_cache_level(vp) >= vp->lease_size)
+	if (!vp->nspill || level >= vp->lease_size)
 		return;
-	k = min(vp->nspill, vp->lease_size - vpasid_cache_level(vp));
+	k = min(vp->nspill, vp->lease_size - level);
 	vp->nspill -= k;
 	back = &vp->spill[vp->nspill];
 	/* Never twice in the cache: a repeat would be handed out twice. */
@@ -312,10 +313,9 @@ static bool vpasid_lease_refill(struct virtio_pasid *vp)
 	if (vp->lease_warm)
 		vp->lease_demand = true;
 	while (!vp->grant_blocked &&
-	       vpasid_cache_due(vp) + vpasid_lease_batch(vp) <=
-	       vp->lease_size &&
+	       vpasid_cache_room(vp) >= vpasid_lease_batch(vp) &&
 	       vp->granting < vpasid_lease_ahead(vp)) {
-		count = min3(vp->lease_size - vpasid_cache_due(vp),
+		count = min3(vpasid_cache_room(vp),
 			     vpasid_lease_host_room(vp),
 			     (unsigned int)VIRTIO_PASID_LEASE_BATCH_MAX);
 		if (count < vpasid_lease_batch(vp))
@@ -684,7 +684,7 @@ static bool vpasid_lease_step(struct virtio_pasid *vp, bool all)
 		if (vpasid_cache_due(vp) < vpasid_lease_low(vp) &&
 		    !vp->grant_blocked) {
 			opcode = VIRTIO_PASID_OP_GRANT;
-			count = min(vp->lease_size - vpasid_cache_due(vp),
+			count = min(vpasid_cache_room(vp),
 				    vpasid_lease_host_room(vp));
 			/* Whole batches only, as the kick's refill. */
 			if (count < vpasid_lease_batch(vp))
@@ -894,9 +894,8 @@ int vpasid_lease_fetch(struct virtio_pasid *vp, unsigned int room, u32 lo,
 		atomic64_inc(&vp->stats.fast_fails);
 		return -ETIMEDOUT;
 	}
-	if (!vp->grant_blocked &&
-	    vp->lease_size > vpasid_cache_due(vp))
-		count = min3(vp->lease_size - vpasid_cache_due(vp),
+	if (!vp->grant_blocked)
+		count = min3(vpasid_cache_room(vp),
 			     vpasid_lease_host_room(vp), room);
 	/*
 	 * The miss's batch and the refill behind it, up to the cache's size,
