@@ -33,7 +33,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{
     assert_guest_knows, finish, load_v1_driver, qmp_guest_config, reattach, sole_holdings,
@@ -52,28 +52,9 @@ qemu_tests::per_kernel!(reattach_on_q35_replugs_on_the_root_port);
 /// probe line in dmesg; a new device may reuse the old one's virtio index)
 /// and is active again.
 fn wait_probed(guest: &mut Guest, probes: usize) {
-    let started = Instant::now();
-    loop {
-        let out = guest
-            .run_ok("dmesg | grep -c 'virtio_pasid .*: protocol v' || true", CMD)
-            .unwrap();
-        let seen: usize = out.trim().parse().unwrap();
-        assert!(
-            seen <= probes,
-            "{}: {seen} probes, expected {probes}",
-            guest.name()
-        );
-        if seen == probes && guest.driver_status().unwrap().state == "active" {
-            return;
-        }
-        assert!(
-            started.elapsed() < CMD,
-            "{}: {seen} of {probes} probes after {:?}",
-            guest.name(),
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_dmesg_lines(guest, "'virtio_pasid .*: protocol v'", probes, |g| {
+        g.driver_status().unwrap().state == "active"
+    });
 }
 
 /// One PASID allocated through the host and freed again; checks that the

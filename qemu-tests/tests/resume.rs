@@ -140,27 +140,6 @@ fn wait_resumed(guest: &mut Guest) -> (Duration, String) {
     (Duration::from_secs_f64(secs), reconciled)
 }
 
-/// Waits until `n` dmesg lines contain `pattern` (a fixed string).
-fn wait_dmesg_count(guest: &mut Guest, pattern: &str, n: usize) {
-    let started = Instant::now();
-    loop {
-        let out = guest
-            .run_ok(&format!("dmesg | grep -c -F '{pattern}' || true"), CMD)
-            .unwrap();
-        let seen: usize = out.trim().parse().unwrap();
-        assert!(seen <= n, "{}: {seen} lines with {pattern:?}", guest.name());
-        if seen == n {
-            return;
-        }
-        assert!(
-            started.elapsed() < CMD,
-            "{}: {seen} of {n} lines with {pattern:?}",
-            guest.name()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The last dmesg line that contains `pattern` (a fixed string).
 fn last_dmesg_line(guest: &mut Guest, pattern: &str) -> String {
     guest.wait_for_dmesg(pattern, CMD).unwrap()
@@ -467,7 +446,7 @@ fn state_lost_conflicts_are_reported(kernel: Kernel) {
     // vmB, holding nothing, comes back first (a fresh probe, RESET) and
     // takes the two lowest: two of vmA's.
     reattach(&daemon, "vmB", &qmp_b);
-    wait_dmesg_count(&mut guest_b, "RESET released", 2);
+    common::wait_dmesg_lines(&mut guest_b, "-F 'RESET released'", 2, |_| true);
     guest_b.wait_driver_state("active", CMD).unwrap();
     let taken_by_b = alloc_some(&mut guest_b, 2);
     let conflicts: BTreeSet<u32> = held.iter().copied().take(2).collect();

@@ -190,27 +190,46 @@ pub fn finish(mut guest: Guest) {
     guest.poweroff(POWEROFF).unwrap();
 }
 
-/// Waits (bounded by [`CMD`]) until the driver has resumed `n` times since
-/// boot (its "resumed with" lines; more is a failure) and is active;
-/// returns the last RECONCILE summary.
-pub fn wait_resumes(guest: &mut Guest, n: usize) -> String {
+/// Waits (bounded by [`CMD`]) until exactly `n` dmesg lines match `grep`
+/// (a `grep -c` pattern, quoted, with its options) and `ready(guest)`
+/// holds; more than `n` is a failure.
+pub fn wait_dmesg_lines(
+    guest: &mut Guest,
+    grep: &str,
+    n: usize,
+    mut ready: impl FnMut(&mut Guest) -> bool,
+) {
     let started = Instant::now();
     loop {
         let out = guest
-            .run_ok("dmesg | grep -c -F 'resumed with' || true", CMD)
+            .run_ok(&format!("dmesg | grep -c {grep} || true"), CMD)
             .unwrap();
         let seen: usize = out.trim().parse().unwrap();
-        assert!(seen <= n, "{}: {seen} resumes, expected {n}", guest.name());
-        if seen == n && guest.driver_state().unwrap() == "active" {
-            break;
+        assert!(
+            seen <= n,
+            "{}: {seen} lines match {grep}, expected {n}",
+            guest.name()
+        );
+        if seen == n && ready(guest) {
+            return;
         }
         assert!(
             started.elapsed() < CMD,
-            "{seen} of {n} resumes after {:?}",
+            "{}: {seen} of {n} lines match {grep} after {:?}",
+            guest.name(),
             started.elapsed()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits (bounded by [`CMD`]) until the driver has resumed `n` times since
+/// boot (its "resumed with" lines; more is a failure) and is active;
+/// returns the last RECONCILE summary.
+pub fn wait_resumes(guest: &mut Guest, n: usize) -> String {
+    wait_dmesg_lines(guest, "-F 'resumed with'", n, |g| {
+        g.driver_state().unwrap() == "active"
+    });
     guest.wait_for_dmesg("RECONCILE:", CMD).unwrap()
 }
 
