@@ -70,6 +70,15 @@ fn daemon(slots: Vec<VmSlot>) -> Daemon {
     Daemon::start(config).unwrap()
 }
 
+/// A daemon serving one VM, vm0, with quota `quota`, and its guest booted
+/// with the driver loaded (module parameters `params`, as [`load`]).
+fn one_vm(kernel: Kernel, quota: u32, params: &str) -> (Daemon, Guest) {
+    let daemon = daemon(vec![VmSlot::new("vm0").quota(quota)]);
+    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
+    load(&mut guest, params).unwrap();
+    (daemon, guest)
+}
+
 /// Loads the driver (with module parameters `params`, "" for its
 /// defaults) and the exerciser.
 fn load(guest: &mut Guest, params: &str) -> qemu_tests::Result<()> {
@@ -137,9 +146,7 @@ fn delta(before: &DriverStatus, after: &DriverStatus, name: &str) -> u64 {
 ///    is cached, and the host's holdings are exactly the VM's. Once idle,
 ///    the cache shrinks back to its resting size and returns the rest.
 fn held_burst_is_served_in_batches(kernel: Kernel) {
-    let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
-    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest, "").unwrap();
+    let (daemon, mut guest) = one_vm(kernel, BIG_QUOTA, "");
     let cap = daemon.vm("vm0").unwrap().lease;
     assert!(u64::from(cap) > RESTING, "default cap {cap}");
     let before = guest.driver_status().unwrap();
@@ -212,9 +219,7 @@ fn held_burst_is_served_in_batches(kernel: Kernel) {
 fn quota_holds_mid_burst(kernel: Kernel) {
     const QUOTA: u32 = 3000;
     const ASKED: u32 = 5000;
-    let daemon = daemon(vec![VmSlot::new("vm0").quota(QUOTA)]);
-    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest, "").unwrap();
+    let (daemon, mut guest) = one_vm(kernel, QUOTA, "");
 
     let held = guest.held(ASKED, (MIN, MAX), BURST_CMD).unwrap();
     let (status, host) = settled(&mut guest, &daemon, "vm0");
@@ -294,9 +299,7 @@ fn two_vms_burst_at_once(kernel: Kernel) {
 ///    gives everything back: the host holds nothing, the VM stays
 ///    connected.
 fn unload_after_a_burst_returns_everything(kernel: Kernel) {
-    let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
-    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest, "").unwrap();
+    let (daemon, mut guest) = one_vm(kernel, BIG_QUOTA, "");
     assert_eq!(guest.alloc_n(BURST, MIN, MAX).unwrap().count, BURST);
     assert_eq!(guest.free_all().unwrap(), u64::from(BURST));
     let status = guest.driver_status().unwrap();
@@ -329,9 +332,7 @@ fn unload_after_a_burst_returns_everything(kernel: Kernel) {
 fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
     const EACH: u32 = 2000;
     const BURSTS: usize = 8;
-    let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
-    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest, "").unwrap();
+    let (daemon, mut guest) = one_vm(kernel, BIG_QUOTA, "");
     // How far a burst grows a cold cache depends on how fast the host
     // answers; a size that keeps up does not grow further.
     let mut grown = RESTING;
@@ -395,9 +396,7 @@ fn bursts_a_second_apart_keep_the_cache(kernel: Kernel) {
 fn a_burst_after_idle_grows_the_cache(kernel: Kernel) {
     const RESTING_64: u64 = 64;
     const EACH: u32 = 2000;
-    let daemon = daemon(vec![VmSlot::new("vm0").quota(BIG_QUOTA)]);
-    let mut guest = Guest::boot(guest_config(kernel, &daemon, "vm0")).unwrap();
-    load(&mut guest, "lease=64").unwrap();
+    let (daemon, mut guest) = one_vm(kernel, BIG_QUOTA, "lease=64");
     let cap = u64::from(daemon.vm("vm0").unwrap().lease);
     assert!(cap > 4 * RESTING_64, "default cap {cap}");
     assert_eq!(
